@@ -1,0 +1,54 @@
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use deployguard::config::{self, Config, DatabaseConfig, LogConfig};
+use deployguard::{db, service, telemetry};
+
+const PROGRAM: &str = "deployguard-api";
+
+/// DeployGuard REST API.
+#[derive(Parser)]
+#[command(name = PROGRAM, version)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the REST API (the default).
+    Serve,
+    /// Apply pending database migrations and exit (needs only DATABASE_URL).
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    match Args::parse().command.unwrap_or(Command::Serve) {
+        Command::Serve => service::main(PROGRAM, serve),
+        Command::Migrate => {
+            telemetry::init(&config::or_exit(PROGRAM, LogConfig::from_env()));
+            let database = config::or_exit(PROGRAM, DatabaseConfig::from_env());
+            service::run(PROGRAM, async move {
+                let version = db::migrate(&database, Duration::from_secs(60)).await?;
+                tracing::info!(version, "database schema is up to date");
+                Ok(())
+            })
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let state = deployguard_api::AppState::new(config)?;
+    if state.config.storage.create_bucket {
+        state.storage.ensure_bucket().await?;
+    }
+    let addr = state.config.api_addr;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (API_ADDR): {e}"))?;
+    tracing::info!(%addr, "serving the REST API");
+    deployguard_api::serve(state, listener, deployguard::shutdown::signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,611 @@
+//! Configuration of the service binaries, read from the environment once at start.
+//!
+//! Every setting is validated here so that a missing or malformed value stops a binary
+//! before it touches anything, with one line naming the variable. Values that carry
+//! credentials (URLs with passwords, keys) are held as [`SecretString`] and never echoed,
+//! not even in the error for a malformed value.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+/// Where settings are read from: the process environment, or a map in tests.
+pub trait Source {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment. A variable set to the empty string counts as unset.
+pub struct Environment;
+
+impl Source for Environment {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl Source for HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name)
+            .cloned()
+            .filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl Source for HashMap<&str, &str> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name)
+            .map(|v| (*v).to_owned())
+            .filter(|v| !v.trim().is_empty())
+    }
+}
+
+/// A setting that is missing or malformed. Its message names the variable and never
+/// contains the value of a secret-bearing variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{var} {problem}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn missing(var: &'static str, example: &str) -> Self {
+        Self {
+            var,
+            problem: format!("is not set (example: {example})"),
+        }
+    }
+
+    fn malformed(var: &'static str, why: impl fmt::Display) -> Self {
+        Self {
+            var,
+            problem: format!("is malformed: {why}"),
+        }
+    }
+}
+
+/// Everything a service binary (API, worker, beat) needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub log: LogConfig,
+    pub database: DatabaseConfig,
+    pub broker: BrokerConfig,
+    pub storage: StorageConfig,
+    /// Base URL of the external credential service; tasks that resolve credentials fail
+    /// with a clear error when it is not configured.
+    pub auth_service_url: Option<Url>,
+    /// GitHub (or GitHub Enterprise) REST API base URL.
+    pub github_api_url: Url,
+    pub cors_origins: CorsOrigins,
+    pub api_addr: SocketAddr,
+    /// Upper bound for each dependency check of the readiness probe.
+    pub readiness_timeout: Duration,
+    /// Run pending migrations at start (under the advisory lock).
+    pub run_migrations: bool,
+}
+
+impl Config {
+    /// Reads the whole service configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&Environment)
+    }
+
+    pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            log: LogConfig::from_source(src)?,
+            database: DatabaseConfig::from_source(src)?,
+            broker: BrokerConfig::from_source(src)?,
+            storage: StorageConfig::from_source(src)?,
+            auth_service_url: optional_http_url(src, "AUTH_SERVICE_URL")?,
+            github_api_url: optional_http_url(src, "GITHUB_API_URL")?.unwrap_or_else(|| {
+                Url::parse("https://api.github.com").expect("a constant URL parses")
+            }),
+            cors_origins: CorsOrigins::from_source(src)?,
+            api_addr: parse_or(src, "API_ADDR", "0.0.0.0:8000".parse().ok(), "host:port")?,
+            readiness_timeout: Duration::from_millis(parse_or(
+                src,
+                "READINESS_TIMEOUT_MS",
+                Some(2000u64),
+                "a number of milliseconds",
+            )?),
+            run_migrations: parse_bool(src, "RUN_MIGRATIONS", true)?,
+        })
+    }
+}
+
+/// Logging: `LOG_LEVEL` (a level such as `INFO`, or filter directives such as
+/// `info,sqlx=warn`) and `LOG_FORMAT` (`text` or `json`).
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&Environment)
+    }
+
+    pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
+        let filter = src.get("LOG_LEVEL").unwrap_or_else(|| "info".into());
+        let filter = crate::telemetry::validate_filter(&filter)
+            .map_err(|why| ConfigError::malformed("LOG_LEVEL", why))?;
+        let format = match src
+            .get("LOG_FORMAT")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+        {
+            None => LogFormat::Text,
+            Some(f) if f == "text" || f == "pretty" => LogFormat::Text,
+            Some(f) if f == "json" => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::malformed(
+                    "LOG_FORMAT",
+                    format!("{other:?} is neither \"text\" nor \"json\""),
+                ));
+            }
+        };
+        Ok(Self { filter, format })
+    }
+}
+
+/// PostgreSQL: `DATABASE_URL` (required) and `DATABASE_MAX_CONNECTIONS`.
+#[derive(Clone)]
+pub struct DatabaseConfig {
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+impl DatabaseConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&Environment)
+    }
+
+    pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
+        const VAR: &str = "DATABASE_URL";
+        let raw = src.get(VAR).ok_or_else(|| {
+            ConfigError::missing(VAR, "postgresql://user:password@host:5432/deployguard")
+        })?;
+        let url = parse_secret_url(VAR, &raw, &["postgres", "postgresql"])?;
+        if url.host_str().is_none_or(str::is_empty) && !url.query_pairs().any(|(k, _)| k == "host")
+        {
+            return Err(ConfigError::malformed(VAR, "the URL names no host"));
+        }
+        let max_connections = parse_or(
+            src,
+            "DATABASE_MAX_CONNECTIONS",
+            Some(10u32),
+            "a positive number",
+        )?;
+        if max_connections == 0 {
+            return Err(ConfigError::malformed(
+                "DATABASE_MAX_CONNECTIONS",
+                "must be at least 1",
+            ));
+        }
+        Ok(Self {
+            url: SecretString::from(raw),
+            max_connections,
+        })
+    }
+
+    /// The URL with its password masked, for log lines.
+    pub fn display_url(&self) -> String {
+        redact_url(self.url.expose_secret())
+    }
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &self.display_url())
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// RabbitMQ: `AMQP_URL`, or the specification's `CELERY_BROKER_URL`.
+#[derive(Clone)]
+pub struct BrokerConfig {
+    pub url: SecretString,
+}
+
+impl BrokerConfig {
+    pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
+        let (var, raw) = match (src.get("AMQP_URL"), src.get("CELERY_BROKER_URL")) {
+            (Some(v), _) => ("AMQP_URL", v),
+            (None, Some(v)) => ("CELERY_BROKER_URL", v),
+            (None, None) => {
+                return Err(ConfigError::missing(
+                    "AMQP_URL",
+                    "amqp://user:password@rabbitmq:5672/%2f; CELERY_BROKER_URL is accepted too",
+                ));
+            }
+        };
+        crate::queue::parse_amqp_uri(&raw).map_err(|why| ConfigError::malformed(var, why))?;
+        Ok(Self {
+            url: SecretString::from(raw),
+        })
+    }
+
+    pub fn display_url(&self) -> String {
+        redact_url(self.url.expose_secret())
+    }
+}
+
+impl fmt::Debug for BrokerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BrokerConfig")
+            .field("url", &self.display_url())
+            .finish()
+    }
+}
+
+/// S3 or an S3-compatible store such as MinIO.
+#[derive(Clone)]
+pub struct StorageConfig {
+    /// `S3_ENDPOINT_URL`; unset means AWS S3 itself.
+    pub endpoint: Option<Url>,
+    /// `S3_PUBLIC_ENDPOINT_URL`: the host put into presigned URLs handed to users, when the
+    /// store is reachable under another name from outside (MinIO inside a cluster).
+    pub public_endpoint: Option<Url>,
+    pub region: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: SecretString,
+    /// Path-style addressing (`host/bucket/key`); the default whenever an endpoint is set.
+    pub force_path_style: bool,
+    /// `S3_CREATE_BUCKET`: create the bucket at start if it does not exist.
+    pub create_bucket: bool,
+}
+
+impl StorageConfig {
+    pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
+        let endpoint = optional_http_url(src, "S3_ENDPOINT_URL")?;
+        let public_endpoint = optional_http_url(src, "S3_PUBLIC_ENDPOINT_URL")?;
+        let bucket = src.get("S3_BUCKET").unwrap_or_else(|| "deployguard".into());
+        validate_bucket_name(&bucket).map_err(|why| ConfigError::malformed("S3_BUCKET", why))?;
+        let access_key = src
+            .get("S3_ACCESS_KEY")
+            .ok_or_else(|| ConfigError::missing("S3_ACCESS_KEY", "minioadmin"))?;
+        let secret_key = src
+            .get("S3_SECRET_KEY")
+            .ok_or_else(|| ConfigError::missing("S3_SECRET_KEY", "a secret from your store"))?;
+        let force_path_style = parse_bool(src, "S3_FORCE_PATH_STYLE", endpoint.is_some())?;
+        Ok(Self {
+            endpoint,
+            public_endpoint,
+            region: src.get("S3_REGION").unwrap_or_else(|| "us-east-1".into()),
+            bucket,
+            access_key,
+            secret_key: SecretString::from(secret_key),
+            force_path_style,
+            create_bucket: parse_bool(src, "S3_CREATE_BUCKET", false)?,
+        })
+    }
+}
+
+impl fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("endpoint", &self.endpoint.as_ref().map(Url::as_str))
+            .field(
+                "public_endpoint",
+                &self.public_endpoint.as_ref().map(Url::as_str),
+            )
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("access_key", &self.access_key)
+            .field("secret_key", &"***")
+            .field("force_path_style", &self.force_path_style)
+            .field("create_bucket", &self.create_bucket)
+            .finish()
+    }
+}
+
+/// S3 bucket naming rules (the subset every S3-compatible store enforces).
+pub fn validate_bucket_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    let edges_ok = name
+        .bytes()
+        .next()
+        .zip(name.bytes().last())
+        .is_some_and(|(a, z)| a.is_ascii_alphanumeric() && z.is_ascii_alphanumeric());
+    if !(3..=63).contains(&name.len()) || !ok_chars || !edges_ok || name.contains("..") {
+        return Err(format!(
+            "{name:?} is not a valid bucket name (3-63 lowercase letters, digits, '-' or '.')"
+        ));
+    }
+    Ok(())
+}
+
+/// `CORS_ORIGINS`: `*`, or a comma-separated list of origins such as
+/// `https://admin.example.com`. Unset means no cross-origin access.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    Any,
+    List(Vec<String>),
+}
+
+impl CorsOrigins {
+    fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
+        let Some(raw) = src.get("CORS_ORIGINS") else {
+            return Ok(Self::List(Vec::new()));
+        };
+        if raw.trim() == "*" {
+            return Ok(Self::Any);
+        }
+        let mut origins = Vec::new();
+        for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let url = Url::parse(item).map_err(|_| {
+                ConfigError::malformed("CORS_ORIGINS", format!("{item:?} is not an origin URL"))
+            })?;
+            let is_origin = matches!(url.scheme(), "http" | "https")
+                && url.host_str().is_some()
+                && url.path() == "/"
+                && !item.ends_with('/')
+                && url.query().is_none();
+            if !is_origin {
+                return Err(ConfigError::malformed(
+                    "CORS_ORIGINS",
+                    format!("{item:?} is not an origin (scheme://host[:port], no path)"),
+                ));
+            }
+            origins.push(item.to_owned());
+        }
+        Ok(Self::List(origins))
+    }
+}
+
+fn parse_secret_url(var: &'static str, raw: &str, schemes: &[&str]) -> Result<Url, ConfigError> {
+    // The value may hold a password: report what is wrong, never the value.
+    let url = Url::parse(raw).map_err(|e| ConfigError::malformed(var, e))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(ConfigError::malformed(
+            var,
+            format!("the scheme must be one of {}", schemes.join(", ")),
+        ));
+    }
+    Ok(url)
+}
+
+fn optional_http_url(src: &impl Source, var: &'static str) -> Result<Option<Url>, ConfigError> {
+    let Some(raw) = src.get(var) else {
+        return Ok(None);
+    };
+    let url = Url::parse(raw.trim()).map_err(|e| ConfigError::malformed(var, e))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ConfigError::malformed(
+            var,
+            "expected an http:// or https:// URL",
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::malformed(
+            var,
+            "credentials do not belong in this URL",
+        ));
+    }
+    Ok(Some(url))
+}
+
+fn parse_or<T: FromStr>(
+    src: &impl Source,
+    var: &'static str,
+    default: Option<T>,
+    expected: &str,
+) -> Result<T, ConfigError> {
+    match src.get(var) {
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::malformed(var, format!("{raw:?} is not {expected}"))),
+        None => default.ok_or_else(|| ConfigError::missing(var, expected)),
+    }
+}
+
+fn parse_bool(src: &impl Source, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match src.get(var).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
+        Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
+        Some(v) => Err(ConfigError::malformed(
+            var,
+            format!("{v:?} is not a boolean (true/false)"),
+        )),
+    }
+}
+
+/// Masks the password of a URL so it can be logged; an unparsable value is hidden whole.
+pub fn redact_url(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("***"));
+            }
+            url.to_string()
+        }
+        Err(_) => "<unparsable URL>".into(),
+    }
+}
+
+/// Loads a configuration section or stops the program the way operators expect: one
+/// line on stderr naming the variable, exit code 2, no backtrace.
+pub fn or_exit<T>(program: &str, loaded: Result<T, ConfigError>) -> T {
+    match loaded {
+        Ok(value) => value,
+        Err(err) => {
+            eprintln!("{program}: configuration error: {err}");
+            std::process::exit(2);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> HashMap<&'static str, &'static str> {
+        HashMap::from([
+            (
+                "DATABASE_URL",
+                "postgresql://dg:db-pass-123@db:5432/deployguard",
+            ),
+            ("AMQP_URL", "amqp://dg:mq-pass-456@rabbitmq:5672/%2f"),
+            ("S3_ENDPOINT_URL", "http://minio:9000"),
+            ("S3_ACCESS_KEY", "minioadmin"),
+            ("S3_SECRET_KEY", "s3-secret-789"),
+        ])
+    }
+
+    fn load(env: &HashMap<&str, &str>) -> Result<Config, ConfigError> {
+        Config::from_source(env)
+    }
+
+    #[test]
+    fn minimal_environment_gives_documented_defaults() {
+        let cfg = load(&base()).unwrap();
+        assert_eq!(cfg.storage.bucket, "deployguard");
+        assert!(
+            cfg.storage.force_path_style,
+            "an endpoint implies path style"
+        );
+        assert_eq!(cfg.api_addr, "0.0.0.0:8000".parse().unwrap());
+        assert_eq!(cfg.log.format, LogFormat::Text);
+        assert_eq!(cfg.cors_origins, CorsOrigins::List(vec![]));
+        assert_eq!(cfg.github_api_url.as_str(), "https://api.github.com/");
+        assert!(cfg.run_migrations);
+    }
+
+    #[test]
+    fn missing_database_url_names_the_variable() {
+        let mut env = base();
+        env.remove("DATABASE_URL");
+        let err = load(&env).unwrap_err();
+        assert_eq!(err.var, "DATABASE_URL");
+        assert!(err.to_string().starts_with("DATABASE_URL is not set"));
+    }
+
+    #[test]
+    fn empty_value_counts_as_missing() {
+        let mut env = base();
+        env.insert("S3_ACCESS_KEY", "  ");
+        assert_eq!(load(&env).unwrap_err().var, "S3_ACCESS_KEY");
+    }
+
+    #[test]
+    fn celery_broker_url_is_accepted_with_kombu_vhost_syntax() {
+        let mut env = base();
+        env.remove("AMQP_URL");
+        env.insert("CELERY_BROKER_URL", "amqp://u:p@rabbitmq:5672//");
+        let cfg = load(&env).unwrap();
+        let uri = crate::queue::parse_amqp_uri(cfg.broker.url.expose_secret()).unwrap();
+        assert_eq!(uri.vhost, "/");
+    }
+
+    #[test]
+    fn amqp_url_wins_over_celery_broker_url() {
+        let mut env = base();
+        env.insert("CELERY_BROKER_URL", "amqp://other:5672//");
+        let cfg = load(&env).unwrap();
+        assert!(cfg.broker.url.expose_secret().contains("rabbitmq"));
+    }
+
+    #[test]
+    fn malformed_secret_urls_are_reported_without_their_value() {
+        for (var, bad) in [
+            ("DATABASE_URL", "mysql://root:hunter2-db@db/x"),
+            ("DATABASE_URL", "hunter2-db not a url"),
+            ("AMQP_URL", "http://u:hunter2-mq@rabbitmq/"),
+        ] {
+            let mut env = base();
+            env.insert(var, bad);
+            let err = load(&env).unwrap_err();
+            assert_eq!(err.var, var);
+            let msg = err.to_string();
+            assert!(msg.contains("is malformed"), "{msg}");
+            assert!(!msg.contains("hunter2"), "secret leaked: {msg}");
+        }
+    }
+
+    #[test]
+    fn malformed_plain_values_name_the_variable() {
+        for (var, bad) in [
+            ("LOG_LEVEL", "loud"),
+            ("LOG_FORMAT", "xml"),
+            ("API_ADDR", "eight-thousand"),
+            ("READINESS_TIMEOUT_MS", "-1"),
+            ("RUN_MIGRATIONS", "maybe"),
+            ("S3_BUCKET", "Bad_Bucket"),
+            ("S3_ENDPOINT_URL", "minio:9000"),
+            ("AUTH_SERVICE_URL", "ftp://auth"),
+            ("CORS_ORIGINS", "https://admin.example.com/path"),
+            ("DATABASE_MAX_CONNECTIONS", "0"),
+        ] {
+            let mut env = base();
+            env.insert(var, bad);
+            let err = load(&env).unwrap_err();
+            assert_eq!(err.var, var, "{bad}");
+        }
+    }
+
+    #[test]
+    fn debug_output_never_contains_secret_values() {
+        let cfg = load(&base()).unwrap();
+        let shown = format!("{cfg:?}");
+        for secret in ["db-pass-123", "mq-pass-456", "s3-secret-789"] {
+            assert!(!shown.contains(secret), "{secret} leaked in {shown}");
+        }
+        assert!(shown.contains("db:5432"), "non-secret parts stay visible");
+    }
+
+    #[test]
+    fn cors_origins_accepts_star_and_lists() {
+        let mut env = base();
+        env.insert("CORS_ORIGINS", "*");
+        assert_eq!(load(&env).unwrap().cors_origins, CorsOrigins::Any);
+        env.insert(
+            "CORS_ORIGINS",
+            "https://admin.example.com, http://localhost:3000",
+        );
+        assert_eq!(
+            load(&env).unwrap().cors_origins,
+            CorsOrigins::List(vec![
+                "https://admin.example.com".into(),
+                "http://localhost:3000".into()
+            ])
+        );
+    }
+
+    #[test]
+    fn log_level_accepts_spec_style_uppercase_and_directives() {
+        let mut env = base();
+        env.insert("LOG_LEVEL", "INFO");
+        assert_eq!(load(&env).unwrap().log.filter, "info");
+        env.insert("LOG_LEVEL", "info,sqlx=warn");
+        assert_eq!(load(&env).unwrap().log.filter, "info,sqlx=warn");
+    }
+
+    #[test]
+    fn redact_url_masks_only_the_password() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/d"),
+            "postgres://u:***@h:5432/d"
+        );
+        assert_eq!(redact_url("postgres://h/d"), "postgres://h/d");
+        assert_eq!(redact_url("not a url secret"), "<unparsable URL>");
+    }
+}

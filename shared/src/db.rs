@@ -1,0 +1,129 @@
+//! PostgreSQL: the connection pool and the schema migrations.
+//!
+//! The schema is defined only in `migrations/` at the workspace root and embedded in
+//! every binary. Migrations run under a session-level advisory lock held on a dedicated
+//! connection, so several replicas starting at once apply each migration exactly once;
+//! if the process dies mid-way the session ends and PostgreSQL releases the lock.
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection};
+
+use crate::config::DatabaseConfig;
+
+/// The advisory-lock key of schema migrations (`'deployguard:migrate'` as a number).
+pub const MIGRATION_LOCK_KEY: i64 = 0x6467_5f6d_6967_7261;
+
+fn embedded_migrations() -> Migrator {
+    let mut migrator = sqlx::migrate!("../migrations");
+    // An older binary beside a newer schema (a rolling upgrade) must keep running:
+    // migrations are written expand-then-contract, so unknown newer ones are fine.
+    migrator.set_ignore_missing(true);
+    // Our own advisory lock already serialises replicas.
+    migrator.set_locking(false);
+    migrator
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("DATABASE_URL is not a usable PostgreSQL connection URL")]
+    InvalidUrl,
+    #[error("PostgreSQL is unreachable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("schema migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Query(#[from] sqlx::Error),
+}
+
+fn connect_options(config: &DatabaseConfig) -> Result<PgConnectOptions, DbError> {
+    let url = url::Url::parse(config.url.expose_secret()).map_err(|_| DbError::InvalidUrl)?;
+    let options = PgConnectOptions::from_url(&url).map_err(|_| DbError::InvalidUrl)?;
+    // Statements are logged at debug only, and never with their bound values.
+    Ok(options
+        .log_statements(tracing::log::LevelFilter::Debug)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2))
+        .application_name("deployguard"))
+}
+
+/// A lazily connecting pool: a binary starts even while PostgreSQL is briefly away, and
+/// the readiness probe reports it.
+pub fn pool(config: &DatabaseConfig) -> Result<PgPool, DbError> {
+    Ok(PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(connect_options(config)?))
+}
+
+/// Applies pending migrations under the advisory lock. Waits up to `wait` for
+/// PostgreSQL to accept connections first (a replica starting beside its database).
+/// Returns the schema version now in place.
+pub async fn migrate(config: &DatabaseConfig, wait: Duration) -> Result<i64, DbError> {
+    let options = connect_options(config)?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut conn = loop {
+        match PgConnection::connect_with(&options).await {
+            Ok(conn) => break conn,
+            Err(err) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %err, "PostgreSQL not reachable yet, retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(err) => return Err(DbError::Unavailable(err)),
+        }
+    };
+    let result = migrate_locked(&mut conn).await;
+    // Closing the session releases the lock even if unlocking failed.
+    let _ = conn.close().await;
+    result
+}
+
+async fn migrate_locked(conn: &mut PgConnection) -> Result<i64, DbError> {
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK_KEY)
+        .execute(&mut *conn)
+        .await?;
+    let outcome = embedded_migrations().run(&mut *conn).await;
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(MIGRATION_LOCK_KEY)
+        .execute(&mut *conn)
+        .await?;
+    outcome?;
+    let version: Option<i64> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(version.unwrap_or(0))
+}
+
+/// The newest migration this binary knows.
+pub fn latest_known_version() -> i64 {
+    embedded_migrations()
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0)
+}
+
+/// One round trip, for the readiness probe.
+pub async fn ping(pool: &PgPool) -> Result<(), DbError> {
+    sqlx::query("SELECT 1")
+        .execute(pool)
+        .await
+        .map(drop)
+        .map_err(DbError::Unavailable)
+}
+
+/// What a service binary does at start: apply migrations unless disabled, waiting a
+/// while for PostgreSQL to come up.
+pub async fn migrate_at_start(config: &crate::Config) -> Result<(), DbError> {
+    if !config.run_migrations {
+        tracing::info!("RUN_MIGRATIONS=false: not migrating");
+        return Ok(());
+    }
+    let version = migrate(&config.database, Duration::from_secs(60)).await?;
+    tracing::info!(version, "database schema is up to date");
+    Ok(())
+}

@@ -1,0 +1,14 @@
+//! DeployGuard's library: the domain model, configuration and every adapter and engine.
+//! The binaries (`api`, `worker`, `beat`, `cli`) only wire these to their transport.
+
+pub mod config;
+pub mod db;
+pub mod github;
+pub mod health;
+pub mod queue;
+pub mod service;
+pub mod shutdown;
+pub mod storage;
+pub mod telemetry;
+
+pub use config::Config;

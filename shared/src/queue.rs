@@ -1,0 +1,166 @@
+//! RabbitMQ: the shared connection to the broker.
+//!
+//! lapin's auto-recovery reconnects and replays topology after a network failure, but it
+//! gives up after its backoff budget; [`Broker`] then opens a fresh connection on the
+//! next use, so a process outlives any broker outage without a restart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::uri::AMQPUri;
+use lapin::{Connection, ConnectionProperties};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Mutex;
+
+use crate::config::BrokerConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("RabbitMQ is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A lazily opened, self-healing connection to RabbitMQ, shared by a whole process.
+pub struct Broker {
+    url: SecretString,
+    connection_name: String,
+    connect_timeout: Duration,
+    current: Mutex<Option<Arc<Connection>>>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("connection_name", &self.connection_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// No I/O happens here: the first [`Broker::connection`] connects.
+    /// `connection_name` is what operators see in the management UI.
+    pub fn new(config: &BrokerConfig, connection_name: impl Into<String>) -> Self {
+        Self {
+            url: config.url.clone(),
+            connection_name: connection_name.into(),
+            connect_timeout: Duration::from_secs(5),
+            current: Mutex::new(None),
+        }
+    }
+
+    /// The live connection, opening one if there is none or the last one died.
+    /// While lapin is recovering a dropped connection this fails fast rather than
+    /// waiting, so callers can answer "unavailable" at once.
+    pub async fn connection(&self) -> Result<Arc<Connection>, QueueError> {
+        let mut current = self.current.lock().await;
+        if let Some(conn) = current.as_ref() {
+            let status = conn.status();
+            if status.connected() {
+                return Ok(Arc::clone(conn));
+            }
+            if status.reconnecting() || status.connecting() {
+                return Err(QueueError::Unavailable("reconnecting to the broker".into()));
+            }
+        }
+        // Closed or errored for good: start over.
+        *current = None;
+        let conn = tokio::time::timeout(self.connect_timeout, self.open())
+            .await
+            .map_err(|_| QueueError::Unavailable("timed out connecting to the broker".into()))??;
+        let conn = Arc::new(conn);
+        *current = Some(Arc::clone(&conn));
+        Ok(conn)
+    }
+
+    async fn open(&self) -> Result<Connection, QueueError> {
+        let uri = parse_amqp_uri(self.url.expose_secret())
+            .map_err(|e| QueueError::Unavailable(e.into()))?;
+        // lapin retries the TCP connect in a thread of its own, which outlives a caller
+        // that gave up; a refused port is answered here instead, without starting one.
+        let addr = (uri.authority.host.as_str(), uri.authority.port);
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| QueueError::Unavailable("timed out reaching the broker".into()))?
+            .map_err(|e| QueueError::Unavailable(format!("cannot reach the broker: {e}")))?;
+        let properties = ConnectionProperties::default()
+            .with_connection_name(self.connection_name.clone().into())
+            .enable_auto_recover()
+            // Retry often while the broker is away (the default schedule grows to a minute
+            // between attempts). The budget is bounded, about two minutes; after it the
+            // connection errors and the next `connection()` opens a new one.
+            .configure_backoff(|b| {
+                b.with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(3))
+                    .with_jitter()
+                    .with_max_times(45)
+            });
+        Connection::connect_uri(uri, properties)
+            .await
+            // lapin's errors name the host, never the password; keep just the kind.
+            .map_err(|e| QueueError::Unavailable(e.to_string()))
+    }
+
+    /// Closes the connection cleanly (shutdown).
+    pub async fn close(&self) {
+        if let Some(conn) = self.current.lock().await.take() {
+            let _ = conn.close(200, "shutting down".into()).await;
+        }
+    }
+}
+
+/// Parses an AMQP URL the way operators write it. `AMQPUri::from_str` keeps only DNS
+/// names and silently turns an IP-address host (`amqp://10.0.0.5`) into `localhost`, so
+/// the host is taken from the URL here. The error never contains the URL (it may hold a
+/// password).
+pub fn parse_amqp_uri(raw: &str) -> Result<AMQPUri, &'static str> {
+    let url = url::Url::parse(raw).map_err(|_| "not a valid URL")?;
+    if !matches!(url.scheme(), "amqp" | "amqps") {
+        return Err("the scheme must be amqp or amqps");
+    }
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or("the URL names no host")?;
+    let mut uri: AMQPUri = raw.parse().map_err(|_| "not a valid AMQP URI")?;
+    uri.authority.host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    Ok(uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_address_hosts_are_kept() {
+        let uri = parse_amqp_uri("amqp://u:p@10.1.2.3:5673/%2f").unwrap();
+        assert_eq!(uri.authority.host, "10.1.2.3");
+        assert_eq!(uri.authority.port, 5673);
+        assert_eq!(uri.vhost, "/");
+        let uri = parse_amqp_uri("amqp://[::1]:5672/v").unwrap();
+        assert_eq!(uri.authority.host, "::1");
+        assert_eq!(uri.vhost, "v");
+    }
+
+    #[test]
+    fn celery_double_slash_means_the_default_vhost() {
+        let uri = parse_amqp_uri("amqp://guest:guest@rabbitmq:5672//").unwrap();
+        assert_eq!(uri.authority.host, "rabbitmq");
+        assert_eq!(uri.vhost, "/");
+        assert_eq!(uri.authority.userinfo.username, "guest");
+    }
+
+    #[test]
+    fn errors_do_not_echo_the_url() {
+        for bad in [
+            "http://u:topsecret@h/",
+            "amqp://u:topsecret@/x",
+            "topsecret",
+        ] {
+            let err = parse_amqp_uri(bad).unwrap_err();
+            assert!(!err.contains("topsecret"));
+        }
+    }
+}
