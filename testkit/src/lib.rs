@@ -1,1 +1,17 @@
+//! Test fixtures on real services, for every crate's integration tests.
+//!
+//! - [`TestEnv`]: a test's own PostgreSQL database (migrated), RabbitMQ vhost and S3
+//!   bucket on the machine's real services, removed when dropped.
+//! - [`TcpProxy`]: puts a service out of reach of one test and brings it back.
+//! - [`GitServer`]: git smart-HTTP with basic auth over bare repositories.
+//! - [`FakeCredentialService`], [`FakeGitHub`]: the two third-party SaaS APIs.
 
+mod env;
+mod fakes;
+mod git_server;
+mod proxy;
+
+pub use env::{Services, TestEnv};
+pub use fakes::{CredentialRequest, FakeCredentialService, FakeGitHub, FakeRepository};
+pub use git_server::{GitServer, run_git};
+pub use proxy::TcpProxy;

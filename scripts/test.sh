@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The README's test command: on a fresh Debian machine it installs and starts whatever
+# is missing (services, cargo-nextest), then runs formatting, lints and every test
+# against real PostgreSQL, RabbitMQ and S3. Extra arguments go to `cargo nextest run`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# A build cache outside the repository survives fresh clones (CI); any path works.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/deployguard/target}
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "services"
+scripts/services.sh start
+scripts/services.sh status
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  step "installing cargo-nextest"
+  cargo install cargo-nextest --locked --quiet
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+cargo nextest run --workspace --locked --no-fail-fast "$@"
