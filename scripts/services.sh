@@ -6,6 +6,7 @@
 #   scripts/services.sh start    install what is missing, start what is stopped
 #   scripts/services.sh status   one line per service
 #   scripts/services.sh stop-s3  stop the S3 server this script started
+#   scripts/services.sh sweep-tests  drop test databases/vhosts/buckets left by killed tests
 #
 # Settings (environment):
 #   DG_PG_USER / DG_PG_PASSWORD / DG_PG_DB  role and database created for DeployGuard
@@ -146,6 +147,18 @@ ensure_s3() {
   wait_for 30 "s3s-fs" port_open "$DG_S3_PORT"
 }
 
+# Removes what killed test processes left behind (a test that finishes removes its own).
+sweep_tests() {
+  local db vhost
+  for db in $(as_root runuser -u postgres -- psql -tAq -d postgres -c "SELECT datname FROM pg_database WHERE datname LIKE 'dg\_test\_%'"); do
+    as_root runuser -u postgres -- psql -q -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null
+  done
+  for vhost in $(curl -fsS -u guest:guest http://127.0.0.1:15672/api/vhosts | grep -o '"name":"dg-test-[0-9a-f]*"' | cut -d'"' -f4); do
+    curl -fsS -u guest:guest -X DELETE "http://127.0.0.1:15672/api/vhosts/$vhost" >/dev/null || true
+  done
+  rm -rf "$DG_STATE_DIR"/s3/dg-test-*
+}
+
 status() {
   pg_isready -q -h 127.0.0.1 -p 5432 && echo "postgresql: up (127.0.0.1:5432)" || echo "postgresql: down"
   rabbit_running && echo "rabbitmq:   up (127.0.0.1:5672, management http://127.0.0.1:15672)" || echo "rabbitmq:   down"
@@ -160,8 +173,9 @@ case "${1:-start}" in
     ensure_s3
     ;;
   status) status ;;
+  sweep-tests) sweep_tests ;;
   stop-s3)
     if [ -f "$DG_STATE_DIR/s3s-fs.pid" ]; then kill "$(cat "$DG_STATE_DIR/s3s-fs.pid")" 2>/dev/null || true; rm -f "$DG_STATE_DIR/s3s-fs.pid"; fi
     ;;
-  *) die "usage: $0 [start|status|stop-s3]" ;;
+  *) die "usage: $0 [start|status|stop-s3|sweep-tests]" ;;
 esac

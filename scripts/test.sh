@@ -14,6 +14,7 @@ step() { printf '\n== %s\n' "$*"; }
 step "services"
 scripts/services.sh start
 scripts/services.sh status
+scripts/services.sh sweep-tests
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   step "installing cargo-nextest"

@@ -183,10 +183,12 @@ impl TestEnv {
     /// Creates another, empty database (no schema) that is dropped with this env;
     /// returns its URL.
     pub async fn scratch_database(&self) -> String {
-        let mut names = self.scratch.lock().expect("scratch lock");
-        let name = format!("{}_s{}", self.database, names.len());
-        names.push(name.clone());
-        drop(names);
+        let name = {
+            let mut names = self.scratch.lock().expect("scratch lock");
+            let name = format!("{}_s{}", self.database, names.len());
+            names.push(name.clone());
+            name
+        };
         create_database(&self.services, &name).await;
         database_url(&self.services.postgres, &name, None)
     }

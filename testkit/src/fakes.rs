@@ -251,24 +251,28 @@ fn repo_json(state: &GitHubState, repo: &FakeRepository, id: usize) -> Value {
     })
 }
 
-/// Checks the token and records the request; `Err` is the 401 to return.
+/// Checks the token and records the request; `None` means answer 401.
 fn enter<'a>(
     state: &'a Arc<Mutex<GitHubState>>,
     headers: &HeaderMap,
     what: String,
-) -> Result<std::sync::MutexGuard<'a, GitHubState>, Response> {
+) -> Option<std::sync::MutexGuard<'a, GitHubState>> {
     let mut guard = state.lock().expect("fake lock");
     if !authorised(&guard, headers) {
-        return Err(error(StatusCode::UNAUTHORIZED, "Bad credentials"));
+        return None;
     }
     guard.requests.push(what);
-    Ok(guard)
+    Some(guard)
+}
+
+fn bad_credentials() -> Response {
+    error(StatusCode::UNAUTHORIZED, "Bad credentials")
 }
 
 async fn current_user(State(state): GitHubShared, headers: HeaderMap) -> Response {
     match enter(&state, &headers, "GET /user".into()) {
-        Ok(s) => Json(author_json(&s.base, &s.login, "User")).into_response(),
-        Err(resp) => resp,
+        Some(s) => Json(author_json(&s.base, &s.login, "User")).into_response(),
+        None => bad_credentials(),
     }
 }
 
@@ -277,9 +281,8 @@ async fn get_repo(
     Path((owner, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let s = match enter(&state, &headers, format!("GET /repos/{owner}/{name}")) {
-        Ok(s) => s,
-        Err(resp) => return resp,
+    let Some(s) = enter(&state, &headers, format!("GET /repos/{owner}/{name}")) else {
+        return bad_credentials();
     };
     match s
         .repos
@@ -336,11 +339,11 @@ async fn create_user_repo(
     Json(body): Json<CreateRepo>,
 ) -> Response {
     match enter(&state, &headers, "POST /user/repos".into()) {
-        Ok(mut s) => {
+        Some(mut s) => {
             let owner = s.login.clone();
             create(&mut s, owner, body)
         }
-        Err(resp) => resp,
+        None => bad_credentials(),
     }
 }
 
@@ -351,7 +354,7 @@ async fn create_org_repo(
     Json(body): Json<CreateRepo>,
 ) -> Response {
     match enter(&state, &headers, format!("POST /orgs/{org}/repos")) {
-        Ok(mut s) => create(&mut s, org, body),
-        Err(resp) => resp,
+        Some(mut s) => create(&mut s, org, body),
+        None => bad_credentials(),
     }
 }

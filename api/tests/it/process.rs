@@ -149,10 +149,10 @@ async fn serving_process_becomes_ready_and_stops_cleanly_on_sigterm() {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(r) = client.get(&ready).send().await {
-            if r.status() == 200 {
-                break;
-            }
+        if let Ok(r) = client.get(&ready).send().await
+            && r.status() == 200
+        {
+            break;
         }
         assert!(Instant::now() < deadline, "API never became ready");
         assert!(child.try_wait().unwrap().is_none(), "API exited early");

@@ -1,5 +1,6 @@
 //! The library against the real services: schema and migrations, object storage, and
 //! the broker connection through an outage.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod broker;
 mod migrations;

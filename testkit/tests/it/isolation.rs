@@ -135,10 +135,7 @@ async fn dropping_an_env_removes_its_database_vhost_and_bucket() {
         (false, false)
     );
     let scratch_name = scratch.rsplit('/').next().unwrap();
-    assert_eq!(
-        TestEnv::exists(&services, scratch_name, &vhost).await.0,
-        false
-    );
+    assert!(!TestEnv::exists(&services, scratch_name, &vhost).await.0);
     assert!(
         matches!(
             storage.check().await,
