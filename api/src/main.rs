@@ -1,5 +1,4 @@
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use deployguard::config::{self, Config, DatabaseConfig, LogConfig};
@@ -30,9 +29,7 @@ fn main() -> ExitCode {
             telemetry::init(&config::or_exit(PROGRAM, LogConfig::from_env()));
             let database = config::or_exit(PROGRAM, DatabaseConfig::from_env());
             service::run(PROGRAM, async move {
-                let version = db::migrate(&database, Duration::from_secs(60)).await?;
-                tracing::info!(version, "database schema is up to date");
-                Ok(())
+                Ok(db::migrate_and_report(&database).await?)
             })
         }
     }

@@ -116,14 +116,18 @@ pub async fn ping(pool: &PgPool) -> Result<(), DbError> {
         .map_err(DbError::Unavailable)
 }
 
-/// What a service binary does at start: apply migrations unless disabled, waiting a
-/// while for PostgreSQL to come up.
+/// What a service binary does at start: apply migrations unless disabled.
 pub async fn migrate_at_start(config: &crate::Config) -> Result<(), DbError> {
     if !config.run_migrations {
         tracing::info!("RUN_MIGRATIONS=false: not migrating");
         return Ok(());
     }
-    let version = migrate(&config.database, Duration::from_secs(60)).await?;
+    migrate_and_report(&config.database).await
+}
+
+/// Migrates, waiting up to a minute for PostgreSQL to come up, and logs the version.
+pub async fn migrate_and_report(config: &DatabaseConfig) -> Result<(), DbError> {
+    let version = migrate(config, Duration::from_secs(60)).await?;
     tracing::info!(version, "database schema is up to date");
     Ok(())
 }

@@ -298,9 +298,7 @@ impl TestEnv {
 
     /// Whether the named parts still exist on the services (for cleanup tests).
     pub async fn exists(services: &Services, database: &str, vhost: &str) -> (bool, bool) {
-        let mut admin = PgConnection::connect(services.postgres.as_str())
-            .await
-            .expect("admin connection");
+        let mut admin = admin_connection(services).await;
         let db: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
                 .bind(database)

@@ -14,7 +14,8 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use url::Url;
 
-async fn serve(app: axum::Router) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+/// Serves `app` on a free loopback port until the returned task is aborted.
+pub(crate) async fn serve(app: axum::Router) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("fake bind");

@@ -41,13 +41,7 @@ impl GitServer {
             .fallback(handle)
             .layer(DefaultBodyLimit::disable())
             .with_state(shared);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("git server bind");
-        let addr = listener.local_addr().expect("git server address");
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, task) = crate::fakes::serve(app).await;
         Self {
             addr,
             root,

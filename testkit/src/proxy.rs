@@ -66,19 +66,15 @@ impl TcpProxy {
 
     /// Listens again on the same address.
     pub async fn restore(&self) {
-        let mut attempts = 0;
-        let listener = loop {
-            match TcpListener::bind(self.addr).await {
-                Ok(listener) => break listener,
-                Err(err) if attempts < 50 => {
-                    attempts += 1;
-                    let _ = err;
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-                Err(err) => panic!("proxy cannot listen on {} again: {err}", self.addr),
+        // The port was just released; give the kernel a moment if it is not free yet.
+        for _ in 0..50 {
+            if let Ok(listener) = TcpListener::bind(self.addr).await {
+                self.serve(listener);
+                return;
             }
-        };
-        self.serve(listener);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("proxy cannot listen on {} again", self.addr);
     }
 }
 
