@@ -140,9 +140,11 @@ ensure_s3() {
   fi
   mkdir -p "$DG_STATE_DIR/s3"
   log "starting s3s-fs on 127.0.0.1:$DG_S3_PORT"
-  nohup "$bin" --host 127.0.0.1 --port "$DG_S3_PORT" \
+  # s3s-fs resolves every request's path against its working directory, so it must
+  # outlive the caller's (a CI clone that is deleted afterwards): start it in its own.
+  (cd "$DG_STATE_DIR" && exec nohup "$bin" --host 127.0.0.1 --port "$DG_S3_PORT" \
     --access-key "$DG_S3_ACCESS_KEY" --secret-key "$DG_S3_SECRET_KEY" \
-    "$DG_STATE_DIR/s3" >"$DG_STATE_DIR/s3s-fs.log" 2>&1 &
+    "$DG_STATE_DIR/s3" >"$DG_STATE_DIR/s3s-fs.log" 2>&1) &
   echo $! >"$DG_STATE_DIR/s3s-fs.pid"
   wait_for 30 "s3s-fs" port_open "$DG_S3_PORT"
 }
@@ -156,7 +158,9 @@ sweep_tests() {
   for vhost in $(curl -fsS -u guest:guest http://127.0.0.1:15672/api/vhosts | grep -o '"name":"dg-test-[0-9a-f]*"' | cut -d'"' -f4); do
     curl -fsS -u guest:guest -X DELETE "http://127.0.0.1:15672/api/vhosts/$vhost" >/dev/null || true
   done
-  rm -rf "$DG_STATE_DIR"/s3/dg-test-*
+  # Bucket directories, and s3s-fs's metadata files named after the base64 of the bucket
+  # name ("dg-test" encodes to a stable "ZGctdGVzdC" prefix).
+  rm -rf "$DG_STATE_DIR"/s3/dg-test-* "$DG_STATE_DIR"/s3/.bucket-ZGctdGVzdC*
 }
 
 status() {
