@@ -6,6 +6,7 @@ pub mod db;
 pub mod github;
 pub mod health;
 pub mod queue;
+pub mod scan;
 pub mod service;
 pub mod shutdown;
 pub mod storage;

@@ -4,14 +4,17 @@
 //!   bucket on the machine's real services, removed when dropped.
 //! - [`TcpProxy`]: puts a service out of reach of one test and brings it back.
 //! - [`GitServer`]: git smart-HTTP with basic auth over bare repositories.
+//! - [`TestRepo`]: a real repository built commit by commit, with deterministic dates.
 //! - [`FakeCredentialService`], [`FakeGitHub`]: the two third-party SaaS APIs.
 
 mod env;
 mod fakes;
+mod git_repo;
 mod git_server;
 mod proxy;
 
 pub use env::{Services, TestEnv};
 pub use fakes::{CredentialRequest, FakeCredentialService, FakeGitHub, FakeRepository};
+pub use git_repo::TestRepo;
 pub use git_server::{GitServer, run_git};
 pub use proxy::TcpProxy;

@@ -1,8 +1,9 @@
-//! The library against the real services: schema and migrations, object storage, and
-//! the broker connection through an outage.
+//! The library against the real services: schema and migrations, object storage, the
+//! broker connection through an outage, and the scanner over real git repositories.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod broker;
 mod migrations;
+mod scan;
 mod schema;
 mod storage;

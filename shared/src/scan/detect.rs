@@ -1,0 +1,555 @@
+//! The matcher: finds rule matches in a byte buffer. A keyword prefilter (one
+//! Aho-Corasick pass) picks the rules worth running; each candidate value then passes
+//! the placeholder, entropy, allowlist and inline-suppression checks. Knows nothing of
+//! where the bytes come from.
+
+use std::collections::HashSet;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use base64::Engine as _;
+use regex::bytes::Regex;
+
+use super::rules::{Kind, Rule, RuleError, RuleSet};
+
+/// Marker that suppresses every finding on its line.
+pub const INLINE_ALLOW: &str = "deployguard:allow";
+
+/// Values, value patterns and path patterns never reported.
+#[derive(Debug, Default)]
+pub struct Allowlist {
+    pub values: HashSet<Vec<u8>>,
+    pub value_patterns: Vec<Regex>,
+    pub path_patterns: Vec<Regex>,
+}
+
+/// One accepted match: the rule (index into the detector's rules) and the secret's byte span.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Hit {
+    pub start: usize,
+    pub end: usize,
+    pub rule: usize,
+}
+
+#[derive(Debug)]
+pub struct Detector {
+    rules: RuleSet,
+    keywords: AhoCorasick,
+    /// For each keyword, the rules that list it.
+    keyword_rules: Vec<Vec<usize>>,
+    allow: Allowlist,
+}
+
+impl Detector {
+    pub fn new(rules: RuleSet, allow: Allowlist) -> Result<Self, RuleError> {
+        let mut words: Vec<String> = Vec::new();
+        let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
+        for (index, rule) in rules.rules().iter().enumerate() {
+            for keyword in &rule.keywords {
+                match words.iter().position(|w| w == keyword) {
+                    Some(at) => keyword_rules[at].push(index),
+                    None => {
+                        words.push(keyword.clone());
+                        keyword_rules.push(vec![index]);
+                    }
+                }
+            }
+        }
+        let keywords = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(&words)
+            .map_err(|e| RuleError::new("keywords", e.to_string()))?;
+        Ok(Self {
+            rules,
+            keywords,
+            keyword_rules,
+            allow,
+        })
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        self.rules.rules()
+    }
+
+    /// True when findings in this path are never reported.
+    pub fn path_allowed(&self, path: &str) -> bool {
+        self.allow
+            .path_patterns
+            .iter()
+            .any(|p| p.is_match(path.as_bytes()))
+    }
+
+    /// Appends every accepted match in `data` to `hits`, ordered by position. `path`
+    /// (when known) lets generic rules stay quiet in lock files.
+    pub fn scan(&self, data: &[u8], path: Option<&str>, hits: &mut Vec<Hit>) {
+        let first = hits.len();
+        let mut candidates = vec![false; self.rules.len()];
+        let mut any = false;
+        for found in self.keywords.find_overlapping_iter(data) {
+            for &rule in &self.keyword_rules[found.pattern().as_usize()] {
+                candidates[rule] = true;
+                any = true;
+            }
+        }
+        if !any {
+            return;
+        }
+        let lock_file = path.is_some_and(is_lock_file);
+        for (index, rule) in self.rules.rules().iter().enumerate() {
+            if !candidates[index] || (lock_file && rule.kind == Kind::Generic) {
+                continue;
+            }
+            for captures in rule.regex.captures_iter(data) {
+                let Some(secret) = captures.get(rule.secret_group) else {
+                    continue;
+                };
+                if rule.kind == Kind::UrlCredentials
+                    && !plausible_url_password(
+                        captures.name("user").map(|m| m.as_bytes()),
+                        secret.as_bytes(),
+                    )
+                {
+                    continue;
+                }
+                if self.accept(rule, data, secret.start(), secret.end()) {
+                    hits.push(Hit {
+                        start: secret.start(),
+                        end: secret.end(),
+                        rule: index,
+                    });
+                }
+            }
+        }
+        let found = &mut hits[first..];
+        found.sort_unstable();
+        self.drop_shadowed(hits, first);
+    }
+
+    /// A generic match that overlaps a provider-specific one says less about the same
+    /// value; two rules matching the exact same span keep the more confident one.
+    fn drop_shadowed(&self, hits: &mut Vec<Hit>, first: usize) {
+        let rules = self.rules.rules();
+        let found: Vec<Hit> = hits.drain(first..).collect();
+        for (i, hit) in found.iter().enumerate() {
+            let rule = &rules[hit.rule];
+            let shadowed = found.iter().enumerate().any(|(j, other)| {
+                if i == j || other.start >= hit.end || hit.start >= other.end {
+                    return false;
+                }
+                let other_rule = &rules[other.rule];
+                // Generic, JWT and URL detectors all defer to a provider's own format.
+                let generic = |r: &Rule| r.kind != Kind::Specific;
+                if generic(rule) && !generic(other_rule) {
+                    return true;
+                }
+                if generic(rule) == generic(other_rule)
+                    && (other.start, other.end) == (hit.start, hit.end)
+                {
+                    return (other_rule.confidence, std::cmp::Reverse(j))
+                        > (rule.confidence, std::cmp::Reverse(i));
+                }
+                false
+            });
+            if !shadowed {
+                hits.push(*hit);
+            }
+        }
+    }
+
+    fn accept(&self, rule: &Rule, data: &[u8], start: usize, end: usize) -> bool {
+        let value = &data[start..end];
+        let Ok(text) = std::str::from_utf8(value) else {
+            return false;
+        };
+        if text.trim().is_empty() || is_placeholder(text) {
+            return false;
+        }
+        if let Some(floor) = rule.entropy
+            && shannon_entropy(value) < floor
+        {
+            return false;
+        }
+        match rule.kind {
+            Kind::Specific | Kind::UrlCredentials => {}
+            Kind::Generic => {
+                if !plausible_generic_value(text) {
+                    return false;
+                }
+            }
+            Kind::Jwt => {
+                if !plausible_jwt(text) {
+                    return false;
+                }
+            }
+        }
+        if self.allow.values.contains(value)
+            || self.allow.value_patterns.iter().any(|p| p.is_match(value))
+        {
+            return false;
+        }
+        !line_of(data, start, end)
+            .windows(INLINE_ALLOW.len())
+            .any(|w| w == INLINE_ALLOW.as_bytes())
+    }
+}
+
+/// The whole line (or lines) around a span.
+fn line_of(data: &[u8], start: usize, end: usize) -> &[u8] {
+    let from = memchr::memrchr(b'\n', &data[..start]).map_or(0, |i| i + 1);
+    let to = memchr::memchr(b'\n', &data[end..]).map_or(data.len(), |i| end + i);
+    &data[from..to]
+}
+
+/// Shannon entropy in bits per byte.
+pub fn shannon_entropy(bytes: &[u8]) -> f64 {
+    if bytes.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u32; 256];
+    for &b in bytes {
+        counts[b as usize] += 1;
+    }
+    let len = bytes.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / len;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+const PLACEHOLDER_WORDS: &[&str] = &[
+    "example",
+    "xxxx",
+    "placeholder",
+    "changeme",
+    "change_me",
+    "dummy",
+    "sample",
+    "your_",
+    "your-",
+    "redacted",
+    "<",
+    ">",
+    "${",
+    "{{",
+    "****",
+    "123456",
+    "abcdef",
+    "qwerty",
+];
+
+/// Documentation values, template references and keyboard runs: never real secrets.
+pub fn is_placeholder(value: &str) -> bool {
+    let lower = value.to_ascii_lowercase();
+    if PLACEHOLDER_WORDS.iter().any(|w| lower.contains(w)) {
+        return true;
+    }
+    // A run of one character is filler in a short value or when it is a large part of a
+    // long one; long base64 tokens of binary data legitimately hold `AAAAAA`.
+    let bytes = value.as_bytes();
+    let (mut run, mut longest) = (1, 1);
+    for pair in bytes.windows(2) {
+        run = if pair[0] == pair[1] { run + 1 } else { 1 };
+        longest = longest.max(run);
+    }
+    longest >= 6 && (bytes.len() < 32 || longest * 4 >= bytes.len())
+}
+
+const LOCK_FILES: &[&str] = &[
+    "package-lock.json",
+    "npm-shrinkwrap.json",
+    "yarn.lock",
+    "pnpm-lock.yaml",
+    "bun.lock",
+    "Cargo.lock",
+    "go.sum",
+    "poetry.lock",
+    "Pipfile.lock",
+    "uv.lock",
+    "Gemfile.lock",
+    "composer.lock",
+    "packages.lock.json",
+    "flake.lock",
+    "mix.lock",
+    "pubspec.lock",
+    "Podfile.lock",
+    "gradle.lockfile",
+    "Package.resolved",
+];
+
+pub fn is_lock_file(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    LOCK_FILES.contains(&name)
+}
+
+/// A value assigned to a secret-like name that is really a reference, an identifier, a
+/// path, a UUID or a word — not a credential.
+fn plausible_generic_value(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    if bytes.len() < 8 {
+        return false;
+    }
+    if bytes.iter().any(|b| b"()[]{}$%\\".contains(b)) {
+        return false;
+    }
+    if value.starts_with('/')
+        || value.starts_with("./")
+        || value.starts_with("../")
+        || value.starts_with("~/")
+    {
+        return false;
+    }
+    if value.contains("://") || is_uuid(value) {
+        return false;
+    }
+    let lower = value.to_ascii_lowercase();
+    if [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "null",
+        "none",
+        "undefined",
+        "true",
+        "false",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
+    {
+        return false;
+    }
+    // Identifiers and member access (`config.db_password`, `DB_PASSWORD`, `getApiKey`).
+    let identifier_like = bytes
+        .iter()
+        .all(|b| b.is_ascii_alphabetic() || b"_.-".contains(b));
+    if identifier_like {
+        return false;
+    }
+    let has_letter = bytes.iter().any(u8::is_ascii_alphabetic);
+    let has_other = bytes.iter().any(|b| !b.is_ascii_alphabetic());
+    has_letter && has_other
+}
+
+pub fn is_uuid(value: &str) -> bool {
+    let b = value.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+const DEFAULT_PASSWORDS: &[&str] = &[
+    "password",
+    "passwd",
+    "pass",
+    "secret",
+    "guest",
+    "admin",
+    "root",
+    "test",
+    "user",
+    "postgres",
+    "mysql",
+    "redis",
+    "rabbitmq",
+    "minioadmin",
+    "default",
+    "pwd",
+    "pw",
+];
+
+/// The password part of `scheme://user:password@host`.
+fn plausible_url_password(user: Option<&[u8]>, password: &[u8]) -> bool {
+    if user == Some(password) || password.first().is_some_and(|b| b"$%{[(:".contains(b)) {
+        return false;
+    }
+    let lower = password.to_ascii_lowercase();
+    !DEFAULT_PASSWORDS
+        .iter()
+        .any(|d| d.as_bytes() == lower.as_slice())
+}
+
+/// A JWT's header must decode to a JSON object with an `alg`.
+fn plausible_jwt(token: &str) -> bool {
+    let Some(header) = token.split('.').next() else {
+        return false;
+    };
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let Ok(decoded) = engine.decode(header.trim_end_matches('=')) else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Value>(&decoded)
+        .ok()
+        .and_then(|v| v.get("alg").map(serde_json::Value::is_string))
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entropy_of_uniform_bytes() {
+        assert_eq!(shannon_entropy(b"aaaa"), 0.0);
+        assert!((shannon_entropy(b"abcd") - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn placeholders_are_recognised() {
+        for value in [
+            "AKIAIOSFODNN7EXAMPLE",
+            "<your-token>",
+            "${API_KEY}",
+            "{{ secret }}",
+            "sk_live_000000000",
+            "xxxxxxxx",
+        ] {
+            assert!(is_placeholder(value), "{value}");
+        }
+        assert!(!is_placeholder("ghp_R8d2kQx7TnV4bLm9ZpW3cY6sJf1HgA5eUo0i"));
+        assert!(is_placeholder("ghp_0000000000000000000000000000000000000"));
+        assert!(!is_placeholder(
+            "FlyV1 fm2_lJPECAAAAAAAAMqLxRBd9kT3vQ2mW7nZ8cLx4pYh5sG6jU1eR0oA3bN9fK2tV7wE"
+        ));
+    }
+
+    #[test]
+    fn generic_values_that_are_references_are_refused() {
+        for value in [
+            "os.environ.get",
+            "DB_PASSWORD",
+            "config.api_key",
+            "get_token()",
+            "/etc/ssl/key.pem",
+            "550e8400-e29b-41d4-a716-446655440000",
+            "onlyletters",
+        ] {
+            assert!(!plausible_generic_value(value), "{value}");
+        }
+        assert!(plausible_generic_value("Tr0ub4dor&3xQ"));
+    }
+
+    #[test]
+    fn lock_files_are_recognised_by_name() {
+        assert!(is_lock_file("web/package-lock.json"));
+        assert!(is_lock_file("Cargo.lock"));
+        assert!(!is_lock_file("src/lock.rs"));
+    }
+}
+
+/// The matcher must survive any input: random bytes, invalid UTF-8, NULs, huge lines and
+/// inputs built to make patterns work hard.
+#[cfg(test)]
+mod robustness {
+    use super::*;
+
+    /// xorshift64*: deterministic, dependency-free pseudo-random bytes.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    fn detector() -> Detector {
+        Detector::new(
+            RuleSet::embedded().unwrap_or_else(|e| panic!("{e}")),
+            Allowlist::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn check(detector: &Detector, data: &[u8]) {
+        let mut hits = Vec::new();
+        detector.scan(data, Some("fuzz/input.txt"), &mut hits);
+        for hit in &hits {
+            assert!(
+                hit.start < hit.end && hit.end <= data.len(),
+                "{hit:?} out of bounds"
+            );
+            assert!(std::str::from_utf8(&data[hit.start..hit.end]).is_ok());
+        }
+    }
+
+    #[test]
+    fn random_bytes_and_fragments_of_secrets_never_break_the_matcher() {
+        let detector = detector();
+        let fragments: Vec<Vec<u8>> = detector
+            .rules()
+            .iter()
+            .flat_map(|r| {
+                r.spec()
+                    .examples
+                    .iter()
+                    .chain(&r.keywords)
+                    .map(|e| e.as_bytes().to_vec())
+            })
+            .chain([
+                b"\0".to_vec(),
+                b"\xff\xfe".to_vec(),
+                b"\xc3".to_vec(),
+                b"\n".to_vec(),
+                b"=\"".to_vec(),
+                b"://:@".to_vec(),
+            ])
+            .collect();
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..300 {
+            let mut data = Vec::new();
+            for _ in 0..rng.below(40) {
+                if rng.below(3) == 0 {
+                    let fragment = &fragments[rng.below(fragments.len())];
+                    // Cut fragments at random byte offsets, splitting UTF-8 and tokens.
+                    let from = rng.below(fragment.len().max(1));
+                    data.extend_from_slice(&fragment[from..]);
+                } else {
+                    for _ in 0..rng.below(64) {
+                        data.push(rng.next() as u8);
+                    }
+                }
+            }
+            check(&detector, &data);
+        }
+    }
+
+    #[test]
+    fn adversarial_inputs_are_handled() {
+        let detector = detector();
+        let huge_line = "a".repeat(4 << 20);
+        let many_keywords = "password=token=secret=api_key=".repeat(50_000);
+        let unterminated_key = format!(
+            "-----BEGIN RSA PRIVATE KEY-----\n{}",
+            "QUJD".repeat(500_000)
+        );
+        let url_soup = "https://a:b@c:d@e:f@".repeat(50_000);
+        let jwt_soup = "eyJhbGciOiJIUzI1NiJ9.eyJ".repeat(40_000);
+        let nul_padded: Vec<u8> = std::iter::repeat_n(0u8, 1 << 20)
+            .chain(b"ghp_GPFbD22W7cEq1vCZbSpadtSYtPSdN5T5IA4B".iter().copied())
+            .collect();
+        for input in [
+            huge_line.as_bytes(),
+            many_keywords.as_bytes(),
+            unterminated_key.as_bytes(),
+            url_soup.as_bytes(),
+            jwt_soup.as_bytes(),
+            &nul_padded,
+            b"",
+            b"\xff",
+        ] {
+            check(&detector, input);
+        }
+    }
+}

@@ -1,0 +1,763 @@
+//! Reading a repository's history through the git CLI. One `git log --raw` walk (oldest
+//! first) names every blob the first time a commit introduces it, so each distinct blob
+//! is read exactly once, attributed to its earliest commit and path; a single
+//! `git cat-file --batch` streams those blobs to the scanning threads as they are named.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+
+use super::report::{Findings, OccurrenceKind, SkipReason};
+use super::{Context, Item, Origin, Revisions, ScanError};
+
+/// A git command with the user's and the system's configuration shut out, so no hook,
+/// textconv driver or credential prompt can run.
+pub(crate) fn git(repo: &Path) -> Command {
+    let mut command = Command::new("git");
+    command
+        .arg("-C")
+        .arg(repo)
+        .args([
+            "-c",
+            "core.quotepath=false",
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "safe.directory=*",
+        ])
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .env_remove("GIT_INDEX_FILE")
+        .stdin(Stdio::null());
+    command
+}
+
+/// A running git process whose stderr is collected (for the error message) and which is
+/// killed if dropped before it finished.
+struct Running {
+    child: Option<Child>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+    what: String,
+}
+
+impl Running {
+    fn spawn(mut command: Command, what: &str) -> Result<Self, ScanError> {
+        command.stderr(Stdio::piped());
+        let mut child = command.spawn().map_err(|e| ScanError::Git {
+            command: what.into(),
+            message: format!("cannot run git: {e}"),
+        })?;
+        let stderr = child.stderr.take().map(|mut pipe| {
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    if out.len() < 16 << 10 {
+                        out.extend_from_slice(&chunk[..n]);
+                    }
+                }
+                out
+            })
+        });
+        Ok(Self {
+            child: Some(child),
+            stderr,
+            what: what.into(),
+        })
+    }
+
+    fn child(&mut self) -> &mut Child {
+        self.child
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("child is only taken by finish"))
+    }
+
+    /// Waits for the process; a non-zero exit becomes an error carrying git's message.
+    fn finish(mut self) -> Result<(), ScanError> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let status = child.wait().map_err(|e| ScanError::Git {
+            command: self.what.clone(),
+            message: e.to_string(),
+        })?;
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        if status.success() {
+            return Ok(());
+        }
+        let message = String::from_utf8_lossy(&stderr);
+        let message = message
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let message = if message.is_empty() {
+            format!("exited with {status}")
+        } else {
+            message
+        };
+        Err(ScanError::Git {
+            command: self.what.clone(),
+            message,
+        })
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs a short git command and returns its standard output.
+pub(crate) fn output(repo: &Path, args: &[&str]) -> Result<Vec<u8>, ScanError> {
+    let what = args.first().copied().unwrap_or("git");
+    let mut command = git(repo);
+    command.args(args).stdout(Stdio::piped());
+    let mut running = Running::spawn(command, what)?;
+    let mut out = Vec::new();
+    if let Some(mut stdout) = running.child().stdout.take() {
+        stdout.read_to_end(&mut out).map_err(|e| ScanError::Git {
+            command: what.into(),
+            message: e.to_string(),
+        })?;
+    }
+    running.finish()?;
+    Ok(out)
+}
+
+/// Clones every ref of `url` into `into` (a bare mirror), for scanning a remote.
+/// Credentials in the URL never reach the error message.
+pub fn clone_mirror(url: &str, into: &Path) -> Result<(), ScanError> {
+    let mut command = git(Path::new("."));
+    command
+        .args(["clone", "--mirror", "--quiet", "--no-hardlinks", "--"])
+        .arg(url)
+        .arg(into);
+    Running::spawn(command, "clone")?
+        .finish()
+        .map_err(|e| match e {
+            ScanError::Git { command, message } => ScanError::Git {
+                command,
+                message: scrub_url(&message, url),
+            },
+            other => other,
+        })
+}
+
+/// Removes a URL's user information from a message.
+fn scrub_url(message: &str, url: &str) -> String {
+    let Some((_, rest)) = url.split_once("://") else {
+        return message.to_owned();
+    };
+    let Some((userinfo, _)) = rest.split_once('@') else {
+        return message.to_owned();
+    };
+    if userinfo.contains('/') {
+        return message.to_owned();
+    }
+    let mut out = message.replace(userinfo, "***");
+    for part in userinfo.split(':').filter(|p| p.len() >= 3) {
+        out = out.replace(part, "***");
+    }
+    out
+}
+
+/// True when `path` is inside a git repository (work tree or bare).
+pub(crate) fn is_repository(path: &Path) -> bool {
+    path.is_dir() && output(path, &["rev-parse", "--git-dir"]).is_ok()
+}
+
+/// Object ids as fixed-size keys (SHA-1 or SHA-256), for the seen-set.
+fn oid_key(hex_id: &[u8]) -> Option<[u8; 32]> {
+    let mut key = [0u8; 32];
+    match hex_id.len() {
+        40 => hex::decode_to_slice(hex_id, &mut key[..20]).ok()?,
+        64 => hex::decode_to_slice(hex_id, &mut key).ok()?,
+        _ => return None,
+    }
+    Some(key)
+}
+
+fn is_null_oid(hex_id: &[u8]) -> bool {
+    hex_id.iter().all(|&b| b == b'0')
+}
+
+/// Scans every blob reachable from the selected revisions, and every commit and tag message.
+pub(crate) fn scan_history(
+    ctx: &Context<'_>,
+    repo: &Path,
+    revisions: &Revisions,
+) -> Result<(Findings, u64), ScanError> {
+    if !is_repository(repo) {
+        return Err(ScanError::Io {
+            path: repo.display().to_string(),
+            message: "not a git repository".into(),
+        });
+    }
+    let rev_args: Vec<String> = match revisions {
+        Revisions::All => vec!["--all".into()],
+        Revisions::Since(rev) => {
+            check_revision_arg(rev)?;
+            output(
+                repo,
+                &[
+                    "rev-parse",
+                    "--verify",
+                    "--quiet",
+                    "--end-of-options",
+                    &format!("{rev}^{{commit}}"),
+                ],
+            )
+            .map_err(|_| ScanError::Git {
+                command: "rev-parse".into(),
+                message: format!("unknown revision {rev:?}"),
+            })?;
+            vec![format!("{rev}..HEAD")]
+        }
+        Revisions::Range(range) => {
+            check_revision_arg(range)?;
+            vec![range.clone()]
+        }
+    };
+    let refs = if *revisions == Revisions::All {
+        Some(list_refs(repo)?)
+    } else {
+        None
+    };
+    let ref_count = refs.as_ref().map_or(0, |r| r.count);
+
+    let mut log = git(repo);
+    log.args([
+        "log",
+        "--reverse",
+        "--topo-order",
+        "-m",
+        "--root",
+        "--raw",
+        "--no-abbrev",
+        "--no-renames",
+        "--no-color",
+        "--no-ext-diff",
+        "--no-textconv",
+        "-z",
+        "--format=commit %H%x00%B",
+    ])
+    .args(&rev_args)
+    .arg("--")
+    .stdout(Stdio::piped());
+
+    let findings = ctx.run_pool(|work| {
+        if let Some(refs) = &refs {
+            scan_tag_messages(ctx, repo, &refs.tags, work)?;
+        }
+        with_blobs(ctx, repo, work, |requests| {
+            if let Some(refs) = &refs {
+                for (oid, path) in &refs.blobs {
+                    let origin = Origin {
+                        path: Some(path.clone()),
+                        commit: None,
+                        kind: OccurrenceKind::File,
+                    };
+                    requests.request(oid.as_bytes(), origin)?;
+                }
+            }
+            stream_raw(ctx, log, "log", requests, work)
+        })
+    })?;
+    Ok((findings, ref_count))
+}
+
+/// Scans the blobs staged in the index that differ from HEAD (everything staged in a
+/// repository without commits).
+pub(crate) fn scan_staged(ctx: &Context<'_>, repo: &Path) -> Result<Findings, ScanError> {
+    if !is_repository(repo) {
+        return Err(ScanError::Io {
+            path: repo.display().to_string(),
+            message: "not a git repository".into(),
+        });
+    }
+    let base = if output(repo, &["rev-parse", "--verify", "--quiet", "HEAD"]).is_ok() {
+        "HEAD".to_owned()
+    } else {
+        let empty = output(repo, &["hash-object", "-t", "tree", "/dev/null"])?;
+        String::from_utf8_lossy(&empty).trim().to_owned()
+    };
+    let mut diff = git(repo);
+    diff.args([
+        "diff",
+        "--cached",
+        "--raw",
+        "-z",
+        "--no-abbrev",
+        "--no-renames",
+        "--no-ext-diff",
+        "--no-textconv",
+        "--no-color",
+    ])
+    .arg(&base)
+    .arg("--")
+    .stdout(Stdio::piped());
+    ctx.run_pool(|work| {
+        with_blobs(ctx, repo, work, |requests| {
+            stream_raw(ctx, diff, "diff", requests, work)
+        })
+    })
+}
+
+/// Runs a `--raw -z` producing command and feeds what it names to the pool.
+fn stream_raw(
+    ctx: &Context<'_>,
+    command: Command,
+    what: &str,
+    requests: &mut Requests<'_, '_>,
+    work: &Sender<Item>,
+) -> Result<(), ScanError> {
+    let mut running = Running::spawn(command, what)?;
+    let stdout = running
+        .child()
+        .stdout
+        .take()
+        .ok_or_else(|| ScanError::Git {
+            command: what.into(),
+            message: "no output pipe".into(),
+        })?;
+    if let Err(e) = parse_raw(
+        ctx,
+        BufReader::with_capacity(1 << 20, stdout),
+        requests,
+        work,
+    ) {
+        drop(running);
+        return Err(e);
+    }
+    running.finish()?;
+    ctx.enumeration_done();
+    Ok(())
+}
+
+/// Revisions come from users and CI configuration: never let one turn into an option.
+fn check_revision_arg(rev: &str) -> Result<(), ScanError> {
+    if rev.is_empty() || rev.starts_with('-') || rev.contains('\0') {
+        return Err(ScanError::Git {
+            command: "log".into(),
+            message: format!("invalid revision {rev:?}"),
+        });
+    }
+    Ok(())
+}
+
+struct Refs {
+    count: u64,
+    /// Annotated tags: (tag object id, ref name).
+    tags: Vec<(String, String)>,
+    /// Blobs that refs point at directly or through a tree: (blob id, path or ref name).
+    blobs: Vec<(String, String)>,
+}
+
+fn list_refs(repo: &Path) -> Result<Refs, ScanError> {
+    let out = output(
+        repo,
+        &[
+            "for-each-ref",
+            "--format=%(objectname) %(objecttype) %(*objectname) %(*objecttype) %(refname)",
+        ],
+    )?;
+    let mut refs = Refs {
+        count: 0,
+        tags: Vec::new(),
+        blobs: Vec::new(),
+    };
+    for line in String::from_utf8_lossy(&out).lines() {
+        let mut fields = line.splitn(5, ' ');
+        let (Some(oid), Some(kind), Some(peeled), Some(peeled_kind), Some(name)) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
+            continue;
+        };
+        refs.count += 1;
+        if kind == "tag" {
+            refs.tags.push((oid.to_owned(), name.to_owned()));
+        }
+        let (target, target_kind) = if kind == "tag" {
+            (peeled, peeled_kind)
+        } else {
+            (oid, kind)
+        };
+        match target_kind {
+            "blob" => refs.blobs.push((target.to_owned(), name.to_owned())),
+            "tree" => {
+                let listing = output(repo, &["ls-tree", "-r", "-z", "--full-tree", target])?;
+                for entry in listing.split(|&b| b == 0).filter(|e| !e.is_empty()) {
+                    let entry = String::from_utf8_lossy(entry);
+                    let Some((meta, path)) = entry.split_once('\t') else {
+                        continue;
+                    };
+                    let mut meta = meta.split(' ');
+                    if let (Some(_mode), Some("blob"), Some(blob)) =
+                        (meta.next(), meta.next(), meta.next())
+                    {
+                        refs.blobs.push((blob.to_owned(), format!("{name}:{path}")));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(refs)
+}
+
+/// Annotated tags carry messages of their own.
+fn scan_tag_messages(
+    ctx: &Context<'_>,
+    repo: &Path,
+    tags: &[(String, String)],
+    work: &Sender<Item>,
+) -> Result<(), ScanError> {
+    if tags.is_empty() {
+        return Ok(());
+    }
+    let mut command = git(repo);
+    command
+        .args(["cat-file", "--batch"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut running = Running::spawn(command, "cat-file")?;
+    let mut stdin = running.child().stdin.take();
+    let stdout = running.child().stdout.take();
+    let ids: Vec<u8> = tags
+        .iter()
+        .flat_map(|(oid, _)| format!("{oid}\n").into_bytes())
+        .collect();
+    let writer = std::thread::spawn(move || {
+        if let Some(stdin) = stdin.as_mut() {
+            let _ = stdin.write_all(&ids);
+        }
+    });
+    let mut reader = BufReader::new(stdout.ok_or_else(|| ScanError::Git {
+        command: "cat-file".into(),
+        message: "no output pipe".into(),
+    })?);
+    for (_, name) in tags {
+        let Some((size, kind)) = read_header(&mut reader)? else {
+            break;
+        };
+        let mut object = vec![0u8; size as usize];
+        reader.read_exact(&mut object).map_err(io_error)?;
+        let mut newline = [0u8; 1];
+        reader.read_exact(&mut newline).map_err(io_error)?;
+        if kind != "tag" {
+            continue;
+        }
+        // Header lines, a blank line, then the message (and any signature).
+        let split = object
+            .windows(2)
+            .position(|w| w == b"\n\n")
+            .map_or(object.len(), |i| i + 2);
+        let target = object
+            .split(|&b| b == b'\n')
+            .find_map(|l| l.strip_prefix(b"object "))
+            .map(|t| String::from_utf8_lossy(t).into_owned());
+        let message = object.split_off(split);
+        if message.is_empty() {
+            continue;
+        }
+        let origin = Origin {
+            path: Some(name.clone()),
+            commit: target,
+            kind: OccurrenceKind::TagMessage,
+        };
+        if work
+            .send(Item {
+                data: message,
+                origin,
+            })
+            .is_err()
+            || ctx.cancelled()
+        {
+            break;
+        }
+    }
+    let _ = writer.join();
+    drop(reader);
+    running.finish()
+}
+
+fn io_error(e: std::io::Error) -> ScanError {
+    ScanError::Git {
+        command: "cat-file".into(),
+        message: e.to_string(),
+    }
+}
+
+/// Reads a `cat-file --batch` header: `Some((size, type))`, `None` at the end.
+fn read_header(reader: &mut impl BufRead) -> Result<Option<(u64, String)>, ScanError> {
+    let mut line = Vec::new();
+    if reader.read_until(b'\n', &mut line).map_err(io_error)? == 0 {
+        return Ok(None);
+    }
+    let line = String::from_utf8_lossy(&line);
+    let mut fields = line.trim_end().split(' ');
+    let (oid, kind, size) = (
+        fields.next().unwrap_or(""),
+        fields.next().unwrap_or(""),
+        fields.next(),
+    );
+    match (kind, size.and_then(|s| s.parse::<u64>().ok())) {
+        (kind, Some(size)) if !kind.is_empty() => Ok(Some((size, kind.to_owned()))),
+        ("missing", _) => Err(ScanError::Git {
+            command: "cat-file".into(),
+            message: format!("object {oid} is missing"),
+        }),
+        _ => Err(ScanError::Git {
+            command: "cat-file".into(),
+            message: format!("unexpected output {:?}", line.trim_end()),
+        }),
+    }
+}
+
+/// Asks one `git cat-file --batch` for blobs: ids go in on the feeding thread, contents
+/// come out on a reader thread that hands them to the scanning pool in the same order.
+pub(crate) struct Requests<'c, 'a> {
+    ctx: &'c Context<'a>,
+    stdin: std::io::BufWriter<ChildStdin>,
+    origins: Sender<Origin>,
+    seen: HashSet<[u8; 32]>,
+}
+
+impl Requests<'_, '_> {
+    /// Queues a blob for scanning unless it was already queued (each blob once).
+    fn request(&mut self, oid: &[u8], origin: Origin) -> Result<(), ScanError> {
+        let Some(key) = oid_key(oid) else {
+            return Err(ScanError::Git {
+                command: "log".into(),
+                message: format!("bad object id {:?}", String::from_utf8_lossy(oid)),
+            });
+        };
+        if !self.seen.insert(key) {
+            return Ok(());
+        }
+        self.ctx.discovered();
+        if self.origins.send(origin).is_err() {
+            return Err(ScanError::Git {
+                command: "cat-file".into(),
+                message: "stopped reading".into(),
+            });
+        }
+        self.stdin
+            .write_all(oid)
+            .and_then(|()| self.stdin.write_all(b"\n"))
+            .map_err(io_error)
+    }
+}
+
+/// Runs `body` with a [`Requests`] handle; returns once every requested blob was handed
+/// to the pool.
+fn with_blobs<F>(
+    ctx: &Context<'_>,
+    repo: &Path,
+    work: &Sender<Item>,
+    body: F,
+) -> Result<(), ScanError>
+where
+    F: FnOnce(&mut Requests<'_, '_>) -> Result<(), ScanError>,
+{
+    let mut command = git(repo);
+    // --buffer: we never wait for one answer before asking the next question.
+    command
+        .args(["cat-file", "--batch", "--buffer"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut running = Running::spawn(command, "cat-file")?;
+    let stdin = running.child().stdin.take();
+    let stdout = running.child().stdout.take();
+    let (Some(stdin), Some(stdout)) = (stdin, stdout) else {
+        return Err(ScanError::Git {
+            command: "cat-file".into(),
+            message: "no pipes".into(),
+        });
+    };
+    let (origins_tx, origins_rx) = crossbeam_channel::unbounded::<Origin>();
+    let max = ctx.max_blob_size();
+    let (fed, read) = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || -> Result<(), ScanError> {
+            let mut reader = BufReader::with_capacity(1 << 20, stdout);
+            for origin in origins_rx {
+                let Some((size, _kind)) = read_header(&mut reader)? else {
+                    return Err(ScanError::Git {
+                        command: "cat-file".into(),
+                        message: "output ended early".into(),
+                    });
+                };
+                if size > max {
+                    std::io::copy(&mut (&mut reader).take(size + 1), &mut std::io::sink())
+                        .map_err(io_error)?;
+                    ctx.skip(&origin, size, SkipReason::TooLarge);
+                    continue;
+                }
+                let mut data = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX)];
+                reader.read_exact(&mut data).map_err(io_error)?;
+                let mut newline = [0u8; 1];
+                reader.read_exact(&mut newline).map_err(io_error)?;
+                if work.send(Item { data, origin }).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let mut requests = Requests {
+            ctx,
+            stdin: std::io::BufWriter::with_capacity(64 << 10, stdin),
+            origins: origins_tx,
+            seen: HashSet::new(),
+        };
+        let mut fed = body(&mut requests);
+        let Requests { stdin, origins, .. } = requests;
+        drop(origins);
+        match stdin.into_inner() {
+            Ok(stdin) => drop(stdin),
+            Err(e) => {
+                if fed.is_ok() {
+                    fed = Err(io_error(e.into_error()));
+                }
+            }
+        }
+        if fed.is_err() {
+            let _ = running.child().kill();
+        }
+        let read = reader.join().unwrap_or_else(|_| {
+            Err(ScanError::Git {
+                command: "cat-file".into(),
+                message: "reader thread panicked".into(),
+            })
+        });
+        (fed, read)
+    });
+    fed?;
+    // A reader error means cat-file failed; its own message says why.
+    let finished = running.finish();
+    read?;
+    finished
+}
+
+/// Parses `--raw -z` output (with `commit <id>\0<message>\0` headers from `git log`, or
+/// bare entries from `git diff`), scanning messages and requesting every new blob.
+fn parse_raw(
+    ctx: &Context<'_>,
+    mut reader: impl BufRead,
+    requests: &mut Requests<'_, '_>,
+    work: &Sender<Item>,
+) -> Result<(), ScanError> {
+    enum State {
+        Entries,
+        Message { new: bool },
+        Path { blob: Option<Vec<u8>> },
+    }
+    let mut state = State::Entries;
+    let mut commit: Option<String> = None;
+    let mut token = Vec::new();
+    loop {
+        token.clear();
+        if reader
+            .read_until(0, &mut token)
+            .map_err(|e| ScanError::Git {
+                command: "log".into(),
+                message: e.to_string(),
+            })?
+            == 0
+        {
+            break;
+        }
+        if token.last() == Some(&0) {
+            token.pop();
+        }
+        if ctx.cancelled() {
+            return Err(ScanError::Cancelled);
+        }
+        state = match state {
+            State::Message { new } => {
+                if new && !token.is_empty() {
+                    let origin = Origin {
+                        path: None,
+                        commit: commit.clone(),
+                        kind: OccurrenceKind::CommitMessage,
+                    };
+                    if work
+                        .send(Item {
+                            data: token.clone(),
+                            origin,
+                        })
+                        .is_err()
+                    {
+                        return Err(ScanError::Cancelled);
+                    }
+                }
+                State::Entries
+            }
+            State::Path { blob } => {
+                if let Some(blob) = blob {
+                    let path = String::from_utf8_lossy(&token).into_owned();
+                    requests.request(
+                        &blob,
+                        Origin {
+                            path: Some(path),
+                            commit: commit.clone(),
+                            kind: OccurrenceKind::File,
+                        },
+                    )?;
+                }
+                State::Entries
+            }
+            State::Entries => {
+                let entry = token.strip_prefix(b"\n").unwrap_or(&token);
+                if let Some(id) = entry.strip_prefix(b"commit ") {
+                    let id = String::from_utf8_lossy(id).into_owned();
+                    // `-m` repeats a merge once per parent; its message is scanned once.
+                    let new = commit.as_deref() != Some(id.as_str());
+                    if new {
+                        ctx.commit_seen();
+                    }
+                    commit = Some(id);
+                    State::Message { new }
+                } else if let Some(meta) = entry.strip_prefix(b":") {
+                    // `:old_mode new_mode old_id new_id status`
+                    let fields: Vec<&[u8]> = meta.split(|&b| b == b' ').collect();
+                    let blob = match fields.as_slice() {
+                        [_, new_mode, _, new_id, status, ..] => {
+                            let deleted = status.first() == Some(&b'D');
+                            let gitlink = *new_mode == b"160000";
+                            (!deleted && !gitlink && !is_null_oid(new_id)).then(|| new_id.to_vec())
+                        }
+                        _ => None,
+                    };
+                    State::Path { blob }
+                } else {
+                    State::Entries
+                }
+            }
+        };
+    }
+    Ok(())
+}

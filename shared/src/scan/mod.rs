@@ -1,0 +1,413 @@
+//! The secret scanner: rules, the matcher, the sources it reads (git history, staged
+//! changes, plain files) and the report it produces. Knows nothing of HTTP, AMQP or SQL;
+//! the CLI and the worker call the same code.
+//!
+//! Work is spread over a pool of threads fed through a bounded channel, so memory stays
+//! bounded by (threads + queue) × largest scanned blob, whatever the repository's size.
+
+pub mod detect;
+mod files;
+mod git;
+pub mod report;
+pub mod rules;
+pub mod settings;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+pub use detect::{Allowlist, Detector, Hit};
+pub use git::clone_mirror;
+pub use report::{
+    HashKey, Occurrence, OccurrenceKind, Report, Secret, SkipReason, Skipped, Source, Stats,
+};
+pub use rules::{Confidence, Kind, Rule, RuleError, RuleSet, RuleSpec};
+pub use settings::Settings;
+
+use report::Findings;
+
+/// Blobs larger than this are skipped (and reported as skipped) unless configured.
+pub const DEFAULT_MAX_BLOB_SIZE: u64 = 10 << 20;
+
+/// Git's own heuristic: a NUL byte in the first 8000 bytes means binary.
+const BINARY_PROBE: usize = 8000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("{0}")]
+    Rules(#[from] RuleError),
+    #[error("{origin}: {problem}")]
+    Settings { origin: String, problem: String },
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+    #[error("git {command} failed: {message}")]
+    Git { command: String, message: String },
+    #[error("the scan was cancelled")]
+    Cancelled,
+}
+
+/// Which part of a repository's history to read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Revisions {
+    /// Every ref: branches, tags, remote-tracking refs, notes, stash, HEAD.
+    All,
+    /// Commits reachable from HEAD but not from this revision.
+    Since(String),
+    /// A git range such as `A..B`.
+    Range(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A repository's history (bare or not).
+    Git { repo: PathBuf, revisions: Revisions },
+    /// What is staged in a repository's index (a pre-commit hook).
+    Staged { repo: PathBuf },
+    /// A directory or a single file, read from disk with no git.
+    Files { root: PathBuf },
+}
+
+/// Live counters, readable while a scan runs (progress bars, task progress).
+#[derive(Debug, Default)]
+pub struct Progress {
+    discovered: AtomicU64,
+    scanned: AtomicU64,
+    bytes: AtomicU64,
+    skipped: AtomicU64,
+    messages: AtomicU64,
+    commits: AtomicU64,
+    /// Set once every blob to scan is known.
+    enumeration_done: AtomicBool,
+}
+
+impl Progress {
+    /// Blobs or files found so far (the total once `enumeration_done`).
+    pub fn discovered(&self) -> u64 {
+        self.discovered.load(Ordering::Relaxed)
+    }
+    /// Blobs or files finished (scanned or skipped).
+    pub fn done(&self) -> u64 {
+        self.scanned.load(Ordering::Relaxed) + self.skipped.load(Ordering::Relaxed)
+    }
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+    pub fn enumeration_done(&self) -> bool {
+        self.enumeration_done.load(Ordering::Relaxed)
+    }
+}
+
+/// One scanner, configured once, usable for many scans (and from many threads).
+pub struct Scanner {
+    detector: Detector,
+    hash_key: HashKey,
+    max_blob_size: u64,
+    threads: usize,
+    suppressed: HashSet<String>,
+}
+
+/// Everything one scan needs besides the scanner.
+#[derive(Default)]
+pub struct ScanRun<'a> {
+    pub progress: Option<&'a Progress>,
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+impl Scanner {
+    /// A scanner with the embedded rules and the given settings applied.
+    pub fn new(settings: &Settings) -> Result<Self, ScanError> {
+        Ok(Self {
+            detector: settings.detector()?,
+            hash_key: HashKey::builtin(),
+            max_blob_size: settings.max_file_size().unwrap_or(DEFAULT_MAX_BLOB_SIZE),
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            suppressed: HashSet::new(),
+        })
+    }
+
+    pub fn with_hash_key(mut self, key: HashKey) -> Self {
+        self.hash_key = key;
+        self
+    }
+
+    pub fn with_max_blob_size(mut self, bytes: u64) -> Self {
+        self.max_blob_size = bytes;
+        self
+    }
+
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
+    /// Fingerprints never reported (`.deployguardignore`, a baseline's secrets).
+    pub fn suppress(mut self, fingerprints: impl IntoIterator<Item = String>) -> Self {
+        self.suppressed.extend(fingerprints);
+        self
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        self.detector.rules()
+    }
+
+    pub fn hash_key(&self) -> &HashKey {
+        &self.hash_key
+    }
+
+    pub fn scan(&self, target: &Target, run: &ScanRun<'_>) -> Result<Report, ScanError> {
+        let started = Instant::now();
+        let own_progress = Progress::default();
+        let progress = run.progress.unwrap_or(&own_progress);
+        let ctx = Context {
+            scanner: self,
+            progress,
+            cancel: run.cancel,
+            skipped: Mutex::new(Vec::new()),
+        };
+        let (source, findings, refs) = match target {
+            Target::Git { repo, revisions } => {
+                let (findings, refs) = git::scan_history(&ctx, repo, revisions)?;
+                let revisions = match revisions {
+                    Revisions::All => "--all".to_owned(),
+                    Revisions::Since(rev) => format!("{rev}..HEAD"),
+                    Revisions::Range(range) => range.clone(),
+                };
+                let source = Source {
+                    kind: "git".into(),
+                    location: display_path(repo),
+                    revisions: Some(revisions),
+                };
+                (source, findings, refs)
+            }
+            Target::Staged { repo } => {
+                let findings = git::scan_staged(&ctx, repo)?;
+                (
+                    Source {
+                        kind: "staged".into(),
+                        location: display_path(repo),
+                        revisions: None,
+                    },
+                    findings,
+                    0,
+                )
+            }
+            Target::Files { root } => {
+                let (findings, kind) = files::scan_files(&ctx, root)?;
+                (
+                    Source {
+                        kind: kind.into(),
+                        location: display_path(root),
+                        revisions: None,
+                    },
+                    findings,
+                    0,
+                )
+            }
+        };
+        let (secrets, suppressed) =
+            findings.into_secrets(self.detector.rules(), &self.hash_key, &self.suppressed);
+        let skipped = ctx.skipped.into_inner().unwrap_or_else(|e| e.into_inner());
+        let stats = Stats {
+            commits: progress.commits.load(Ordering::Relaxed),
+            refs,
+            blobs_scanned: progress.scanned.load(Ordering::Relaxed),
+            bytes_scanned: progress.bytes(),
+            blobs_skipped: progress.skipped.load(Ordering::Relaxed),
+            messages_scanned: progress.messages.load(Ordering::Relaxed),
+            secrets_suppressed: suppressed,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        };
+        Ok(Report {
+            version: report::REPORT_VERSION,
+            tool: report::Tool::current(),
+            source,
+            hash_key_id: self.hash_key.id().to_owned(),
+            stats,
+            skipped,
+            secrets,
+        })
+    }
+}
+
+/// True when `path` is (inside) a git repository.
+pub fn is_repository(path: &Path) -> bool {
+    git::is_repository(path)
+}
+
+fn display_path(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Where a piece of scanned content came from.
+#[derive(Clone, Debug)]
+pub(crate) struct Origin {
+    pub path: Option<String>,
+    pub commit: Option<String>,
+    pub kind: OccurrenceKind,
+}
+
+pub(crate) struct Item {
+    pub data: Vec<u8>,
+    pub origin: Origin,
+}
+
+/// State shared by the threads of one scan.
+pub(crate) struct Context<'a> {
+    scanner: &'a Scanner,
+    progress: &'a Progress,
+    cancel: Option<&'a AtomicBool>,
+    skipped: Mutex<Vec<Skipped>>,
+}
+
+impl Context<'_> {
+    pub(crate) fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn max_blob_size(&self) -> u64 {
+        self.scanner.max_blob_size
+    }
+
+    pub(crate) fn discovered(&self) {
+        self.progress.discovered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn commit_seen(&self) {
+        self.progress.commits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn enumeration_done(&self) {
+        self.progress
+            .enumeration_done
+            .store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn skip(&self, origin: &Origin, size: u64, reason: SkipReason) {
+        self.progress.skipped.fetch_add(1, Ordering::Relaxed);
+        let mut skipped = self.skipped.lock().unwrap_or_else(|e| e.into_inner());
+        if skipped.len() < report::SKIPPED_LISTED {
+            skipped.push(Skipped {
+                path: origin.path.clone(),
+                commit: origin.commit.clone(),
+                size,
+                reason,
+            });
+        }
+    }
+
+    /// Runs `feed` on this thread while a pool of workers scans what it sends.
+    pub(crate) fn run_pool<F>(&self, feed: F) -> Result<Findings, ScanError>
+    where
+        F: FnOnce(&crossbeam_channel::Sender<Item>) -> Result<(), ScanError>,
+    {
+        let threads = self.scanner.threads;
+        let (tx, rx) = crossbeam_channel::bounded::<Item>(threads * 4);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    let rx = rx.clone();
+                    scope.spawn(move || {
+                        let mut findings = Findings::default();
+                        let mut hits = Vec::new();
+                        for item in rx {
+                            if self.cancelled() {
+                                continue;
+                            }
+                            self.scan_item(&item, &mut hits, &mut findings);
+                        }
+                        findings
+                    })
+                })
+                .collect();
+            drop(rx);
+            let fed = feed(&tx);
+            drop(tx);
+            let mut all = Findings::default();
+            for worker in workers {
+                match worker.join() {
+                    Ok(findings) => all.merge(findings),
+                    Err(_) => {
+                        return Err(ScanError::Io {
+                            path: "scanner".into(),
+                            message: "a scanning thread panicked".into(),
+                        });
+                    }
+                }
+            }
+            fed?;
+            if self.cancelled() {
+                return Err(ScanError::Cancelled);
+            }
+            Ok(all)
+        })
+    }
+
+    /// Scans one blob, file or message, recording its findings.
+    pub(crate) fn scan_item(&self, item: &Item, hits: &mut Vec<Hit>, findings: &mut Findings) {
+        let data = item.data.as_slice();
+        let origin = &item.origin;
+        if origin.kind == OccurrenceKind::File {
+            if let Some(path) = &origin.path
+                && self.scanner.detector.path_allowed(path)
+            {
+                self.skip_quietly();
+                return;
+            }
+            if memchr::memchr(0, &data[..data.len().min(BINARY_PROBE)]).is_some() {
+                self.skip(origin, data.len() as u64, SkipReason::Binary);
+                return;
+            }
+            self.progress.scanned.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.progress.messages.fetch_add(1, Ordering::Relaxed);
+        }
+        self.progress
+            .bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        hits.clear();
+        self.scanner.detector.scan(
+            data,
+            origin
+                .path
+                .as_deref()
+                .filter(|_| origin.kind == OccurrenceKind::File),
+            hits,
+        );
+        let mut line = 1u32;
+        let mut line_start = 0usize;
+        let mut counted_to = 0usize;
+        for hit in hits.iter() {
+            if hit.start < counted_to {
+                // Hits are sorted by start; an equal start needs no recount.
+            } else {
+                for newline in memchr::memchr_iter(b'\n', &data[counted_to..hit.start]) {
+                    line += 1;
+                    line_start = counted_to + newline + 1;
+                }
+                counted_to = hit.start;
+            }
+            let Ok(value) = std::str::from_utf8(&data[hit.start..hit.end]) else {
+                continue;
+            };
+            let column = u32::try_from(hit.start - line_start + 1).unwrap_or(u32::MAX);
+            findings.add(
+                hit.rule,
+                value.to_owned(),
+                Occurrence {
+                    path: origin.path.clone(),
+                    line,
+                    column,
+                    commit: origin.commit.clone(),
+                    kind: origin.kind.clone(),
+                },
+            );
+        }
+    }
+
+    /// An allow-listed path: not scanned, and not worth listing as skipped.
+    fn skip_quietly(&self) {
+        self.progress.scanned.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,433 @@
+//! Detection rules as data: the rule-file format, the embedded rule set, and compilation
+//! into matchers. A rule carries its own positive and negative examples, checked by
+//! [`RuleSet::test_examples`] (unit tests run it over every embedded rule; the CLI's
+//! `rules test` runs it over a user's file).
+
+use std::collections::HashSet;
+
+use regex::bytes::{Regex, RegexBuilder};
+use serde::{Deserialize, Serialize};
+
+include!(concat!(env!("OUT_DIR"), "/embedded_rules.rs"));
+
+/// How sure a rule is that a match is a real credential.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Confidence {
+    Low,
+    Medium,
+    #[default]
+    High,
+}
+
+impl Confidence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Confidence::Low => "low",
+            Confidence::Medium => "medium",
+            Confidence::High => "high",
+        }
+    }
+}
+
+/// Extra checks some formats need beyond a regular expression.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// A provider format: the pattern says it all.
+    #[default]
+    Specific,
+    /// A value found by its context (a secret-like name): also refused when it looks like
+    /// an identifier, a reference, a UUID or a hash, and never reported in lock files.
+    Generic,
+    /// A JSON Web Token: the header must decode to a JSON object naming an algorithm.
+    Jwt,
+    /// `scheme://user:password@host`: the password must not be the user name, a
+    /// well-known default or a template reference.
+    UrlCredentials,
+}
+
+/// One rule as written in a rule file or in `.deployguard.toml`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub id: String,
+    pub name: String,
+    pub keywords: Vec<String>,
+    pub pattern: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entropy: Option<f64>,
+    #[serde(default)]
+    pub confidence: Confidence,
+    #[serde(default)]
+    pub kind: Kind,
+    #[serde(default)]
+    pub examples: Vec<String>,
+    #[serde(default)]
+    pub negatives: Vec<String>,
+}
+
+/// A rule file: a category and its rules.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    pub category: String,
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+}
+
+impl RuleFile {
+    pub fn parse(origin: &str, text: &str) -> Result<Self, RuleError> {
+        toml::from_str(text)
+            .map_err(|e| RuleError::new(origin, format!("not a valid rule file: {e}")))
+    }
+}
+
+/// A rule that cannot be used, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: {problem}")]
+pub struct RuleError {
+    pub origin: String,
+    pub problem: String,
+}
+
+impl RuleError {
+    pub fn new(origin: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            origin: origin.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// A compiled rule.
+#[derive(Debug)]
+pub struct Rule {
+    pub id: String,
+    pub name: String,
+    pub category: String,
+    pub keywords: Vec<String>,
+    pub entropy: Option<f64>,
+    pub confidence: Confidence,
+    pub kind: Kind,
+    pub(crate) regex: Regex,
+    pub(crate) secret_group: usize,
+    pub(crate) spec: RuleSpec,
+}
+
+impl Rule {
+    pub fn compile(category: &str, spec: RuleSpec) -> Result<Self, RuleError> {
+        let origin = format!("rule {:?}", spec.id);
+        let valid_id = !spec.id.is_empty()
+            && spec
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !spec.id.starts_with('-')
+            && !spec.id.ends_with('-');
+        if !valid_id {
+            return Err(RuleError::new(
+                origin,
+                "id must be kebab-case (a-z, 0-9, -)",
+            ));
+        }
+        if spec.name.trim().is_empty() {
+            return Err(RuleError::new(origin, "name is empty"));
+        }
+        if spec.keywords.is_empty() {
+            return Err(RuleError::new(origin, "needs at least one keyword"));
+        }
+        for keyword in &spec.keywords {
+            if keyword.len() < 2
+                || keyword
+                    .bytes()
+                    .any(|b| !b.is_ascii() || b.is_ascii_uppercase())
+            {
+                return Err(RuleError::new(
+                    origin,
+                    format!("keyword {keyword:?} must be lowercase ASCII, at least 2 characters"),
+                ));
+            }
+        }
+        if let Some(entropy) = spec.entropy
+            && !(0.0..=8.0).contains(&entropy)
+        {
+            return Err(RuleError::new(
+                origin,
+                "entropy must be between 0 and 8 bits per byte",
+            ));
+        }
+        let regex = RegexBuilder::new(&spec.pattern)
+            .unicode(false)
+            .size_limit(32 << 20)
+            .dfa_size_limit(32 << 20)
+            .build()
+            .map_err(|e| RuleError::new(&origin, format!("pattern does not compile: {e}")))?;
+        let secret_group = regex
+            .capture_names()
+            .position(|name| name == Some("secret"))
+            .ok_or_else(|| RuleError::new(&origin, "pattern has no (?P<secret>...) group"))?;
+        Ok(Self {
+            id: spec.id.clone(),
+            name: spec.name.clone(),
+            category: category.to_owned(),
+            keywords: spec.keywords.clone(),
+            entropy: spec.entropy,
+            confidence: spec.confidence,
+            kind: spec.kind,
+            regex,
+            secret_group,
+            spec,
+        })
+    }
+
+    /// The rule as written, examples included.
+    pub fn spec(&self) -> &RuleSpec {
+        &self.spec
+    }
+}
+
+/// Compiled rules, in a stable order, with unique ids.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+}
+
+impl RuleSet {
+    /// The rules shipped in the binary.
+    pub fn embedded() -> Result<Self, RuleError> {
+        let mut set = Self::default();
+        for (file, text) in EMBEDDED_RULES {
+            set.add_file(file, text)?;
+        }
+        Ok(set)
+    }
+
+    /// Adds every rule of a rule file (`origin` names it in errors).
+    pub fn add_file(&mut self, origin: &str, text: &str) -> Result<(), RuleError> {
+        let file = RuleFile::parse(origin, text)?;
+        for spec in file.rules {
+            self.add(&file.category, spec)
+                .map_err(|e| RuleError::new(origin, e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    pub fn add(&mut self, category: &str, spec: RuleSpec) -> Result<(), RuleError> {
+        if self.rules.iter().any(|r| r.id == spec.id) {
+            return Err(RuleError::new(
+                format!("rule {:?}", spec.id),
+                "id is defined twice",
+            ));
+        }
+        self.rules.push(Rule::compile(category, spec)?);
+        Ok(())
+    }
+
+    /// Removes the named rules; an id that names no rule is an error (a typo would
+    /// otherwise silently keep the rule on).
+    pub fn disable(&mut self, ids: &[String]) -> Result<(), RuleError> {
+        let known: HashSet<&str> = self.rules.iter().map(|r| r.id.as_str()).collect();
+        if let Some(unknown) = ids.iter().find(|id| !known.contains(id.as_str())) {
+            return Err(RuleError::new(
+                format!("rule {unknown:?}"),
+                "cannot be disabled: no rule has this id",
+            ));
+        }
+        self.rules.retain(|r| !ids.contains(&r.id));
+        Ok(())
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+/// What running rules over their own examples found wrong, one line per problem.
+pub fn check_examples(set: &RuleSet, require_examples: bool) -> Vec<String> {
+    use super::detect::{Allowlist, Detector};
+
+    let mut problems = Vec::new();
+    for rule in set.rules() {
+        let spec = rule.spec();
+        if require_examples && (spec.examples.len() < 2 || spec.negatives.len() < 2) {
+            problems.push(format!(
+                "{}: needs at least 2 examples and 2 negatives",
+                rule.id
+            ));
+        }
+        let mut alone = RuleSet::default();
+        if let Err(e) = alone.add(&rule.category, spec.clone()) {
+            problems.push(e.to_string());
+            continue;
+        }
+        let detector = match Detector::new(alone, Allowlist::default()) {
+            Ok(d) => d,
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+        };
+        let mut hits = Vec::new();
+        for example in &spec.examples {
+            hits.clear();
+            detector.scan(example.as_bytes(), None, &mut hits);
+            if hits.is_empty() {
+                problems.push(format!("{}: example not reported: {example:?}", rule.id));
+            }
+        }
+        for negative in &spec.negatives {
+            hits.clear();
+            detector.scan(negative.as_bytes(), None, &mut hits);
+            if let Some(hit) = hits.first() {
+                let value = String::from_utf8_lossy(&negative.as_bytes()[hit.start..hit.end]);
+                problems.push(format!(
+                    "{}: negative reported ({value:?}): {negative:?}",
+                    rule.id
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Examples that the whole rule set reports under a different rule than their own
+/// (two rules claiming the same token). One line per conflict.
+pub fn check_conflicts(set: &RuleSet) -> Vec<String> {
+    use super::detect::{Allowlist, Detector};
+
+    let specs: Vec<(String, RuleSpec)> = set
+        .rules()
+        .iter()
+        .map(|r| (r.category.clone(), r.spec().clone()))
+        .collect();
+    let mut all = RuleSet::default();
+    for (category, spec) in specs {
+        if let Err(e) = all.add(&category, spec) {
+            return vec![e.to_string()];
+        }
+    }
+    let detector = match Detector::new(all, Allowlist::default()) {
+        Ok(d) => d,
+        Err(e) => return vec![e.to_string()],
+    };
+    let mut problems = Vec::new();
+    let mut hits = Vec::new();
+    for (index, rule) in detector.rules().iter().enumerate() {
+        for example in &rule.spec().examples {
+            hits.clear();
+            detector.scan(example.as_bytes(), None, &mut hits);
+            if !hits.iter().any(|h| h.rule == index) {
+                let others: Vec<&str> = hits
+                    .iter()
+                    .map(|h| detector.rules()[h.rule].id.as_str())
+                    .collect();
+                problems.push(format!(
+                    "{}: example reported as {others:?} instead: {example:?}",
+                    rule.id
+                ));
+            }
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_rules_compile_with_unique_ids_and_cover_at_least_150_formats() {
+        let set = RuleSet::embedded().unwrap_or_else(|e| panic!("{e}"));
+        assert!(set.len() >= 150, "only {} rules", set.len());
+        let categories: HashSet<&str> = set.rules().iter().map(|r| r.category.as_str()).collect();
+        for expected in [
+            "cloud",
+            "vcs",
+            "cicd",
+            "registry",
+            "payment",
+            "communication",
+            "observability",
+            "ai",
+            "saas",
+            "database",
+            "generic",
+        ] {
+            assert!(categories.contains(expected), "no {expected} rules");
+        }
+    }
+
+    #[test]
+    fn every_shipped_rule_reports_its_examples_and_none_of_its_negatives() {
+        let set = RuleSet::embedded().unwrap_or_else(|e| panic!("{e}"));
+        let problems = check_examples(&set, true);
+        assert!(
+            problems.is_empty(),
+            "{} problems:\n{}",
+            problems.len(),
+            problems.join("\n")
+        );
+    }
+
+    #[test]
+    fn no_two_shipped_rules_claim_the_same_example() {
+        let set = RuleSet::embedded().unwrap_or_else(|e| panic!("{e}"));
+        let problems = check_conflicts(&set);
+        assert!(
+            problems.is_empty(),
+            "{} conflicts:\n{}",
+            problems.len(),
+            problems.join("\n")
+        );
+    }
+
+    #[test]
+    fn bad_rules_are_refused_with_their_id() {
+        let spec = |id: &str, keywords: &[&str], pattern: &str| RuleSpec {
+            id: id.into(),
+            name: "n".into(),
+            keywords: keywords.iter().map(|k| (*k).to_owned()).collect(),
+            pattern: pattern.into(),
+            entropy: None,
+            confidence: Confidence::High,
+            kind: Kind::Specific,
+            examples: vec![],
+            negatives: vec![],
+        };
+        let cases = [
+            (spec("Bad_Id", &["ab"], "(?P<secret>ab)"), "kebab-case"),
+            (spec("no-keywords", &[], "(?P<secret>ab)"), "keyword"),
+            (
+                spec("upper-keyword", &["AB"], "(?P<secret>ab)"),
+                "lowercase",
+            ),
+            (spec("no-group", &["ab"], "ab"), "(?P<secret>"),
+            (spec("broken", &["ab"], "(?P<secret>ab"), "does not compile"),
+        ];
+        for (spec, expected) in cases {
+            let id = spec.id.clone();
+            let err = Rule::compile("custom", spec).unwrap_err().to_string();
+            assert!(err.contains(&id) && err.contains(expected), "{err}");
+        }
+        let mut set = RuleSet::default();
+        set.add("custom", spec("dup", &["ab"], "(?P<secret>ab)"))
+            .unwrap();
+        assert!(
+            set.add("custom", spec("dup", &["ab"], "(?P<secret>ab)"))
+                .unwrap_err()
+                .to_string()
+                .contains("twice")
+        );
+    }
+}

@@ -1,0 +1,5 @@
+FAKE_STRIPE_KEY = "sk_live_xxxxxxxxxxxxxxxxxxxxxxxx"
+FAKE_AWS = "AKIAXXXXXXXXXXXXXXXX"
+FAKE_SLACK = "xoxb-000000000000-0000000000000-xxxxxxxxxxxxxxxxxxxxxxxx"
+DUMMY_TOKEN = "dummy-token-for-tests"
+password = "<redacted>"

@@ -1,0 +1,464 @@
+//! The scanner over real repositories built by the test: exact findings, attributions
+//! and counts.
+
+use std::sync::atomic::AtomicBool;
+
+use deployguard::scan::{
+    OccurrenceKind, Report, Revisions, ScanError, ScanRun, Scanner, Secret, Settings, SkipReason,
+    Target,
+};
+use deployguard_testkit::TestRepo;
+
+const GITHUB: &str = "ghp_GPFbD22W7cEq1vCZbSpadtSYtPSdN5T5IA4B";
+const GITHUB_2: &str = "ghp_20zBYo5Gz83CbOH8da0oVUayTF97L8Bw9TL3";
+const AWS: &str = "AKIAM6COX6AQXF6LI3U3";
+const SLACK: &str = "xoxb-319895298309-5514929746018-Gj7tMzkv1HvLOGDQfpzE0F4y";
+const STRIPE: &str = "sk_live_YqDRV8SKN8qU577SGwdUoxkr";
+const GITLAB: &str = "glpat--DEXXBhR-5KCo6_pkzdB";
+const SENDGRID: &str = "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";
+
+fn scanner() -> Scanner {
+    Scanner::new(&Settings::default()).unwrap()
+}
+
+fn scan_with(scanner: &Scanner, target: Target) -> Report {
+    scanner.scan(&target, &ScanRun::default()).unwrap()
+}
+
+fn history(repo: &TestRepo) -> Report {
+    scan_with(
+        &scanner(),
+        Target::Git {
+            repo: repo.path().to_path_buf(),
+            revisions: Revisions::All,
+        },
+    )
+}
+
+fn secret<'a>(report: &'a Report, value: &str) -> &'a Secret {
+    report
+        .secrets
+        .iter()
+        .find(|s| s.secret_value() == value)
+        .unwrap_or_else(|| panic!("{value} not found in {:#?}", report.secrets))
+}
+
+fn values(report: &Report) -> Vec<&str> {
+    let mut values: Vec<&str> = report.secrets.iter().map(Secret::secret_value).collect();
+    values.sort_unstable();
+    values
+}
+
+fn sorted<'a>(values: &[&'a str]) -> Vec<&'a str> {
+    let mut values = values.to_vec();
+    values.sort_unstable();
+    values
+}
+
+#[test]
+fn whole_history_scan_attributes_each_secret_to_its_earliest_commit_and_path() {
+    let mut repo = TestRepo::new();
+    repo.write("README.md", "# demo\n");
+    repo.commit("initial");
+    repo.write(
+        "config/app.env",
+        format!("DEBUG=1\nAWS_ACCESS_KEY_ID={AWS}\n"),
+    );
+    let added_config = repo.commit("add config");
+    repo.checkout("feature");
+    repo.write("deploy/slack.yml", format!("notify:\n  token: {SLACK}\n"));
+    let added_slack = repo.commit("notify on deploy");
+    repo.checkout("main");
+    repo.write("README.md", "# demo\n\nUsage.\n");
+    repo.commit("docs");
+    repo.merge("feature", "merge feature");
+    repo.remove("config/app.env");
+    repo.commit("remove leaked config");
+    repo.rename("deploy/slack.yml", "ops/slack.yml");
+    repo.commit("move notifications");
+
+    let report = history(&repo);
+
+    assert_eq!(values(&report), sorted(&[AWS, SLACK]));
+    let aws = secret(&report, AWS);
+    assert_eq!(aws.rule_id, "aws-access-key-id");
+    assert_eq!(aws.occurrences.len(), 1, "{aws:#?}");
+    let at = &aws.occurrences[0];
+    assert_eq!(
+        (at.path.as_deref(), at.line, at.column),
+        (Some("config/app.env"), 2, 19)
+    );
+    assert_eq!(at.commit.as_deref(), Some(added_config.as_str()));
+    assert_eq!(at.kind, OccurrenceKind::File);
+
+    let slack = secret(&report, SLACK);
+    assert_eq!(
+        slack.occurrences.len(),
+        1,
+        "a rename reuses the blob: {slack:#?}"
+    );
+    let at = &slack.occurrences[0];
+    assert_eq!(
+        (at.path.as_deref(), at.line, at.column),
+        (Some("deploy/slack.yml"), 2, 10)
+    );
+    assert_eq!(at.commit.as_deref(), Some(added_slack.as_str()));
+
+    assert_eq!(report.stats.commits, 7);
+    assert_eq!(report.stats.refs, 2);
+    assert_eq!(
+        report.stats.blobs_scanned as usize,
+        repo.reachable_blob_count()
+    );
+    assert_eq!(report.stats.blobs_skipped, 0);
+    assert_eq!(report.stats.messages_scanned, 7);
+}
+
+#[test]
+fn a_secret_kept_across_many_commits_is_one_secret_with_an_occurrence_per_blob() {
+    let mut repo = TestRepo::new();
+    let mut commits = Vec::new();
+    for version in 0..5 {
+        repo.write(
+            "settings.py",
+            format!("VERSION = {version}\nGITHUB_TOKEN = '{GITHUB}'\n"),
+        );
+        commits.push(repo.commit(&format!("release {version}")));
+    }
+    let report = history(&repo);
+    assert_eq!(report.secrets.len(), 1);
+    let found = &report.secrets[0];
+    assert_eq!(found.rule_id, "github-personal-access-token");
+    let mut seen: Vec<(String, u32, u32)> = found
+        .occurrences
+        .iter()
+        .map(|o| (o.commit.clone().unwrap(), o.line, o.column))
+        .collect();
+    seen.sort();
+    let mut expected: Vec<(String, u32, u32)> = commits.into_iter().map(|c| (c, 2, 17)).collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+}
+
+#[test]
+fn identical_files_are_one_blob_scanned_once() {
+    let mut repo = TestRepo::new();
+    let contents = format!("token={GITLAB}\n");
+    repo.write("a/first.env", &contents);
+    repo.write("b/second.env", &contents);
+    repo.commit("two copies");
+    repo.write("c/third.env", &contents);
+    repo.commit("a third copy");
+    let report = history(&repo);
+    assert_eq!(report.stats.blobs_scanned, 1);
+    let found = secret(&report, GITLAB);
+    assert_eq!(found.occurrences.len(), 1);
+    assert_eq!(found.occurrences[0].path.as_deref(), Some("a/first.env"));
+}
+
+#[test]
+fn messages_tags_notes_stash_orphans_and_blob_refs_are_scanned_but_unreachable_blobs_are_not() {
+    let mut repo = TestRepo::new();
+    repo.write("app.txt", "hello\n");
+    let first = repo.commit(&format!("initial\n\nci token {GITHUB} for the bot"));
+    repo.tag_annotated("v1.0", &format!("release\n\nslack {SLACK}"));
+    repo.git(&[
+        "notes",
+        "add",
+        "-m",
+        &format!("deploy note: {STRIPE}"),
+        &first,
+    ]);
+
+    repo.write("app.txt", format!("hello\nkey = \"{GITLAB}\"\n"));
+    repo.git(&["stash", "-q"]);
+
+    repo.git(&["checkout", "-q", "--orphan", "gh-pages"]);
+    repo.git(&["rm", "-rq", "--cached", "."]);
+    repo.write(
+        "site/config.js",
+        format!("const sendgrid = '{SENDGRID}';\n"),
+    );
+    repo.commit("site");
+    repo.git(&["checkout", "-q", "-f", "main"]);
+
+    let blob = repo.git_with_input(
+        &["hash-object", "-w", "--stdin"],
+        Some(format!("aws={AWS}\n").as_bytes()),
+    );
+    repo.git(&["tag", "raw-blob", &blob]);
+    repo.git_with_input(
+        &["hash-object", "-w", "--stdin"],
+        Some(format!("dangling {GITHUB_2}\n").as_bytes()),
+    );
+
+    let report = history(&repo);
+    assert_eq!(
+        values(&report),
+        sorted(&[GITHUB, SLACK, STRIPE, GITLAB, SENDGRID, AWS])
+    );
+    let commit_message = &secret(&report, GITHUB).occurrences[0];
+    assert_eq!(commit_message.kind, OccurrenceKind::CommitMessage);
+    assert_eq!(commit_message.commit.as_deref(), Some(first.as_str()));
+    assert_eq!(commit_message.line, 3);
+    let tag_message = &secret(&report, SLACK).occurrences[0];
+    assert_eq!(tag_message.kind, OccurrenceKind::TagMessage);
+    assert_eq!(tag_message.path.as_deref(), Some("refs/tags/v1.0"));
+    assert_eq!(
+        secret(&report, AWS).occurrences[0].path.as_deref(),
+        Some("refs/tags/raw-blob")
+    );
+    assert_eq!(
+        secret(&report, SENDGRID).occurrences[0].path.as_deref(),
+        Some("site/config.js")
+    );
+}
+
+#[test]
+fn binary_and_oversized_blobs_are_skipped_and_counted_never_silently() {
+    let mut repo = TestRepo::new();
+    let mut binary = b"\x89PNG\r\n\x1a\n\0\0\0".to_vec();
+    binary.extend_from_slice(format!("tEXt {GITHUB}").as_bytes());
+    repo.write("logo.png", &binary);
+    repo.write("dump.sql", format!("{}\n-- {AWS}\n", "x".repeat(4096)));
+    repo.write("small.env", format!("STRIPE={STRIPE}\n"));
+    repo.commit("assets");
+    let report = scan_with(
+        &scanner().with_max_blob_size(1024),
+        Target::Git {
+            repo: repo.path().to_path_buf(),
+            revisions: Revisions::All,
+        },
+    );
+    assert_eq!(values(&report), [STRIPE]);
+    assert_eq!(report.stats.blobs_skipped, 2);
+    assert_eq!(report.stats.blobs_scanned, 1);
+    let mut skipped: Vec<(Option<&str>, &SkipReason)> = report
+        .skipped
+        .iter()
+        .map(|s| (s.path.as_deref(), &s.reason))
+        .collect();
+    skipped.sort_by_key(|(p, _)| *p);
+    assert_eq!(
+        skipped,
+        [
+            (Some("dump.sql"), &SkipReason::TooLarge),
+            (Some("logo.png"), &SkipReason::Binary)
+        ]
+    );
+}
+
+#[test]
+fn since_and_range_scan_only_blobs_introduced_by_those_commits() {
+    let mut repo = TestRepo::new();
+    repo.write("old.env", format!("AWS={AWS}\n"));
+    repo.commit("old secret");
+    repo.checkout("feature");
+    repo.write("new.env", format!("GH={GITHUB}\n"));
+    repo.commit("new secret");
+    let path = repo.path().to_path_buf();
+    let scanner = scanner();
+
+    let range = scan_with(
+        &scanner,
+        Target::Git {
+            repo: path.clone(),
+            revisions: Revisions::Range("main..feature".into()),
+        },
+    );
+    assert_eq!(values(&range), [GITHUB]);
+    assert_eq!(range.stats.commits, 1);
+
+    let since = scan_with(
+        &scanner,
+        Target::Git {
+            repo: path.clone(),
+            revisions: Revisions::Since("main".into()),
+        },
+    );
+    assert_eq!(values(&since), [GITHUB]);
+
+    let unknown = scanner.scan(
+        &Target::Git {
+            repo: path.clone(),
+            revisions: Revisions::Since("nope".into()),
+        },
+        &ScanRun::default(),
+    );
+    let message = unknown.unwrap_err().to_string();
+    assert!(message.contains("nope"), "{message}");
+
+    let bad_range = scanner.scan(
+        &Target::Git {
+            repo: path.clone(),
+            revisions: Revisions::Range("main..nowhere".into()),
+        },
+        &ScanRun::default(),
+    );
+    assert!(
+        matches!(bad_range, Err(ScanError::Git { .. })),
+        "{bad_range:?}"
+    );
+
+    let option = scanner.scan(
+        &Target::Git {
+            repo: path,
+            revisions: Revisions::Range("--output=/tmp/x".into()),
+        },
+        &ScanRun::default(),
+    );
+    assert!(option.unwrap_err().to_string().contains("invalid revision"));
+}
+
+#[test]
+fn staged_scan_reads_what_is_staged_and_nothing_else() {
+    let mut fresh = TestRepo::new();
+    fresh.write("first.env", format!("GH={GITHUB}\n"));
+    let report = scan_with(
+        &scanner(),
+        Target::Staged {
+            repo: fresh.path().to_path_buf(),
+        },
+    );
+    assert_eq!(values(&report), [GITHUB], "a repository without commits");
+
+    let mut repo = TestRepo::new();
+    repo.write("committed.env", format!("AWS={AWS}\n"));
+    repo.commit("committed");
+    repo.write("staged.env", format!("GITLAB={GITLAB}\n"));
+    std::fs::write(
+        repo.path().join("unstaged.env"),
+        format!("STRIPE={STRIPE}\n"),
+    )
+    .unwrap();
+    let report = scan_with(
+        &scanner(),
+        Target::Staged {
+            repo: repo.path().to_path_buf(),
+        },
+    );
+    assert_eq!(values(&report), [GITLAB]);
+    let at = &report.secrets[0].occurrences[0];
+    assert_eq!(
+        (at.path.as_deref(), at.commit.as_deref(), at.line),
+        (Some("staged.env"), None, 1)
+    );
+}
+
+#[test]
+fn plain_directory_scan_reads_every_file_but_not_git_internals() {
+    let mut repo = TestRepo::new();
+    repo.write("src/config.rs", format!("const KEY: &str = \"{AWS}\";\n"));
+    repo.commit(&format!("message with {GITHUB}"));
+    std::fs::create_dir_all(repo.path().join("untracked/deep")).unwrap();
+    std::fs::write(
+        repo.path().join("untracked/deep/notes.md"),
+        format!("\n\n   {STRIPE}\n"),
+    )
+    .unwrap();
+
+    let report = scan_with(
+        &scanner(),
+        Target::Files {
+            root: repo.path().to_path_buf(),
+        },
+    );
+    assert_eq!(report.source.kind, "directory");
+    assert_eq!(values(&report), sorted(&[AWS, STRIPE]));
+    let at = &secret(&report, STRIPE).occurrences[0];
+    assert_eq!(
+        (at.path.as_deref(), at.line, at.column, at.commit.as_deref()),
+        (Some("untracked/deep/notes.md"), 3, 4, None)
+    );
+
+    let single = scan_with(
+        &scanner(),
+        Target::Files {
+            root: repo.path().join("src/config.rs"),
+        },
+    );
+    assert_eq!(single.source.kind, "file");
+    assert_eq!(values(&single), [AWS]);
+
+    let missing = scanner().scan(
+        &Target::Files {
+            root: repo.path().join("absent"),
+        },
+        &ScanRun::default(),
+    );
+    assert!(matches!(missing, Err(ScanError::Io { .. })));
+}
+
+#[test]
+fn fingerprints_depend_on_rule_and_value_not_on_commits_or_paths() {
+    let mut one = TestRepo::new();
+    one.write("a.env", format!("T={SLACK}\n"));
+    one.commit("one");
+    let mut two = TestRepo::new();
+    two.write("elsewhere/b.yml", format!("\n\nslack: {SLACK}\n"));
+    two.commit("two");
+    let (a, b) = (history(&one), history(&two));
+    assert_eq!(a.secrets[0].id, b.secrets[0].id);
+    assert_eq!(a.secrets[0].hash, b.secrets[0].hash);
+    assert_ne!(
+        a.secrets[0].occurrences[0].commit,
+        b.secrets[0].occurrences[0].commit
+    );
+}
+
+#[test]
+fn a_cancelled_scan_stops_with_cancelled() {
+    let mut repo = TestRepo::new();
+    repo.write("a.env", format!("T={SLACK}\n"));
+    repo.commit("one");
+    let cancel = AtomicBool::new(true);
+    let result = scanner().scan(
+        &Target::Git {
+            repo: repo.path().to_path_buf(),
+            revisions: Revisions::All,
+        },
+        &ScanRun {
+            progress: None,
+            cancel: Some(&cancel),
+        },
+    );
+    assert!(matches!(result, Err(ScanError::Cancelled)), "{result:?}");
+}
+
+#[test]
+fn a_directory_that_is_not_a_repository_is_refused_for_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let result = scanner().scan(
+        &Target::Git {
+            repo: dir.path().to_path_buf(),
+            revisions: Revisions::All,
+        },
+        &ScanRun::default(),
+    );
+    assert!(
+        result
+            .unwrap_err()
+            .to_string()
+            .contains("not a git repository")
+    );
+}
+
+#[test]
+fn look_alikes_of_secrets_are_not_reported() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/lookalikes");
+    let report = scan_with(&scanner(), Target::Files { root: fixtures });
+    assert!(report.stats.blobs_scanned >= 10, "{:?}", report.stats);
+    let found: Vec<String> = report
+        .secrets
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {} at {:?}",
+                s.rule_id,
+                s.secret_value(),
+                s.occurrences[0].path
+            )
+        })
+        .collect();
+    assert!(found.is_empty(), "false alarms:\n{}", found.join("\n"));
+}
