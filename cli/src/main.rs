@@ -1,13 +1,114 @@
 //! `deployguard`: scan, clean and push locally, with no broker, database or object store.
 
-use clap::Parser;
+mod scan;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use deployguard::scan::{RuleSet, rules};
 
 /// Find leaked secrets in a git repository's whole history, remove the ones you choose
 /// by rewriting history, and push the cleaned repository.
 #[derive(Parser)]
 #[command(name = "deployguard", version)]
-struct Args {}
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    Args::parse();
+#[derive(Subcommand)]
+enum Command {
+    /// Find secrets in a repository's whole history, its staged changes, or plain files.
+    ///
+    /// Exit status: 0 when nothing is found, 1 when secrets are found, 2 on error.
+    Scan(Box<scan::ScanArgs>),
+    /// Inspect and test detection rules.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// List the rules shipped in this binary.
+    List,
+    /// Check rule files: every pattern compiles, every example is reported by its rule
+    /// and no negative is.
+    Test {
+        /// Rule files (`[[rules]]` tables with a `category`); none checks the shipped rules.
+        files: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match args.command {
+        Command::Scan(args) => scan::run(*args),
+        Command::Rules(command) => rules_command(command),
+    }
+}
+
+fn rules_command(command: RulesCommand) -> ExitCode {
+    match command {
+        RulesCommand::List => match RuleSet::embedded() {
+            Ok(set) => {
+                let mut out = String::new();
+                for rule in set.rules() {
+                    out.push_str(&format!(
+                        "{:<40} {:<14} {:<6} {}\n",
+                        rule.id,
+                        rule.category,
+                        rule.confidence.as_str(),
+                        rule.name
+                    ));
+                }
+                out.push_str(&format!("{} rules\n", set.len()));
+                print(&out);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e.to_string()),
+        },
+        RulesCommand::Test { files } => {
+            let mut set = RuleSet::default();
+            if files.is_empty() {
+                set = match RuleSet::embedded() {
+                    Ok(set) => set,
+                    Err(e) => return fail(&e.to_string()),
+                };
+            }
+            for file in &files {
+                let text = match std::fs::read_to_string(file) {
+                    Ok(text) => text,
+                    Err(e) => return fail(&format!("{}: {e}", file.display())),
+                };
+                if let Err(e) = set.add_file(&file.display().to_string(), &text) {
+                    return fail(&e.to_string());
+                }
+            }
+            let mut problems = rules::check_examples(&set, true);
+            problems.extend(rules::check_conflicts(&set));
+            for problem in &problems {
+                eprintln!("{problem}");
+            }
+            print(&format!(
+                "{} rules, {} problems\n",
+                set.len(),
+                problems.len()
+            ));
+            if problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+pub(crate) fn print(text: &str) {
+    print!("{text}");
+}
+
+pub(crate) fn fail(message: &str) -> ExitCode {
+    eprintln!("deployguard: {message}");
+    ExitCode::from(2)
 }

@@ -1,0 +1,481 @@
+//! `deployguard scan` and `deployguard rules`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use deployguard_testkit::{GitServer, TestRepo};
+use serde_json::Value;
+
+const GITHUB: &str = "ghp_GPFbD22W7cEq1vCZbSpadtSYtPSdN5T5IA4B";
+const AWS: &str = "AKIAM6COX6AQXF6LI3U3";
+const STRIPE: &str = "sk_live_YqDRV8SKN8qU577SGwdUoxkr";
+
+fn deployguard(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_deployguard"))
+        .args(args)
+        .current_dir(cwd)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(output)))
+}
+
+fn repo_with_secrets() -> TestRepo {
+    let mut repo = TestRepo::new();
+    repo.write("config/app.env", format!("AWS_ACCESS_KEY_ID={AWS}\n"));
+    repo.commit("config");
+    repo.write("ci/token.txt", format!("{GITHUB}\n"));
+    repo.commit("ci");
+    repo.remove("ci/token.txt");
+    repo.commit("remove token");
+    repo
+}
+
+#[test]
+fn exit_status_is_0_when_clean_1_when_secrets_are_found_and_2_on_error() {
+    let mut clean = TestRepo::new();
+    clean.write("README.md", "nothing to see\n");
+    clean.commit("docs");
+    let ok = deployguard(&["scan"], clean.path());
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert!(stdout(&ok).contains("no secrets found"));
+
+    let repo = repo_with_secrets();
+    let found = deployguard(&["scan", "."], repo.path());
+    assert_eq!(found.status.code(), Some(1), "{}", stderr(&found));
+    let text = stdout(&found);
+    assert!(
+        text.contains("2 secrets") && text.contains("ci/token.txt:1:1"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(GITHUB) && !text.contains(AWS),
+        "full values printed without --show-secrets:\n{text}"
+    );
+
+    let missing = deployguard(&["scan", "does/not/exist"], repo.path());
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        stderr(&missing).contains("does/not/exist"),
+        "{}",
+        stderr(&missing)
+    );
+
+    let bad_range = deployguard(&["scan", "--range", "main..nowhere"], repo.path());
+    assert_eq!(bad_range.status.code(), Some(2));
+    assert!(
+        stderr(&bad_range).contains("nowhere"),
+        "{}",
+        stderr(&bad_range)
+    );
+
+    let conflicting = deployguard(&["scan", "--staged", "--since", "main"], repo.path());
+    assert_eq!(conflicting.status.code(), Some(2));
+}
+
+#[test]
+fn json_report_has_the_documented_shape_and_full_values_only_on_request() {
+    let repo = repo_with_secrets();
+    let output = deployguard(&["scan", "--format", "json"], repo.path());
+    assert_eq!(output.status.code(), Some(1));
+    let raw = stdout(&output);
+    assert!(!raw.contains(GITHUB) && !raw.contains(AWS));
+    let report = json(&output);
+    assert_eq!(report["version"], 1);
+    assert_eq!(report["source"]["kind"], "git");
+    for stat in [
+        "commits",
+        "refs",
+        "blobs_scanned",
+        "bytes_scanned",
+        "blobs_skipped",
+        "duration_ms",
+    ] {
+        assert!(
+            report["stats"][stat].is_u64(),
+            "stats.{stat} missing: {report}"
+        );
+    }
+    assert_eq!(report["stats"]["commits"], 3);
+    let secrets = report["secrets"].as_array().unwrap();
+    assert_eq!(secrets.len(), 2);
+    let github = secrets
+        .iter()
+        .find(|s| s["rule_id"] == "github-personal-access-token")
+        .unwrap();
+    assert_eq!(github["preview"], "ghp…IA4B".replace("IA4B", "A4B"));
+    assert_eq!(github["id"].as_str().unwrap().len(), 32);
+    assert_eq!(github["hash"].as_str().unwrap().len(), 64);
+    assert_eq!(github["confidence"], "high");
+    let occurrence = &github["occurrences"][0];
+    assert_eq!(occurrence["path"], "ci/token.txt");
+    assert_eq!(
+        (occurrence["line"].as_u64(), occurrence["column"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(occurrence["commit"].as_str().unwrap().len(), 40);
+
+    let shown = deployguard(&["scan", "--format", "json", "--show-secrets"], repo.path());
+    assert!(stdout(&shown).contains(GITHUB));
+}
+
+#[test]
+fn secrets_file_is_private_and_holds_the_full_values_for_the_clean_step() {
+    use std::os::unix::fs::PermissionsExt;
+    let repo = repo_with_secrets();
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("secrets.json");
+    std::fs::write(&file, "old contents").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = deployguard(
+        &["scan", "--secrets-out", file.to_str().unwrap()],
+        repo.path(),
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let secrets: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let mut values: Vec<&str> = secrets["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["value"].as_str().unwrap())
+        .collect();
+    values.sort_unstable();
+    assert_eq!(values, [AWS, GITHUB]);
+}
+
+#[test]
+fn sarif_output_validates_against_the_sarif_2_1_0_schema() {
+    let mut repo = repo_with_secrets();
+    repo.commit(&format!("message that leaks {STRIPE}"));
+    let output = deployguard(&["scan", "--format", "sarif"], repo.path());
+    assert_eq!(output.status.code(), Some(1));
+    let sarif = json(&output);
+    // The published schema's `run.language` pattern has a stray `]` that strict
+    // validators refuse to compile; use the pattern it clearly means.
+    let schema = include_str!("../data/sarif-schema-2.1.0.json").replace(
+        r"^[a-zA-Z]{2}|^[a-zA-Z]{2}-[a-zA-Z]{2}]?$",
+        r"^[a-zA-Z]{2}(-[a-zA-Z]{2})?$",
+    );
+    let schema: Value = serde_json::from_str(&schema).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&sarif)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    let results = sarif["runs"][0]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    assert!(!stdout(&output).contains(GITHUB));
+    let rule_ids: Vec<&str> = sarif["runs"][0]["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    for result in results {
+        let index = result["ruleIndex"].as_u64().unwrap() as usize;
+        assert_eq!(rule_ids[index], result["ruleId"].as_str().unwrap());
+    }
+}
+
+#[test]
+fn baseline_reports_only_secrets_that_are_new() {
+    let mut repo = repo_with_secrets();
+    let dir = tempfile::tempdir().unwrap();
+    let baseline = dir.path().join("baseline.json");
+    let first = deployguard(
+        &["scan", "--format", "json", "-o", baseline.to_str().unwrap()],
+        repo.path(),
+    );
+    assert_eq!(first.status.code(), Some(1));
+
+    let same = deployguard(
+        &["scan", "--baseline", baseline.to_str().unwrap()],
+        repo.path(),
+    );
+    assert_eq!(same.status.code(), Some(0), "{}", stdout(&same));
+
+    repo.write("billing.env", format!("STRIPE={STRIPE}\n"));
+    repo.commit("billing");
+    let newer = deployguard(
+        &[
+            "scan",
+            "--format",
+            "json",
+            "--baseline",
+            baseline.to_str().unwrap(),
+        ],
+        repo.path(),
+    );
+    assert_eq!(newer.status.code(), Some(1));
+    let report = json(&newer);
+    assert_eq!(report["secrets"].as_array().unwrap().len(), 1);
+    assert_eq!(report["secrets"][0]["rule_id"], "stripe-live-secret-key");
+    assert_eq!(report["stats"]["secrets_suppressed"], 2);
+
+    std::fs::write(dir.path().join("garbage.json"), "[1, 2").unwrap();
+    let garbage = deployguard(
+        &[
+            "scan",
+            "--baseline",
+            dir.path().join("garbage.json").to_str().unwrap(),
+        ],
+        repo.path(),
+    );
+    assert_eq!(garbage.status.code(), Some(2));
+    assert!(
+        stderr(&garbage).contains("garbage.json"),
+        "{}",
+        stderr(&garbage)
+    );
+}
+
+#[test]
+fn ignore_file_and_inline_allow_suppress_findings() {
+    let mut repo = TestRepo::new();
+    repo.write(
+        "test/fixture.py",
+        format!("TOKEN = \"{GITHUB}\"  # deployguard:allow test fixture\n"),
+    );
+    repo.write("config.env", format!("AWS={AWS}\n"));
+    repo.commit("fixtures");
+    let report = json(&deployguard(&["scan", "--format", "json"], repo.path()));
+    let secrets = report["secrets"].as_array().unwrap();
+    assert_eq!(secrets.len(), 1, "{report}");
+    let id = secrets[0]["id"].as_str().unwrap().to_owned();
+
+    repo.write(
+        ".deployguardignore",
+        format!("# reviewed: rotated key\n{id}\n"),
+    );
+    repo.commit("ignore the rotated key");
+    let output = deployguard(&["scan"], repo.path());
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    assert!(
+        stdout(&output).contains("1 suppressed"),
+        "{}",
+        stdout(&output)
+    );
+
+    std::fs::write(
+        repo.path().join(".deployguardignore"),
+        "not-a-fingerprint\n",
+    )
+    .unwrap();
+    let bad = deployguard(&["scan"], repo.path());
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains(".deployguardignore:1"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+#[test]
+fn settings_file_adds_and_disables_rules_and_allowlists_paths_and_values() {
+    let mut repo = TestRepo::new();
+    repo.write("internal.cfg", "acme_key = ACME-7f3k9q2m5x8v1b4n\n");
+    repo.write("vendor/lib/keys.js", format!("const k = '{GITHUB}';\n"));
+    repo.write("aws.env", format!("AWS={AWS}\n"));
+    repo.write("stripe.env", format!("STRIPE={STRIPE}\n"));
+    repo.write(
+        ".deployguard.toml",
+        format!(
+            r#"
+[scan]
+disable_rules = ["aws-access-key-id"]
+
+[allowlist]
+paths = ['^vendor/']
+values = ["{STRIPE}"]
+
+[[rules]]
+id = "acme-internal-key"
+name = "ACME internal key"
+keywords = ["acme-"]
+pattern = '''\b(?P<secret>ACME-[a-z0-9]{{16}})\b'''
+"#
+        ),
+    );
+    repo.commit("settings");
+    let report = json(&deployguard(&["scan", "--format", "json"], repo.path()));
+    let rules: Vec<&str> = report["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["rule_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["acme-internal-key"], "{report}");
+
+    // From a bare clone (no work tree) the settings come from HEAD.
+    let bare = tempfile::tempdir().unwrap();
+    let status = Command::new("git")
+        .args(["clone", "-q", "--mirror"])
+        .arg(repo.path())
+        .arg(bare.path().join("r.git"))
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let from_bare = json(&deployguard(
+        &["scan", "--format", "json", "r.git"],
+        bare.path(),
+    ));
+    assert_eq!(
+        from_bare["secrets"].as_array().unwrap().len(),
+        1,
+        "{from_bare}"
+    );
+
+    std::fs::write(
+        repo.path().join(".deployguard.toml"),
+        "[scan]\nmax_file_size = \"big\"\n",
+    )
+    .unwrap();
+    let bad = deployguard(&["scan"], repo.path());
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains(".deployguard.toml"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+#[test]
+fn staged_flag_scans_only_the_index_for_pre_commit_hooks() {
+    let mut repo = repo_with_secrets();
+    let clean = deployguard(&["scan", "--staged"], repo.path());
+    assert_eq!(clean.status.code(), Some(0), "{}", stdout(&clean));
+    repo.write("new.env", format!("STRIPE={STRIPE}\n"));
+    let dirty = deployguard(&["scan", "--staged", "--format", "json"], repo.path());
+    assert_eq!(dirty.status.code(), Some(1));
+    assert_eq!(json(&dirty)["source"]["kind"], "staged");
+}
+
+#[test]
+fn no_git_scans_the_files_on_disk() {
+    let mut repo = repo_with_secrets();
+    repo.commit("keep going");
+    let report = json(&deployguard(
+        &["scan", "--no-git", "--format", "json"],
+        repo.path(),
+    ));
+    assert_eq!(report["source"]["kind"], "directory");
+    let secrets = report["secrets"].as_array().unwrap();
+    assert_eq!(
+        secrets.len(),
+        1,
+        "the deleted token is only in history: {report}"
+    );
+    assert_eq!(secrets[0]["occurrences"][0]["path"], "config/app.env");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scanning_a_url_clones_every_ref_and_never_shows_the_credentials() {
+    let server = GitServer::start().await;
+    let bare = server.create_bare("leaky");
+    let mut repo = repo_with_secrets();
+    repo.checkout("side");
+    repo.write("side.env", format!("STRIPE={STRIPE}\n"));
+    repo.commit("side branch");
+    repo.git(&["push", "-q", "--all", bare.to_str().unwrap()]);
+    let url = server.url("leaky").replace(
+        "http://",
+        &format!("http://{}:{}@", server.username(), server.password()),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let output = tokio::task::spawn_blocking({
+        let url = url.clone();
+        let cwd = dir.path().to_owned();
+        move || deployguard(&["scan", "--format", "json", &url], &cwd)
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(!stdout(&output).contains(server.password()));
+    let report = json(&output);
+    assert_eq!(report["secrets"].as_array().unwrap().len(), 3, "{report}");
+    assert!(
+        report["source"]["location"]
+            .as_str()
+            .unwrap()
+            .contains("***@")
+    );
+
+    let wrong = url.replace(server.password(), "wrong-password-123");
+    let denied = tokio::task::spawn_blocking({
+        let cwd = dir.path().to_owned();
+        move || deployguard(&["scan", &wrong], &cwd)
+    })
+    .await
+    .unwrap();
+    assert_eq!(denied.status.code(), Some(2));
+    assert!(
+        !stderr(&denied).contains("wrong-password-123"),
+        "{}",
+        stderr(&denied)
+    );
+}
+
+#[test]
+fn rules_test_checks_a_user_rule_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        r#"category = "custom"
+[[rules]]
+id = "acme-key"
+name = "ACME key"
+keywords = ["acme-"]
+pattern = '''\b(?P<secret>ACME-[a-z0-9]{16})\b'''
+examples = ["k = ACME-7f3k9q2m5x8v1b4n", "ACME-q8w3e5r7t9y2u4i6"]
+negatives = ["ACME-short", "ACME-7f3k9q2m5x8v1b4nzz"]
+"#,
+    )
+    .unwrap();
+    let output = deployguard(&["rules", "test", good.to_str().unwrap()], dir.path());
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&good)
+            .unwrap()
+            .replace("ACME-short", "ACME-9k2m4n6b8v1c3x5z"),
+    )
+    .unwrap();
+    let output = deployguard(&["rules", "test", bad.to_str().unwrap()], dir.path());
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("acme-key: negative reported"),
+        "{}",
+        stderr(&output)
+    );
+
+    let listed = deployguard(&["rules", "list"], dir.path());
+    assert!(stdout(&listed).lines().count() > 150);
+}
