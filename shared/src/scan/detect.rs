@@ -37,6 +37,9 @@ pub struct Detector {
     /// For each keyword, the rules that list it.
     keyword_rules: Vec<Vec<usize>>,
     allow: Allowlist,
+    /// Search only around keywords (see [`Detector::search_windows`]); tests compare
+    /// with whole-buffer searches.
+    windowed: bool,
 }
 
 impl Detector {
@@ -65,6 +68,7 @@ impl Detector {
             keywords,
             keyword_rules,
             allow,
+            windowed: true,
         })
     }
 
@@ -84,56 +88,121 @@ impl Detector {
     /// (when known) lets generic rules stay quiet in lock files.
     pub fn scan(&self, data: &[u8], path: Option<&str>, hits: &mut Vec<Hit>) {
         let first = hits.len();
-        let mut candidates = vec![false; self.rules.len()];
-        let mut any = false;
+        // For each rule, where its keywords occur: (start, end).
+        let mut places: Vec<Vec<(usize, usize)>> = vec![Vec::new(); self.rules.len()];
         for found in self.keywords.find_overlapping_iter(data) {
             for &rule in &self.keyword_rules[found.pattern().as_usize()] {
-                candidates[rule] = true;
-                any = true;
+                places[rule].push((found.start(), found.end()));
             }
-        }
-        if !any {
-            return;
         }
         let lock_file = path.is_some_and(is_lock_file);
+        let mut windows = Vec::new();
         for (index, rule) in self.rules.rules().iter().enumerate() {
-            if !candidates[index] || (lock_file && rule.kind == Kind::Generic) {
+            if places[index].is_empty() || (lock_file && rule.kind == Kind::Generic) {
                 continue;
             }
-            for captures in rule.regex.captures_iter(data) {
-                let Some(secret) = captures.get(rule.secret_group) else {
-                    continue;
-                };
-                if rule.kind == Kind::UrlCredentials
-                    && !plausible_url_password(
-                        captures.name("user").map(|m| m.as_bytes()),
-                        secret.as_bytes(),
-                    )
-                {
-                    continue;
-                }
-                if self.accept(rule, data, secret.start(), secret.end()) {
-                    hits.push(Hit {
-                        start: secret.start(),
-                        end: secret.end(),
-                        rule: index,
-                    });
-                }
+            self.search_windows(rule, data, &places[index], &mut windows);
+            for &(from, to) in &windows {
+                self.search(rule, index, data, from, to, hits);
             }
         }
-        let found = &mut hits[first..];
-        found.sort_unstable();
+        hits[first..].sort_unstable();
         self.drop_shadowed(hits, first);
+    }
+
+    /// Every match of a rule holds one of its keywords, so a pattern whose matches have a
+    /// bounded length only needs searching around the keywords' places: each window
+    /// reaches that length on both sides of a keyword, and ends at a line end so that
+    /// `\b` and `$` see the real text. Unbounded patterns search the whole buffer.
+    fn search_windows(
+        &self,
+        rule: &Rule,
+        data: &[u8],
+        places: &[(usize, usize)],
+        windows: &mut Vec<(usize, usize)>,
+    ) {
+        windows.clear();
+        let Some(reach) = rule
+            .max_len
+            .filter(|reach| self.windowed && data.len() > 4 * reach + 1024)
+        else {
+            windows.push((0, data.len()));
+            return;
+        };
+        let mut line_end = 0;
+        for &(start, end) in places {
+            let from = end.saturating_sub(reach);
+            let to = (start + reach).min(data.len());
+            if to > line_end {
+                line_end = memchr::memchr(b'\n', &data[to..]).map_or(data.len(), |i| to + i);
+            }
+            windows.push((from, line_end));
+        }
+        windows.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(windows.len());
+        for &(from, to) in windows.iter() {
+            match merged.last_mut() {
+                Some(last) if from <= last.1 => last.1 = last.1.max(to),
+                _ => merged.push((from, to)),
+            }
+        }
+        *windows = merged;
+    }
+
+    /// Runs one rule over `data[from..to]`, with the text before `from` as context.
+    fn search(
+        &self,
+        rule: &Rule,
+        index: usize,
+        data: &[u8],
+        from: usize,
+        to: usize,
+        hits: &mut Vec<Hit>,
+    ) {
+        let haystack = &data[..to];
+        let mut at = from;
+        while at <= to {
+            let Some(captures) = rule.regex.captures_at(haystack, at) else {
+                break;
+            };
+            let Some(whole) = captures.get(0) else { break };
+            at = if whole.end() > whole.start() {
+                whole.end()
+            } else {
+                whole.end() + 1
+            };
+            let Some(secret) = captures.get(rule.secret_group) else {
+                continue;
+            };
+            if rule.kind == Kind::UrlCredentials
+                && !plausible_url_password(
+                    captures.name("user").map(|m| m.as_bytes()),
+                    secret.as_bytes(),
+                )
+            {
+                continue;
+            }
+            if self.accept(rule, data, secret.start(), secret.end()) {
+                hits.push(Hit {
+                    start: secret.start(),
+                    end: secret.end(),
+                    rule: index,
+                });
+            }
+        }
     }
 
     /// A generic match that overlaps a provider-specific one says less about the same
     /// value; two rules matching the exact same span keep the more confident one.
     fn drop_shadowed(&self, hits: &mut Vec<Hit>, first: usize) {
+        // Hits are sorted by start; an overlapping hit is among the near neighbours.
+        const NEIGHBOURS: usize = 64;
         let rules = self.rules.rules();
         let found: Vec<Hit> = hits.drain(first..).collect();
         for (i, hit) in found.iter().enumerate() {
             let rule = &rules[hit.rule];
-            let shadowed = found.iter().enumerate().any(|(j, other)| {
+            let near = i.saturating_sub(NEIGHBOURS)..(i + NEIGHBOURS + 1).min(found.len());
+            let shadowed = found[near.clone()].iter().zip(near).any(|(other, j)| {
                 if i == j || other.start >= hit.end || hit.start >= other.end {
                     return false;
                 }
@@ -323,6 +392,34 @@ fn plausible_generic_value(value: &str) -> bool {
     {
         return false;
     }
+    // Code rather than a value: `Token::StructEnd`, `&PrivateKey`, `==TK_SEMI`, `*/`.
+    if value.contains("::") || value.starts_with([':', '=', '&', '*', '!', '|', '?', '#', '@']) {
+        return false;
+    }
+    // CONSTANT_NAMES (`EC_P256R1_FIELD_ELEM_BYTES`) and paths (`a/b/c/d`).
+    let constant = bytes
+        .iter()
+        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_');
+    if (constant && value.split('_').filter(|s| !s.is_empty()).count() >= 3)
+        || value.matches('/').count() >= 3
+    {
+        return false;
+    }
+    // Words and numbers joined by separators (`my-app-db-2`, `PROD_CACHE_3`,
+    // `SHA256_DIGEST_LENGTH`, `auth_v2.access_key`): names, not secrets.
+    let segments: Vec<&str> = value
+        .split(['-', '_', '.', ':', '/'])
+        .filter(|s| !s.is_empty())
+        .collect();
+    if segments.len() >= 2 && segments.iter().all(|s| is_word_then_digits(s)) {
+        return false;
+    }
+    // CamelCase names (`EcPrivateKeyRfc5915Der`): nearly all letters in words, which
+    // random strings of this length rarely are (about 3% at 16 characters).
+    let letters = bytes.iter().filter(|b| b.is_ascii_alphabetic()).count();
+    if letters > 0 && 4 * worded_letters(bytes) >= 3 * letters {
+        return false;
+    }
     // Identifiers and member access (`config.db_password`, `DB_PASSWORD`, `getApiKey`).
     let identifier_like = bytes
         .iter()
@@ -333,6 +430,43 @@ fn plausible_generic_value(value: &str) -> bool {
     let has_letter = bytes.iter().any(u8::is_ascii_alphabetic);
     let has_other = bytes.iter().any(|b| !b.is_ascii_alphabetic());
     has_letter && has_other
+}
+
+/// `word`, `WORD`, `Word`, optionally followed by digits (`x25519`, `TLS13`, `v2`), or digits.
+fn is_word_then_digits(segment: &str) -> bool {
+    let letters = segment.trim_end_matches(|c: char| c.is_ascii_digit());
+    let mut chars = letters.chars();
+    match chars.next() {
+        None => !segment.is_empty(),
+        Some(first) if first.is_ascii_alphabetic() => {
+            let rest = chars.as_str();
+            rest.chars().all(|c| c.is_ascii_lowercase())
+                || (first.is_ascii_uppercase() && rest.chars().all(|c| c.is_ascii_uppercase()))
+        }
+        Some(_) => false,
+    }
+}
+
+/// Letters in words: a capital followed by two or more lowercase letters, or three or
+/// more lowercase letters.
+fn worded_letters(bytes: &[u8]) -> usize {
+    let mut total = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let capital = bytes[i].is_ascii_uppercase();
+        let start = if capital { i + 1 } else { i };
+        let mut end = start;
+        while end < bytes.len() && bytes[end].is_ascii_lowercase() {
+            end += 1;
+        }
+        if end - start >= if capital { 2 } else { 3 } {
+            total += end - i;
+            i = end;
+        } else {
+            i = end.max(i + 1);
+        }
+    }
+    total
 }
 
 pub fn is_uuid(value: &str) -> bool {
@@ -369,10 +503,18 @@ fn plausible_url_password(user: Option<&[u8]>, password: &[u8]) -> bool {
     if user == Some(password) || password.first().is_some_and(|b| b"$%{[(:".contains(b)) {
         return false;
     }
+    // Short words and demo passwords (`secret123`, `mypass`) are documentation.
     let lower = password.to_ascii_lowercase();
-    !DEFAULT_PASSWORDS
-        .iter()
-        .any(|d| d.as_bytes() == lower.as_slice())
+    let contains = |word: &str| lower.windows(word.len()).any(|w| w == word.as_bytes());
+    let text = String::from_utf8_lossy(password);
+    password.len() >= 6
+        && !is_word_then_digits(&text)
+        && !password.iter().any(|b| b"()[]{}".contains(b))
+        && !contains("%20")
+        && !DEFAULT_PASSWORDS
+            .iter()
+            .any(|d| d.as_bytes() == lower.as_slice())
+        && !["pass", "secret", "pwd"].into_iter().any(contains)
 }
 
 /// A JWT's header must decode to a JSON object with an `alg`.
@@ -432,7 +574,15 @@ mod tests {
         ] {
             assert!(!plausible_generic_value(value), "{value}");
         }
-        assert!(plausible_generic_value("Tr0ub4dor&3xQ"));
+        for value in [
+            "Tr0ub4dor&3xQ",
+            "Vq8rT2mLx9Kd4P",
+            "k2Lm_9Qx7Rv4",
+            "c3sGs0w_awVw69!GfDOu",
+            "a8f3k29dk20s9d8f7g6h",
+        ] {
+            assert!(plausible_generic_value(value), "{value}");
+        }
     }
 
     #[test]
@@ -522,6 +672,43 @@ mod robustness {
                 }
             }
             check(&detector, &data);
+        }
+    }
+
+    #[test]
+    fn searching_around_keywords_finds_exactly_what_a_whole_buffer_search_finds() {
+        let windowed = detector();
+        let mut whole = detector();
+        whole.windowed = false;
+        let examples: Vec<&String> = windowed
+            .rules()
+            .iter()
+            .flat_map(|r| r.spec().examples.iter().chain(&r.spec().negatives))
+            .collect();
+        let mut rng = Rng(0x0DDC_0FFE_E15E_A5E5);
+        let filler = [
+            "let x = compute(a, b);",
+            "password_policy: strict",
+            "# token handling below",
+            "key=",
+            "\t",
+            "}",
+        ];
+        for _ in 0..12 {
+            let mut data = Vec::new();
+            while data.len() < 48 << 10 {
+                if rng.below(8) == 0 {
+                    data.extend_from_slice(examples[rng.below(examples.len())].as_bytes());
+                } else {
+                    data.extend_from_slice(filler[rng.below(filler.len())].as_bytes());
+                }
+                data.push(if rng.below(4) == 0 { b' ' } else { b'\n' });
+            }
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            windowed.scan(&data, None, &mut a);
+            whole.scan(&data, None, &mut b);
+            assert!(!b.is_empty());
+            assert_eq!(a, b);
         }
     }
 

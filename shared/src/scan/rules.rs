@@ -114,6 +114,8 @@ pub struct Rule {
     pub kind: Kind,
     pub(crate) regex: Regex,
     pub(crate) secret_group: usize,
+    /// The longest text the pattern can match, when bounded.
+    pub(crate) max_len: Option<usize>,
     pub(crate) spec: RuleSpec,
 }
 
@@ -169,7 +171,15 @@ impl Rule {
             .capture_names()
             .position(|name| name == Some("secret"))
             .ok_or_else(|| RuleError::new(&origin, "pattern has no (?P<secret>...) group"))?;
+        let max_len = regex_syntax::ParserBuilder::new()
+            .unicode(false)
+            .utf8(false)
+            .build()
+            .parse(&spec.pattern)
+            .ok()
+            .and_then(|hir| hir.properties().maximum_len());
         Ok(Self {
+            max_len,
             id: spec.id.clone(),
             name: spec.name.clone(),
             category: category.to_owned(),
@@ -280,6 +290,20 @@ pub fn check_examples(set: &RuleSet, require_examples: bool) -> Vec<String> {
         };
         let mut hits = Vec::new();
         for example in &spec.examples {
+            // The prefilter (and the matcher's search windows) rely on this.
+            for found in rule.regex.find_iter(example.as_bytes()) {
+                let text = found.as_bytes().to_ascii_lowercase();
+                let has_keyword = rule
+                    .keywords
+                    .iter()
+                    .any(|k| text.windows(k.len()).any(|w| w == k.as_bytes()));
+                if !has_keyword {
+                    problems.push(format!(
+                        "{}: a match holds none of the keywords: {example:?}",
+                        rule.id
+                    ));
+                }
+            }
             hits.clear();
             detector.scan(example.as_bytes(), None, &mut hits);
             if hits.is_empty() {
