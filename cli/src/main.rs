@@ -103,9 +103,11 @@ fn rules_command(command: RulesCommand) -> ExitCode {
     }
 }
 
-#[allow(clippy::print_stdout)]
+/// Writes to standard output; a reader that went away (`| head`) is not an error.
 pub(crate) fn print(text: &str) {
-    print!("{text}");
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 pub(crate) fn fail(message: &str) -> ExitCode {

@@ -479,3 +479,53 @@ negatives = ["ACME-short", "ACME-7f3k9q2m5x8v1b4nzz"]
     let listed = deployguard(&["rules", "list"], dir.path());
     assert!(stdout(&listed).lines().count() > 150);
 }
+
+#[test]
+fn staged_scan_in_a_hook_reads_the_index_git_names() {
+    // `git commit -a` runs hooks with GIT_INDEX_FILE pointing at a temporary index.
+    let mut repo = repo_with_secrets();
+    std::fs::write(repo.path().join("late.env"), format!("STRIPE={STRIPE}\n")).unwrap();
+    let index = repo.path().join(".git/next-index");
+    std::fs::copy(repo.path().join(".git/index"), &index).unwrap();
+    let status = Command::new("git")
+        .args(["add", "late.env"])
+        .current_dir(repo.path())
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_INDEX_FILE", &index)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    repo.git(&["status", "--short"]);
+    let plain = deployguard(&["scan", "--staged"], repo.path());
+    assert_eq!(plain.status.code(), Some(0), "{}", stdout(&plain));
+    let hooked = Command::new(env!("CARGO_BIN_EXE_deployguard"))
+        .args(["scan", "--staged"])
+        .current_dir(repo.path())
+        .env("GIT_INDEX_FILE", ".git/next-index")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(
+        hooked.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&hooked),
+        stderr(&hooked)
+    );
+}
+
+#[test]
+fn a_closed_standard_output_is_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_deployguard"))
+        .args(["rules", "list"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("panicked"));
+}

@@ -166,14 +166,13 @@ impl Detector {
                 break;
             };
             let Some(whole) = captures.get(0) else { break };
-            at = if whole.end() > whole.start() {
-                whole.end()
-            } else {
-                whole.end() + 1
-            };
+            // Resume after the secret, not the whole match: trailing context (a line
+            // end) may be the next match's leading context.
+            at = whole.start() + 1;
             let Some(secret) = captures.get(rule.secret_group) else {
                 continue;
             };
+            at = at.max(secret.end());
             if rule.kind == Kind::UrlCredentials
                 && !plausible_url_password(
                     captures.name("user").map(|m| m.as_bytes()),

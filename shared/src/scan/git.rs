@@ -15,7 +15,10 @@ use super::report::{Findings, OccurrenceKind, SkipReason};
 use super::{Context, Item, Origin, Revisions, ScanError};
 
 /// A git command with the user's and the system's configuration shut out, so no hook,
-/// textconv driver or credential prompt can run.
+/// textconv driver or credential prompt can run. The repository's own configuration
+/// still applies, so the settings that could make a read run a program are forced off
+/// (signature checks, lazy fetches of missing objects, fsmonitor), and git's check that
+/// the repository belongs to the current user stays on.
 pub(crate) fn git(repo: &Path) -> Command {
     let mut command = Command::new("git");
     command
@@ -27,8 +30,11 @@ pub(crate) fn git(repo: &Path) -> Command {
             "-c",
             "core.fsmonitor=false",
             "-c",
-            "safe.directory=*",
+            "log.showSignature=false",
+            "-c",
+            "protocol.allow=never",
         ])
+        .env("GIT_NO_LAZY_FETCH", "1")
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_TERMINAL_PROMPT", "0")
@@ -148,6 +154,11 @@ pub(crate) fn output(repo: &Path, args: &[&str]) -> Result<Vec<u8>, ScanError> {
 /// Credentials in the URL never reach the error message.
 pub fn clone_mirror(url: &str, into: &Path) -> Result<(), ScanError> {
     let mut command = git(Path::new("."));
+    // Reads are kept off the network (`protocol.allow=never`); a clone needs the
+    // ordinary transports, and nothing that runs commands (`ext::`).
+    for transport in ["https", "http", "ssh", "git", "file"] {
+        command.args(["-c", &format!("protocol.{transport}.allow=always")]);
+    }
     command
         .args(["clone", "--mirror", "--quiet", "--no-hardlinks", "--"])
         .arg(url)
@@ -302,6 +313,22 @@ pub(crate) fn scan_staged(ctx: &Context<'_>, repo: &Path) -> Result<Findings, Sc
         String::from_utf8_lossy(&empty).trim().to_owned()
     };
     let mut diff = git(repo);
+    // In a pre-commit hook of `git commit -a` or `git commit <paths>`, git names a
+    // temporary index that holds what is being committed.
+    if let Some(index) = std::env::var_os("GIT_INDEX_FILE") {
+        let index = Path::new(&index);
+        let index = if index.is_absolute() {
+            index.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| ScanError::Io {
+                    path: ".".into(),
+                    message: e.to_string(),
+                })?
+                .join(index)
+        };
+        diff.env("GIT_INDEX_FILE", index);
+    }
     diff.args([
         "diff",
         "--cached",
@@ -429,15 +456,33 @@ fn list_refs(repo: &Path) -> Result<Refs, ScanError> {
     Ok(refs)
 }
 
-/// Annotated tags carry messages of their own.
+/// Annotated tags carry messages of their own; a tag of a tag is followed to the inner
+/// tag, whose message is scanned too.
 fn scan_tag_messages(
     ctx: &Context<'_>,
     repo: &Path,
     tags: &[(String, String)],
     work: &Sender<Item>,
 ) -> Result<(), ScanError> {
+    let mut pending: Vec<(String, String)> = tags.to_vec();
+    let mut seen: HashSet<String> = HashSet::new();
+    while !pending.is_empty() {
+        pending.retain(|(oid, _)| seen.insert(oid.clone()));
+        pending = scan_tag_round(ctx, repo, &pending, work)?;
+    }
+    Ok(())
+}
+
+/// Scans one batch of tag objects; returns the inner tags they point at.
+fn scan_tag_round(
+    ctx: &Context<'_>,
+    repo: &Path,
+    tags: &[(String, String)],
+    work: &Sender<Item>,
+) -> Result<Vec<(String, String)>, ScanError> {
+    let mut inner = Vec::new();
     if tags.is_empty() {
-        return Ok(());
+        return Ok(inner);
     }
     let mut command = git(repo);
     command
@@ -446,7 +491,14 @@ fn scan_tag_messages(
         .stdout(Stdio::piped());
     let mut running = Running::spawn(command, "cat-file")?;
     let mut stdin = running.child().stdin.take();
-    let stdout = running.child().stdout.take();
+    let stdout = running
+        .child()
+        .stdout
+        .take()
+        .ok_or_else(|| ScanError::Git {
+            command: "cat-file".into(),
+            message: "no output pipe".into(),
+        })?;
     let ids: Vec<u8> = tags
         .iter()
         .flat_map(|(oid, _)| format!("{oid}\n").into_bytes())
@@ -456,31 +508,39 @@ fn scan_tag_messages(
             let _ = stdin.write_all(&ids);
         }
     });
-    let mut reader = BufReader::new(stdout.ok_or_else(|| ScanError::Git {
-        command: "cat-file".into(),
-        message: "no output pipe".into(),
-    })?);
+    let mut reader = BufReader::new(stdout);
+    let mut outcome = Ok(());
     for (_, name) in tags {
-        let Some((size, kind)) = read_header(&mut reader)? else {
+        if ctx.cancelled() {
+            outcome = Err(ScanError::Cancelled);
             break;
+        }
+        let object = match read_object(&mut reader) {
+            Ok(Some((kind, object))) if kind == "tag" => object,
+            Ok(Some(_)) => continue,
+            Ok(None) => break,
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
         };
-        let mut object = vec![0u8; size as usize];
-        reader.read_exact(&mut object).map_err(io_error)?;
-        let mut newline = [0u8; 1];
-        reader.read_exact(&mut newline).map_err(io_error)?;
-        if kind != "tag" {
-            continue;
+        let header = |field: &[u8]| {
+            object
+                .split(|&b| b == b'\n')
+                .take_while(|l| !l.is_empty())
+                .find_map(|l| l.strip_prefix(field))
+                .map(|t| String::from_utf8_lossy(t).into_owned())
+        };
+        let target = header(b"object ");
+        if let (Some(target), Some("tag")) = (&target, header(b"type ").as_deref()) {
+            inner.push((target.clone(), name.clone()));
         }
         // Header lines, a blank line, then the message (and any signature).
         let split = object
             .windows(2)
             .position(|w| w == b"\n\n")
             .map_or(object.len(), |i| i + 2);
-        let target = object
-            .split(|&b| b == b'\n')
-            .find_map(|l| l.strip_prefix(b"object "))
-            .map(|t| String::from_utf8_lossy(t).into_owned());
-        let message = object.split_off(split);
+        let message = object[split..].to_vec();
         if message.is_empty() {
             continue;
         }
@@ -495,14 +555,33 @@ fn scan_tag_messages(
                 origin,
             })
             .is_err()
-            || ctx.cancelled()
         {
+            outcome = Err(ScanError::Cancelled);
             break;
         }
     }
-    let _ = writer.join();
+    // Unread output would keep cat-file, and so the writer, blocked: close it first.
     drop(reader);
-    running.finish()
+    if outcome.is_err() {
+        drop(running);
+        let _ = writer.join();
+        return outcome.map(|()| inner);
+    }
+    let _ = writer.join();
+    running.finish()?;
+    Ok(inner)
+}
+
+/// Reads one `cat-file --batch` entry: `Some((type, contents))`, `None` at the end.
+fn read_object(reader: &mut impl BufRead) -> Result<Option<(String, Vec<u8>)>, ScanError> {
+    let Some((size, kind)) = read_header(reader)? else {
+        return Ok(None);
+    };
+    let mut object = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX)];
+    reader.read_exact(&mut object).map_err(io_error)?;
+    let mut newline = [0u8; 1];
+    reader.read_exact(&mut newline).map_err(io_error)?;
+    Ok(Some((kind, object)))
 }
 
 fn io_error(e: std::io::Error) -> ScanError {
@@ -544,7 +623,7 @@ pub(crate) struct Requests<'c, 'a> {
     ctx: &'c Context<'a>,
     stdin: std::io::BufWriter<ChildStdin>,
     origins: Sender<Origin>,
-    seen: HashSet<[u8; 32]>,
+    seen: HashSet<([u8; 32], bool)>,
 }
 
 impl Requests<'_, '_> {
@@ -556,7 +635,19 @@ impl Requests<'_, '_> {
                 message: format!("bad object id {:?}", String::from_utf8_lossy(oid)),
             });
         };
-        if !self.seen.insert(key) {
+        // A blob first met at an allow-listed path is still scanned where it appears
+        // next; one met in a lock file (generic rules off) is scanned again elsewhere.
+        if let Some(path) = &origin.path
+            && origin.kind == OccurrenceKind::File
+            && self.ctx.path_allowed(path)
+        {
+            return Ok(());
+        }
+        let lock_file = origin
+            .path
+            .as_deref()
+            .is_some_and(super::detect::is_lock_file);
+        if !self.seen.insert((key, lock_file)) {
             return Ok(());
         }
         self.ctx.discovered();
@@ -655,11 +746,14 @@ where
         });
         (fed, read)
     });
-    fed?;
-    // A reader error means cat-file failed; its own message says why.
-    let finished = running.finish();
-    read?;
-    finished
+    // A reader error means cat-file failed; its own message says more than the broken
+    // pipe the feeding side then meets.
+    match (fed, read) {
+        (Err(ScanError::Git { command, .. }), Err(read)) if command == "cat-file" => Err(read),
+        (Err(fed), _) => Err(fed),
+        (Ok(()), Err(read)) => Err(read),
+        (Ok(()), Ok(())) => running.finish(),
+    }
 }
 
 /// Parses `--raw -z` output (with `commit <id>\0<message>\0` headers from `git log`, or

@@ -266,6 +266,10 @@ impl Context<'_> {
         self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
     }
 
+    pub(crate) fn path_allowed(&self, path: &str) -> bool {
+        self.scanner.detector.path_allowed(path)
+    }
+
     pub(crate) fn max_blob_size(&self) -> u64 {
         self.scanner.max_blob_size
     }

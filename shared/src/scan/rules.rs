@@ -225,6 +225,16 @@ impl RuleSet {
         Ok(())
     }
 
+    /// Adds a user's rule. Its keywords are not known to appear in every match (shipped
+    /// rules are checked by tests), so it always searches whole buffers.
+    pub fn add_custom(&mut self, spec: RuleSpec) -> Result<(), RuleError> {
+        self.add("custom", spec)?;
+        if let Some(rule) = self.rules.last_mut() {
+            rule.max_len = None;
+        }
+        Ok(())
+    }
+
     pub fn add(&mut self, category: &str, spec: RuleSpec) -> Result<(), RuleError> {
         if self.rules.iter().any(|r| r.id == spec.id) {
             return Err(RuleError::new(

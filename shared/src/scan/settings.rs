@@ -68,7 +68,7 @@ impl Settings {
     pub fn detector(&self) -> Result<Detector, ScanError> {
         let mut rules = RuleSet::embedded()?;
         for spec in &self.rules {
-            rules.add("custom", spec.clone())?;
+            rules.add_custom(spec.clone())?;
         }
         rules.disable(&self.scan.disable_rules)?;
         let compile = |what: &str, pattern: &str| {

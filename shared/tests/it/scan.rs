@@ -462,3 +462,103 @@ fn look_alikes_of_secrets_are_not_reported() {
         .collect();
     assert!(found.is_empty(), "false alarms:\n{}", found.join("\n"));
 }
+
+#[test]
+fn a_tag_of_a_tag_has_both_messages_scanned() {
+    let mut repo = TestRepo::new();
+    repo.write("a.txt", "a\n");
+    repo.commit("one");
+    repo.tag_annotated("inner", &format!("inner tag\n\n{GITHUB}"));
+    repo.git(&[
+        "tag",
+        "-a",
+        "outer",
+        "-m",
+        &format!("outer tag\n\n{AWS}"),
+        "inner",
+    ]);
+    repo.git(&["tag", "-d", "inner"]);
+    let report = history(&repo);
+    assert_eq!(values(&report), sorted(&[GITHUB, AWS]));
+    for secret in &report.secrets {
+        assert_eq!(secret.occurrences[0].kind, OccurrenceKind::TagMessage);
+    }
+}
+
+#[test]
+fn a_blob_first_seen_at_an_allowlisted_path_is_scanned_where_it_appears_next() {
+    let mut repo = TestRepo::new();
+    repo.write("tests/fixtures/creds.env", format!("TOKEN={GITHUB}\n"));
+    repo.commit("fixture");
+    repo.rename("tests/fixtures/creds.env", "deploy/prod.env");
+    let moved = repo.commit("promote the fixture to production");
+    let settings =
+        Settings::parse(".deployguard.toml", "[allowlist]\npaths = ['^tests/']\n").unwrap();
+    let report = scan_with(
+        &Scanner::new(&settings).unwrap(),
+        Target::Git {
+            repo: repo.path().to_path_buf(),
+            revisions: Revisions::All,
+        },
+    );
+    assert_eq!(values(&report), [GITHUB]);
+    let at = &report.secrets[0].occurrences[0];
+    assert_eq!(
+        (at.path.as_deref(), at.commit.as_deref()),
+        (Some("deploy/prod.env"), Some(moved.as_str()))
+    );
+}
+
+#[test]
+fn secrets_on_consecutive_lines_are_all_found() {
+    let first = "fo1_GtFh5yV0fKQ4w3mJbN8xZsR2pLqT7cUeA9dWk1o_Xr6";
+    let second = "fo1_Lw9-Pq2Zr7sXk4VnB1mT8yGcJ5hD0fQeR3aUo6iWz_E";
+    let mut repo = TestRepo::new();
+    let mut text = format!("{first}\n{second}\n");
+    text.push_str(&"filler line to make the buffer large enough for windows\n".repeat(200));
+    text.push_str(&format!("{first}\n{second}\n"));
+    repo.write("tokens.txt", text);
+    repo.commit("tokens");
+    let report = history(&repo);
+    assert_eq!(values(&report), sorted(&[first, second]));
+    for secret in &report.secrets {
+        let lines: Vec<u32> = secret.occurrences.iter().map(|o| o.line).collect();
+        assert_eq!(lines.len(), 2, "{secret:#?}");
+    }
+}
+
+#[test]
+fn repository_configuration_cannot_make_a_scan_run_programs() {
+    let mut repo = TestRepo::new();
+    repo.write("a.txt", "a\n");
+    repo.commit("one");
+    let marker = repo.path().join("ran");
+    let script = repo.path().join("evil.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\ntouch '{}'\n", marker.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A commit carrying a signature header, and configuration that would verify it with
+    // the repository's own "gpg".
+    let tree = repo.git(&["rev-parse", "HEAD^{tree}"]);
+    let parent = repo.head();
+    let commit = format!(
+        "tree {tree}\nparent {parent}\nauthor A <a@example.test> 1700000000 +0000\ncommitter A <a@example.test> 1700000000 +0000\ngpgsig -----BEGIN PGP SIGNATURE-----\n \n iQEzBAABCAAdFiEE\n -----END PGP SIGNATURE-----\n\nsigned\n"
+    );
+    let signed = repo.git_with_input(
+        &["hash-object", "-t", "commit", "-w", "--stdin"],
+        Some(commit.as_bytes()),
+    );
+    repo.git(&["update-ref", "refs/heads/main", &signed]);
+    repo.git(&["config", "log.showSignature", "true"]);
+    repo.git(&["config", "gpg.program", script.to_str().unwrap()]);
+    let report = history(&repo);
+    assert_eq!(report.stats.commits, 2);
+    assert!(
+        !marker.exists(),
+        "the repository's gpg.program ran during a scan"
+    );
+}
