@@ -200,7 +200,7 @@ fn scan(args: &ScanArgs) -> Result<bool, String> {
     });
     let mut report = result.map_err(|e| e.to_string())?;
     if clone_dir.is_some() {
-        report.source.location = redact_url(&args.target);
+        report.source.location = scan::redact_url_userinfo(&args.target);
     }
     drop(clone_dir);
 
@@ -242,17 +242,6 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), String> {
     file.set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(describe)?;
     file.write_all(contents).map_err(describe)
-}
-
-/// The URL without its user information.
-fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((userinfo, host)) if !userinfo.contains('/') => format!("{scheme}://***@{host}"),
-            _ => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
 }
 
 fn progress_line(progress: &Progress, finished: &AtomicBool) {

@@ -81,7 +81,11 @@ fn file_origin(path: String) -> Origin {
     }
 }
 
+/// Reads a file for the pool; allow-listed paths are not even read.
 fn send_file(ctx: &Context<'_>, path: &Path, relative: String, size: u64, work: &Sender<Item>) {
+    if ctx.path_allowed(&relative) {
+        return;
+    }
     ctx.discovered();
     let origin = file_origin(relative);
     if size > ctx.max_blob_size() {

@@ -174,17 +174,26 @@ pub fn clone_mirror(url: &str, into: &Path) -> Result<(), ScanError> {
         })
 }
 
+/// The user information of `scheme://userinfo@host/…`, if any.
+fn url_userinfo(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let (userinfo, _) = rest.split_once('@')?;
+    (!userinfo.contains('/')).then_some(userinfo)
+}
+
+/// The URL with its user information (a token or a password) replaced by `***`.
+pub fn redact_url_userinfo(url: &str) -> String {
+    match url_userinfo(url) {
+        Some(userinfo) => url.replacen(&format!("{userinfo}@"), "***@", 1),
+        None => url.to_owned(),
+    }
+}
+
 /// Removes a URL's user information from a message.
 fn scrub_url(message: &str, url: &str) -> String {
-    let Some((_, rest)) = url.split_once("://") else {
+    let Some(userinfo) = url_userinfo(url) else {
         return message.to_owned();
     };
-    let Some((userinfo, _)) = rest.split_once('@') else {
-        return message.to_owned();
-    };
-    if userinfo.contains('/') {
-        return message.to_owned();
-    }
     let mut out = message.replace(userinfo, "***");
     for part in userinfo.split(':').filter(|p| p.len() >= 3) {
         out = out.replace(part, "***");

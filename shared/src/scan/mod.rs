@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 pub use detect::{Allowlist, Detector, Hit};
-pub use git::clone_mirror;
+pub use git::{clone_mirror, redact_url_userinfo};
 pub use report::{
     HashKey, Occurrence, OccurrenceKind, Report, Secret, SkipReason, Skipped, Source, Stats,
 };
@@ -353,12 +353,6 @@ impl Context<'_> {
         let data = item.data.as_slice();
         let origin = &item.origin;
         if origin.kind == OccurrenceKind::File {
-            if let Some(path) = &origin.path
-                && self.scanner.detector.path_allowed(path)
-            {
-                self.skip_quietly();
-                return;
-            }
             if memchr::memchr(0, &data[..data.len().min(BINARY_PROBE)]).is_some() {
                 self.skip(origin, data.len() as u64, SkipReason::Binary);
                 return;
@@ -383,9 +377,8 @@ impl Context<'_> {
         let mut line_start = 0usize;
         let mut counted_to = 0usize;
         for hit in hits.iter() {
-            if hit.start < counted_to {
-                // Hits are sorted by start; an equal start needs no recount.
-            } else {
+            // Hits are sorted by start; an equal start needs no recount.
+            if hit.start >= counted_to {
                 for newline in memchr::memchr_iter(b'\n', &data[counted_to..hit.start]) {
                     line += 1;
                     line_start = counted_to + newline + 1;
@@ -408,10 +401,5 @@ impl Context<'_> {
                 },
             );
         }
-    }
-
-    /// An allow-listed path: not scanned, and not worth listing as skipped.
-    fn skip_quietly(&self) {
-        self.progress.scanned.fetch_add(1, Ordering::Relaxed);
     }
 }

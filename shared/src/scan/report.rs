@@ -505,7 +505,7 @@ mod tests {
     fn preview_never_shows_more_than_a_third() {
         assert_eq!(
             preview("ghp_R8d2kQx7TnV4bLm9ZpW3cY6sJf1HgA5eUo0i"),
-            "ghp…Uo0i".replace("Uo0i", "o0i")
+            "ghp…o0i"
         );
         assert_eq!(preview("Vq8rT2mLx9Kd"), "Vq…Kd");
         assert_eq!(preview("short"), "…");
