@@ -1,5 +1,6 @@
 //! `deployguard`: scan, clean and push locally, with no broker, database or object store.
 
+mod clean;
 mod scan;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -22,6 +23,18 @@ enum Command {
     ///
     /// Exit status: 0 when nothing is found, 1 when secrets are found, 2 on error.
     Scan(Box<scan::ScanArgs>),
+    /// Rewrite a repository's whole history without the selected secrets, verify that
+    /// none survives, and write the result as a bundle (and optionally an archive).
+    ///
+    /// The source repository is not modified. Exit status: 0 when the cleaned,
+    /// verified bundle was written, 2 on error (nothing is written then).
+    Clean(Box<clean::CleanArgs>),
+    /// Push every branch and tag of a cleaned repository (or bundle) to a new remote.
+    ///
+    /// Credentials come from DEPLOYGUARD_GIT_TOKEN (and DEPLOYGUARD_GIT_USERNAME),
+    /// GITHUB_TOKEN for GitHub targets, or your git credential helpers; they are never
+    /// written to disk. Exit status: 0 when every ref was accepted, 2 otherwise.
+    Push(Box<clean::PushArgs>),
     /// Inspect and test detection rules.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -43,6 +56,8 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
         Command::Scan(args) => scan::run(*args),
+        Command::Clean(args) => clean::run_clean(*args),
+        Command::Push(args) => clean::run_push(*args),
         Command::Rules(command) => rules_command(command),
     }
 }

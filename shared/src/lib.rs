@@ -1,8 +1,10 @@
 //! DeployGuard's library: the domain model, configuration and every adapter and engine.
 //! The binaries (`api`, `worker`, `beat`, `cli`) only wire these to their transport.
 
+pub mod clean;
 pub mod config;
 pub mod db;
+pub mod git;
 pub mod github;
 pub mod health;
 pub mod queue;

@@ -6,205 +6,14 @@
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::thread::JoinHandle;
+use std::process::{ChildStdin, Command, Stdio};
 
 use crossbeam_channel::Sender;
 
+use crate::git::{Running, command as git, is_repository, output};
+
 use super::report::{Findings, OccurrenceKind, SkipReason};
 use super::{Context, Item, Origin, Revisions, ScanError};
-
-/// A git command with the user's and the system's configuration shut out, so no hook,
-/// textconv driver or credential prompt can run. The repository's own configuration
-/// still applies, so the settings that could make a read run a program are forced off
-/// (signature checks, lazy fetches of missing objects, fsmonitor), and git's check that
-/// the repository belongs to the current user stays on.
-pub(crate) fn git(repo: &Path) -> Command {
-    let mut command = Command::new("git");
-    command
-        .arg("-C")
-        .arg(repo)
-        .args([
-            "-c",
-            "core.quotepath=false",
-            "-c",
-            "core.fsmonitor=false",
-            "-c",
-            "log.showSignature=false",
-            "-c",
-            "protocol.allow=never",
-        ])
-        .env("GIT_NO_LAZY_FETCH", "1")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_INDEX_FILE")
-        .stdin(Stdio::null());
-    command
-}
-
-/// A running git process whose stderr is collected (for the error message) and which is
-/// killed if dropped before it finished.
-struct Running {
-    child: Option<Child>,
-    stderr: Option<JoinHandle<Vec<u8>>>,
-    what: String,
-}
-
-impl Running {
-    fn spawn(mut command: Command, what: &str) -> Result<Self, ScanError> {
-        command.stderr(Stdio::piped());
-        let mut child = command.spawn().map_err(|e| ScanError::Git {
-            command: what.into(),
-            message: format!("cannot run git: {e}"),
-        })?;
-        let stderr = child.stderr.take().map(|mut pipe| {
-            std::thread::spawn(move || {
-                let mut out = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut chunk) {
-                    if n == 0 {
-                        break;
-                    }
-                    if out.len() < 16 << 10 {
-                        out.extend_from_slice(&chunk[..n]);
-                    }
-                }
-                out
-            })
-        });
-        Ok(Self {
-            child: Some(child),
-            stderr,
-            what: what.into(),
-        })
-    }
-
-    fn child(&mut self) -> &mut Child {
-        self.child
-            .as_mut()
-            .unwrap_or_else(|| unreachable!("child is only taken by finish"))
-    }
-
-    /// Waits for the process; a non-zero exit becomes an error carrying git's message.
-    fn finish(mut self) -> Result<(), ScanError> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        let status = child.wait().map_err(|e| ScanError::Git {
-            command: self.what.clone(),
-            message: e.to_string(),
-        })?;
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
-        if status.success() {
-            return Ok(());
-        }
-        let message = String::from_utf8_lossy(&stderr);
-        let message = message
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .take(5)
-            .collect::<Vec<_>>()
-            .join("; ");
-        let message = if message.is_empty() {
-            format!("exited with {status}")
-        } else {
-            message
-        };
-        Err(ScanError::Git {
-            command: self.what.clone(),
-            message,
-        })
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Runs a short git command and returns its standard output.
-pub(crate) fn output(repo: &Path, args: &[&str]) -> Result<Vec<u8>, ScanError> {
-    let what = args.first().copied().unwrap_or("git");
-    let mut command = git(repo);
-    command.args(args).stdout(Stdio::piped());
-    let mut running = Running::spawn(command, what)?;
-    let mut out = Vec::new();
-    if let Some(mut stdout) = running.child().stdout.take() {
-        stdout.read_to_end(&mut out).map_err(|e| ScanError::Git {
-            command: what.into(),
-            message: e.to_string(),
-        })?;
-    }
-    running.finish()?;
-    Ok(out)
-}
-
-/// Clones every ref of `url` into `into` (a bare mirror), for scanning a remote.
-/// Credentials in the URL never reach the error message.
-pub fn clone_mirror(url: &str, into: &Path) -> Result<(), ScanError> {
-    let mut command = git(Path::new("."));
-    // Reads are kept off the network (`protocol.allow=never`); a clone needs the
-    // ordinary transports, and nothing that runs commands (`ext::`).
-    for transport in ["https", "http", "ssh", "git", "file"] {
-        command.args(["-c", &format!("protocol.{transport}.allow=always")]);
-    }
-    command
-        .args(["clone", "--mirror", "--quiet", "--no-hardlinks", "--"])
-        .arg(url)
-        .arg(into);
-    Running::spawn(command, "clone")?
-        .finish()
-        .map_err(|e| match e {
-            ScanError::Git { command, message } => ScanError::Git {
-                command,
-                message: scrub_url(&message, url),
-            },
-            other => other,
-        })
-}
-
-/// The user information of `scheme://userinfo@host/…`, if any.
-fn url_userinfo(url: &str) -> Option<&str> {
-    let (_, rest) = url.split_once("://")?;
-    let (userinfo, _) = rest.split_once('@')?;
-    (!userinfo.contains('/')).then_some(userinfo)
-}
-
-/// The URL with its user information (a token or a password) replaced by `***`.
-pub fn redact_url_userinfo(url: &str) -> String {
-    match url_userinfo(url) {
-        Some(userinfo) => url.replacen(&format!("{userinfo}@"), "***@", 1),
-        None => url.to_owned(),
-    }
-}
-
-/// Removes a URL's user information from a message.
-fn scrub_url(message: &str, url: &str) -> String {
-    let Some(userinfo) = url_userinfo(url) else {
-        return message.to_owned();
-    };
-    let mut out = message.replace(userinfo, "***");
-    for part in userinfo.split(':').filter(|p| p.len() >= 3) {
-        out = out.replace(part, "***");
-    }
-    out
-}
-
-/// True when `path` is inside a git repository (work tree or bare).
-pub(crate) fn is_repository(path: &Path) -> bool {
-    path.is_dir() && output(path, &["rev-parse", "--git-dir"]).is_ok()
-}
 
 /// Object ids as fixed-size keys (SHA-1 or SHA-256), for the seen-set.
 fn oid_key(hex_id: &[u8]) -> Option<[u8; 32]> {
@@ -761,7 +570,7 @@ where
         (Err(ScanError::Git { command, .. }), Err(read)) if command == "cat-file" => Err(read),
         (Err(fed), _) => Err(fed),
         (Ok(()), Err(read)) => Err(read),
-        (Ok(()), Ok(())) => running.finish(),
+        (Ok(()), Ok(())) => Ok(running.finish()?),
     }
 }
 

@@ -18,8 +18,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
+pub use crate::git::{clone_mirror, redact_url_userinfo};
 pub use detect::{Allowlist, Detector, Hit};
-pub use git::{clone_mirror, redact_url_userinfo};
 pub use report::{
     HashKey, Occurrence, OccurrenceKind, Report, Secret, SkipReason, Skipped, Source, Stats,
 };
@@ -46,6 +46,15 @@ pub enum ScanError {
     Git { command: String, message: String },
     #[error("the scan was cancelled")]
     Cancelled,
+}
+
+impl From<crate::git::GitError> for ScanError {
+    fn from(e: crate::git::GitError) -> Self {
+        Self::Git {
+            command: e.command,
+            message: e.message,
+        }
+    }
 }
 
 /// Which part of a repository's history to read.
@@ -233,7 +242,7 @@ impl Scanner {
 
 /// True when `path` is (inside) a git repository.
 pub fn is_repository(path: &Path) -> bool {
-    git::is_repository(path)
+    crate::git::is_repository(path)
 }
 
 fn display_path(path: &Path) -> String {

@@ -114,7 +114,7 @@ pub fn read_repository_file(root: &std::path::Path, name: &str) -> Option<String
     if let Ok(text) = std::fs::read_to_string(root.join(name)) {
         return Some(text);
     }
-    let blob = super::git::output(root, &["cat-file", "blob", &format!("HEAD:{name}")]).ok()?;
+    let blob = crate::git::output(root, &["cat-file", "blob", &format!("HEAD:{name}")]).ok()?;
     String::from_utf8(blob).ok()
 }
 

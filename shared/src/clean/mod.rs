@@ -1,0 +1,454 @@
+//! Removing selected secrets from a repository's whole history.
+//!
+//! [`clean`] works on a private copy (a bare repository in a work directory that
+//! borrows the source's objects, or the objects of a bundle) and never changes the
+//! source. It reads every object once, rewrites only what holds a selected value and
+//! everything above it (trees, commits, tags), keeps every other object by id, points
+//! every ref at the new history, and then writes a bundle of the new refs while
+//! checking that no object in it holds a selected value. Nothing is written if that
+//! check fails.
+
+mod package;
+mod rewrite;
+pub mod selection;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+
+use serde::Serialize;
+
+use crate::git::objects::{ObjectFormat, Oid};
+use crate::git::{self, GitError};
+
+pub use package::{ArchiveFormat, write_archive};
+pub use selection::{DEFAULT_REPLACEMENT, Select, Selection, SelectionError};
+
+/// Refs that forges keep for themselves and refuse on push.
+const FORGE_REF_PREFIXES: &[&str] = &[
+    "refs/pull/",
+    "refs/changes/",
+    "refs/merge-requests/",
+    "refs/keep-around/",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum CleanError {
+    #[error("{0}")]
+    Git(#[from] GitError),
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+    #[error("{0}")]
+    Source(String),
+    #[error(
+        "verification failed: {count} object(s) of the cleaned history still hold a selected \
+         value (first: {kind} {oid}); no output was written"
+    )]
+    Verification {
+        count: usize,
+        kind: &'static str,
+        oid: String,
+    },
+    #[error("a selected value occurs in a file name, and removing it would make {0}")]
+    Name(String),
+    #[error("cleaning was cancelled")]
+    Cancelled,
+}
+
+pub(crate) fn io_error(path: &Path) -> impl Fn(std::io::Error) -> CleanError + '_ {
+    move |e| CleanError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Where a clean is, for progress display.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Preparing,
+    Reading,
+    Rewriting,
+    Verifying,
+    Done,
+}
+
+/// Live counters, readable while a clean runs.
+#[derive(Debug, Default)]
+pub struct CleanProgress {
+    phase: AtomicU8,
+    objects_read: AtomicU64,
+    bytes_read: AtomicU64,
+    objects_written: AtomicU64,
+    objects_verified: AtomicU64,
+}
+
+impl CleanProgress {
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Relaxed) {
+            0 => Phase::Preparing,
+            1 => Phase::Reading,
+            2 => Phase::Rewriting,
+            3 => Phase::Verifying,
+            _ => Phase::Done,
+        }
+    }
+
+    pub fn objects_read(&self) -> u64 {
+        self.objects_read.load(Ordering::Relaxed)
+    }
+
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    pub fn objects_written(&self) -> u64 {
+        self.objects_written.load(Ordering::Relaxed)
+    }
+
+    pub fn objects_verified(&self) -> u64 {
+        self.objects_verified.load(Ordering::Relaxed)
+    }
+}
+
+/// Progress and cancellation for one clean.
+#[derive(Clone, Copy, Default)]
+pub struct CleanRun<'a> {
+    pub progress: Option<&'a CleanProgress>,
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+impl CleanRun<'_> {
+    fn check(&self) -> Result<(), CleanError> {
+        match self.cancel {
+            Some(flag) if flag.load(Ordering::Relaxed) => Err(CleanError::Cancelled),
+            _ => Ok(()),
+        }
+    }
+
+    fn phase(&self, phase: Phase) {
+        if let Some(p) = self.progress {
+            p.phase.store(phase as u8, Ordering::Relaxed);
+        }
+    }
+
+    fn read(&self, bytes: usize) {
+        if let Some(p) = self.progress {
+            p.objects_read.fetch_add(1, Ordering::Relaxed);
+            p.bytes_read.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn written(&self) {
+        if let Some(p) = self.progress {
+            p.objects_written.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn verified(&self, n: u64) {
+        if let Some(p) = self.progress {
+            p.objects_verified.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One ref before and after.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct RefChange {
+    pub name: String,
+    pub old: String,
+    pub new: String,
+}
+
+/// An object whose signature no longer matched after rewriting and was dropped.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct DroppedSignature {
+    pub kind: &'static str,
+    /// The id the signed object had before the clean.
+    pub old: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CleanReport {
+    pub object_format: &'static str,
+    pub selected: usize,
+    /// Every ref of the cleaned repository, with its id before and after.
+    pub refs: Vec<RefChange>,
+    /// Refs that forges refuse on push (`refs/pull/*`, `refs/changes/*`, …): they are
+    /// cleaned and in the bundle, but will not be pushed.
+    pub forge_refs: Vec<String>,
+    pub objects_read: u64,
+    pub bytes_read: u64,
+    pub commits: u64,
+    pub commits_rewritten: u64,
+    pub trees_rewritten: u64,
+    pub blobs_rewritten: u64,
+    pub tags_rewritten: u64,
+    pub signatures_dropped: Vec<DroppedSignature>,
+    /// Objects in the bundle, all checked.
+    pub objects_verified: u64,
+    /// Of those, how many were new and read back for the check.
+    pub objects_reread: u64,
+    pub bundle_bytes: u64,
+    #[serde(skip)]
+    pub commit_map: Vec<(Oid, Oid)>,
+}
+
+impl CleanReport {
+    /// `old new` per rewritten commit, one per line, with a header line (the format of
+    /// git-filter-repo's `commit-map`).
+    pub fn commit_map_text(&self) -> String {
+        let mut out = String::from("old new\n");
+        for (old, new) in &self.commit_map {
+            out.push_str(&format!("{old} {new}\n"));
+        }
+        out
+    }
+
+    /// Refs whose id changed.
+    pub fn changed_refs(&self) -> impl Iterator<Item = &RefChange> {
+        self.refs.iter().filter(|r| r.old != r.new)
+    }
+}
+
+/// The repository being cleaned: a bare repository in the work directory.
+pub(crate) struct WorkRepo {
+    pub path: PathBuf,
+    pub format: ObjectFormat,
+    pub refs: Vec<(String, Oid)>,
+    /// `HEAD` as a symbolic ref (`refs/heads/main`), if it is one.
+    pub head_symref: Option<String>,
+    /// `HEAD` as an id, when detached.
+    pub head_detached: Option<Oid>,
+}
+
+/// Rewrites the history of `source` (a repository, bare or not, or a bundle file) so
+/// that no selected value survives, and writes the verified result to `bundle`.
+/// `work` is an empty directory the clean may fill (it is left for the caller to
+/// remove; it holds the rewritten repository afterwards, at `work/repo.git`).
+pub fn clean(
+    source: &Path,
+    work: &Path,
+    selection: &Selection,
+    bundle: &Path,
+    run: &CleanRun<'_>,
+) -> Result<CleanReport, CleanError> {
+    run.phase(Phase::Preparing);
+    let work = std::fs::canonicalize(work).map_err(io_error(work))?;
+    let mut repo = prepare(source, &work)?;
+    run.check()?;
+    let rewritten = rewrite::rewrite(&repo, selection, run)?;
+
+    let mut report = CleanReport {
+        object_format: repo.format.name(),
+        selected: selection.len(),
+        objects_read: rewritten.objects_read,
+        bytes_read: rewritten.bytes_read,
+        commits: rewritten.commits,
+        commits_rewritten: rewritten.commit_map.len() as u64,
+        trees_rewritten: rewritten.trees_rewritten,
+        blobs_rewritten: rewritten.blobs_rewritten,
+        tags_rewritten: rewritten.tags_rewritten,
+        signatures_dropped: rewritten.signatures_dropped.clone(),
+        commit_map: rewritten.commit_map.clone(),
+        ..CleanReport::default()
+    };
+    let mut updates = String::new();
+    let mut new_refs = Vec::with_capacity(repo.refs.len());
+    for (name, old) in &repo.refs {
+        let new = rewritten.new_id(old);
+        if new != *old {
+            updates.push_str(&format!("update {name} {new} {old}\n"));
+        }
+        if FORGE_REF_PREFIXES.iter().any(|p| name.starts_with(p)) {
+            report.forge_refs.push(name.clone());
+        }
+        report.refs.push(RefChange {
+            name: name.clone(),
+            old: old.to_hex(),
+            new: new.to_hex(),
+        });
+        new_refs.push((name.clone(), new));
+    }
+    if let Some(head) = repo.head_detached {
+        let new = rewritten.new_id(&head);
+        if new != head {
+            updates.push_str(&format!("update HEAD {new} {head}\n"));
+        }
+        repo.head_detached = Some(new);
+    }
+    if !updates.is_empty() {
+        git::output_with_input(
+            &repo.path,
+            &["update-ref", "--no-deref", "--stdin"],
+            updates.as_bytes(),
+        )?;
+    }
+    repo.refs = new_refs;
+    run.check()?;
+
+    run.phase(Phase::Verifying);
+    let packaged = package::write_verified_bundle(&repo, &rewritten, selection, bundle, run)?;
+    report.objects_verified = packaged.objects;
+    report.objects_reread = packaged.reread;
+    report.bundle_bytes = packaged.bytes;
+    run.phase(Phase::Done);
+    Ok(report)
+}
+
+/// Sets up `work/repo.git`: borrowing the objects of a repository (nothing is copied),
+/// or holding the objects of a bundle.
+fn prepare(source: &Path, work: &Path) -> Result<WorkRepo, CleanError> {
+    let path = work.join("repo.git");
+    if path.exists() {
+        return Err(CleanError::Source(format!(
+            "{} already exists; the work directory must be empty",
+            path.display()
+        )));
+    }
+    if source.is_file() {
+        return prepare_bundle(source, &path);
+    }
+    if !git::is_repository(source) {
+        return Err(CleanError::Source(format!(
+            "{}: not a git repository or bundle",
+            source.display()
+        )));
+    }
+    let shallow = git::output(source, &["rev-parse", "--is-shallow-repository"])?;
+    if String::from_utf8_lossy(&shallow).trim() == "true" {
+        return Err(CleanError::Source(format!(
+            "{}: a shallow clone holds only part of the history; clone it in full \
+             (`git clone --mirror`) and clean that",
+            source.display()
+        )));
+    }
+    let format = ObjectFormat::of(source)?;
+    let objects = git::output(
+        source,
+        &[
+            "rev-parse",
+            "--path-format=absolute",
+            "--git-path",
+            "objects",
+        ],
+    )?;
+    let objects = String::from_utf8_lossy(&objects).trim().to_owned();
+    git::init_bare(&path, format)?;
+    let alternates = path.join("objects").join("info").join("alternates");
+    std::fs::write(&alternates, format!("{objects}\n")).map_err(io_error(&alternates))?;
+
+    let refs = list_refs(source)?;
+    let head_symref = git::output(source, &["symbolic-ref", "-q", "HEAD"])
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o).trim().to_owned())
+        .filter(|s| !s.is_empty());
+    let head_detached = if head_symref.is_none() {
+        git::output(source, &["rev-parse", "-q", "--verify", "HEAD"])
+            .ok()
+            .and_then(|o| Oid::from_hex(String::from_utf8_lossy(&o).trim().as_bytes()))
+    } else {
+        None
+    };
+    if refs.is_empty() {
+        return Err(CleanError::Source(format!(
+            "{}: the repository has no refs (no branches or tags), so there is nothing to clean",
+            source.display()
+        )));
+    }
+    let mut create = String::new();
+    for (name, oid) in &refs {
+        create.push_str(&format!("create {name} {oid}\n"));
+    }
+    if let Some(head) = head_detached {
+        create.push_str(&format!("update HEAD {head}\n"));
+    }
+    git::output_with_input(
+        &path,
+        &["update-ref", "--no-deref", "--stdin"],
+        create.as_bytes(),
+    )?;
+    if let Some(target) = &head_symref {
+        git::output(&path, &["symbolic-ref", "HEAD", target])?;
+    }
+    Ok(WorkRepo {
+        path,
+        format,
+        refs,
+        head_symref,
+        head_detached,
+    })
+}
+
+fn prepare_bundle(bundle: &Path, path: &Path) -> Result<WorkRepo, CleanError> {
+    let Some(format) = git::bundle_format(bundle) else {
+        return Err(CleanError::Source(format!(
+            "{}: not a git repository or bundle",
+            bundle.display()
+        )));
+    };
+    let bundle = std::fs::canonicalize(bundle).map_err(io_error(bundle))?;
+    git::init_bare(path, format)?;
+    let heads = git::output(path, &["bundle", "list-heads", &bundle.to_string_lossy()])?;
+    let mut head = None;
+    let mut has_refs = false;
+    for line in String::from_utf8_lossy(&heads).lines() {
+        match line.split_once(' ') {
+            Some((oid, "HEAD")) => head = Oid::from_hex(oid.as_bytes()),
+            Some((_, name)) if name.starts_with("refs/") => has_refs = true,
+            _ => {}
+        }
+    }
+    if !has_refs {
+        return Err(CleanError::Source(format!(
+            "{}: the bundle has no refs, so there is nothing to clean",
+            bundle.display()
+        )));
+    }
+    git::fetch_bundle(path, &bundle)?;
+    let refs = list_refs(path)?;
+    // A bundle records HEAD as an id; point HEAD at the branch it names (main and master
+    // first), or leave it detached.
+    let mut head_symref = None;
+    let mut head_detached = None;
+    if let Some(head) = head {
+        let branches: Vec<&String> = refs
+            .iter()
+            .filter(|(name, oid)| name.starts_with("refs/heads/") && *oid == head)
+            .map(|(name, _)| name)
+            .collect();
+        let preferred = branches
+            .iter()
+            .find(|n| n.as_str() == "refs/heads/main" || n.as_str() == "refs/heads/master")
+            .or(branches.first());
+        match preferred {
+            Some(name) => {
+                git::output(path, &["symbolic-ref", "HEAD", name])?;
+                head_symref = Some((*name).clone());
+            }
+            None => {
+                git::output(path, &["update-ref", "--no-deref", "HEAD", &head.to_hex()])?;
+                head_detached = Some(head);
+            }
+        }
+    }
+    Ok(WorkRepo {
+        path: path.to_path_buf(),
+        format,
+        refs,
+        head_symref,
+        head_detached,
+    })
+}
+
+fn list_refs(repo: &Path) -> Result<Vec<(String, Oid)>, CleanError> {
+    let out = git::output(repo, &["for-each-ref", "--format=%(objectname) %(refname)"])?;
+    let mut refs = Vec::new();
+    for line in String::from_utf8_lossy(&out).lines() {
+        if let Some((oid, name)) = line.split_once(' ')
+            && let Some(oid) = Oid::from_hex(oid.as_bytes())
+        {
+            refs.push((name.to_owned(), oid));
+        }
+    }
+    Ok(refs)
+}

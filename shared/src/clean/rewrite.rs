@@ -1,0 +1,523 @@
+//! The history rewrite. One pass reads every object (in pack order, the fastest git can
+//! give them) and searches it for the selected values, keeping only the shape of the
+//! graph: a tree's children, a commit's tree and parents, a tag's target. From that
+//! shape follows exactly what must change: the blobs that hold a value, every tree
+//! above them, every commit whose tree or message changes and every commit after it,
+//! and the tags on any of those. Only these are read again and written, as one pack;
+//! everything else keeps its id.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::git::objects::{
+    self, Kind, Oid, PackWriter, header_fields, split_message, tree_entries,
+};
+
+use super::{CleanError, CleanRun, DroppedSignature, Phase, Selection, WorkRepo};
+
+/// Object ids are already uniformly random: their first bytes are the hash.
+#[derive(Default)]
+pub(crate) struct OidHasher(u64);
+
+impl Hasher for OidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8).take(1) {
+            let mut buf = [0u8; 8];
+            buf[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(buf);
+        }
+    }
+
+    fn write_u8(&mut self, _: u8) {}
+}
+
+pub(crate) type OidMap<V> = HashMap<Oid, V, BuildHasherDefault<OidHasher>>;
+
+const UNSEEN: u8 = 0;
+const COMMIT: u8 = 1;
+const TREE: u8 = 2;
+const BLOB: u8 = 3;
+const TAG: u8 = 4;
+
+/// The graph's shape, with objects numbered in the order they were first named.
+#[derive(Default)]
+struct Graph {
+    index: OidMap<u32>,
+    oids: Vec<Oid>,
+    kind: Vec<u8>,
+    /// The object itself holds a selected value.
+    hit: Vec<bool>,
+    /// Children of trees (blobs and trees), parents of commits, targets of tags.
+    edges: Vec<u32>,
+    /// `edges[start..start + len]` per object; commits keep their tree first.
+    span: Vec<(u32, u32)>,
+}
+
+impl Graph {
+    fn intern(&mut self, oid: Oid) -> u32 {
+        if let Some(&i) = self.index.get(&oid) {
+            return i;
+        }
+        let i = self.oids.len() as u32;
+        self.index.insert(oid, i);
+        self.oids.push(oid);
+        self.kind.push(UNSEEN);
+        self.hit.push(false);
+        self.span.push((0, 0));
+        i
+    }
+
+    fn children(&self, i: u32) -> &[u32] {
+        let (start, len) = self.span[i as usize];
+        &self.edges[start as usize..(start + len) as usize]
+    }
+}
+
+/// What the rewrite produced.
+pub(crate) struct Rewritten {
+    graph: Graph,
+    /// New index per object that changed.
+    map: OidMap<Oid>,
+    pub objects_read: u64,
+    pub bytes_read: u64,
+    pub commits: u64,
+    pub trees_rewritten: u64,
+    pub blobs_rewritten: u64,
+    pub tags_rewritten: u64,
+    pub commit_map: Vec<(Oid, Oid)>,
+    pub signatures_dropped: Vec<DroppedSignature>,
+}
+
+impl Rewritten {
+    /// The id `old` has in the cleaned history.
+    pub fn new_id(&self, old: &Oid) -> Oid {
+        self.map.get(old).copied().unwrap_or(*old)
+    }
+
+    /// True when `oid` was read and searched before the rewrite and holds no selected
+    /// value (so, being named by its content, it needs no second look).
+    pub fn searched_clean(&self, oid: &Oid) -> bool {
+        self.graph
+            .index
+            .get(oid)
+            .is_some_and(|&i| self.graph.kind[i as usize] != UNSEEN && !self.graph.hit[i as usize])
+    }
+}
+
+pub(crate) fn rewrite(
+    repo: &WorkRepo,
+    selection: &Selection,
+    run: &CleanRun<'_>,
+) -> Result<Rewritten, CleanError> {
+    run.phase(Phase::Reading);
+    let format = repo.format;
+    let mut graph = Graph::default();
+    let mut objects_read = 0u64;
+    let mut bytes_read = 0u64;
+    let mut commits = 0u64;
+    let mut scratch: Vec<u32> = Vec::new();
+    objects::for_each_object(&repo.path, |oid, kind, data| -> Result<(), CleanError> {
+        objects_read += 1;
+        bytes_read += data.len() as u64;
+        run.read(data.len());
+        if objects_read.is_multiple_of(4096) {
+            run.check()?;
+        }
+        let i = graph.intern(oid);
+        let hit = selection.is_match(data);
+        scratch.clear();
+        let code = match kind {
+            Kind::Blob => BLOB,
+            Kind::Tree => {
+                for entry in tree_entries(data, format) {
+                    let (mode, _, child) = entry?;
+                    // Submodule entries name commits of other repositories.
+                    if mode != b"160000" {
+                        scratch.push(graph.intern(child));
+                    }
+                }
+                TREE
+            }
+            Kind::Commit => {
+                commits += 1;
+                let (headers, _) = split_message(data);
+                for (name, field) in header_fields(headers) {
+                    if name == b"tree" || name == b"parent" {
+                        let hex = field_value(field);
+                        if let Some(target) = Oid::from_hex(hex) {
+                            scratch.push(graph.intern(target));
+                        }
+                    }
+                }
+                COMMIT
+            }
+            Kind::Tag => {
+                let (headers, _) = split_message(data);
+                if let Some((_, field)) = header_fields(headers)
+                    .into_iter()
+                    .find(|(name, _)| *name == b"object")
+                    && let Some(target) = Oid::from_hex(field_value(field))
+                {
+                    scratch.push(graph.intern(target));
+                }
+                TAG
+            }
+        };
+        let start = graph.edges.len() as u32;
+        graph.edges.extend_from_slice(&scratch);
+        let i = i as usize;
+        graph.kind[i] = code;
+        graph.hit[i] = hit;
+        graph.span[i] = (start, scratch.len() as u32);
+        Ok(())
+    })?;
+    run.check()?;
+
+    run.phase(Phase::Rewriting);
+    let plan = plan(&graph);
+    let mut rewritten = Rewritten {
+        graph,
+        map: OidMap::default(),
+        objects_read,
+        bytes_read,
+        commits,
+        trees_rewritten: 0,
+        blobs_rewritten: 0,
+        tags_rewritten: 0,
+        commit_map: Vec::new(),
+        signatures_dropped: Vec::new(),
+    };
+    if plan.is_empty() {
+        return Ok(rewritten);
+    }
+    let mut pack = PackWriter::create(&repo.path, format)?;
+    write_blobs(repo, selection, &plan.blobs, &mut rewritten, &mut pack, run)?;
+    write_trees(repo, selection, &plan.trees, &mut rewritten, &mut pack, run)?;
+    write_commits(
+        repo,
+        selection,
+        &plan.commits,
+        &mut rewritten,
+        &mut pack,
+        run,
+    )?;
+    write_tags(repo, selection, &plan.tags, &mut rewritten, &mut pack, run)?;
+    pack.finish(&repo.path)?;
+    Ok(rewritten)
+}
+
+/// The value of a header field: what follows the name, without the newline.
+fn field_value(field: &[u8]) -> &[u8] {
+    let value = field
+        .iter()
+        .position(|&b| b == b' ')
+        .map_or(&field[field.len()..], |i| &field[i + 1..]);
+    value.strip_suffix(b"\n").unwrap_or(value)
+}
+
+/// The objects to write, each list in an order where what an object refers to comes
+/// before it.
+#[derive(Default)]
+struct Plan {
+    blobs: Vec<Oid>,
+    trees: Vec<Oid>,
+    commits: Vec<Oid>,
+    tags: Vec<Oid>,
+}
+
+impl Plan {
+    fn is_empty(&self) -> bool {
+        self.blobs.is_empty()
+            && self.trees.is_empty()
+            && self.commits.is_empty()
+            && self.tags.is_empty()
+    }
+}
+
+/// Marks what changes: an object changes when it holds a value itself or refers to
+/// something that changes. Depth-first, children before parents, without recursion
+/// (histories are deep).
+fn plan(graph: &Graph) -> Plan {
+    const NEW: u8 = 0;
+    const OPEN: u8 = 1;
+    const SAME: u8 = 2;
+    const CHANGED: u8 = 3;
+    let n = graph.oids.len();
+    let mut state = vec![NEW; n];
+    let mut plan = Plan::default();
+    let mut stack: Vec<(u32, u32)> = Vec::new();
+    for root in 0..n as u32 {
+        if state[root as usize] != NEW {
+            continue;
+        }
+        stack.push((root, 0));
+        state[root as usize] = OPEN;
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            let children = graph.children(node);
+            if let Some(&child) = children.get(*next as usize) {
+                *next += 1;
+                if state[child as usize] == NEW {
+                    state[child as usize] = OPEN;
+                    stack.push((child, 0));
+                }
+                continue;
+            }
+            stack.pop();
+            let i = node as usize;
+            // A cycle cannot occur between content-addressed objects; an OPEN child
+            // (only possible in a corrupt repository) counts as unchanged.
+            let changed = graph.kind[i] != UNSEEN
+                && (graph.hit[i] || children.iter().any(|&c| state[c as usize] == CHANGED));
+            state[i] = if changed { CHANGED } else { SAME };
+            if changed {
+                let oid = graph.oids[i];
+                match graph.kind[i] {
+                    BLOB => plan.blobs.push(oid),
+                    TREE => plan.trees.push(oid),
+                    COMMIT => plan.commits.push(oid),
+                    TAG => plan.tags.push(oid),
+                    _ => {}
+                }
+            }
+        }
+    }
+    plan
+}
+
+fn write_blobs(
+    repo: &WorkRepo,
+    selection: &Selection,
+    blobs: &[Oid],
+    out: &mut Rewritten,
+    pack: &mut PackWriter,
+    run: &CleanRun<'_>,
+) -> Result<(), CleanError> {
+    objects::read_objects(
+        &repo.path,
+        blobs,
+        |oid, _, data| -> Result<(), CleanError> {
+            run.check()?;
+            if let Some(cleaned) = selection.replace(data) {
+                let new = pack.add(Kind::Blob, &cleaned)?;
+                out.map.insert(oid, new);
+                out.blobs_rewritten += 1;
+                run.written();
+            }
+            Ok(())
+        },
+    )
+}
+
+fn write_trees(
+    repo: &WorkRepo,
+    selection: &Selection,
+    trees: &[Oid],
+    out: &mut Rewritten,
+    pack: &mut PackWriter,
+    run: &CleanRun<'_>,
+) -> Result<(), CleanError> {
+    let format = repo.format;
+    let raw_len = format.raw_len();
+    objects::read_objects(
+        &repo.path,
+        trees,
+        |oid, _, data| -> Result<(), CleanError> {
+            run.check()?;
+            let mut renamed = false;
+            let mut entries = Vec::new();
+            let mut bytes = data.to_vec();
+            let mut offset = 0usize;
+            for entry in tree_entries(data, format) {
+                let (mode, name, child) = entry?;
+                let entry_len = mode.len() + 1 + name.len() + 1 + raw_len;
+                let new_child = if mode == b"160000" {
+                    child
+                } else {
+                    out.map.get(&child).copied().unwrap_or(child)
+                };
+                // In place: same length, same order.
+                let id_at = offset + entry_len - raw_len;
+                bytes[id_at..id_at + raw_len].copy_from_slice(new_child.as_bytes());
+                offset += entry_len;
+                let new_name = selection.replace(name);
+                if let Some(new_name) = &new_name {
+                    if new_name.is_empty() || new_name.contains(&b'/') || new_name.contains(&0) {
+                        return Err(CleanError::Name(format!(
+                            "an invalid file name in tree {oid}"
+                        )));
+                    }
+                    renamed = true;
+                }
+                entries.push(objects::TreeEntry {
+                    mode: mode.to_vec(),
+                    name: new_name.unwrap_or_else(|| name.to_vec()),
+                    oid: new_child,
+                });
+            }
+            if renamed {
+                bytes = objects::build_tree(&mut entries);
+                let mut names: Vec<&[u8]> = entries.iter().map(|e| e.name.as_slice()).collect();
+                names.sort_unstable();
+                if names.windows(2).any(|w| w[0] == w[1]) {
+                    return Err(CleanError::Name(format!(
+                        "two entries of tree {oid} share one name"
+                    )));
+                }
+            }
+            let new = pack.add(Kind::Tree, &bytes)?;
+            if new != oid {
+                out.map.insert(oid, new);
+                out.trees_rewritten += 1;
+            }
+            run.written();
+            Ok(())
+        },
+    )
+}
+
+fn write_commits(
+    repo: &WorkRepo,
+    selection: &Selection,
+    commits: &[Oid],
+    out: &mut Rewritten,
+    pack: &mut PackWriter,
+    run: &CleanRun<'_>,
+) -> Result<(), CleanError> {
+    objects::read_objects(
+        &repo.path,
+        commits,
+        |oid, _, data| -> Result<(), CleanError> {
+            run.check()?;
+            let (headers, message) = split_message(data);
+            let mut rewritten = Vec::with_capacity(data.len());
+            let mut dropped = false;
+            for (name, field) in header_fields(headers) {
+                match name {
+                    b"tree" | b"parent" => {
+                        let old = Oid::from_hex(field_value(field));
+                        match old {
+                            Some(old) => {
+                                rewritten.extend_from_slice(name);
+                                rewritten.push(b' ');
+                                rewritten.extend_from_slice(
+                                    out.map
+                                        .get(&old)
+                                        .copied()
+                                        .unwrap_or(old)
+                                        .to_hex()
+                                        .as_bytes(),
+                                );
+                                rewritten.push(b'\n');
+                            }
+                            None => rewritten.extend_from_slice(field),
+                        }
+                    }
+                    b"gpgsig" | b"gpgsig-sha256" => dropped = true,
+                    _ => rewritten
+                        .extend_from_slice(selection.replace(field).as_deref().unwrap_or(field)),
+                }
+            }
+            if headers.len() < data.len() {
+                rewritten.push(b'\n');
+                rewritten
+                    .extend_from_slice(selection.replace(message).as_deref().unwrap_or(message));
+            }
+            let new = pack.add(Kind::Commit, &rewritten)?;
+            if dropped {
+                out.signatures_dropped.push(DroppedSignature {
+                    kind: "commit",
+                    old: oid.to_hex(),
+                });
+            }
+            if new != oid {
+                out.map.insert(oid, new);
+                out.commit_map.push((oid, new));
+            }
+            run.written();
+            Ok(())
+        },
+    )
+}
+
+/// Signature blocks that `git tag -s` appends to a tag's message.
+const TAG_SIGNATURES: &[&[u8]] = &[
+    b"-----BEGIN PGP SIGNATURE-----",
+    b"-----BEGIN PGP MESSAGE-----",
+    b"-----BEGIN SSH SIGNATURE-----",
+    b"-----BEGIN SIGNED MESSAGE-----",
+];
+
+fn write_tags(
+    repo: &WorkRepo,
+    selection: &Selection,
+    tags: &[Oid],
+    out: &mut Rewritten,
+    pack: &mut PackWriter,
+    run: &CleanRun<'_>,
+) -> Result<(), CleanError> {
+    objects::read_objects(&repo.path, tags, |oid, _, data| -> Result<(), CleanError> {
+        run.check()?;
+        let (headers, message) = split_message(data);
+        let mut rewritten = Vec::with_capacity(data.len());
+        let mut dropped = false;
+        for (name, field) in header_fields(headers) {
+            match name {
+                b"object" => match Oid::from_hex(field_value(field)) {
+                    Some(old) => {
+                        rewritten.extend_from_slice(b"object ");
+                        rewritten.extend_from_slice(
+                            out.map
+                                .get(&old)
+                                .copied()
+                                .unwrap_or(old)
+                                .to_hex()
+                                .as_bytes(),
+                        );
+                        rewritten.push(b'\n');
+                    }
+                    None => rewritten.extend_from_slice(field),
+                },
+                b"gpgsig" | b"gpgsig-sha256" => dropped = true,
+                _ => rewritten
+                    .extend_from_slice(selection.replace(field).as_deref().unwrap_or(field)),
+            }
+        }
+        let mut message = message;
+        if let Some(at) = signature_start(message) {
+            message = &message[..at];
+            dropped = true;
+        }
+        if headers.len() < data.len() {
+            rewritten.push(b'\n');
+            rewritten.extend_from_slice(selection.replace(message).as_deref().unwrap_or(message));
+        }
+        let new = pack.add(Kind::Tag, &rewritten)?;
+        if dropped {
+            out.signatures_dropped.push(DroppedSignature {
+                kind: "tag",
+                old: oid.to_hex(),
+            });
+        }
+        if new != oid {
+            out.map.insert(oid, new);
+            out.tags_rewritten += 1;
+        }
+        run.written();
+        Ok(())
+    })
+}
+
+/// Where a signature block starts in a tag message (at the start of a line).
+fn signature_start(message: &[u8]) -> Option<usize> {
+    TAG_SIGNATURES
+        .iter()
+        .filter_map(|marker| {
+            memchr::memmem::find_iter(message, marker)
+                .find(|&at| at == 0 || message[at - 1] == b'\n')
+        })
+        .min()
+}

@@ -1,0 +1,466 @@
+//! What to remove: the selected secret values (from a scan's secrets file) or a list of
+//! expressions in git-filter-repo's `--replace-text` format, and how each is replaced.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use regex::bytes::Regex;
+use serde::Deserialize;
+
+/// What a removed value becomes unless an expression names its own replacement.
+pub const DEFAULT_REPLACEMENT: &str = "***REMOVED***";
+
+/// Git's own heuristic: a NUL byte in the first 8000 bytes means binary.
+const BINARY_PROBE: usize = 8000;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectionError {
+    #[error("nothing is selected: no value to remove")]
+    Empty,
+    #[error("line {line}: {problem}")]
+    Expression { line: usize, problem: String },
+    #[error("the secrets file is not valid: {0}")]
+    SecretsFile(String),
+    #[error("the secrets file has version {0}; this version of DeployGuard reads version 1")]
+    SecretsFileVersion(u64),
+    #[error("no secret with id {0} in the secrets file")]
+    UnknownId(String),
+    #[error("selected secret {0} has an empty value")]
+    EmptyValue(String),
+    #[error("the replacement for {what} contains a selected value, so it could never be removed")]
+    ReplacementContainsValue { what: String },
+}
+
+#[derive(Clone, Debug)]
+enum Pattern {
+    Literal(Vec<u8>),
+    Regex(Regex),
+}
+
+#[derive(Clone, Debug)]
+struct Expression {
+    pattern: Pattern,
+    replacement: Vec<u8>,
+}
+
+/// The values to remove, compiled for fast search and replacement.
+///
+/// Literal values are replaced all at once, the longest match winning where two
+/// overlap (so a value that contains another is removed whole); regular expressions are
+/// then applied one after another in the order given.
+#[derive(Clone, Debug)]
+pub struct Selection {
+    literals: Vec<Vec<u8>>,
+    literal_replacements: Vec<Vec<u8>>,
+    matcher: Option<AhoCorasick>,
+    regexes: Vec<(Regex, Vec<u8>)>,
+}
+
+/// Which secrets of a secrets file to remove.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Select {
+    All,
+    Ids(Vec<String>),
+}
+
+#[derive(Deserialize)]
+struct SecretsFile {
+    version: u64,
+    #[serde(default)]
+    secrets: Vec<SecretEntry>,
+}
+
+#[derive(Deserialize)]
+struct SecretEntry {
+    id: String,
+    value: String,
+}
+
+impl Selection {
+    /// Literal values, each replaced by `replacement`.
+    pub fn from_values<I, V>(values: I, replacement: &[u8]) -> Result<Self, SelectionError>
+    where
+        I: IntoIterator<Item = V>,
+        V: AsRef<[u8]>,
+    {
+        let expressions = values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let v = v.as_ref();
+                if v.is_empty() {
+                    return Err(SelectionError::EmptyValue(format!("#{}", i + 1)));
+                }
+                Ok(Expression {
+                    pattern: Pattern::Literal(v.to_vec()),
+                    replacement: replacement.to_vec(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::build(expressions)
+    }
+
+    /// The secrets a scan wrote with `--secrets-out`: all of them, or those with the
+    /// given ids (a unique prefix of an id is enough).
+    pub fn from_secrets_file(
+        json: &str,
+        select: &Select,
+        replacement: &[u8],
+    ) -> Result<Self, SelectionError> {
+        // serde_json's messages can quote the offending value; say only where it is.
+        let file: SecretsFile = serde_json::from_str(json).map_err(|e| {
+            SelectionError::SecretsFile(format!(
+                "{} error at line {} column {}",
+                match e.classify() {
+                    serde_json::error::Category::Io => "read",
+                    serde_json::error::Category::Syntax => "JSON syntax",
+                    serde_json::error::Category::Data => "unexpected data",
+                    serde_json::error::Category::Eof => "unexpected end of file",
+                },
+                e.line(),
+                e.column()
+            ))
+        })?;
+        if file.version != 1 {
+            return Err(SelectionError::SecretsFileVersion(file.version));
+        }
+        let chosen: Vec<&SecretEntry> = match select {
+            Select::All => file.secrets.iter().collect(),
+            Select::Ids(ids) => {
+                let mut chosen = Vec::new();
+                for id in ids {
+                    let id = id.trim();
+                    let matches: Vec<&SecretEntry> = file
+                        .secrets
+                        .iter()
+                        .filter(|s| !id.is_empty() && s.id.starts_with(id))
+                        .collect();
+                    match matches.as_slice() {
+                        [one] => chosen.push(*one),
+                        [] => return Err(SelectionError::UnknownId(id.to_owned())),
+                        _ => {
+                            return Err(SelectionError::SecretsFile(format!(
+                                "id prefix {id} matches {} secrets; give more of it",
+                                matches.len()
+                            )));
+                        }
+                    }
+                }
+                chosen
+            }
+        };
+        if let Some(empty) = chosen.iter().find(|s| s.value.is_empty()) {
+            return Err(SelectionError::EmptyValue(empty.id.clone()));
+        }
+        Self::from_values(chosen.iter().map(|s| s.value.as_bytes()), replacement)
+    }
+
+    /// git-filter-repo's `--replace-text` format: one expression per line, `literal:`
+    /// (the default), `regex:` or `glob:`, optionally followed by `==>` and the
+    /// replacement. Regex replacements may use `\1` or `\g<name>` for groups.
+    pub fn parse_expressions(text: &[u8], default: &[u8]) -> Result<Self, SelectionError> {
+        let mut expressions = Vec::new();
+        for (i, raw) in text.split(|&b| b == b'\n').enumerate() {
+            let line_no = i + 1;
+            let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+            if line.is_empty() {
+                continue;
+            }
+            let problem = |p: String| SelectionError::Expression {
+                line: line_no,
+                problem: p,
+            };
+            let (body, replacement) = match memchr::memmem::rfind(line, b"==>") {
+                Some(at) => (&line[..at], Some(&line[at + 3..])),
+                None => (line, None),
+            };
+            let (pattern, is_regex) = if let Some(re) = body.strip_prefix(b"regex:") {
+                let re = std::str::from_utf8(re)
+                    .map_err(|_| problem("the regular expression is not UTF-8".into()))?;
+                let regex = Regex::new(re).map_err(|e| problem(regex_problem(&e)))?;
+                (Pattern::Regex(regex), true)
+            } else if let Some(glob) = body.strip_prefix(b"glob:") {
+                let regex =
+                    Regex::new(&glob_to_regex(glob)).map_err(|e| problem(regex_problem(&e)))?;
+                (Pattern::Regex(regex), false)
+            } else {
+                let literal = body.strip_prefix(b"literal:").unwrap_or(body);
+                (Pattern::Literal(literal.to_vec()), false)
+            };
+            if matches!(&pattern, Pattern::Literal(l) if l.is_empty()) {
+                return Err(problem("empty expression".into()));
+            }
+            let replacement = match replacement {
+                Some(r) if is_regex => python_groups_to_rust(r),
+                Some(r) => r.to_vec(),
+                None => default.to_vec(),
+            };
+            expressions.push(Expression {
+                pattern,
+                replacement,
+            });
+        }
+        Self::build(expressions)
+    }
+
+    fn build(expressions: Vec<Expression>) -> Result<Self, SelectionError> {
+        if expressions.is_empty() {
+            return Err(SelectionError::Empty);
+        }
+        let mut literals = Vec::new();
+        let mut literal_replacements = Vec::new();
+        let mut regexes = Vec::new();
+        for e in expressions {
+            match e.pattern {
+                Pattern::Literal(l) => {
+                    // The same value twice: the first replacement wins.
+                    if !literals.contains(&l) {
+                        literals.push(l);
+                        literal_replacements.push(e.replacement);
+                    }
+                }
+                Pattern::Regex(r) => regexes.push((r, e.replacement)),
+            }
+        }
+        let matcher = if literals.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasickBuilder::new()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .build(&literals)
+                    .map_err(|e| SelectionError::SecretsFile(e.to_string()))?,
+            )
+        };
+        let selection = Self {
+            literals,
+            literal_replacements,
+            matcher,
+            regexes,
+        };
+        for (i, replacement) in selection.literal_replacements.iter().enumerate() {
+            if selection.is_match(replacement) {
+                return Err(SelectionError::ReplacementContainsValue {
+                    what: format!("value #{}", i + 1),
+                });
+            }
+        }
+        Ok(selection)
+    }
+
+    /// How many values and expressions are selected.
+    pub fn len(&self) -> usize {
+        self.literals.len() + self.regexes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True when `data` holds any selected value.
+    pub fn is_match(&self, data: &[u8]) -> bool {
+        self.matcher.as_ref().is_some_and(|m| m.is_match(data))
+            || self.regexes.iter().any(|(r, _)| r.is_match(data))
+    }
+
+    /// `data` with every selected value replaced; `None` when nothing matched. In binary
+    /// content each match is overwritten with as many `*` as it has bytes, so offsets
+    /// inside the file stay valid.
+    pub fn replace(&self, data: &[u8]) -> Option<Vec<u8>> {
+        let binary = memchr::memchr(0, &data[..data.len().min(BINARY_PROBE)]).is_some();
+        let mut current: Option<Vec<u8>> = None;
+        if let Some(matcher) = &self.matcher
+            && matcher.is_match(data)
+        {
+            let mut out = Vec::with_capacity(data.len());
+            let mut last = 0;
+            for m in matcher.find_iter(data) {
+                out.extend_from_slice(&data[last..m.start()]);
+                if binary {
+                    out.resize(out.len() + m.len(), b'*');
+                } else {
+                    out.extend_from_slice(&self.literal_replacements[m.pattern().as_usize()]);
+                }
+                last = m.end();
+            }
+            out.extend_from_slice(&data[last..]);
+            current = Some(out);
+        }
+        for (regex, replacement) in &self.regexes {
+            let input = current.as_deref().unwrap_or(data);
+            if !regex.is_match(input) {
+                continue;
+            }
+            let replaced = if binary {
+                let mut out = input.to_vec();
+                for m in regex.find_iter(input) {
+                    out[m.range()].fill(b'*');
+                }
+                out
+            } else {
+                regex
+                    .replace_all(input, replacement.as_slice())
+                    .into_owned()
+            };
+            current = Some(replaced);
+        }
+        current.filter(|out| out != data)
+    }
+}
+
+/// What is wrong with a pattern, without quoting it (it may hold the secret itself).
+fn regex_problem(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let reason = text
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("error: "))
+        .unwrap_or("the pattern is too large or not valid");
+    format!("invalid regular expression: {reason}")
+}
+
+/// Python's `\1` and `\g<name>` group references as the regex crate's `${1}`/`${name}`;
+/// a literal `$` is escaped.
+fn python_groups_to_rust(replacement: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(replacement.len());
+    let mut i = 0;
+    while i < replacement.len() {
+        let b = replacement[i];
+        if b == b'$' {
+            out.extend_from_slice(b"$$");
+            i += 1;
+            continue;
+        }
+        if b == b'\\' && i + 1 < replacement.len() {
+            let next = replacement[i + 1];
+            if next.is_ascii_digit() {
+                let digits: Vec<u8> = replacement[i + 1..]
+                    .iter()
+                    .take_while(|d| d.is_ascii_digit())
+                    .take(2)
+                    .copied()
+                    .collect();
+                out.extend_from_slice(b"${");
+                out.extend_from_slice(&digits);
+                out.push(b'}');
+                i += 1 + digits.len();
+                continue;
+            }
+            if next == b'g'
+                && replacement.get(i + 2) == Some(&b'<')
+                && let Some(end) = replacement[i + 3..].iter().position(|&c| c == b'>')
+            {
+                out.extend_from_slice(b"${");
+                out.extend_from_slice(&replacement[i + 3..i + 3 + end]);
+                out.push(b'}');
+                i += 3 + end + 1;
+                continue;
+            }
+            if next == b'\\' {
+                out.push(b'\\');
+                i += 2;
+                continue;
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    out
+}
+
+/// A shell glob (`*`, `?`) as a regular expression matching the same text.
+fn glob_to_regex(glob: &[u8]) -> String {
+    let mut re = String::from("(?s-u)");
+    for &b in glob {
+        match b {
+            b'*' => re.push_str(".*"),
+            b'?' => re.push('.'),
+            _ => re.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    re
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replace(selection: &Selection, text: &str) -> String {
+        String::from_utf8(
+            selection
+                .replace(text.as_bytes())
+                .unwrap_or_else(|| text.as_bytes().to_vec()),
+        )
+        .expect("utf-8")
+    }
+
+    #[test]
+    fn a_value_containing_another_is_removed_whole() {
+        let s = Selection::from_values(["abc123", "abc123def456"], b"X").expect("valid");
+        assert_eq!(replace(&s, "k=abc123def456; j=abc123"), "k=X; j=X");
+        assert!(s.replace(b"nothing here").is_none());
+    }
+
+    #[test]
+    fn binary_content_is_masked_byte_for_byte() {
+        let s = Selection::from_values(["s3cret-value"], b"***REMOVED***").expect("valid");
+        let data = b"\0\x01s3cret-value\x02".to_vec();
+        let out = s.replace(&data).expect("changed");
+        assert_eq!(out.len(), data.len());
+        assert_eq!(&out[2..14], b"************");
+    }
+
+    #[test]
+    fn filter_repo_expressions_parse() {
+        let text = b"plain-value\nliteral:lit==>LIT\r\n\nregex:key=(\\w+)==>key=<\\1>\nglob:tok_??x==>T\nregex:p(?P<n>\\d)==>\\g<n>$\n";
+        let s = Selection::parse_expressions(text, b"***REMOVED***").expect("valid");
+        assert_eq!(s.len(), 5);
+        assert_eq!(
+            replace(&s, "plain-value lit key=abc tok_12x p7"),
+            "***REMOVED*** LIT key=<abc> T 7$"
+        );
+    }
+
+    #[test]
+    fn bad_expressions_name_their_line() {
+        let err = Selection::parse_expressions(b"ok\nregex:(unclosed\n", b"X")
+            .expect_err("invalid regex");
+        assert!(
+            matches!(err, SelectionError::Expression { line: 2, .. }),
+            "{err}"
+        );
+        assert_eq!(
+            Selection::parse_expressions(b"\n\n", b"X").err(),
+            Some(SelectionError::Empty)
+        );
+        assert!(matches!(
+            Selection::from_values(["abc"], b"xabcx"),
+            Err(SelectionError::ReplacementContainsValue { .. })
+        ));
+    }
+
+    #[test]
+    fn secrets_files_select_by_id_prefix_or_all() {
+        let json = r#"{"version":1,"hash_key_id":"builtin-v1","secrets":[
+            {"id":"aa11","rule_id":"r","value":"first-secret"},
+            {"id":"bb22","rule_id":"r","value":"second-secret"}]}"#;
+        let one = Selection::from_secrets_file(json, &Select::Ids(vec!["bb".into()]), b"X")
+            .expect("valid");
+        assert_eq!(
+            replace(&one, "first-secret second-secret"),
+            "first-secret X"
+        );
+        let all = Selection::from_secrets_file(json, &Select::All, b"X").expect("valid");
+        assert_eq!(replace(&all, "first-secret second-secret"), "X X");
+        assert_eq!(
+            Selection::from_secrets_file(json, &Select::Ids(vec!["cc".into()]), b"X").err(),
+            Some(SelectionError::UnknownId("cc".into()))
+        );
+        assert!(matches!(
+            Selection::from_secrets_file(r#"{"version":2,"secrets":[]}"#, &Select::All, b"X"),
+            Err(SelectionError::SecretsFileVersion(2))
+        ));
+        assert!(matches!(
+            Selection::from_secrets_file("not json", &Select::All, b"X"),
+            Err(SelectionError::SecretsFile(_))
+        ));
+    }
+}

@@ -1,0 +1,628 @@
+//! Git objects at the byte level: ids, streaming reads through `git cat-file`, tree and
+//! commit parsing, and writing new objects as a pack that `git index-pack` indexes.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use sha1::Digest;
+
+use super::{GitError, Running, command, output};
+
+/// The hash a repository names its objects with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectFormat {
+    Sha1,
+    Sha256,
+}
+
+impl ObjectFormat {
+    pub fn of(repo: &Path) -> Result<Self, GitError> {
+        let out = output(repo, &["rev-parse", "--show-object-format"])?;
+        match String::from_utf8_lossy(&out).trim() {
+            "sha1" => Ok(Self::Sha1),
+            "sha256" => Ok(Self::Sha256),
+            other => Err(GitError::new(
+                "rev-parse",
+                format!("unsupported object format {other:?}"),
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sha1 => "sha1",
+            Self::Sha256 => "sha256",
+        }
+    }
+
+    pub fn raw_len(self) -> usize {
+        match self {
+            Self::Sha1 => 20,
+            Self::Sha256 => 32,
+        }
+    }
+
+    /// The id git gives `data` stored as an object of `kind`.
+    pub fn hash(self, kind: Kind, data: &[u8]) -> Oid {
+        let header = format!("{} {}\0", kind.name(), data.len());
+        match self {
+            Self::Sha1 => {
+                let mut h = sha1::Sha1::new();
+                h.update(header.as_bytes());
+                h.update(data);
+                Oid::from_raw(&h.finalize()).unwrap_or_else(|| unreachable!("20 bytes"))
+            }
+            Self::Sha256 => {
+                let mut h = sha2::Sha256::new();
+                h.update(header.as_bytes());
+                h.update(data);
+                Oid::from_raw(&h.finalize()).unwrap_or_else(|| unreachable!("32 bytes"))
+            }
+        }
+    }
+}
+
+/// An object id (SHA-1 or SHA-256), compared and hashed by value.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Oid {
+    len: u8,
+    bytes: [u8; 32],
+}
+
+impl Oid {
+    pub fn from_raw(raw: &[u8]) -> Option<Self> {
+        if raw.len() != 20 && raw.len() != 32 {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        bytes[..raw.len()].copy_from_slice(raw);
+        Some(Self {
+            len: raw.len() as u8,
+            bytes,
+        })
+    }
+
+    pub fn from_hex(hex_id: &[u8]) -> Option<Self> {
+        let mut bytes = [0u8; 32];
+        let len = match hex_id.len() {
+            40 => 20,
+            64 => 32,
+            _ => return None,
+        };
+        hex::decode_to_slice(hex_id, &mut bytes[..len]).ok()?;
+        Some(Self {
+            len: len as u8,
+            bytes,
+        })
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.as_bytes())
+    }
+
+    pub fn is_null(&self) -> bool {
+        self.as_bytes().iter().all(|&b| b == 0)
+    }
+}
+
+impl fmt::Display for Oid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Oid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Commit,
+    Tree,
+    Blob,
+    Tag,
+}
+
+impl Kind {
+    pub fn from_name(name: &[u8]) -> Option<Self> {
+        match name {
+            b"commit" => Some(Self::Commit),
+            b"tree" => Some(Self::Tree),
+            b"blob" => Some(Self::Blob),
+            b"tag" => Some(Self::Tag),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Commit => "commit",
+            Self::Tree => "tree",
+            Self::Blob => "blob",
+            Self::Tag => "tag",
+        }
+    }
+
+    fn pack_type(self) -> u8 {
+        match self {
+            Self::Commit => 1,
+            Self::Tree => 2,
+            Self::Blob => 3,
+            Self::Tag => 4,
+        }
+    }
+}
+
+fn io(what: &str) -> impl Fn(std::io::Error) -> GitError + '_ {
+    move |e| GitError::new(what, e.to_string())
+}
+
+/// Reads `<oid> <type> <size>\n<data>\n` records from `cat-file --batch`.
+struct BatchReader<R> {
+    reader: BufReader<R>,
+    line: Vec<u8>,
+}
+
+impl<R: Read> BatchReader<R> {
+    fn new(pipe: R) -> Self {
+        Self {
+            reader: BufReader::with_capacity(1 << 20, pipe),
+            line: Vec::with_capacity(128),
+        }
+    }
+
+    /// The next object into `data`; `None` at the end of the output.
+    fn next(&mut self, data: &mut Vec<u8>) -> Result<Option<(Oid, Kind)>, GitError> {
+        self.line.clear();
+        if self
+            .reader
+            .read_until(b'\n', &mut self.line)
+            .map_err(io("cat-file"))?
+            == 0
+        {
+            return Ok(None);
+        }
+        let line = self.line.strip_suffix(b"\n").unwrap_or(&self.line);
+        let mut fields = line.split(|&b| b == b' ');
+        let (oid, kind, size) = (fields.next(), fields.next(), fields.next());
+        let bad = || {
+            GitError::new(
+                "cat-file",
+                format!("unexpected output {:?}", String::from_utf8_lossy(line)),
+            )
+        };
+        if kind == Some(b"missing".as_slice()) {
+            return Err(GitError::new(
+                "cat-file",
+                format!(
+                    "object {} is missing",
+                    String::from_utf8_lossy(oid.unwrap_or_default())
+                ),
+            ));
+        }
+        let oid = oid.and_then(Oid::from_hex).ok_or_else(bad)?;
+        let kind = kind.and_then(Kind::from_name).ok_or_else(bad)?;
+        let size = size
+            .and_then(|s| std::str::from_utf8(s).ok()?.parse::<usize>().ok())
+            .ok_or_else(bad)?;
+        data.clear();
+        data.resize(size, 0);
+        self.reader.read_exact(data).map_err(io("cat-file"))?;
+        let mut newline = [0u8; 1];
+        self.reader
+            .read_exact(&mut newline)
+            .map_err(io("cat-file"))?;
+        Ok(Some((oid, kind)))
+    }
+}
+
+/// Calls `f` with every object of the repository and its alternates, in pack order
+/// (the order git reads fastest). `f` returning an error stops the read.
+pub fn for_each_object<E>(
+    repo: &Path,
+    mut f: impl FnMut(Oid, Kind, &[u8]) -> Result<(), E>,
+) -> Result<(), E>
+where
+    E: From<GitError>,
+{
+    let mut cmd = command(repo);
+    cmd.args(["cat-file", "--batch-all-objects", "--batch", "--unordered"])
+        .stdout(Stdio::piped());
+    let mut running = Running::spawn(cmd, "cat-file")?;
+    let stdout = running
+        .child()
+        .stdout
+        .take()
+        .ok_or_else(|| GitError::new("cat-file", "no output pipe"))?;
+    let mut reader = BatchReader::new(stdout);
+    let mut data = Vec::new();
+    while let Some((oid, kind)) = reader.next(&mut data)? {
+        f(oid, kind, &data)?;
+    }
+    running.finish()?;
+    Ok(())
+}
+
+/// Reads the objects `ids` names, in that order, through one buffered `cat-file --batch`.
+pub fn read_objects<E>(
+    repo: &Path,
+    ids: &[Oid],
+    mut f: impl FnMut(Oid, Kind, &[u8]) -> Result<(), E>,
+) -> Result<(), E>
+where
+    E: From<GitError>,
+{
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut cmd = command(repo);
+    cmd.args(["cat-file", "--batch", "--buffer"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut running = Running::spawn(cmd, "cat-file")?;
+    let stdin = running.child().stdin.take();
+    let stdout = running.child().stdout.take();
+    let (Some(stdin), Some(stdout)) = (stdin, stdout) else {
+        return Err(GitError::new("cat-file", "no pipes").into());
+    };
+    let request: Vec<u8> = ids
+        .iter()
+        .flat_map(|id| {
+            let mut line = id.to_hex().into_bytes();
+            line.push(b'\n');
+            line
+        })
+        .collect();
+    let writer = std::thread::spawn(move || {
+        let mut stdin = stdin;
+        let _ = stdin.write_all(&request);
+    });
+    let mut reader = BatchReader::new(stdout);
+    let mut data = Vec::new();
+    let mut result = Ok(());
+    for _ in ids {
+        match reader.next(&mut data) {
+            Ok(Some((oid, kind))) => {
+                if let Err(e) = f(oid, kind, &data) {
+                    result = Err(e);
+                    break;
+                }
+            }
+            Ok(None) => {
+                result = Err(GitError::new("cat-file", "output ended early").into());
+                break;
+            }
+            Err(e) => {
+                result = Err(e.into());
+                break;
+            }
+        }
+    }
+    if result.is_err() {
+        let _ = running.child().kill();
+    }
+    let _ = writer.join();
+    result?;
+    running.finish()?;
+    Ok(())
+}
+
+/// One entry of a tree object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeEntry {
+    pub mode: Vec<u8>,
+    pub name: Vec<u8>,
+    pub oid: Oid,
+}
+
+impl TreeEntry {
+    pub fn is_tree(&self) -> bool {
+        self.mode == b"40000"
+    }
+
+    /// A submodule: the id names a commit of another repository.
+    pub fn is_gitlink(&self) -> bool {
+        self.mode == b"160000"
+    }
+}
+
+/// Walks a tree's entries: `(mode, name, raw id)` without copying.
+pub fn tree_entries(
+    data: &[u8],
+    format: ObjectFormat,
+) -> impl Iterator<Item = Result<(&[u8], &[u8], Oid), GitError>> {
+    let raw_len = format.raw_len();
+    let mut rest = data;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let bad = || GitError::new("tree", "malformed tree object");
+        let Some(space) = memchr::memchr(b' ', rest) else {
+            rest = &[];
+            return Some(Err(bad()));
+        };
+        let Some(nul) = memchr::memchr(0, &rest[space..]).map(|i| i + space) else {
+            rest = &[];
+            return Some(Err(bad()));
+        };
+        if rest.len() < nul + 1 + raw_len {
+            rest = &[];
+            return Some(Err(bad()));
+        }
+        let mode = &rest[..space];
+        let name = &rest[space + 1..nul];
+        let oid = Oid::from_raw(&rest[nul + 1..nul + 1 + raw_len]);
+        rest = &rest[nul + 1 + raw_len..];
+        Some(oid.map(|oid| (mode, name, oid)).ok_or_else(bad))
+    })
+}
+
+/// Serialises entries as a tree object, in git's order (a tree sorts as `name/`).
+pub fn build_tree(entries: &mut [TreeEntry]) -> Vec<u8> {
+    let key = |e: &TreeEntry| {
+        let mut k = e.name.clone();
+        if e.is_tree() {
+            k.push(b'/');
+        }
+        k
+    };
+    entries.sort_by_cached_key(key);
+    let mut out = Vec::with_capacity(entries.len() * 48);
+    for e in entries.iter() {
+        out.extend_from_slice(&e.mode);
+        out.push(b' ');
+        out.extend_from_slice(&e.name);
+        out.push(0);
+        out.extend_from_slice(e.oid.as_bytes());
+    }
+    out
+}
+
+/// The header block and message of a commit or tag: `(headers, message)`, split at the
+/// first empty line. Headers keep their trailing newline.
+pub fn split_message(data: &[u8]) -> (&[u8], &[u8]) {
+    match memchr::memmem::find(data, b"\n\n") {
+        Some(i) => (&data[..i + 1], &data[i + 2..]),
+        None => (data, &[]),
+    }
+}
+
+/// Header fields of a commit or tag, continuation lines (a leading space) included in
+/// the field they continue: `(name, whole field bytes including newlines)`.
+pub fn header_fields(headers: &[u8]) -> Vec<(&[u8], &[u8])> {
+    let mut fields: Vec<(&[u8], &[u8])> = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < headers.len() {
+        let end = memchr::memchr(b'\n', &headers[i..]).map_or(headers.len(), |n| i + n + 1);
+        let continuation = headers[i] == b' ';
+        if !continuation && i > start {
+            let field = &headers[start..i];
+            let name = field.split(|&b| b == b' ').next().unwrap_or_default();
+            fields.push((name, field));
+            start = i;
+        }
+        i = end;
+    }
+    if start < headers.len() {
+        let field = &headers[start..];
+        let name = field.split(|&b| b == b' ').next().unwrap_or_default();
+        fields.push((name, field));
+    }
+    fields
+}
+
+/// Writes new objects into one pack, then has git index it into the repository.
+pub struct PackWriter {
+    format: ObjectFormat,
+    path: PathBuf,
+    out: Option<BufWriter<File>>,
+    count: u32,
+    buffer: Vec<u8>,
+}
+
+impl PackWriter {
+    /// A pack being written inside `repo`'s `objects/pack` directory.
+    pub fn create(repo_git_dir: &Path, format: ObjectFormat) -> Result<Self, GitError> {
+        let dir = repo_git_dir.join("objects").join("pack");
+        std::fs::create_dir_all(&dir).map_err(io("write pack"))?;
+        let path = dir.join(format!("tmp_deployguard_{}.pack", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(io("write pack"))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        // The object count is filled in when the pack is finished.
+        out.write_all(b"PACK\0\0\0\x02\0\0\0\0")
+            .map_err(io("write pack"))?;
+        Ok(Self {
+            format,
+            path,
+            out: Some(out),
+            count: 0,
+            buffer: Vec::new(),
+        })
+    }
+
+    /// Adds an object (not deltified; fast compression) and returns its id.
+    pub fn add(&mut self, kind: Kind, data: &[u8]) -> Result<Oid, GitError> {
+        let oid = self.format.hash(kind, data);
+        let out = self
+            .out
+            .as_mut()
+            .ok_or_else(|| GitError::new("write pack", "pack already finished"))?;
+        let mut size = data.len() as u64;
+        let mut byte = (kind.pack_type() << 4) | (size & 0x0f) as u8;
+        size >>= 4;
+        let mut header = Vec::with_capacity(10);
+        while size > 0 {
+            header.push(byte | 0x80);
+            byte = (size & 0x7f) as u8;
+            size >>= 7;
+        }
+        header.push(byte);
+        out.write_all(&header).map_err(io("write pack"))?;
+        self.buffer.clear();
+        let mut encoder =
+            flate2::write::ZlibEncoder::new(&mut self.buffer, flate2::Compression::fast());
+        encoder.write_all(data).map_err(io("write pack"))?;
+        encoder.finish().map_err(io("write pack"))?;
+        out.write_all(&self.buffer).map_err(io("write pack"))?;
+        self.count += 1;
+        Ok(oid)
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Completes the pack and indexes it into the repository. Nothing is left behind
+    /// when no object was added.
+    pub fn finish(mut self, repo: &Path) -> Result<(), GitError> {
+        let Some(out) = self.out.take() else {
+            return Ok(());
+        };
+        let mut file = out
+            .into_inner()
+            .map_err(|e| GitError::new("write pack", e.error().to_string()))?;
+        if self.count == 0 {
+            drop(file);
+            let _ = std::fs::remove_file(&self.path);
+            return Ok(());
+        }
+        file.seek(SeekFrom::Start(8)).map_err(io("write pack"))?;
+        file.write_all(&self.count.to_be_bytes())
+            .map_err(io("write pack"))?;
+        file.seek(SeekFrom::Start(0)).map_err(io("write pack"))?;
+        let trailer = {
+            let mut reader = BufReader::with_capacity(1 << 20, &mut file);
+            match self.format {
+                ObjectFormat::Sha1 => digest_reader::<sha1::Sha1>(&mut reader),
+                ObjectFormat::Sha256 => digest_reader::<sha2::Sha256>(&mut reader),
+            }
+            .map_err(io("write pack"))?
+        };
+        file.seek(SeekFrom::End(0)).map_err(io("write pack"))?;
+        file.write_all(&trailer).map_err(io("write pack"))?;
+        file.sync_all().map_err(io("write pack"))?;
+        drop(file);
+        let index = self.path.with_extension("idx");
+        let mut cmd = command(repo);
+        cmd.arg("index-pack")
+            .arg("-o")
+            .arg(&index)
+            .arg(&self.path)
+            .stdout(Stdio::piped());
+        let mut running = Running::spawn(cmd, "index-pack")?;
+        let mut printed = String::new();
+        if let Some(mut pipe) = running.child().stdout.take() {
+            pipe.read_to_string(&mut printed)
+                .map_err(io("index-pack"))?;
+        }
+        running.finish()?;
+        // index-pack prints `pack\t<checksum>` (or just the checksum).
+        let checksum = printed
+            .split_whitespace()
+            .last()
+            .filter(|s| s.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| GitError::new("index-pack", "printed no pack checksum"))?
+            .to_owned();
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::rename(&index, dir.join(format!("pack-{checksum}.idx")))
+            .map_err(io("index-pack"))?;
+        std::fs::rename(&self.path, dir.join(format!("pack-{checksum}.pack")))
+            .map_err(io("index-pack"))?;
+        Ok(())
+    }
+}
+
+impl Drop for PackWriter {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        let _ = std::fs::remove_file(self.path.with_extension("idx"));
+    }
+}
+
+fn digest_reader<D: Digest>(reader: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut hasher = D::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        let n = reader.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&chunk[..n]);
+    }
+    Ok(hasher.finalize().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_ids_match_gits() {
+        // `printf 'hello\n' | git hash-object --stdin`
+        assert_eq!(
+            ObjectFormat::Sha1.hash(Kind::Blob, b"hello\n").to_hex(),
+            "ce013625030ba8dba906f756967f9e9ca394464a"
+        );
+        // The empty tree.
+        assert_eq!(
+            ObjectFormat::Sha1.hash(Kind::Tree, b"").to_hex(),
+            "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+        );
+        assert_eq!(
+            ObjectFormat::Sha256.hash(Kind::Tree, b"").to_hex(),
+            "6ef19b41225c5369f1c104d45d8d85efa9b057b53b14b4b9b939dd74decc5321"
+        );
+    }
+
+    #[test]
+    fn trees_sort_directories_as_if_they_ended_in_a_slash() {
+        let oid = ObjectFormat::Sha1.hash(Kind::Blob, b"");
+        let entry = |mode: &[u8], name: &[u8]| TreeEntry {
+            mode: mode.to_vec(),
+            name: name.to_vec(),
+            oid,
+        };
+        let mut entries = vec![
+            entry(b"100644", b"a.txt"),
+            entry(b"40000", b"a"),
+            entry(b"100644", b"a-b"),
+        ];
+        let tree = build_tree(&mut entries);
+        let names: Vec<&[u8]> = tree_entries(&tree, ObjectFormat::Sha1)
+            .map(|e| e.map(|(_, name, _)| name))
+            .collect::<Result<_, _>>()
+            .expect("parses");
+        // "a-b" < "a.txt" < "a/" in byte order.
+        assert_eq!(names, vec![&b"a-b"[..], b"a.txt", b"a"]);
+    }
+
+    #[test]
+    fn header_fields_keep_continuation_lines() {
+        let headers = b"tree 1\nparent 2\ngpgsig -----BEGIN\n line\n -----END\nauthor A\n";
+        let fields = header_fields(headers);
+        let names: Vec<&[u8]> = fields.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, vec![&b"tree"[..], b"parent", b"gpgsig", b"author"]);
+        assert_eq!(fields[2].1, b"gpgsig -----BEGIN\n line\n -----END\n");
+        let (h, m) = split_message(b"tree 1\n\nmessage\n\nmore");
+        assert_eq!((h, m), (&b"tree 1\n"[..], &b"message\n\nmore"[..]));
+    }
+}

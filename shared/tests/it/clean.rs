@@ -1,0 +1,614 @@
+//! The history rewrite over real repositories built by the test: every selected value
+//! gone from every ref, everything else exactly as it was, checked with git itself on a
+//! fresh clone of the bundle.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicBool;
+
+use deployguard::clean::{
+    self, ArchiveFormat, CleanError, CleanReport, CleanRun, Select, Selection,
+};
+use deployguard::scan::{Revisions, ScanRun, Scanner, Settings, Target};
+use deployguard_testkit::TestRepo;
+
+const GITHUB: &str = "ghp_GPFbD22W7cEq1vCZbSpadtSYtPSdN5T5IA4B";
+const AWS: &str = "AKIAM6COX6AQXF6LI3U3";
+const STRIPE: &str = "sk_live_YqDRV8SKN8qU577SGwdUoxkr";
+/// Found by the scan but not selected: it must survive.
+const SLACK: &str = "xoxb-319895298309-5514929746018-Gj7tMzkv1HvLOGDQfpzE0F4y";
+const SELECTED: [&str; 3] = [GITHUB, AWS, STRIPE];
+
+/// Runs git with an isolated configuration and returns its standard output.
+fn git(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn text(dir: &Path, args: &[&str]) -> String {
+    String::from_utf8_lossy(&git(dir, args)).into_owned()
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// A history with secrets everywhere a person could put one.
+fn leaky_repository() -> TestRepo {
+    let mut repo = TestRepo::new();
+    repo.write("README.md", "# service\n");
+    repo.commit("initial commit");
+    repo.git(&["commit", "-q", "--allow-empty", "-m", "an empty commit"]);
+    repo.write(
+        "config/app.env",
+        format!("GITHUB_TOKEN={GITHUB}\nDEBUG=1\n"),
+    );
+    repo.write(
+        "assets/logo.bin",
+        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x10".as_slice(),
+    );
+    repo.commit("add configuration");
+    repo.write(
+        "config/app.env",
+        format!("GITHUB_TOKEN={GITHUB}\nDEBUG=0\n"),
+    );
+    repo.commit(&format!("switch debug off (token was {STRIPE})"));
+    // A binary file holding a value, next to a text one.
+    let mut blob = b"\0\x01\x02header".to_vec();
+    blob.extend_from_slice(AWS.as_bytes());
+    blob.extend_from_slice(b"\0trailer");
+    repo.write("assets/cache.bin", blob);
+    repo.write("assets/notes.txt", format!("aws {AWS}\n"));
+    repo.commit("add assets");
+    repo.tag_annotated("v1.0", &format!("release 1.0, deploy key {STRIPE}"));
+    repo.tag("light");
+
+    repo.checkout("feature");
+    repo.write(
+        "deploy/keys.yml",
+        format!("aws_key: {AWS}\nslack: {SLACK}\n"),
+    );
+    repo.commit("feature: deploy keys");
+    repo.write("src/lib.rs", "pub fn f() {}\n");
+    repo.commit("feature: code");
+
+    repo.checkout("main");
+    repo.write("old/secret.txt", format!("stripe={STRIPE}\n"));
+    repo.commit("a file later deleted");
+    repo.remove("old/secret.txt");
+    repo.commit("delete it");
+    // A merge whose result holds a value neither parent had.
+    repo.git(&["merge", "-q", "--no-ff", "--no-commit", "feature"]);
+    repo.write("MERGED.txt", format!("merged with {GITHUB}\n"));
+    repo.commit("merge feature");
+    repo.write("README.md", "# service\n\nclean now\n");
+    repo.commit("docs");
+    repo.git(&["notes", "add", "-m", &format!("note mentioning {AWS}")]);
+    let head = repo.head();
+    repo.git(&["update-ref", "refs/pull/7/head", &head]);
+    repo
+}
+
+/// The secrets file the scan writes, as `deployguard scan --secrets-out` would.
+fn secrets_file(repo: &TestRepo) -> (String, Vec<String>) {
+    let scanner = Scanner::new(&Settings::default()).unwrap();
+    let report = scanner
+        .scan(
+            &Target::Git {
+                repo: repo.path().to_path_buf(),
+                revisions: Revisions::All,
+            },
+            &ScanRun::default(),
+        )
+        .unwrap();
+    let ids = report
+        .secrets
+        .iter()
+        .filter(|s| SELECTED.contains(&s.secret_value()))
+        .map(|s| s.id.clone())
+        .collect::<Vec<_>>();
+    assert_eq!(
+        ids.len(),
+        SELECTED.len(),
+        "the scan finds every planted value"
+    );
+    (report.secrets_file(), ids)
+}
+
+struct Cleaned {
+    _work: tempfile::TempDir,
+    bundle: std::path::PathBuf,
+    clone: std::path::PathBuf,
+    report: CleanReport,
+}
+
+fn clean_into(
+    source: &Path,
+    selection: &Selection,
+) -> Result<Cleaned, (CleanError, tempfile::TempDir)> {
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("cleaned.bundle");
+    let scratch = work.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    match clean::clean(source, &scratch, selection, &bundle, &CleanRun::default()) {
+        Ok(report) => {
+            let clone = work.path().join("clone.git");
+            git(
+                work.path(),
+                &[
+                    "clone",
+                    "-q",
+                    "--mirror",
+                    &bundle.to_string_lossy(),
+                    &clone.to_string_lossy(),
+                ],
+            );
+            Ok(Cleaned {
+                _work: work,
+                bundle,
+                clone,
+                report,
+            })
+        }
+        Err(e) => Err((e, work)),
+    }
+}
+
+fn refs(dir: &Path) -> Vec<String> {
+    text(dir, &["for-each-ref", "--format=%(refname)"])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn cleaning_removes_every_selected_value_from_every_ref_and_keeps_everything_else() {
+    let repo = leaky_repository();
+    let source = repo.path();
+    let refs_before = text(
+        source,
+        &["for-each-ref", "--format=%(objectname) %(refname)"],
+    );
+    let (file, ids) = secrets_file(&repo);
+    let selection =
+        Selection::from_secrets_file(&file, &Select::Ids(ids), b"***REMOVED***").unwrap();
+    let cleaned = clean_into(source, &selection).map_err(|(e, _)| e).unwrap();
+    let clone = &cleaned.clone;
+
+    // Not one selected value anywhere: history, messages, tags, notes, or any object.
+    let log = git(clone, &["log", "--all", "-p", "--format=%H%n%B"]);
+    let objects = git(clone, &["cat-file", "--batch-all-objects", "--batch"]);
+    let tags = git(
+        clone,
+        &["for-each-ref", "--format=%(contents)", "refs/tags"],
+    );
+    for value in SELECTED {
+        assert!(!contains(&log, value), "{value} survives in git log -p");
+        assert!(!contains(&objects, value), "{value} survives in an object");
+        assert!(!contains(&tags, value), "{value} survives in a tag");
+    }
+    // The unselected secret stays where it was.
+    assert!(contains(&objects, SLACK));
+    assert!(contains(&log, "***REMOVED***"));
+
+    // The same refs, the same number of commits, the same shape.
+    assert_eq!(refs(clone), refs(source));
+    let count = |dir: &Path| text(dir, &["rev-list", "--all", "--count"]);
+    assert_eq!(count(clone), count(source));
+    let shape = |dir: &Path| {
+        text(
+            dir,
+            &[
+                "log",
+                "--all",
+                "--topo-order",
+                "--format=%p|%an|%ae|%ad|%cn|%ce|%cd|%s",
+            ],
+        )
+        .lines()
+        .map(|l| {
+            let (parents, rest) = l.split_once('|').unwrap();
+            format!(
+                "{}|{rest}",
+                parents.split(' ').filter(|p| !p.is_empty()).count()
+            )
+        })
+        .collect::<Vec<_>>()
+    };
+    let expected: Vec<String> = shape(source)
+        .into_iter()
+        .map(|l| l.replace(STRIPE, "***REMOVED***"))
+        .collect();
+    assert_eq!(shape(clone), expected);
+    // Paths and modes of every branch tip are as they were.
+    for branch in ["main", "feature"] {
+        let paths = |dir: &Path| {
+            text(
+                dir,
+                &["ls-tree", "-r", "--format=%(objectmode) %(path)", branch],
+            )
+        };
+        assert_eq!(paths(clone), paths(source), "{branch}");
+    }
+    // The empty commit is kept, and history before the first secret keeps its ids.
+    assert!(text(clone, &["log", "--all", "--format=%s"]).contains("an empty commit"));
+    let root = |dir: &Path| text(dir, &["rev-list", "--max-parents=0", "main"]);
+    assert_eq!(root(clone), root(source));
+    // Values are replaced in place; binary content is masked byte for byte.
+    assert_eq!(
+        text(clone, &["show", "main:config/app.env"]),
+        "GITHUB_TOKEN=***REMOVED***\nDEBUG=0\n"
+    );
+    let binary = git(clone, &["show", "main:assets/cache.bin"]);
+    let original = git(source, &["show", "main:assets/cache.bin"]);
+    assert_eq!(binary.len(), original.len());
+    assert_eq!(
+        git(clone, &["show", "main:assets/logo.bin"]),
+        git(source, &["show", "main:assets/logo.bin"])
+    );
+    assert!(
+        text(clone, &["cat-file", "-p", "v1.0"]).contains("release 1.0, deploy key ***REMOVED***")
+    );
+
+    // The report: per-ref ids, forge refs apart, the commit map, nothing from before.
+    let report = &cleaned.report;
+    assert_eq!(report.forge_refs, vec!["refs/pull/7/head".to_owned()]);
+    assert!(report.blobs_rewritten >= 5, "{report:?}");
+    assert_eq!(report.tags_rewritten, 1);
+    assert!(report.commit_map.iter().all(|(old, new)| old != new));
+    for r in &report.refs {
+        assert_eq!(
+            text(clone, &["rev-parse", &r.name]).trim(),
+            r.new,
+            "{}",
+            r.name
+        );
+    }
+    assert_eq!(
+        refs_before,
+        text(
+            source,
+            &["for-each-ref", "--format=%(objectname) %(refname)"]
+        )
+    );
+    assert!(report.objects_verified > 0);
+    assert!(std::fs::metadata(&cleaned.bundle).unwrap().len() > 0);
+}
+
+#[test]
+fn a_bundle_is_cleaned_to_the_same_history_as_its_repository() {
+    let repo = leaky_repository();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("source.bundle");
+    git(
+        repo.path(),
+        &["bundle", "create", "-q", &bundle.to_string_lossy(), "--all"],
+    );
+    let selection = Selection::from_values(SELECTED, b"***REMOVED***").unwrap();
+    let from_repo = clean_into(repo.path(), &selection)
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let from_bundle = clean_into(&bundle, &selection).map_err(|(e, _)| e).unwrap();
+    let ids = |dir: &Path| {
+        text(
+            dir,
+            &[
+                "for-each-ref",
+                "--format=%(objectname) %(refname)",
+                "refs/heads",
+                "refs/tags",
+            ],
+        )
+    };
+    assert_eq!(ids(&from_bundle.clone), ids(&from_repo.clone));
+    assert_eq!(
+        text(&from_bundle.clone, &["symbolic-ref", "HEAD"]).trim(),
+        "refs/heads/main"
+    );
+}
+
+/// Writes a commit object by hand (for headers git only makes with a key).
+fn write_commit(repo: &mut TestRepo, raw: &str) -> String {
+    repo.git_with_input(
+        &["hash-object", "-t", "commit", "-w", "--stdin"],
+        Some(raw.as_bytes()),
+    )
+}
+
+#[test]
+fn signatures_stay_on_untouched_commits_and_are_dropped_from_rewritten_ones() {
+    let mut repo = TestRepo::new();
+    repo.write("a.txt", "safe\n");
+    repo.commit("first");
+    let tree = repo.git(&["rev-parse", "HEAD^{tree}"]);
+    let signature = "gpgsig -----BEGIN PGP SIGNATURE-----\n \n iQEzBAABCAAdFiEE\n -----END PGP SIGNATURE-----\n";
+    let who = "A U Thor <a@example.test> 1700000000 +0000";
+    let signed = write_commit(
+        &mut repo,
+        &format!("tree {tree}\nauthor {who}\ncommitter {who}\n{signature}\nsigned and clean\n"),
+    );
+    repo.git(&["reset", "-q", "--hard", &signed]);
+    repo.write("b.txt", format!("token {GITHUB}\n"));
+    repo.commit("add b");
+    let tree = repo.git(&["rev-parse", "HEAD^{tree}"]);
+    let parent = repo.head();
+    let signed_dirty = write_commit(
+        &mut repo,
+        &format!(
+            "tree {tree}\nparent {parent}\nauthor {who}\ncommitter {who}\n{signature}\nsigned on top\n"
+        ),
+    );
+    repo.git(&["update-ref", "refs/heads/main", &signed_dirty]);
+
+    let selection = Selection::from_values([GITHUB], b"***REMOVED***").unwrap();
+    let cleaned = clean_into(repo.path(), &selection)
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let clone = &cleaned.clone;
+    // The signed commit below the secret keeps its id and its signature.
+    assert!(text(clone, &["rev-list", "main"]).contains(&signed));
+    assert!(text(clone, &["cat-file", "-p", &signed]).contains("gpgsig"));
+    // The signed commit above it is rewritten, unsigned, and reported.
+    let tip = text(clone, &["cat-file", "-p", "main"]);
+    assert!(!tip.contains("gpgsig"), "{tip}");
+    assert!(tip.ends_with("signed on top\n"));
+    let dropped: Vec<&str> = cleaned
+        .report
+        .signatures_dropped
+        .iter()
+        .map(|d| d.old.as_str())
+        .collect();
+    assert_eq!(dropped, vec![signed_dirty.as_str()]);
+}
+
+#[test]
+fn a_value_that_cannot_be_removed_fails_verification_and_writes_nothing() {
+    let mut repo = TestRepo::new();
+    repo.write("a.txt", "first\n");
+    let root = repo.commit("first");
+    repo.write("a.txt", "second\n");
+    repo.commit("second");
+    // The start of a commit id: the next commit names it in its `parent` line, which a
+    // rewrite must not change.
+    let selection = Selection::from_values([&root[..16]], b"***REMOVED***").unwrap();
+    let (error, work) = clean_into(repo.path(), &selection)
+        .err()
+        .expect("verification fails");
+    assert!(
+        matches!(
+            error,
+            CleanError::Verification {
+                count: 1,
+                kind: "commit",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(!work.path().join("cleaned.bundle").exists());
+    assert!(!work.path().join("cleaned.bundle.partial").exists());
+}
+
+#[test]
+fn a_value_in_a_file_name_is_removed_from_the_name() {
+    let mut repo = TestRepo::new();
+    repo.write(&format!("keys/{AWS}.pem"), "-- key --\n");
+    repo.write("keys/z.txt", "z\n");
+    repo.commit("keys named after themselves");
+    let selection = Selection::from_values([AWS], b"REMOVED").unwrap();
+    let cleaned = clean_into(repo.path(), &selection)
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let paths = text(&cleaned.clone, &["ls-tree", "-r", "--name-only", "main"]);
+    assert_eq!(paths, "keys/REMOVED.pem\nkeys/z.txt\n");
+    // git accepts the rebuilt tree.
+    git(&cleaned.clone, &["fsck", "--strict", "--no-dangling"]);
+}
+
+#[test]
+fn a_sha256_repository_is_cleaned() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    git(
+        dir.path(),
+        &[
+            "init",
+            "-q",
+            "--object-format=sha256",
+            "-b",
+            "main",
+            &repo.to_string_lossy(),
+        ],
+    );
+    std::fs::write(repo.join("a.env"), format!("KEY={GITHUB}\n")).unwrap();
+    git(&repo, &["add", "."]);
+    git(
+        &repo,
+        &[
+            "-c",
+            "user.name=a",
+            "-c",
+            "user.email=a@x",
+            "commit",
+            "-q",
+            "-m",
+            "one",
+        ],
+    );
+    std::fs::write(repo.join("b.txt"), "b\n").unwrap();
+    git(&repo, &["add", "."]);
+    git(
+        &repo,
+        &[
+            "-c",
+            "user.name=a",
+            "-c",
+            "user.email=a@x",
+            "commit",
+            "-q",
+            "-m",
+            "two",
+        ],
+    );
+    let selection = Selection::from_values([GITHUB], b"***REMOVED***").unwrap();
+    let cleaned = clean_into(&repo, &selection).map_err(|(e, _)| e).unwrap();
+    assert_eq!(cleaned.report.object_format, "sha256");
+    assert_eq!(
+        text(&cleaned.clone, &["show", "main:a.env"]),
+        "KEY=***REMOVED***\n"
+    );
+    git(&cleaned.clone, &["fsck", "--strict", "--no-dangling"]);
+}
+
+#[test]
+fn unusable_sources_are_clear_errors() {
+    let selection = Selection::from_values([GITHUB], b"X").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out.bundle");
+    let attempt = |source: &Path| {
+        let scratch = tempfile::tempdir_in(work.path()).unwrap();
+        clean::clean(
+            source,
+            scratch.path(),
+            &selection,
+            &out,
+            &CleanRun::default(),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+    };
+    assert!(attempt(dir.path()).contains("not a git repository or bundle"));
+    let garbage = dir.path().join("garbage.bundle");
+    std::fs::write(&garbage, b"# v2 git bundle\nnot really\n").unwrap();
+    assert!(!attempt(&garbage).is_empty());
+    let empty = TestRepo::new();
+    assert!(attempt(empty.path()).contains("no refs"));
+
+    let mut full = TestRepo::new();
+    full.write("a", "1").commit("one");
+    full.write("a", "2").commit("two");
+    let shallow = dir.path().join("shallow");
+    git(
+        dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--depth=1",
+            &format!("file://{}", full.path().display()),
+            &shallow.to_string_lossy(),
+        ],
+    );
+    assert!(attempt(&shallow).contains("shallow"));
+    assert!(!out.exists());
+}
+
+#[test]
+fn a_cancelled_clean_stops_and_writes_nothing() {
+    let repo = leaky_repository();
+    let selection = Selection::from_values(SELECTED, b"X").unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out.bundle");
+    let cancel = AtomicBool::new(true);
+    let result = clean::clean(
+        repo.path(),
+        work.path(),
+        &selection,
+        &out,
+        &CleanRun {
+            progress: None,
+            cancel: Some(&cancel),
+        },
+    );
+    assert!(matches!(result, Err(CleanError::Cancelled)));
+    assert!(!out.exists());
+}
+
+#[test]
+fn the_archive_unpacks_to_a_ready_clone_of_the_cleaned_history() {
+    let repo = leaky_repository();
+    let selection = Selection::from_values(SELECTED, b"***REMOVED***").unwrap();
+    let cleaned = clean_into(repo.path(), &selection)
+        .map_err(|(e, _)| e)
+        .unwrap();
+    for (file, format) in [
+        ("repo.zip", ArchiveFormat::Zip),
+        ("repo.tar.gz", ArchiveFormat::TarGz),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join(file);
+        clean::write_archive(
+            &cleaned.bundle,
+            &dir.path().join("scratch"),
+            "service",
+            &archive,
+            format,
+        )
+        .unwrap();
+        let unpacked = dir.path().join("unpacked");
+        std::fs::create_dir(&unpacked).unwrap();
+        let status = match format {
+            ArchiveFormat::Zip => Command::new("unzip")
+                .args(["-q"])
+                .arg(&archive)
+                .arg("-d")
+                .arg(&unpacked)
+                .status(),
+            ArchiveFormat::TarGz => Command::new("tar")
+                .arg("xzf")
+                .arg(&archive)
+                .arg("-C")
+                .arg(&unpacked)
+                .status(),
+        }
+        .unwrap();
+        assert!(status.success(), "{file}");
+        let clone = unpacked.join("service");
+        assert_eq!(
+            text(&clone, &["status", "--porcelain"]),
+            "",
+            "{file}: a clean work tree"
+        );
+        assert_eq!(
+            text(&clone, &["symbolic-ref", "HEAD"]).trim(),
+            "refs/heads/main"
+        );
+        assert_eq!(
+            std::fs::read_to_string(clone.join("config/app.env")).unwrap(),
+            "GITHUB_TOKEN=***REMOVED***\nDEBUG=0\n"
+        );
+        let branches = text(
+            &clone,
+            &[
+                "for-each-ref",
+                "--format=%(refname)",
+                "refs/heads",
+                "refs/tags",
+            ],
+        );
+        assert_eq!(
+            branches,
+            "refs/heads/feature\nrefs/heads/main\nrefs/tags/light\nrefs/tags/v1.0\n"
+        );
+        let all = git(&clone, &["cat-file", "--batch-all-objects", "--batch"]);
+        for value in SELECTED {
+            assert!(!contains(&all, value), "{file}: {value}");
+        }
+    }
+}
