@@ -160,7 +160,10 @@ impl Selection {
         let mut expressions = Vec::new();
         for (i, raw) in text.split(|&b| b == b'\n').enumerate() {
             let line_no = i + 1;
-            let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+            let mut line = raw;
+            while let Some(rest) = line.strip_suffix(b"\r") {
+                line = rest;
+            }
             if line.is_empty() {
                 continue;
             }
@@ -185,8 +188,9 @@ impl Selection {
                 let literal = body.strip_prefix(b"literal:").unwrap_or(body);
                 (Pattern::Literal(literal.to_vec()), false)
             };
+            // As in git-filter-repo, an empty literal (`literal:`, `==>X`) is skipped.
             if matches!(&pattern, Pattern::Literal(l) if l.is_empty()) {
-                return Err(problem("empty expression".into()));
+                continue;
             }
             let replacement = match replacement {
                 Some(r) if is_regex => python_groups_to_rust(r),
@@ -366,9 +370,10 @@ fn python_groups_to_rust(replacement: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A shell glob (`*`, `?`) as a regular expression matching the same text.
+/// A shell glob (`*`, `?`) as a regular expression matching the same text anywhere in
+/// a line (as git-filter-repo reads globs: neither crosses a line break).
 fn glob_to_regex(glob: &[u8]) -> String {
-    let mut re = String::from("(?s-u)");
+    let mut re = String::from("(?-u)");
     for &b in glob {
         match b {
             b'*' => re.push_str(".*"),

@@ -5,6 +5,7 @@
 mod broker;
 mod clean;
 mod migrations;
+mod push;
 mod scan;
 mod schema;
 mod storage;

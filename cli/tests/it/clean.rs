@@ -1,0 +1,472 @@
+//! `deployguard clean` and `deployguard push` as a person runs them: scan, pick, clean,
+//! push to a real git server or a (fake) GitHub, with exit codes and messages.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use deployguard_testkit::{FakeGitHub, GitServer, TestRepo};
+use serde_json::Value;
+
+const GITHUB: &str = "ghp_GPFbD22W7cEq1vCZbSpadtSYtPSdN5T5IA4B";
+const AWS: &str = "AKIAM6COX6AQXF6LI3U3";
+
+fn deployguard(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_deployguard"));
+    command
+        .args(args)
+        .current_dir(cwd)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env_remove("GITHUB_TOKEN")
+        .env_remove("GH_TOKEN")
+        .env_remove("DEPLOYGUARD_GIT_TOKEN")
+        .env_remove("DEPLOYGUARD_GIT_USERNAME")
+        .env("NO_COLOR", "1");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn repo_with_secrets() -> TestRepo {
+    let mut repo = TestRepo::new();
+    repo.write("config/app.env", format!("AWS_ACCESS_KEY_ID={AWS}\n"));
+    repo.commit("config");
+    repo.write("ci/token.txt", format!("{GITHUB}\n"));
+    repo.commit("ci");
+    repo.remove("ci/token.txt");
+    repo.commit("remove token");
+    repo.tag_annotated("v1", "release");
+    repo
+}
+
+/// Scans `repo` and returns (the secrets file, the id of the GitHub token).
+fn scan(repo: &TestRepo, dir: &Path) -> (String, String) {
+    let secrets = dir.join("secrets.json");
+    let report = dir.join("report.json");
+    let out = deployguard(
+        &[
+            "scan",
+            &repo.path().to_string_lossy(),
+            "--format",
+            "json",
+            "-o",
+            &report.to_string_lossy(),
+            "--secrets-out",
+            &secrets.to_string_lossy(),
+        ],
+        dir,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let id = report["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["rule_id"].as_str().unwrap_or("").contains("github"))
+        .and_then(|s| s["id"].as_str())
+        .unwrap()
+        .to_owned();
+    (secrets.to_string_lossy().into_owned(), id)
+}
+
+#[test]
+fn scan_select_clean_removes_only_the_chosen_secret() {
+    let repo = repo_with_secrets();
+    let dir = tempfile::tempdir().unwrap();
+    let (secrets, id) = scan(&repo, dir.path());
+    let out = deployguard(
+        &[
+            "clean",
+            &repo.path().to_string_lossy(),
+            "--secrets",
+            &secrets,
+            "--select",
+            &id[..10],
+            "-o",
+            "cleaned.bundle",
+            "--commit-map",
+            "map.txt",
+            "--report",
+            "clean.json",
+            "--archive",
+            "cleaned.zip",
+        ],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let summary = stderr(&out);
+    assert!(summary.contains("rewrote 2 of 3 commits"), "{summary}");
+    assert!(summary.contains("verified: none of the"), "{summary}");
+    assert!(!summary.contains(GITHUB));
+
+    let clone = dir.path().join("clone.git");
+    git(
+        dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--mirror",
+            "cleaned.bundle",
+            &clone.to_string_lossy(),
+        ],
+    );
+    let log = git(&clone, &["log", "--all", "-p"]);
+    assert!(!log.contains(GITHUB));
+    assert!(log.contains(AWS), "the unselected secret stays");
+    let map = std::fs::read_to_string(dir.path().join("map.txt")).unwrap();
+    assert_eq!(map.lines().count(), 3, "{map}");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("clean.json")).unwrap()).unwrap();
+    assert_eq!(report["commits_rewritten"], 2);
+    assert!(dir.path().join("cleaned.zip").exists());
+    // The source repository is untouched.
+    assert!(git(repo.path(), &["log", "--all", "-p"]).contains(GITHUB));
+}
+
+#[test]
+fn replace_text_expressions_clean_like_git_filter_repo() {
+    let repo = repo_with_secrets();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("expressions.txt"),
+        format!("literal:{GITHUB}==>GH_TOKEN_REMOVED\nregex:AKIA[0-9A-Z]{{16}}==>AWS_KEY\n"),
+    )
+    .unwrap();
+    let out = deployguard(
+        &[
+            "clean",
+            &repo.path().to_string_lossy(),
+            "--replace-text",
+            "expressions.txt",
+            "-o",
+            "out.bundle",
+        ],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let clone = dir.path().join("clone.git");
+    git(
+        dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--mirror",
+            "out.bundle",
+            &clone.to_string_lossy(),
+        ],
+    );
+    assert_eq!(
+        git(&clone, &["show", "main:config/app.env"]),
+        "AWS_ACCESS_KEY_ID=AWS_KEY\n"
+    );
+    assert_eq!(
+        git(&clone, &["show", "main~1:ci/token.txt"]),
+        "GH_TOKEN_REMOVED\n"
+    );
+}
+
+#[test]
+fn bad_input_is_exit_2_with_a_clear_message_and_no_output() {
+    let repo = repo_with_secrets();
+    let dir = tempfile::tempdir().unwrap();
+    let path = repo.path().to_string_lossy().into_owned();
+    std::fs::write(
+        dir.path().join("broken.json"),
+        format!("{{\"version\":1,\"secrets\":[{{\"id\":\"a\",\"value\":{GITHUB}}}]}}"),
+    )
+    .unwrap();
+    for (args, expected) in [
+        (
+            vec![
+                "clean",
+                &path,
+                "--secrets",
+                "missing.json",
+                "--all",
+                "-o",
+                "o.bundle",
+            ],
+            "missing.json",
+        ),
+        (
+            vec![
+                "clean",
+                &path,
+                "--secrets",
+                "broken.json",
+                "--all",
+                "-o",
+                "o.bundle",
+            ],
+            "not valid",
+        ),
+        (
+            vec![
+                "clean",
+                "/nonexistent",
+                "--replace-text",
+                "broken.json",
+                "-o",
+                "o.bundle",
+            ],
+            "no such file",
+        ),
+        (
+            vec![
+                "clean",
+                &path,
+                "--replace-text",
+                "broken.json",
+                "-o",
+                "o.bundle",
+                "--archive",
+                "o.rar",
+            ],
+            ".zip, .tar.gz",
+        ),
+    ] {
+        let out = deployguard(&args, dir.path(), &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            !stderr(&out).contains(GITHUB),
+            "a value leaked into: {}",
+            stderr(&out)
+        );
+    }
+    assert!(!dir.path().join("o.bundle").exists());
+}
+
+fn clean_bundle(dir: &Path) -> TestRepo {
+    let repo = repo_with_secrets();
+    std::fs::write(dir.join("expr.txt"), format!("{GITHUB}\n{AWS}\n")).unwrap();
+    let out = deployguard(
+        &[
+            "clean",
+            &repo.path().to_string_lossy(),
+            "--replace-text",
+            "expr.txt",
+            "-o",
+            "cleaned.bundle",
+        ],
+        dir,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    repo
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_takes_credentials_from_the_environment_and_reports_each_ref() {
+    let server = GitServer::start().await;
+    let bare = server.create_bare("target");
+    let dir = tempfile::tempdir().unwrap();
+    let _repo = clean_bundle(dir.path());
+    let url = server.url("target");
+    let (user, password) = (server.username().to_owned(), server.password().to_owned());
+    let path = dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        deployguard(
+            &[
+                "push",
+                "cleaned.bundle",
+                "--target-url",
+                &url,
+                "--allow-http",
+                "--format",
+                "json",
+            ],
+            &path,
+            &[
+                ("DEPLOYGUARD_GIT_USERNAME", &user),
+                ("DEPLOYGUARD_GIT_TOKEN", &password),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let refs: Vec<(&str, &str)> = report["refs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["refname"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refs,
+        vec![("refs/heads/main", "created"), ("refs/tags/v1", "created")]
+    );
+    assert!(!git(&bare, &["log", "--all", "-p"]).contains(GITHUB));
+    assert!(!stdout(&out).contains(server.password()) && !stderr(&out).contains(server.password()));
+
+    // Without credentials: exit 2, and the message says what went wrong.
+    let url = server.url("target");
+    let path = dir.path().to_path_buf();
+    let denied = tokio::task::spawn_blocking(move || {
+        deployguard(
+            &[
+                "push",
+                "cleaned.bundle",
+                "--target-url",
+                &url,
+                "--allow-http",
+            ],
+            &path,
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(denied.status.code(), Some(2));
+    assert!(
+        stderr(&denied).contains("authentication"),
+        "{}",
+        stderr(&denied)
+    );
+
+    // Plain http needs --allow-http; ext:: never works.
+    let refused = deployguard(
+        &[
+            "push",
+            "cleaned.bundle",
+            "--target-url",
+            &server.url("target"),
+        ],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(stderr(&refused).contains("http"), "{}", stderr(&refused));
+    let ext = deployguard(
+        &["push", "cleaned.bundle", "--target-url", "ext::sh"],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(ext.status.code(), Some(2));
+}
+
+/// `deployguard push --platform github` against the fake GitHub API, pushing to the
+/// test git server with `token` as the password of the server's user.
+async fn push_to_github(dir: &Path, server: &GitServer, api: &str, token: &str) -> Output {
+    let args: Vec<String> = [
+        "push",
+        "cleaned.bundle",
+        "--target-url",
+        &server.url("octo/cleaned"),
+        "--allow-http",
+        "--platform",
+        "github",
+        "--github-api-url",
+        api,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let env = [
+        (
+            "DEPLOYGUARD_GIT_USERNAME".to_owned(),
+            server.username().to_owned(),
+        ),
+        ("DEPLOYGUARD_GIT_TOKEN".to_owned(), token.to_owned()),
+    ];
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        deployguard(&args, &dir, &env)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_target_is_created_private_through_the_api_then_pushed() {
+    let server = GitServer::start().await;
+    // One token for the API and for git, as on GitHub.
+    let github = FakeGitHub::start(server.password(), "octo").await;
+    // Where GitHub would keep the new repository's git data.
+    let bare = server.create_bare("octo/cleaned");
+    let dir = tempfile::tempdir().unwrap();
+    let _repo = clean_bundle(dir.path());
+    let api = github.url().to_string();
+
+    let out = push_to_github(dir.path(), &server, &api, server.password()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("created private repository octo/cleaned"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        github.requests(),
+        vec!["GET /repos/octo/cleaned", "GET /user", "POST /user/repos"]
+    );
+    assert!(
+        github
+            .repos()
+            .iter()
+            .any(|r| r.owner == "octo" && r.name == "cleaned" && r.private)
+    );
+    let pushed = git(&bare, &["rev-parse", "refs/heads/main"]);
+    let heads = git(dir.path(), &["bundle", "list-heads", "cleaned.bundle"]);
+    assert!(
+        heads.contains(&format!("{} refs/heads/main", pushed.trim())),
+        "{heads}"
+    );
+
+    // A second push finds the repository and creates nothing.
+    let again = push_to_github(dir.path(), &server, &api, server.password()).await;
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_eq!(
+        github
+            .requests()
+            .iter()
+            .filter(|r| r.starts_with("POST"))
+            .count(),
+        1
+    );
+
+    // A token the API refuses: exit 2, a GitHub error, nothing pushed.
+    let refused = push_to_github(dir.path(), &server, &api, "wrong-token-77").await;
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(stderr(&refused).contains("GitHub"), "{}", stderr(&refused));
+    assert!(!stderr(&refused).contains("wrong-token-77"));
+}
