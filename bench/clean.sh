@@ -370,7 +370,7 @@ cat <<REPORT
 Machine: $(nproc) cores ($cpu), $(free -g | awk '/Mem:/{print $2}') GiB RAM, $os, $(git --version), git-filter-repo $FR_VERSION, $(python3 --version).
 Repository: $commits commits, $nrefs refs, $blobs.
 Selection: $selection; one \`literal:\` line each, default replacement \`$REPLACEMENT\`.
-Command: \`bench/clean.sh $*\` (deployguard and floors best of $RUNS, filter-repo $FILTER_REPO_RUNS run(s);
+Command: \`bench/clean.sh${*:+ $*}\` (deployguard and floors best of $RUNS, filter-repo $FILTER_REPO_RUNS run(s);
 each tool run on its own fresh \`git clone --mirror --no-local\` copy made outside the timing; page cache warm).
 
 | measurement | wall s | peak RSS MiB |

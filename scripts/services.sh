@@ -66,6 +66,9 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 ensure_tools() {
   command -v git >/dev/null || apt_install git
   command -v curl >/dev/null || apt_install curl
+  # The archive tests unpack what `deployguard clean --archive` writes.
+  command -v unzip >/dev/null || apt_install unzip
+  command -v tar >/dev/null || apt_install tar
   apt_install ca-certificates
 }
 

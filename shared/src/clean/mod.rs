@@ -151,6 +151,19 @@ impl CleanRun<'_> {
     }
 }
 
+/// Milliseconds spent in each step of a clean.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Timings {
+    pub prepare: u64,
+    pub read: u64,
+    pub rewrite: u64,
+    pub bundle_and_verify: u64,
+}
+
+fn millis(since: std::time::Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// One ref before and after.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct RefChange {
@@ -189,6 +202,8 @@ pub struct CleanReport {
     /// Of those, how many were new and read back for the check.
     pub objects_reread: u64,
     pub bundle_bytes: u64,
+    /// Wall time of each step, in milliseconds.
+    pub timings_ms: Timings,
     #[serde(skip)]
     pub commit_map: Vec<(Oid, Oid)>,
 }
@@ -233,9 +248,32 @@ pub fn clean(
     run: &CleanRun<'_>,
 ) -> Result<CleanReport, CleanError> {
     run.phase(Phase::Preparing);
+    let started = std::time::Instant::now();
     let work = std::fs::canonicalize(work).map_err(io_error(work))?;
     let mut repo = prepare(source, &work)?;
+    // A ref's name goes into the bundle and to the remote as it is: a value in one
+    // cannot be cleaned by rewriting objects. Named by kind only, not by name.
+    let leaking: Vec<&str> = repo
+        .refs
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .chain(repo.head_symref.as_deref())
+        .filter(|name| selection.is_match(name.as_bytes()))
+        .collect();
+    if !leaking.is_empty() {
+        let kinds: std::collections::BTreeSet<&str> = leaking
+            .iter()
+            .map(|n| n.splitn(3, '/').take(2).last().unwrap_or("refs"))
+            .collect();
+        return Err(CleanError::Source(format!(
+            "the names of {} ref(s) ({}) hold a selected value; rename them first \
+             (git branch -m, or a new tag and git tag -d) and clean again",
+            leaking.len(),
+            kinds.into_iter().collect::<Vec<_>>().join(", ")
+        )));
+    }
     run.check()?;
+    let prepared = millis(started);
     let rewritten = rewrite::rewrite(&repo, selection, run)?;
 
     let mut report = CleanReport {
@@ -250,6 +288,12 @@ pub fn clean(
         tags_rewritten: rewritten.tags_rewritten,
         signatures_dropped: rewritten.signatures_dropped.clone(),
         commit_map: rewritten.commit_map.clone(),
+        timings_ms: Timings {
+            prepare: prepared,
+            read: rewritten.read_ms,
+            rewrite: rewritten.rewrite_ms,
+            bundle_and_verify: 0,
+        },
         ..CleanReport::default()
     };
     let mut updates = String::new();
@@ -287,10 +331,12 @@ pub fn clean(
     run.check()?;
 
     run.phase(Phase::Verifying);
+    let packaging = std::time::Instant::now();
     let packaged = package::write_verified_bundle(&repo, &rewritten, selection, bundle, run)?;
     report.objects_verified = packaged.objects;
     report.objects_reread = packaged.reread;
     report.bundle_bytes = packaged.bytes;
+    report.timings_ms.bundle_and_verify = millis(packaging);
     run.phase(Phase::Done);
     Ok(report)
 }

@@ -240,10 +240,9 @@ pub fn write_archive(
             .or(on_head.first())
             .map(|n| n.to_string())
     });
-    let format_flag = if heads.lines().next().is_some_and(|l| l.len() == 64 + 5) {
-        "--object-format=sha256"
-    } else {
-        "--object-format=sha1"
+    let format_flag = match git::bundle_format(&bundle) {
+        Some(ObjectFormat::Sha256) => "--object-format=sha256",
+        _ => "--object-format=sha1",
     };
     let initial = branch
         .as_deref()

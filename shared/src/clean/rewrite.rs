@@ -12,6 +12,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use crate::git::objects::{
     self, Kind, Oid, PackWriter, header_fields, split_message, tree_entries,
 };
+use crate::git::pack::ObjectStore;
 
 use super::{CleanError, CleanRun, DroppedSignature, Phase, Selection, WorkRepo};
 
@@ -55,9 +56,89 @@ struct Graph {
     edges: Vec<u32>,
     /// `edges[start..start + len]` per object; commits keep their tree first.
     span: Vec<(u32, u32)>,
+    /// Every commit as read, so that rewriting needs no second read (commits are small
+    /// next to the trees and blobs, which are not kept).
+    commit_raw: OidMap<Vec<u8>>,
+}
+
+/// What the first pass keeps of one object.
+struct Seen {
+    oid: Oid,
+    kind: Kind,
+    size: usize,
+    hit: bool,
+    /// The content of trees, commits and tags (their links); blobs are not kept.
+    data: Option<Vec<u8>>,
 }
 
 impl Graph {
+    /// Adds what the first pass saw of one object; false when the object was already
+    /// recorded (stored twice: in two packs, or packed and loose).
+    fn record(
+        &mut self,
+        seen: Seen,
+        format: crate::git::objects::ObjectFormat,
+        scratch: &mut Vec<u32>,
+    ) -> Result<bool, CleanError> {
+        let i = self.intern(seen.oid);
+        if self.kind[i as usize] != UNSEEN {
+            // Any copy holding a value marks the object.
+            self.hit[i as usize] |= seen.hit;
+            return Ok(false);
+        }
+        scratch.clear();
+        let data = seen.data.as_deref().unwrap_or_default();
+        let code = match seen.kind {
+            Kind::Blob => BLOB,
+            Kind::Tree => {
+                for entry in tree_entries(data, format) {
+                    let (mode, _, child) = entry?;
+                    // Submodule entries name commits of other repositories.
+                    if mode != b"160000" {
+                        scratch.push(self.intern(child));
+                    }
+                }
+                TREE
+            }
+            Kind::Commit => {
+                let (headers, _) = split_message(data);
+                for (name, field) in header_fields(headers) {
+                    if (name == b"tree" || name == b"parent")
+                        && let Some(target) = Oid::from_hex(field_value(field))
+                    {
+                        scratch.push(self.intern(target));
+                    }
+                }
+                COMMIT
+            }
+            Kind::Tag => {
+                let (headers, _) = split_message(data);
+                if let Some((_, field)) = header_fields(headers)
+                    .into_iter()
+                    .find(|(name, _)| *name == b"object")
+                    && let Some(target) = Oid::from_hex(field_value(field))
+                {
+                    scratch.push(self.intern(target));
+                }
+                TAG
+            }
+        };
+        let too_large = || CleanError::Source("the repository is too large to clean".into());
+        let start = u32::try_from(self.edges.len()).map_err(|_| too_large())?;
+        self.edges.extend_from_slice(scratch);
+        u32::try_from(self.edges.len()).map_err(|_| too_large())?;
+        let i = i as usize;
+        self.kind[i] = code;
+        self.hit[i] = seen.hit;
+        self.span[i] = (start, scratch.len() as u32);
+        if code == COMMIT
+            && let Some(data) = seen.data
+        {
+            self.commit_raw.insert(seen.oid, data);
+        }
+        Ok(true)
+    }
+
     fn intern(&mut self, oid: Oid) -> u32 {
         if let Some(&i) = self.index.get(&oid) {
             return i;
@@ -80,8 +161,10 @@ impl Graph {
 /// What the rewrite produced.
 pub(crate) struct Rewritten {
     graph: Graph,
-    /// New index per object that changed.
+    /// New id per object that changed.
     map: OidMap<Oid>,
+    /// New objects searched as they were written and found clean.
+    written_clean: OidMap<()>,
     pub objects_read: u64,
     pub bytes_read: u64,
     pub commits: u64,
@@ -90,9 +173,27 @@ pub(crate) struct Rewritten {
     pub tags_rewritten: u64,
     pub commit_map: Vec<(Oid, Oid)>,
     pub signatures_dropped: Vec<DroppedSignature>,
+    pub read_ms: u64,
+    pub rewrite_ms: u64,
 }
 
 impl Rewritten {
+    /// Writes a new object, searching its exact bytes on the way: an object id names
+    /// its content, so this is as good as reading it back later.
+    fn write(
+        &mut self,
+        pack: &mut PackWriter,
+        selection: &Selection,
+        kind: Kind,
+        content: &[u8],
+    ) -> Result<Oid, CleanError> {
+        let new = pack.add(kind, content)?;
+        if !selection.is_match(content) {
+            self.written_clean.insert(new, ());
+        }
+        Ok(new)
+    }
+
     /// The id `old` has in the cleaned history.
     pub fn new_id(&self, old: &Oid) -> Oid {
         self.map.get(old).copied().unwrap_or(*old)
@@ -101,10 +202,10 @@ impl Rewritten {
     /// True when `oid` was read and searched before the rewrite and holds no selected
     /// value (so, being named by its content, it needs no second look).
     pub fn searched_clean(&self, oid: &Oid) -> bool {
-        self.graph
-            .index
-            .get(oid)
-            .is_some_and(|&i| self.graph.kind[i as usize] != UNSEEN && !self.graph.hit[i as usize])
+        self.written_clean.contains_key(oid)
+            || self.graph.index.get(oid).is_some_and(|&i| {
+                self.graph.kind[i as usize] != UNSEEN && !self.graph.hit[i as usize]
+            })
     }
 }
 
@@ -114,74 +215,55 @@ pub(crate) fn rewrite(
     run: &CleanRun<'_>,
 ) -> Result<Rewritten, CleanError> {
     run.phase(Phase::Reading);
+    let started = std::time::Instant::now();
     let format = repo.format;
     let mut graph = Graph::default();
     let mut objects_read = 0u64;
     let mut bytes_read = 0u64;
     let mut commits = 0u64;
     let mut scratch: Vec<u32> = Vec::new();
-    objects::for_each_object(&repo.path, |oid, kind, data| -> Result<(), CleanError> {
+    let mut record = |seen: Seen| -> Result<(), CleanError> {
+        run.read(seen.size);
+        let (size, is_commit) = (seen.size, seen.kind == Kind::Commit);
+        if !graph.record(seen, format, &mut scratch)? {
+            return Ok(());
+        }
         objects_read += 1;
-        bytes_read += data.len() as u64;
-        run.read(data.len());
+        bytes_read += size as u64;
         if objects_read.is_multiple_of(4096) {
             run.check()?;
         }
-        let i = graph.intern(oid);
-        let hit = selection.is_match(data);
-        scratch.clear();
-        let code = match kind {
-            Kind::Blob => BLOB,
-            Kind::Tree => {
-                for entry in tree_entries(data, format) {
-                    let (mode, _, child) = entry?;
-                    // Submodule entries name commits of other repositories.
-                    if mode != b"160000" {
-                        scratch.push(graph.intern(child));
-                    }
-                }
-                TREE
-            }
-            Kind::Commit => {
-                commits += 1;
-                let (headers, _) = split_message(data);
-                for (name, field) in header_fields(headers) {
-                    if name == b"tree" || name == b"parent" {
-                        let hex = field_value(field);
-                        if let Some(target) = Oid::from_hex(hex) {
-                            scratch.push(graph.intern(target));
-                        }
-                    }
-                }
-                COMMIT
-            }
-            Kind::Tag => {
-                let (headers, _) = split_message(data);
-                if let Some((_, field)) = header_fields(headers)
-                    .into_iter()
-                    .find(|(name, _)| *name == b"object")
-                    && let Some(target) = Oid::from_hex(field_value(field))
-                {
-                    scratch.push(graph.intern(target));
-                }
-                TAG
-            }
-        };
-        let start = graph.edges.len() as u32;
-        graph.edges.extend_from_slice(&scratch);
-        let i = i as usize;
-        graph.kind[i] = code;
-        graph.hit[i] = hit;
-        graph.span[i] = (start, scratch.len() as u32);
+        if is_commit {
+            commits += 1;
+        }
         Ok(())
-    })?;
+    };
+    // Reading the packs directly uses every core; git's own reader is the fallback for
+    // stores it does not understand.
+    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    let look = |oid: Oid, kind: Kind, data: &[u8]| Seen {
+        oid,
+        kind,
+        size: data.len(),
+        hit: selection.is_match(data),
+        data: (kind != Kind::Blob).then(|| data.to_vec()),
+    };
+    match ObjectStore::open(&repo.path, format) {
+        Ok(store) => store.for_each(&repo.path, threads, look, &mut record)?,
+        Err(_) => {
+            objects::for_each_object(&repo.path, |oid, kind, data| record(look(oid, kind, data)))?
+        }
+    }
     run.check()?;
 
     run.phase(Phase::Rewriting);
+    let read_ms = super::millis(started);
+    let started = std::time::Instant::now();
     let plan = plan(&graph);
     let mut rewritten = Rewritten {
         graph,
         map: OidMap::default(),
+        written_clean: OidMap::default(),
         objects_read,
         bytes_read,
         commits,
@@ -190,6 +272,8 @@ pub(crate) fn rewrite(
         tags_rewritten: 0,
         commit_map: Vec::new(),
         signatures_dropped: Vec::new(),
+        read_ms,
+        rewrite_ms: 0,
     };
     if plan.is_empty() {
         return Ok(rewritten);
@@ -197,16 +281,10 @@ pub(crate) fn rewrite(
     let mut pack = PackWriter::create(&repo.path, format)?;
     write_blobs(repo, selection, &plan.blobs, &mut rewritten, &mut pack, run)?;
     write_trees(repo, selection, &plan.trees, &mut rewritten, &mut pack, run)?;
-    write_commits(
-        repo,
-        selection,
-        &plan.commits,
-        &mut rewritten,
-        &mut pack,
-        run,
-    )?;
+    write_commits(selection, &plan.commits, &mut rewritten, &mut pack, run)?;
     write_tags(repo, selection, &plan.tags, &mut rewritten, &mut pack, run)?;
     pack.finish(&repo.path)?;
+    rewritten.rewrite_ms = super::millis(started);
     Ok(rewritten)
 }
 
@@ -302,7 +380,7 @@ fn write_blobs(
         |oid, _, data| -> Result<(), CleanError> {
             run.check()?;
             if let Some(cleaned) = selection.replace(data) {
-                let new = pack.add(Kind::Blob, &cleaned)?;
+                let new = out.write(pack, selection, Kind::Blob, &cleaned)?;
                 out.map.insert(oid, new);
                 out.blobs_rewritten += 1;
                 run.written();
@@ -345,7 +423,13 @@ fn write_trees(
                 offset += entry_len;
                 let new_name = selection.replace(name);
                 if let Some(new_name) = &new_name {
-                    if new_name.is_empty() || new_name.contains(&b'/') || new_name.contains(&0) {
+                    let reserved = matches!(new_name.as_slice(), b"." | b"..")
+                        || new_name.eq_ignore_ascii_case(b".git");
+                    if reserved
+                        || new_name.is_empty()
+                        || new_name.contains(&b'/')
+                        || new_name.contains(&0)
+                    {
                         return Err(CleanError::Name(format!(
                             "an invalid file name in tree {oid}"
                         )));
@@ -368,7 +452,7 @@ fn write_trees(
                     )));
                 }
             }
-            let new = pack.add(Kind::Tree, &bytes)?;
+            let new = out.write(pack, selection, Kind::Tree, &bytes)?;
             if new != oid {
                 out.map.insert(oid, new);
                 out.trees_rewritten += 1;
@@ -380,17 +464,20 @@ fn write_trees(
 }
 
 fn write_commits(
-    repo: &WorkRepo,
     selection: &Selection,
     commits: &[Oid],
     out: &mut Rewritten,
     pack: &mut PackWriter,
     run: &CleanRun<'_>,
 ) -> Result<(), CleanError> {
-    objects::read_objects(
-        &repo.path,
-        commits,
-        |oid, _, data| -> Result<(), CleanError> {
+    let raw = std::mem::take(&mut out.graph.commit_raw);
+    let result = commits
+        .iter()
+        .try_for_each(|&oid| -> Result<(), CleanError> {
+            let data = raw
+                .get(&oid)
+                .map(Vec::as_slice)
+                .ok_or_else(|| CleanError::Source(format!("commit {oid} was not read")))?;
             run.check()?;
             let (headers, message) = split_message(data);
             let mut rewritten = Vec::with_capacity(data.len());
@@ -417,8 +504,7 @@ fn write_commits(
                         }
                     }
                     b"gpgsig" | b"gpgsig-sha256" => dropped = true,
-                    _ => rewritten
-                        .extend_from_slice(selection.replace(field).as_deref().unwrap_or(field)),
+                    _ => rewritten.extend_from_slice(&replace_header(selection, field, oid)?),
                 }
             }
             if headers.len() < data.len() {
@@ -426,7 +512,7 @@ fn write_commits(
                 rewritten
                     .extend_from_slice(selection.replace(message).as_deref().unwrap_or(message));
             }
-            let new = pack.add(Kind::Commit, &rewritten)?;
+            let new = out.write(pack, selection, Kind::Commit, &rewritten)?;
             if dropped {
                 out.signatures_dropped.push(DroppedSignature {
                     kind: "commit",
@@ -439,8 +525,25 @@ fn write_commits(
             }
             run.written();
             Ok(())
-        },
-    )
+        });
+    out.graph.commit_raw = raw;
+    result
+}
+
+/// A header field with the selected values replaced; refused when the replacement
+/// would add or remove a line (and so forge or break a header).
+fn replace_header(selection: &Selection, field: &[u8], oid: Oid) -> Result<Vec<u8>, CleanError> {
+    let Some(replaced) = selection.replace(field) else {
+        return Ok(field.to_vec());
+    };
+    let lines = |b: &[u8]| b.iter().filter(|&&c| c == b'\n').count();
+    if lines(&replaced) != lines(field) || replaced.contains(&0) {
+        return Err(CleanError::Source(format!(
+            "replacing a selected value in a header of {oid} would break the object; \
+             choose a replacement without line breaks"
+        )));
+    }
+    Ok(replaced)
 }
 
 /// Signature blocks that `git tag -s` appends to a tag's message.
@@ -482,8 +585,7 @@ fn write_tags(
                     None => rewritten.extend_from_slice(field),
                 },
                 b"gpgsig" | b"gpgsig-sha256" => dropped = true,
-                _ => rewritten
-                    .extend_from_slice(selection.replace(field).as_deref().unwrap_or(field)),
+                _ => rewritten.extend_from_slice(&replace_header(selection, field, oid)?),
             }
         }
         let mut message = message;
@@ -495,7 +597,7 @@ fn write_tags(
             rewritten.push(b'\n');
             rewritten.extend_from_slice(selection.replace(message).as_deref().unwrap_or(message));
         }
-        let new = pack.add(Kind::Tag, &rewritten)?;
+        let new = out.write(pack, selection, Kind::Tag, &rewritten)?;
         if dropped {
             out.signatures_dropped.push(DroppedSignature {
                 kind: "tag",
@@ -519,5 +621,5 @@ fn signature_start(message: &[u8]) -> Option<usize> {
             memchr::memmem::find_iter(message, marker)
                 .find(|&at| at == 0 || message[at - 1] == b'\n')
         })
-        .min()
+        .max()
 }

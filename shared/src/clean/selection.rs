@@ -51,6 +51,8 @@ pub struct Selection {
     literals: Vec<Vec<u8>>,
     literal_replacements: Vec<Vec<u8>>,
     matcher: Option<AhoCorasick>,
+    /// A SIMD search for up to 64 literals, for the question "is any value here?".
+    fast: Option<aho_corasick::packed::Searcher>,
     regexes: Vec<(Regex, Vec<u8>)>,
 }
 
@@ -234,7 +236,17 @@ impl Selection {
                     .map_err(|e| SelectionError::SecretsFile(e.to_string()))?,
             )
         };
+        let fast = (!literals.is_empty() && literals.len() <= 64)
+            .then(|| {
+                aho_corasick::packed::Config::new()
+                    .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
+                    .builder()
+                    .extend(&literals)
+                    .build()
+            })
+            .flatten();
         let selection = Self {
+            fast,
             literals,
             literal_replacements,
             matcher,
@@ -261,8 +273,12 @@ impl Selection {
 
     /// True when `data` holds any selected value.
     pub fn is_match(&self, data: &[u8]) -> bool {
-        self.matcher.as_ref().is_some_and(|m| m.is_match(data))
-            || self.regexes.iter().any(|(r, _)| r.is_match(data))
+        let literal = match (&self.fast, &self.matcher) {
+            (Some(fast), _) => fast.find(data).is_some(),
+            (None, Some(matcher)) => matcher.is_match(data),
+            (None, None) => false,
+        };
+        literal || self.regexes.iter().any(|(r, _)| r.is_match(data))
     }
 
     /// `data` with every selected value replaced; `None` when nothing matched. In binary

@@ -3,6 +3,7 @@
 //! carrying git's own message.
 
 pub mod objects;
+pub mod pack;
 pub mod remote;
 
 use std::io::Read;

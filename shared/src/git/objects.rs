@@ -429,6 +429,9 @@ pub struct PackWriter {
     out: Option<BufWriter<File>>,
     count: u32,
     buffer: Vec<u8>,
+    /// One compressor for every object: setting one up costs more than compressing a
+    /// small commit.
+    compress: flate2::Compress,
 }
 
 impl PackWriter {
@@ -454,6 +457,7 @@ impl PackWriter {
             out: Some(out),
             count: 0,
             buffer: Vec::new(),
+            compress: flate2::Compress::new(flate2::Compression::fast(), true),
         })
     }
 
@@ -476,10 +480,23 @@ impl PackWriter {
         header.push(byte);
         out.write_all(&header).map_err(io("write pack"))?;
         self.buffer.clear();
-        let mut encoder =
-            flate2::write::ZlibEncoder::new(&mut self.buffer, flate2::Compression::fast());
-        encoder.write_all(data).map_err(io("write pack"))?;
-        encoder.finish().map_err(io("write pack"))?;
+        self.buffer.reserve(data.len() + data.len() / 8 + 64);
+        self.compress.reset();
+        loop {
+            let consumed = usize::try_from(self.compress.total_in()).unwrap_or(usize::MAX);
+            let status = self
+                .compress
+                .compress_vec(
+                    data.get(consumed..).unwrap_or_default(),
+                    &mut self.buffer,
+                    flate2::FlushCompress::Finish,
+                )
+                .map_err(|e| GitError::new("write pack", e.to_string()))?;
+            if status == flate2::Status::StreamEnd {
+                break;
+            }
+            self.buffer.reserve(self.buffer.len().max(64));
+        }
         out.write_all(&self.buffer).map_err(io("write pack"))?;
         self.count += 1;
         Ok(oid)

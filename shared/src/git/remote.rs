@@ -256,9 +256,9 @@ fn network_command(
         // Never wait for a passphrase or a host-key question nobody will answer.
         cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
     }
-    let mut config: Vec<(&str, &str)> = vec![
+    let mut config: Vec<(String, String)> = vec![
         // Redirects could carry a request, and its credentials, to another host.
-        ("http.followRedirects", "false"),
+        ("http.followRedirects".to_owned(), "false".to_owned()),
     ];
     if let Some(credentials) = credentials {
         let bad = |s: &str| s.contains(['\n', '\r', '\0']);
@@ -268,12 +268,24 @@ fn network_command(
                 "the username or token contains a line break",
             ));
         }
-        // An empty value first clears any helper the repository configures.
-        config.push(("credential.helper", ""));
+        // An empty value first clears any helper the repository configures; ours answers
+        // only for the remote's own scheme, host and port.
+        config.push(("credential.helper".to_owned(), String::new()));
+        let scope = url::Url::parse(&remote.url)
+            .ok()
+            .and_then(|u| {
+                let host = u.host_str()?.to_owned();
+                Some(match u.port() {
+                    Some(port) => format!("{}://{host}:{port}", u.scheme()),
+                    None => format!("{}://{host}", u.scheme()),
+                })
+            })
+            .ok_or_else(|| GitError::new("credentials", "credentials need an http(s) URL"))?;
         config.push((
-            "credential.helper",
+            format!("credential.{scope}.helper"),
             "!f() { test \"$1\" = get && printf 'username=%s\\npassword=%s\\n' \
-             \"$DEPLOYGUARD_GIT_USERNAME\" \"$DEPLOYGUARD_GIT_PASSWORD\"; }; f",
+             \"$DEPLOYGUARD_GIT_USERNAME\" \"$DEPLOYGUARD_GIT_PASSWORD\"; }; f"
+                .to_owned(),
         ));
         cmd.env("DEPLOYGUARD_GIT_USERNAME", &credentials.username);
         cmd.env(
@@ -302,21 +314,25 @@ fn scrub(message: &str, raw_url: &str, credentials: Option<&Credentials>) -> Str
 }
 
 /// Clones every ref of `url` into `into` (a bare mirror), for scanning a remote.
-/// Credentials in the URL never reach the error message.
+/// Credentials written into the URL are taken out of it and given to git in memory, so
+/// they reach neither the clone's configuration nor a process argument nor a message.
 pub fn clone_mirror(url: &str, into: &Path) -> Result<(), GitError> {
-    let mut command = command(Path::new("."));
-    // Reads are kept off the network (`protocol.allow=never`); a clone needs the
-    // ordinary transports, and nothing that runs commands (`ext::`).
-    for transport in ["https", "http", "ssh", "git", "file"] {
-        command.args(["-c", &format!("protocol.{transport}.allow=always")]);
-    }
+    let policy = UrlPolicy {
+        allow_http: true,
+        allow_ssh: true,
+        allow_local: true,
+    };
+    let remote = RemoteUrl::parse(url, policy)
+        .map_err(|e| GitError::new("clone", scrub_url(&e.to_string(), url)))?;
+    let credentials = remote.credentials.clone();
+    let mut command = network_command(Path::new("."), &remote, credentials.as_ref())?;
     command
         .args(["clone", "--mirror", "--quiet", "--no-hardlinks", "--"])
-        .arg(url)
+        .arg(remote.as_str())
         .arg(into);
     Running::spawn(command, "clone")?
         .finish()
-        .map_err(|e| GitError::new(&e.command, scrub_url(&e.message, url)))
+        .map_err(|e| GitError::new(&e.command, scrub(&e.message, url, credentials.as_ref())))
 }
 
 /// The user information of `scheme://userinfo@host/…`, if any.

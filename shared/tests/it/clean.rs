@@ -270,7 +270,28 @@ fn cleaning_removes_every_selected_value_from_every_ref_and_keeps_everything_els
     assert_eq!(report.forge_refs, vec!["refs/pull/7/head".to_owned()]);
     assert!(report.blobs_rewritten >= 5, "{report:?}");
     assert_eq!(report.tags_rewritten, 1);
-    assert!(report.commit_map.iter().all(|(old, new)| old != new));
+    // The commit map names exactly the commits that are gone from the new history.
+    let ids = |dir: &Path| -> std::collections::BTreeSet<String> {
+        text(dir, &["rev-list", "--all"])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let (before, after) = (ids(source), ids(clone));
+    let replaced: Vec<String> = before.difference(&after).cloned().collect();
+    let mut mapped: Vec<String> = report
+        .commit_map
+        .iter()
+        .map(|(old, _)| old.to_hex())
+        .collect();
+    mapped.sort();
+    assert_eq!(mapped, replaced);
+    assert!(
+        report
+            .commit_map
+            .iter()
+            .all(|(_, new)| after.contains(&new.to_hex()))
+    );
     for r in &report.refs {
         assert_eq!(
             text(clone, &["rev-parse", &r.name]).trim(),
@@ -611,4 +632,181 @@ fn the_archive_unpacks_to_a_ready_clone_of_the_cleaned_history() {
             assert!(!contains(&all, value), "{file}: {value}");
         }
     }
+}
+
+/// A repository whose history is packed with deep delta chains, plus loose objects.
+fn packed_repository(format: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path();
+    git(
+        repo,
+        &[
+            "init",
+            "-q",
+            &format!("--object-format={format}"),
+            "-b",
+            "main",
+        ],
+    );
+    let mut text = String::new();
+    for i in 0..40 {
+        // Each version differs a little from the last: ideal delta material.
+        text.push_str(&format!("line {i}: some configuration value {}\n", i * 7));
+        if i == 20 {
+            text.push_str(&format!("TOKEN={GITHUB}\n"));
+        }
+        std::fs::write(repo.join("config.txt"), &text).unwrap();
+        git(repo, &["add", "."]);
+        git(
+            repo,
+            &[
+                "-c",
+                "user.name=a",
+                "-c",
+                "user.email=a@x",
+                "commit",
+                "-q",
+                "-m",
+                &format!("v{i}"),
+            ],
+        );
+    }
+    git(
+        repo,
+        &[
+            "repack",
+            "-q",
+            "-a",
+            "-d",
+            "-f",
+            "--depth=50",
+            "--window=50",
+        ],
+    );
+    std::fs::write(repo.join("late.txt"), "written after the repack\n").unwrap();
+    git(repo, &["add", "."]);
+    git(
+        repo,
+        &[
+            "-c",
+            "user.name=a",
+            "-c",
+            "user.email=a@x",
+            "commit",
+            "-q",
+            "-m",
+            "loose",
+        ],
+    );
+    dir
+}
+
+#[test]
+fn the_pack_reader_yields_every_object_once_with_content_matching_its_id() {
+    use deployguard::git::objects::ObjectFormat;
+    use deployguard::git::pack::ObjectStore;
+    for (name, format) in [
+        ("sha1", ObjectFormat::Sha1),
+        ("sha256", ObjectFormat::Sha256),
+    ] {
+        let dir = packed_repository(name);
+        let listed = text(
+            dir.path(),
+            &[
+                "cat-file",
+                "--batch-all-objects",
+                "--batch-check=%(objectname)",
+            ],
+        );
+        let mut expected: Vec<&str> = listed.lines().collect();
+        expected.sort_unstable();
+        let deltas = text(dir.path(), &["count-objects", "-v"]);
+        assert!(deltas.contains("in-pack: "), "{deltas}");
+
+        // What an interrupted write leaves behind is not an object.
+        let fan = dir.path().join(".git/objects/ab");
+        std::fs::create_dir_all(&fan).unwrap();
+        std::fs::write(fan.join("tmp_obj_Xy12Zq"), b"partial").unwrap();
+        let store = ObjectStore::open(dir.path(), format).unwrap();
+        let mut seen: Vec<String> = Vec::new();
+        store
+            .for_each(
+                dir.path(),
+                2,
+                |oid, kind, data| (oid, format.hash(kind, data)),
+                |(oid, hashed)| -> Result<(), deployguard::git::GitError> {
+                    assert_eq!(
+                        oid, hashed,
+                        "{name}: content of {oid} does not hash to its id"
+                    );
+                    seen.push(oid.to_hex());
+                    Ok(())
+                },
+            )
+            .unwrap();
+        seen.sort_unstable();
+        assert_eq!(seen, expected, "{name}");
+    }
+}
+
+#[test]
+fn a_packed_repository_is_cleaned_the_same_as_a_loose_one() {
+    let dir = packed_repository("sha1");
+    let loose = tempfile::tempdir().unwrap();
+    // The same history, unpacked into loose objects only.
+    let copy = loose.path().join("copy");
+    git(
+        loose.path(),
+        &[
+            "clone",
+            "-q",
+            "--no-local",
+            &dir.path().to_string_lossy(),
+            &copy.to_string_lossy(),
+        ],
+    );
+    let pack = std::fs::read_dir(copy.join(".git/objects/pack"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "pack"))
+        .unwrap();
+    let moved = loose.path().join("moved.pack");
+    std::fs::rename(&pack, &moved).unwrap();
+    std::fs::remove_file(pack.with_extension("idx")).unwrap();
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(&copy)
+        .args(["unpack-objects", "-q"])
+        .stdin(std::fs::File::open(&moved).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let selection = Selection::from_values([GITHUB], b"***REMOVED***").unwrap();
+    let packed = clean_into(dir.path(), &selection)
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let unpacked = clean_into(&copy, &selection).map_err(|(e, _)| e).unwrap();
+    let main = |c: &Cleaned| text(&c.clone, &["rev-parse", "refs/heads/main"]);
+    assert_eq!(main(&packed), main(&unpacked));
+    assert_eq!(packed.report.commits_rewritten, 21);
+    assert!(!text(&packed.clone, &["log", "-p", "main"]).contains(GITHUB));
+}
+
+#[test]
+fn a_value_in_a_ref_name_is_refused_without_naming_the_ref() {
+    let mut repo = TestRepo::new();
+    repo.write("a.txt", format!("{AWS}\n"));
+    repo.commit("one");
+    repo.tag(&format!("deploy-{AWS}"));
+    let selection = Selection::from_values([AWS], b"X").unwrap();
+    let (error, work) = clean_into(repo.path(), &selection).err().expect("refused");
+    let message = error.to_string();
+    assert!(message.contains("1 ref(s) (tags)"), "{message}");
+    assert!(!message.contains(AWS), "{message}");
+    assert!(!work.path().join("cleaned.bundle").exists());
 }

@@ -188,7 +188,6 @@ async fn push_sends_every_branch_and_tag_and_the_clone_matches_the_cleaned_histo
         files_containing(cleaned.work.path(), server.password()),
         Vec::<PathBuf>::new()
     );
-    assert!(!format!("{report:?}").contains(server.password()));
 
     // Pushing again changes nothing.
     let again = push(
