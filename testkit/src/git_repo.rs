@@ -182,3 +182,23 @@ impl Default for TestRepo {
         Self::new()
     }
 }
+
+/// Runs git in `dir` with the user's and the system's configuration shut out and
+/// returns its standard output; panics (fails the test) when git fails.
+pub fn git_in(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

@@ -15,6 +15,6 @@ mod proxy;
 
 pub use env::{Services, TestEnv};
 pub use fakes::{CredentialRequest, FakeCredentialService, FakeGitHub, FakeRepository};
-pub use git_repo::TestRepo;
+pub use git_repo::{TestRepo, git_in};
 pub use git_server::{GitServer, run_git};
 pub use proxy::TcpProxy;

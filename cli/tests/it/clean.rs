@@ -2,54 +2,18 @@
 //! push to a real git server or a (fake) GitHub, with exit codes and messages.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use deployguard_testkit::{FakeGitHub, GitServer, TestRepo};
+use crate::{deployguard_blocking, deployguard_with as deployguard, stderr, stdout};
+
+use deployguard_testkit::{FakeGitHub, GitServer, TestRepo, git_in};
 use serde_json::Value;
 
 const GITHUB: &str = "ghp_GPFbD22W7cEq1vCZbSpadtSYtPSdN5T5IA4B";
 const AWS: &str = "AKIAM6COX6AQXF6LI3U3";
 
-fn deployguard(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_deployguard"));
-    command
-        .args(args)
-        .current_dir(cwd)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env_remove("GITHUB_TOKEN")
-        .env_remove("GH_TOKEN")
-        .env_remove("DEPLOYGUARD_GIT_TOKEN")
-        .env_remove("DEPLOYGUARD_GIT_USERNAME")
-        .env("NO_COLOR", "1");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command.output().unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&git_in(dir, args)).into_owned()
 }
 
 fn repo_with_secrets() -> TestRepo {
@@ -295,28 +259,23 @@ async fn push_takes_credentials_from_the_environment_and_reports_each_ref() {
     let dir = tempfile::tempdir().unwrap();
     let _repo = clean_bundle(dir.path());
     let url = server.url("target");
-    let (user, password) = (server.username().to_owned(), server.password().to_owned());
-    let path = dir.path().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || {
-        deployguard(
-            &[
-                "push",
-                "cleaned.bundle",
-                "--target-url",
-                &url,
-                "--allow-http",
-                "--format",
-                "json",
-            ],
-            &path,
-            &[
-                ("DEPLOYGUARD_GIT_USERNAME", &user),
-                ("DEPLOYGUARD_GIT_TOKEN", &password),
-            ],
-        )
-    })
-    .await
-    .unwrap();
+    let out = deployguard_blocking(
+        &[
+            "push",
+            "cleaned.bundle",
+            "--target-url",
+            &url,
+            "--allow-http",
+            "--format",
+            "json",
+        ],
+        dir.path(),
+        &[
+            ("DEPLOYGUARD_GIT_USERNAME", server.username()),
+            ("DEPLOYGUARD_GIT_TOKEN", server.password()),
+        ],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let refs: Vec<(&str, &str)> = report["refs"]
@@ -339,22 +298,18 @@ async fn push_takes_credentials_from_the_environment_and_reports_each_ref() {
 
     // Without credentials: exit 2, and the message says what went wrong.
     let url = server.url("target");
-    let path = dir.path().to_path_buf();
-    let denied = tokio::task::spawn_blocking(move || {
-        deployguard(
-            &[
-                "push",
-                "cleaned.bundle",
-                "--target-url",
-                &url,
-                "--allow-http",
-            ],
-            &path,
-            &[],
-        )
-    })
-    .await
-    .unwrap();
+    let denied = deployguard_blocking(
+        &[
+            "push",
+            "cleaned.bundle",
+            "--target-url",
+            &url,
+            "--allow-http",
+        ],
+        dir.path(),
+        &[],
+    )
+    .await;
     assert_eq!(denied.status.code(), Some(2));
     assert!(
         stderr(&denied).contains("authentication"),
@@ -386,35 +341,26 @@ async fn push_takes_credentials_from_the_environment_and_reports_each_ref() {
 /// `deployguard push --platform github` against the fake GitHub API, pushing to the
 /// test git server with `token` as the password of the server's user.
 async fn push_to_github(dir: &Path, server: &GitServer, api: &str, token: &str) -> Output {
-    let args: Vec<String> = [
-        "push",
-        "cleaned.bundle",
-        "--target-url",
-        &server.url("octo/cleaned"),
-        "--allow-http",
-        "--platform",
-        "github",
-        "--github-api-url",
-        api,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let env = [
-        (
-            "DEPLOYGUARD_GIT_USERNAME".to_owned(),
-            server.username().to_owned(),
-        ),
-        ("DEPLOYGUARD_GIT_TOKEN".to_owned(), token.to_owned()),
-    ];
-    let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        deployguard(&args, &dir, &env)
-    })
+    let url = server.url("octo/cleaned");
+    deployguard_blocking(
+        &[
+            "push",
+            "cleaned.bundle",
+            "--target-url",
+            &url,
+            "--allow-http",
+            "--platform",
+            "github",
+            "--github-api-url",
+            api,
+        ],
+        dir,
+        &[
+            ("DEPLOYGUARD_GIT_USERNAME", server.username()),
+            ("DEPLOYGUARD_GIT_TOKEN", token),
+        ],
+    )
     .await
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use crate::{deployguard_with, stderr, stdout};
+
 use deployguard_testkit::{GitServer, TestRepo};
 use serde_json::Value;
 
@@ -11,21 +13,7 @@ const AWS: &str = "AKIAM6COX6AQXF6LI3U3";
 const STRIPE: &str = "sk_live_YqDRV8SKN8qU577SGwdUoxkr";
 
 fn deployguard(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_deployguard"))
-        .args(args)
-        .current_dir(cwd)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    deployguard_with(args, cwd, &[])
 }
 
 fn json(output: &Output) -> Value {

@@ -479,39 +479,8 @@ fn write_commits(
                 .map(Vec::as_slice)
                 .ok_or_else(|| CleanError::Source(format!("commit {oid} was not read")))?;
             run.check()?;
-            let (headers, message) = split_message(data);
-            let mut rewritten = Vec::with_capacity(data.len());
-            let mut dropped = false;
-            for (name, field) in header_fields(headers) {
-                match name {
-                    b"tree" | b"parent" => {
-                        let old = Oid::from_hex(field_value(field));
-                        match old {
-                            Some(old) => {
-                                rewritten.extend_from_slice(name);
-                                rewritten.push(b' ');
-                                rewritten.extend_from_slice(
-                                    out.map
-                                        .get(&old)
-                                        .copied()
-                                        .unwrap_or(old)
-                                        .to_hex()
-                                        .as_bytes(),
-                                );
-                                rewritten.push(b'\n');
-                            }
-                            None => rewritten.extend_from_slice(field),
-                        }
-                    }
-                    b"gpgsig" | b"gpgsig-sha256" => dropped = true,
-                    _ => rewritten.extend_from_slice(&replace_header(selection, field, oid)?),
-                }
-            }
-            if headers.len() < data.len() {
-                rewritten.push(b'\n');
-                rewritten
-                    .extend_from_slice(selection.replace(message).as_deref().unwrap_or(message));
-            }
+            let (rewritten, dropped) =
+                rewrite_object(selection, &out.map, oid, Kind::Commit, data)?;
             let new = out.write(pack, selection, Kind::Commit, &rewritten)?;
             if dropped {
                 out.signatures_dropped.push(DroppedSignature {
@@ -528,6 +497,55 @@ fn write_commits(
         });
     out.graph.commit_raw = raw;
     result
+}
+
+/// A commit or tag with its links (the header fields naming other objects) pointed at
+/// their new ids, the selected values replaced everywhere else, and any
+/// signature dropped (it no longer matches). Returns the new content and whether a
+/// signature was dropped.
+fn rewrite_object(
+    selection: &Selection,
+    map: &OidMap<Oid>,
+    oid: Oid,
+    kind: Kind,
+    data: &[u8],
+) -> Result<(Vec<u8>, bool), CleanError> {
+    let links: &[&[u8]] = match kind {
+        Kind::Tag => &[b"object"],
+        _ => &[b"tree", b"parent"],
+    };
+    let (headers, mut message) = split_message(data);
+    let mut rewritten = Vec::with_capacity(data.len());
+    let mut dropped = false;
+    for (name, field) in header_fields(headers) {
+        let link = links
+            .contains(&name)
+            .then(|| Oid::from_hex(field_value(field)))
+            .flatten();
+        match (link, name) {
+            (Some(old), _) => {
+                rewritten.extend_from_slice(name);
+                rewritten.push(b' ');
+                rewritten.extend_from_slice(map.get(&old).unwrap_or(&old).to_hex().as_bytes());
+                rewritten.push(b'\n');
+            }
+            (None, b"gpgsig" | b"gpgsig-sha256") => dropped = true,
+            (None, _) if links.contains(&name) => rewritten.extend_from_slice(field),
+            (None, _) => rewritten.extend_from_slice(&replace_header(selection, field, oid)?),
+        }
+    }
+    // A signed tag carries its signature at the end of its message.
+    if kind == Kind::Tag
+        && let Some(at) = signature_start(message)
+    {
+        message = &message[..at];
+        dropped = true;
+    }
+    if headers.len() < data.len() {
+        rewritten.push(b'\n');
+        rewritten.extend_from_slice(selection.replace(message).as_deref().unwrap_or(message));
+    }
+    Ok((rewritten, dropped))
 }
 
 /// A header field with the selected values replaced; refused when the replacement
@@ -564,39 +582,7 @@ fn write_tags(
 ) -> Result<(), CleanError> {
     objects::read_objects(&repo.path, tags, |oid, _, data| -> Result<(), CleanError> {
         run.check()?;
-        let (headers, message) = split_message(data);
-        let mut rewritten = Vec::with_capacity(data.len());
-        let mut dropped = false;
-        for (name, field) in header_fields(headers) {
-            match name {
-                b"object" => match Oid::from_hex(field_value(field)) {
-                    Some(old) => {
-                        rewritten.extend_from_slice(b"object ");
-                        rewritten.extend_from_slice(
-                            out.map
-                                .get(&old)
-                                .copied()
-                                .unwrap_or(old)
-                                .to_hex()
-                                .as_bytes(),
-                        );
-                        rewritten.push(b'\n');
-                    }
-                    None => rewritten.extend_from_slice(field),
-                },
-                b"gpgsig" | b"gpgsig-sha256" => dropped = true,
-                _ => rewritten.extend_from_slice(&replace_header(selection, field, oid)?),
-            }
-        }
-        let mut message = message;
-        if let Some(at) = signature_start(message) {
-            message = &message[..at];
-            dropped = true;
-        }
-        if headers.len() < data.len() {
-            rewritten.push(b'\n');
-            rewritten.extend_from_slice(selection.replace(message).as_deref().unwrap_or(message));
-        }
+        let (rewritten, dropped) = rewrite_object(selection, &out.map, oid, Kind::Tag, data)?;
         let new = out.write(pack, selection, Kind::Tag, &rewritten)?;
         if dropped {
             out.signatures_dropped.push(DroppedSignature {
@@ -613,13 +599,33 @@ fn write_tags(
     })
 }
 
-/// Where a signature block starts in a tag message (at the start of a line).
+/// Where the signature block of a signed tag starts: the last marker at the start of
+/// a line (an earlier one is part of the message, as git reads it).
 fn signature_start(message: &[u8]) -> Option<usize> {
     TAG_SIGNATURES
         .iter()
         .filter_map(|marker| {
             memchr::memmem::find_iter(message, marker)
-                .find(|&at| at == 0 || message[at - 1] == b'\n')
+                .filter(|&at| at == 0 || message[at - 1] == b'\n')
+                .last()
         })
         .max()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_signature_starts_at_the_last_marker_on_its_own_line() {
+        let quoted = b"notes\n-----BEGIN PGP SIGNATURE-----\nquoted\n-----END PGP SIGNATURE-----\n";
+        let mut message = quoted.to_vec();
+        message.extend_from_slice(b"-----BEGIN PGP SIGNATURE-----\nreal\n");
+        assert_eq!(signature_start(&message), Some(quoted.len()));
+        assert_eq!(
+            signature_start(b"see -----BEGIN PGP SIGNATURE----- inline\n"),
+            None
+        );
+        assert_eq!(signature_start(b"-----BEGIN SSH SIGNATURE-----\n"), Some(0));
+    }
 }

@@ -271,39 +271,43 @@ impl Pack {
         let crcs_at = oids_at + count * raw;
         let offsets_at = crcs_at + count * 4;
         let large_at = offsets_at + count * 4;
+        let offset_of = |i: usize| -> Option<usize> {
+            let small = be32(&idx, offsets_at + i * 4)?;
+            if small & 0x8000_0000 == 0 {
+                return Some(small as usize);
+            }
+            let at = large_at + (small & 0x7fff_ffff) as usize * 8;
+            usize::try_from(u64::from_be_bytes(idx.get(at..at + 8)?.try_into().ok()?)).ok()
+        };
         let mut by_offset: Vec<(usize, Oid)> = Vec::with_capacity(count);
         for i in 0..count {
-            let oid = Oid::from_raw(
-                idx.get(oids_at + i * raw..oids_at + (i + 1) * raw)
-                    .ok_or_else(bad)?,
-            )
-            .ok_or_else(bad)?;
-            let small = be32(&idx, offsets_at + i * 4).ok_or_else(bad)?;
-            let offset = if small & 0x8000_0000 != 0 {
-                let at = large_at + (small & 0x7fff_ffff) as usize * 8;
-                u64::from_be_bytes(
-                    idx.get(at..at + 8)
-                        .ok_or_else(bad)?
-                        .try_into()
-                        .map_err(|_| bad())?,
-                ) as usize
-            } else {
-                small as usize
-            };
-            by_offset.push((offset, oid));
+            let oid =
+                Oid::from_raw(&idx[oids_at + i * raw..oids_at + (i + 1) * raw]).ok_or_else(bad)?;
+            by_offset.push((offset_of(i).ok_or_else(bad)?, oid));
         }
         by_offset.sort_unstable_by_key(|(offset, _)| *offset);
         let end = data.len().checked_sub(raw).ok_or_else(bad)?;
-        let position: std::collections::HashMap<usize, u32> = by_offset
-            .iter()
-            .enumerate()
-            .map(|(i, (offset, _))| (*offset, i as u32))
-            .collect();
-        let by_id: std::collections::HashMap<Oid, u32> = by_offset
-            .iter()
-            .enumerate()
-            .map(|(i, (_, oid))| (*oid, i as u32))
-            .collect();
+        // Entries are numbered in pack order; a base is found by its offset, or (for the
+        // rare reference delta) by its id in the index's sorted id table.
+        let entry_at = |offset: usize| {
+            by_offset
+                .binary_search_by_key(&offset, |(o, _)| *o)
+                .ok()
+                .map(|i| i as u32)
+        };
+        let idx_oids = &idx[oids_at..oids_at + count * raw];
+        let entry_of = |oid: &Oid| {
+            let (mut lo, mut hi) = (0, count);
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                match idx_oids[mid * raw..(mid + 1) * raw].cmp(oid.as_bytes()) {
+                    std::cmp::Ordering::Less => lo = mid + 1,
+                    std::cmp::Ordering::Greater => hi = mid,
+                    std::cmp::Ordering::Equal => return entry_at(offset_of(mid)?),
+                }
+            }
+            None
+        };
         let mut entries = Vec::with_capacity(count);
         for &(offset, oid) in &by_offset {
             if offset >= end {
@@ -339,14 +343,14 @@ impl Pack {
                         distance = ((distance + 1) << 7) | usize::from(byte & 0x7f);
                     }
                     let base_offset = offset.checked_sub(distance).ok_or_else(bad)?;
-                    Some(*position.get(&base_offset).ok_or_else(bad)?)
+                    Some(entry_at(base_offset).ok_or_else(bad)?)
                 }
                 7 => {
                     let base =
                         Oid::from_raw(data.get(at..at + raw).ok_or_else(bad)?).ok_or_else(bad)?;
                     at += raw;
                     // A base outside this pack is resolved later through git.
-                    by_id.get(&base).copied()
+                    entry_of(&base)
                 }
                 _ => return Err(bad()),
             };

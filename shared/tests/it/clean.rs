@@ -3,14 +3,14 @@
 //! fresh clone of the bundle.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
 use deployguard::clean::{
     self, ArchiveFormat, CleanError, CleanReport, CleanRun, Select, Selection,
 };
 use deployguard::scan::{Revisions, ScanRun, Scanner, Settings, Target};
-use deployguard_testkit::TestRepo;
+use deployguard_testkit::{TestRepo, git_in as git};
 
 const GITHUB: &str = "ghp_GPFbD22W7cEq1vCZbSpadtSYtPSdN5T5IA4B";
 const AWS: &str = "AKIAM6COX6AQXF6LI3U3";
@@ -18,25 +18,6 @@ const STRIPE: &str = "sk_live_YqDRV8SKN8qU577SGwdUoxkr";
 /// Found by the scan but not selected: it must survive.
 const SLACK: &str = "xoxb-319895298309-5514929746018-Gj7tMzkv1HvLOGDQfpzE0F4y";
 const SELECTED: [&str; 3] = [GITHUB, AWS, STRIPE];
-
-/// Runs git with an isolated configuration and returns its standard output.
-fn git(dir: &Path, args: &[&str]) -> Vec<u8> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
 
 fn text(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&git(dir, args)).into_owned()
@@ -457,35 +438,9 @@ fn a_sha256_repository_is_cleaned() {
         ],
     );
     std::fs::write(repo.join("a.env"), format!("KEY={GITHUB}\n")).unwrap();
-    git(&repo, &["add", "."]);
-    git(
-        &repo,
-        &[
-            "-c",
-            "user.name=a",
-            "-c",
-            "user.email=a@x",
-            "commit",
-            "-q",
-            "-m",
-            "one",
-        ],
-    );
+    commit_all(&repo, "one");
     std::fs::write(repo.join("b.txt"), "b\n").unwrap();
-    git(&repo, &["add", "."]);
-    git(
-        &repo,
-        &[
-            "-c",
-            "user.name=a",
-            "-c",
-            "user.email=a@x",
-            "commit",
-            "-q",
-            "-m",
-            "two",
-        ],
-    );
+    commit_all(&repo, "two");
     let selection = Selection::from_values([GITHUB], b"***REMOVED***").unwrap();
     let cleaned = clean_into(&repo, &selection).map_err(|(e, _)| e).unwrap();
     assert_eq!(cleaned.report.object_format, "sha256");
@@ -634,8 +589,27 @@ fn the_archive_unpacks_to_a_ready_clone_of_the_cleaned_history() {
     }
 }
 
-/// A repository whose history is packed with deep delta chains, plus loose objects.
-fn packed_repository(format: &str) -> tempfile::TempDir {
+/// Stages everything in `repo` and commits it.
+fn commit_all(repo: &Path, message: &str) {
+    git(repo, &["add", "."]);
+    git(
+        repo,
+        &[
+            "-c",
+            "user.name=a",
+            "-c",
+            "user.email=a@x",
+            "commit",
+            "-q",
+            "-m",
+            message,
+        ],
+    );
+}
+
+/// A repository whose history is packed with deep delta chains (bases named by offset,
+/// or by id when `ref_deltas`), plus loose objects.
+fn packed_repository(format: &str, ref_deltas: bool) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path();
     git(
@@ -656,48 +630,23 @@ fn packed_repository(format: &str) -> tempfile::TempDir {
             text.push_str(&format!("TOKEN={GITHUB}\n"));
         }
         std::fs::write(repo.join("config.txt"), &text).unwrap();
-        git(repo, &["add", "."]);
-        git(
-            repo,
-            &[
-                "-c",
-                "user.name=a",
-                "-c",
-                "user.email=a@x",
-                "commit",
-                "-q",
-                "-m",
-                &format!("v{i}"),
-            ],
-        );
+        commit_all(repo, &format!("v{i}"));
     }
-    git(
-        repo,
-        &[
-            "repack",
-            "-q",
-            "-a",
-            "-d",
-            "-f",
-            "--depth=50",
-            "--window=50",
-        ],
-    );
+    let offsets = format!("repack.useDeltaBaseOffset={}", !ref_deltas);
+    let repack = [
+        "-c",
+        &offsets,
+        "repack",
+        "-q",
+        "-a",
+        "-d",
+        "-f",
+        "--depth=50",
+        "--window=50",
+    ];
+    git(repo, &repack);
     std::fs::write(repo.join("late.txt"), "written after the repack\n").unwrap();
-    git(repo, &["add", "."]);
-    git(
-        repo,
-        &[
-            "-c",
-            "user.name=a",
-            "-c",
-            "user.email=a@x",
-            "commit",
-            "-q",
-            "-m",
-            "loose",
-        ],
-    );
+    commit_all(repo, "loose");
     dir
 }
 
@@ -705,11 +654,12 @@ fn packed_repository(format: &str) -> tempfile::TempDir {
 fn the_pack_reader_yields_every_object_once_with_content_matching_its_id() {
     use deployguard::git::objects::ObjectFormat;
     use deployguard::git::pack::ObjectStore;
-    for (name, format) in [
-        ("sha1", ObjectFormat::Sha1),
-        ("sha256", ObjectFormat::Sha256),
+    for (name, format, ref_deltas) in [
+        ("sha1", ObjectFormat::Sha1, false),
+        ("sha1", ObjectFormat::Sha1, true),
+        ("sha256", ObjectFormat::Sha256, false),
     ] {
-        let dir = packed_repository(name);
+        let dir = packed_repository(name, ref_deltas);
         let listed = text(
             dir.path(),
             &[
@@ -751,7 +701,7 @@ fn the_pack_reader_yields_every_object_once_with_content_matching_its_id() {
 
 #[test]
 fn a_packed_repository_is_cleaned_the_same_as_a_loose_one() {
-    let dir = packed_repository("sha1");
+    let dir = packed_repository("sha1", false);
     let loose = tempfile::tempdir().unwrap();
     // The same history, unpacked into loose objects only.
     let copy = loose.path().join("copy");

@@ -3,32 +3,17 @@
 //! credential left anywhere on disk.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use deployguard::clean::{self, CleanRun, Selection};
 use deployguard::git::remote::{
     self, Credentials, PushError, PushOptions, PushReport, RefOutcome, RemoteUrl, UrlPolicy,
 };
-use deployguard_testkit::{GitServer, TestRepo};
+use deployguard_testkit::{GitServer, TestRepo, git_in};
 
 const TOKEN: &str = "ghp_GPFbD22W7cEq1vCZbSpadtSYtPSdN5T5IA4B";
 
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&git_in(dir, args)).into_owned()
 }
 
 /// A cleaned repository: the work repository of a clean (branches, tags, a pull ref).
@@ -100,6 +85,22 @@ async fn push(
     .unwrap()
 }
 
+/// Pushes `cleaned` to repository `name` with the server's own credentials.
+async fn push_as_owner(
+    server: &GitServer,
+    cleaned: &Cleaned,
+    name: &str,
+    force: bool,
+) -> Result<PushReport, PushError> {
+    push(
+        cleaned.repo(),
+        target(server, name),
+        Some(credentials(server)),
+        force,
+    )
+    .await
+}
+
 fn credentials(server: &GitServer) -> Credentials {
     Credentials::new(server.username(), server.password())
 }
@@ -128,14 +129,9 @@ async fn push_sends_every_branch_and_tag_and_the_clone_matches_the_cleaned_histo
     let server = GitServer::start().await;
     let bare = server.create_bare("cleaned");
     let cleaned = cleaned();
-    let report = push(
-        cleaned.repo(),
-        target(&server, "cleaned"),
-        Some(credentials(&server)),
-        false,
-    )
-    .await
-    .unwrap();
+    let report = push_as_owner(&server, &cleaned, "cleaned", false)
+        .await
+        .unwrap();
 
     let mut outcomes: Vec<(String, RefOutcome)> = report
         .refs
@@ -190,14 +186,9 @@ async fn push_sends_every_branch_and_tag_and_the_clone_matches_the_cleaned_histo
     );
 
     // Pushing again changes nothing.
-    let again = push(
-        cleaned.repo(),
-        target(&server, "cleaned"),
-        Some(credentials(&server)),
-        false,
-    )
-    .await
-    .unwrap();
+    let again = push_as_owner(&server, &cleaned, "cleaned", false)
+        .await
+        .unwrap();
     assert!(
         again.refs.iter().all(|r| r.outcome == RefOutcome::UpToDate),
         "{again:?}"
@@ -215,14 +206,9 @@ async fn a_diverged_target_rejects_without_force_naming_each_ref_and_accepts_wit
     other.git(&["push", "-q", &bare.to_string_lossy(), "main"]);
 
     let cleaned = cleaned();
-    let err = push(
-        cleaned.repo(),
-        target(&server, "diverged"),
-        Some(credentials(&server)),
-        false,
-    )
-    .await
-    .unwrap_err();
+    let err = push_as_owner(&server, &cleaned, "diverged", false)
+        .await
+        .unwrap_err();
     let PushError::Rejected {
         count,
         summary,
@@ -247,14 +233,9 @@ async fn a_diverged_target_rejects_without_force_naming_each_ref_and_accepts_wit
     );
     assert!(err.to_string().contains("refs/heads/main"));
 
-    let forced = push(
-        cleaned.repo(),
-        target(&server, "diverged"),
-        Some(credentials(&server)),
-        true,
-    )
-    .await
-    .unwrap();
+    let forced = push_as_owner(&server, &cleaned, "diverged", true)
+        .await
+        .unwrap();
     let main = forced
         .refs
         .iter()
@@ -277,14 +258,9 @@ async fn a_hook_that_declines_is_reported_with_the_ref_and_the_reason() {
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
 
     let cleaned = cleaned();
-    let err = push(
-        cleaned.repo(),
-        target(&server, "guarded"),
-        Some(credentials(&server)),
-        false,
-    )
-    .await
-    .unwrap_err();
+    let err = push_as_owner(&server, &cleaned, "guarded", false)
+        .await
+        .unwrap_err();
     let PushError::Rejected { report, .. } = &err else {
         panic!("expected a rejection, got {err}");
     };
@@ -303,14 +279,9 @@ async fn a_missing_target_and_wrong_credentials_are_distinct_clear_errors() {
     server.create_bare("exists");
     let cleaned = cleaned();
 
-    let missing = push(
-        cleaned.repo(),
-        target(&server, "missing"),
-        Some(credentials(&server)),
-        false,
-    )
-    .await
-    .unwrap_err();
+    let missing = push_as_owner(&server, &cleaned, "missing", false)
+        .await
+        .unwrap_err();
     assert!(matches!(missing, PushError::NotFound { .. }), "{missing}");
     assert!(
         missing.to_string().contains(&server.url("missing")),
