@@ -118,6 +118,79 @@ impl Config {
     }
 }
 
+/// The worker's settings; its command line overrides the first two.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// `WORKER_QUEUES`: which work queues to serve, in priority order.
+    pub queues: Vec<crate::queue::WorkQueue>,
+    /// `WORKER_CONCURRENCY`: tasks run at once (one prefetched message per slot).
+    pub concurrency: usize,
+    /// `WORKER_METRICS_ADDR`: the listener for `/metrics` and the health probes.
+    pub metrics_addr: SocketAddr,
+    /// `TASK_SOFT_TIME_LIMIT_SECS`: the task is asked to stop.
+    pub soft_time_limit: Duration,
+    /// `TASK_TIME_LIMIT_SECS`: the task and its child processes are killed.
+    pub hard_time_limit: Duration,
+    /// `TASK_LEASE_SECS`: a started task whose worker has not been heard of for this long
+    /// is taken over by the worker its message is redelivered to.
+    pub lease: Duration,
+    /// `WORKER_SHUTDOWN_GRACE_SECS`: how long SIGTERM waits for running tasks.
+    pub shutdown_grace: Duration,
+    /// `WORKER_DIAGNOSTIC_TASKS`: also register the diagnostic tasks (no-op, sleep,
+    /// fail) used by tests and benchmarks.
+    pub diagnostic_tasks: bool,
+}
+
+impl WorkerConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&Environment)
+    }
+
+    pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
+        let queues = match src.get("WORKER_QUEUES") {
+            Some(raw) => crate::queue::WorkQueue::parse_list(&raw)
+                .map_err(|why| ConfigError::malformed("WORKER_QUEUES", why))?,
+            None => crate::queue::WorkQueue::ALL.to_vec(),
+        };
+        let secs = |var: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            let value: f64 = parse_or(src, var, Some(default as f64), "a number of seconds")?;
+            if !value.is_finite() || value <= 0.0 || value > 86_400.0 * 7.0 {
+                return Err(ConfigError::malformed(var, "must be between 0 and a week"));
+            }
+            Ok(Duration::from_secs_f64(value))
+        };
+        let concurrency: usize = parse_or(src, "WORKER_CONCURRENCY", Some(1), "a number of slots")?;
+        if !(1..=256).contains(&concurrency) {
+            return Err(ConfigError::malformed(
+                "WORKER_CONCURRENCY",
+                "must be 1 to 256",
+            ));
+        }
+        let config = Self {
+            queues,
+            concurrency,
+            metrics_addr: parse_or(
+                src,
+                "WORKER_METRICS_ADDR",
+                "0.0.0.0:9100".parse().ok(),
+                "host:port",
+            )?,
+            soft_time_limit: secs("TASK_SOFT_TIME_LIMIT_SECS", 3300)?,
+            hard_time_limit: secs("TASK_TIME_LIMIT_SECS", 3600)?,
+            lease: secs("TASK_LEASE_SECS", 60)?,
+            shutdown_grace: secs("WORKER_SHUTDOWN_GRACE_SECS", 25)?,
+            diagnostic_tasks: parse_bool(src, "WORKER_DIAGNOSTIC_TASKS", false)?,
+        };
+        if config.soft_time_limit > config.hard_time_limit {
+            return Err(ConfigError::malformed(
+                "TASK_SOFT_TIME_LIMIT_SECS",
+                "must not exceed TASK_TIME_LIMIT_SECS",
+            ));
+        }
+        Ok(config)
+    }
+}
+
 /// Logging: `LOG_LEVEL` (a level such as `INFO`, or filter directives such as
 /// `info,sqlx=warn`) and `LOG_FORMAT` (`text` or `json`).
 #[derive(Debug, Clone)]

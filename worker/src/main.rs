@@ -1,34 +1,103 @@
-//! `deployguard-worker`: the process that will consume task queues. For now it holds
-//! its broker connection and follows the process lifecycle (start, migrate, stop on
-//! SIGTERM); task consumption is added on top of this.
+//! `deployguard-worker`: consumes the task queues and runs tasks.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use deployguard::queue::Broker;
+use deployguard::config::{self, WorkerConfig};
+use deployguard::queue::{Broker, Publisher, WorkQueue, declare_topology, outbox};
 use deployguard::{Config, service, shutdown};
+use deployguard_worker::metrics::{self, Metrics};
+use deployguard_worker::registry::Registry;
+use deployguard_worker::runtime::{Runtime, Signals};
+use deployguard_worker::{diagnostic, listen};
+use tokio::sync::watch;
 
 const PROGRAM: &str = "deployguard-worker";
 
-/// DeployGuard worker.
+/// DeployGuard worker: runs scan, clean, push and maintenance tasks from RabbitMQ.
 #[derive(Parser)]
 #[command(name = PROGRAM, version)]
-struct Args {}
-
-fn main() -> ExitCode {
-    Args::parse();
-    service::main(PROGRAM, run)
+struct Args {
+    /// Queues to serve, comma-separated, taken in the order scan, clean, push, default
+    /// [env: WORKER_QUEUES; default: all]
+    #[arg(long, short = 'Q', value_name = "LIST")]
+    queues: Option<String>,
+    /// Tasks run at once [env: WORKER_CONCURRENCY; default: 1]
+    #[arg(long, short = 'c', value_name = "N")]
+    concurrency: Option<usize>,
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    let broker = Broker::new(&config.broker, PROGRAM);
-    let wait_for_broker = async {
-        // Keep trying with backoff: a worker may well start before RabbitMQ does.
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut worker = config::or_exit(PROGRAM, WorkerConfig::from_env());
+    if let Some(raw) = &args.queues {
+        match WorkQueue::parse_list(raw) {
+            Ok(queues) => worker.queues = queues,
+            Err(why) => {
+                eprintln!("{PROGRAM}: --queues: {why}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(n) = args.concurrency {
+        if !(1..=256).contains(&n) {
+            eprintln!("{PROGRAM}: --concurrency must be 1 to 256");
+            return ExitCode::from(2);
+        }
+        worker.concurrency = n;
+    }
+    service::main(PROGRAM, move |config| run(config, worker))
+}
+
+async fn run(config: Config, worker: WorkerConfig) -> anyhow::Result<()> {
+    let identity = identity();
+    let broker = Arc::new(Broker::new(&config.broker, format!("{PROGRAM} {identity}")));
+    let db = deployguard::db::pool(&config.database)?;
+    let metrics = Arc::new(Metrics::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (abandon_tx, abandon_rx) = watch::channel(false);
+
+    let mut registry = Registry::default();
+    if worker.diagnostic_tasks {
+        diagnostic::register(&mut registry);
+    }
+    if registry.names().is_empty() {
+        tracing::warn!("no task is registered: every message will be dead-lettered as unknown");
+    }
+
+    let stopped = {
+        let stop = stop_rx.clone();
+        move || {
+            let mut stop = stop.clone();
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }
+        }
+    };
+    let addr = metrics::serve(
+        worker.metrics_addr,
+        Arc::clone(&metrics),
+        Arc::clone(&broker),
+        db.clone(),
+        stopped(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot listen on {} for metrics: {e}", worker.metrics_addr))?;
+    tracing::info!(%addr, "metrics and health listening");
+
+    // A worker may well start before RabbitMQ does: keep trying, until SIGTERM.
+    let connect = async {
         let mut delay = Duration::from_millis(250);
         loop {
-            match broker.connection().await {
-                Ok(_) => break,
+            match broker.channel().await {
+                Ok(channel) => {
+                    // A conflicting queue is an operator's problem: stop with its name.
+                    declare_topology(&channel).await?;
+                    let _ = channel.close(200, "declared".into()).await;
+                    return anyhow::Ok(());
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "broker not reachable");
                     tokio::time::sleep(delay).await;
@@ -36,14 +105,84 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 }
             }
         }
-        tracing::info!(broker = %config.broker.display_url(), "connected to the broker");
-        std::future::pending::<()>().await;
     };
     tokio::select! {
-        () = wait_for_broker => {}
-        () = shutdown::signal() => {}
+        connected = connect => connected?,
+        () = shutdown::signal() => {
+            broker.close().await;
+            return Ok(());
+        }
+    }
+    tracing::info!(
+        broker = %config.broker.display_url(),
+        queues = ?worker.queues.iter().map(|q| q.name()).collect::<Vec<_>>(),
+        concurrency = worker.concurrency,
+        tasks = ?registry.names(),
+        worker = %identity,
+        "consuming"
+    );
+
+    let publisher = Arc::new(Publisher::new(Arc::clone(&broker)));
+    let grace = worker.shutdown_grace;
+    let runtime = Arc::new(Runtime::new(
+        Arc::clone(&broker),
+        Arc::clone(&publisher),
+        db.clone(),
+        registry,
+        worker,
+        identity,
+        Arc::clone(&metrics),
+    ));
+    let background = [
+        tokio::spawn(outbox::relay(
+            db.clone(),
+            Arc::clone(&publisher),
+            Duration::from_secs(1),
+            stopped(),
+        )),
+        tokio::spawn(metrics::sample_queues(
+            Arc::clone(&broker),
+            Arc::clone(&metrics),
+            Duration::from_secs(5),
+        )),
+        tokio::spawn(listen::job_stops(db.clone(), Arc::clone(&runtime))),
+    ];
+
+    let mut slots = tokio::spawn(Arc::clone(&runtime).run(Signals {
+        stop: stop_rx,
+        abandon: abandon_rx,
+    }));
+    tokio::select! {
+        _ = &mut slots => {}
+        () = shutdown::signal() => {
+            tracing::info!(grace_s = grace.as_secs_f64(), "no new tasks; waiting for running ones");
+            let _ = stop_tx.send(true);
+            if tokio::time::timeout(grace, &mut slots).await.is_err() {
+                tracing::warn!("grace period over; handing running tasks back to the broker");
+                let _ = abandon_tx.send(true);
+                let _ = tokio::time::timeout(Duration::from_secs(10), &mut slots).await;
+            }
+        }
+    }
+    for task in background {
+        task.abort();
     }
     broker.close().await;
+    db.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `host:pid:random`: unique even when every container's process is pid 1.
+fn identity() -> String {
+    let host = deployguard::queue::message::origin();
+    let host = host
+        .split_once('@')
+        .map_or(host.as_str(), |(_, h)| h)
+        .to_owned();
+    format!(
+        "{host}:{}:{:06x}",
+        std::process::id(),
+        fastrand::u32(..0xff_ffff)
+    )
 }

@@ -6,6 +6,7 @@ mod broker;
 mod clean;
 mod migrations;
 mod push;
+mod queue;
 mod scan;
 mod schema;
 mod storage;

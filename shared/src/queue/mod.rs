@@ -1,8 +1,20 @@
-//! RabbitMQ: the shared connection to the broker.
+//! RabbitMQ: the connection, the topology, the task message, publishing with confirms,
+//! and the outbox relay.
 //!
-//! lapin's auto-recovery reconnects and replays topology after a network failure, but it
-//! gives up after its backoff budget; [`Broker`] then opens a fresh connection on the
-//! next use, so a process outlives any broker outage without a restart.
+//! [`Broker`] opens a fresh connection on the first use after the previous one died, so
+//! a process outlives any broker outage without a restart. lapin's own auto-recovery is
+//! deliberately off: it would revive channels and consumers behind the owner's back,
+//! while delivery tags of the old connection are void anyway. Owners of channels (the
+//! publisher, the worker's slots) notice the dead channel and open a new one instead.
+
+pub mod message;
+pub mod outbox;
+pub mod publish;
+pub mod topology;
+
+pub use message::{TaskBody, TaskMessage};
+pub use publish::{PublishError, Publisher};
+pub use topology::{WorkQueue, declare_topology};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +30,17 @@ use crate::config::BrokerConfig;
 pub enum QueueError {
     #[error("RabbitMQ is unavailable: {0}")]
     Unavailable(String),
+    /// A queue or exchange exists with settings this version does not declare.
+    #[error("{0}")]
+    Topology(String),
+}
+
+impl QueueError {
+    /// A lapin error as "the broker is unavailable"; its text names hosts and AMQP
+    /// reply codes, never credentials.
+    pub fn from_lapin(err: &lapin::Error) -> Self {
+        Self::Unavailable(err.to_string())
+    }
 }
 
 /// A lazily opened, self-healing connection to RabbitMQ, shared by a whole process.
@@ -58,8 +81,8 @@ impl Broker {
             if status.connected() {
                 return Ok(Arc::clone(conn));
             }
-            if status.reconnecting() || status.connecting() {
-                return Err(QueueError::Unavailable("reconnecting to the broker".into()));
+            if status.connecting() {
+                return Err(QueueError::Unavailable("connecting to the broker".into()));
             }
         }
         // Closed or errored for good: start over.
@@ -83,21 +106,19 @@ impl Broker {
             .map_err(|_| QueueError::Unavailable("timed out reaching the broker".into()))?
             .map_err(|e| QueueError::Unavailable(format!("cannot reach the broker: {e}")))?;
         let properties = ConnectionProperties::default()
-            .with_connection_name(self.connection_name.clone().into())
-            .enable_auto_recover()
-            // Retry often while the broker is away (the default schedule grows to a minute
-            // between attempts). The budget is bounded, about two minutes; after it the
-            // connection errors and the next `connection()` opens a new one.
-            .configure_backoff(|b| {
-                b.with_min_delay(Duration::from_millis(200))
-                    .with_max_delay(Duration::from_secs(3))
-                    .with_jitter()
-                    .with_max_times(45)
-            });
+            .with_connection_name(self.connection_name.clone().into());
         Connection::connect_uri(uri, properties)
             .await
             // lapin's errors name the host, never the password; keep just the kind.
             .map_err(|e| QueueError::Unavailable(e.to_string()))
+    }
+
+    /// A new channel on the live connection.
+    pub async fn channel(&self) -> Result<lapin::Channel, QueueError> {
+        let conn = self.connection().await?;
+        conn.create_channel()
+            .await
+            .map_err(|e| QueueError::from_lapin(&e))
     }
 
     /// Closes the connection cleanly (shutdown).

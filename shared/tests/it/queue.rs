@@ -1,0 +1,193 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use deployguard::queue::topology::{declare_topology, work_queue_arguments};
+use deployguard::queue::{
+    Broker, PublishError, Publisher, QueueError, TaskBody, TaskMessage, WorkQueue, outbox,
+};
+use deployguard_testkit::{TcpProxy, TestEnv};
+use lapin::options::QueueDeclareOptions;
+use lapin::types::{AMQPValue, FieldTable};
+
+fn noop(queue: WorkQueue) -> TaskMessage {
+    TaskMessage::new("deployguard.diagnostic.noop", queue, TaskBody::default())
+}
+
+/// Ready messages in a queue, straight from the broker (the management API lags).
+async fn ready(env: &TestEnv, queue: &str) -> u32 {
+    let conn = env.amqp_connection().await;
+    let channel = conn.create_channel().await.unwrap();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let count = channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .unwrap()
+        .message_count();
+    let _ = conn.close(200, "done".into()).await;
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_is_declared_idempotently_and_a_conflicting_queue_is_named() {
+    let env = TestEnv::new().await;
+    let conn = env.amqp_connection().await;
+    let channel = conn.create_channel().await.unwrap();
+    declare_topology(&channel).await.unwrap();
+    declare_topology(&channel).await.unwrap();
+    let depths = env.queue_depths().await;
+    for name in [
+        "deployguard",
+        "deployguard.scan",
+        "deployguard.clean",
+        "deployguard.push",
+        "deployguard.dead",
+        "deployguard.delay.1s",
+        "deployguard.delay.3600s",
+    ] {
+        assert!(depths.contains_key(name), "{name} missing: {depths:?}");
+    }
+
+    let other = TestEnv::new().await;
+    let conn = other.amqp_connection().await;
+    let channel = conn.create_channel().await.unwrap();
+    // An older deployment declared the scan queue with five priority levels.
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let mut arguments = work_queue_arguments();
+    arguments.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(5));
+    channel
+        .queue_declare("deployguard.scan".into(), durable, arguments)
+        .await
+        .unwrap();
+    let err = declare_topology(&channel).await.unwrap_err();
+    assert!(matches!(err, QueueError::Topology(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("deployguard.scan"), "{text}");
+    assert!(text.contains("inequivalent arg 'x-max-priority'"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_are_confirmed_in_bulk_and_fail_visibly_while_the_broker_is_away() {
+    let env = TestEnv::new().await;
+    let proxy = TcpProxy::start(env.services.amqp_addr()).await;
+    let mut vars = env.vars();
+    vars.insert("AMQP_URL".into(), env.amqp_url(Some(proxy.addr())));
+    let broker = Arc::new(Broker::new(
+        &TestEnv::config_from(&vars).broker,
+        "publish-test",
+    ));
+    let publisher = Publisher::new(broker);
+
+    let messages: Vec<TaskMessage> = (0..500).map(|_| noop(WorkQueue::Push)).collect();
+    for outcome in publisher.publish_many(&messages).await {
+        outcome.unwrap();
+    }
+    assert_eq!(ready(&env, "deployguard.push").await, 500);
+
+    proxy.cut().await;
+    let started = tokio::time::Instant::now();
+    let err = publisher.publish(&noop(WorkQueue::Push)).await.unwrap_err();
+    assert!(matches!(err, PublishError::Unavailable(_)), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
+
+    proxy.restore().await;
+    let mut published = false;
+    for _ in 0..50 {
+        if publisher.publish(&noop(WorkQueue::Push)).await.is_ok() {
+            published = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(published, "publishing did not recover without a restart");
+    assert_eq!(ready(&env, "deployguard.push").await, 501);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_message_returns_to_its_own_queue_after_the_delay() {
+    let env = TestEnv::new().await;
+    let publisher = Publisher::new(Arc::new(Broker::new(&env.config().broker, "delay-test")));
+    let mut message = noop(WorkQueue::Clean);
+    message.retries = 1;
+    publisher
+        .publish_delayed(&message, Duration::from_millis(1500))
+        .await
+        .unwrap();
+    let sent = tokio::time::Instant::now();
+    assert_eq!(ready(&env, "deployguard.clean").await, 0);
+    while ready(&env, "deployguard.clean").await == 0 {
+        assert!(sent.elapsed() < Duration::from_secs(10), "never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let waited = sent.elapsed();
+    assert!(waited >= Duration::from_millis(1300), "{waited:?}");
+    assert!(waited < Duration::from_millis(2600), "{waited:?}");
+    assert_eq!(ready(&env, "deployguard.delay.2s").await, 0);
+    assert_eq!(ready(&env, "deployguard.scan").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_relay_publishes_staged_tasks_and_keeps_them_while_the_broker_is_away() {
+    let env = TestEnv::new().await;
+    let proxy = TcpProxy::start(env.services.amqp_addr()).await;
+    let mut vars = env.vars();
+    vars.insert("AMQP_URL".into(), env.amqp_url(Some(proxy.addr())));
+    let broker = Arc::new(Broker::new(
+        &TestEnv::config_from(&vars).broker,
+        "relay-test",
+    ));
+    let publisher = Publisher::new(broker);
+
+    let staged: Vec<TaskMessage> = (0..3).map(|_| noop(WorkQueue::Scan)).collect();
+    let mut tx = env.db.begin().await.unwrap();
+    for message in &staged {
+        outbox::stage(&mut tx, message).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    proxy.cut().await;
+    assert_eq!(
+        outbox::relay_once(&env.db, &publisher, 100).await.unwrap(),
+        0
+    );
+    let (unpublished, attempts, error): (i64, i64, Option<String>) = sqlx::query_as(
+        "SELECT count(*), sum(attempts), max(last_error) FROM outbox WHERE published_at IS NULL",
+    )
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    assert_eq!((unpublished, attempts), (3, 3));
+    assert!(error.unwrap().contains("unavailable"));
+
+    proxy.restore().await;
+    sqlx::query("UPDATE outbox SET available_at = now()")
+        .execute(&env.db)
+        .await
+        .unwrap();
+    let mut published = 0;
+    for _ in 0..50 {
+        published += outbox::relay_once(&env.db, &publisher, 100)
+            .await
+            .unwrap_or(0);
+        if published == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(published, 3);
+    assert_eq!(ready(&env, "deployguard.scan").await, 3);
+    assert_eq!(
+        outbox::relay_once(&env.db, &publisher, 100).await.unwrap(),
+        0,
+        "published once"
+    );
+}
