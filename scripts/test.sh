@@ -29,3 +29,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "tests"
 cargo nextest run --workspace --locked --no-fail-fast "$@"
+
+# Tests that restart a shared service (RabbitMQ) are marked #[ignore] so the parallel
+# pass above never meets them; they run here, one at a time.
+step "tests that restart services (serial)"
+cargo nextest run --workspace --locked --no-fail-fast --run-ignored only --test-threads 1 "$@"

@@ -40,6 +40,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if state.config.storage.create_bucket {
         state.storage.ensure_bucket().await?;
     }
+    // The API answers 503 for broker work while RabbitMQ is away, so the topology is
+    // declared in the background, as soon as the broker can be reached.
+    let broker = std::sync::Arc::clone(&state.broker);
+    tokio::spawn(async move {
+        if let Err(err) = deployguard::queue::declare_when_reachable(&broker).await {
+            tracing::error!(error = %err, "broker topology conflict; tasks cannot be published");
+        }
+    });
     let addr = state.config.api_addr;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

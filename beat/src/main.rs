@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use deployguard::queue::{self, Broker};
 use deployguard::{Config, service, shutdown};
 use tokio_cron_scheduler::JobScheduler;
 
@@ -19,12 +20,19 @@ fn main() -> ExitCode {
     service::main(PROGRAM, run)
 }
 
-async fn run(_config: Config) -> anyhow::Result<()> {
+async fn run(config: Config) -> anyhow::Result<()> {
+    // Beat publishes to the default queue: its topology must exist (and match).
+    let broker = Broker::new(&config.broker, PROGRAM);
+    tokio::select! {
+        declared = queue::declare_when_reachable(&broker) => declared?,
+        () = shutdown::signal() => return Ok(()),
+    }
     let mut scheduler = JobScheduler::new().await?;
     scheduler.start().await?;
     tracing::info!("scheduler started");
     shutdown::signal().await;
     scheduler.shutdown().await?;
+    broker.close().await;
     tracing::info!("stopped");
     Ok(())
 }

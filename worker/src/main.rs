@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use deployguard::config::{self, WorkerConfig};
-use deployguard::queue::{Broker, Publisher, WorkQueue, declare_topology, outbox};
+use deployguard::queue::{self, Broker, Publisher, WorkQueue, outbox};
 use deployguard::{Config, service, shutdown};
 use deployguard_worker::metrics::{self, Metrics};
 use deployguard_worker::registry::Registry;
@@ -87,27 +87,10 @@ async fn run(config: Config, worker: WorkerConfig) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("cannot listen on {} for metrics: {e}", worker.metrics_addr))?;
     tracing::info!(%addr, "metrics and health listening");
 
-    // A worker may well start before RabbitMQ does: keep trying, until SIGTERM.
-    let connect = async {
-        let mut delay = Duration::from_millis(250);
-        loop {
-            match broker.channel().await {
-                Ok(channel) => {
-                    // A conflicting queue is an operator's problem: stop with its name.
-                    declare_topology(&channel).await?;
-                    let _ = channel.close(200, "declared".into()).await;
-                    return anyhow::Ok(());
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "broker not reachable");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
-    };
+    // A worker may well start before RabbitMQ does: keep trying, until SIGTERM. A
+    // conflicting queue is an operator's problem: stop, naming it.
     tokio::select! {
-        connected = connect => connected?,
+        declared = queue::declare_when_reachable(&broker) => declared?,
         () = shutdown::signal() => {
             broker.close().await;
             return Ok(());

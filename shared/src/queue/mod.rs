@@ -129,6 +129,32 @@ impl Broker {
     }
 }
 
+/// Declares the topology once the broker is reachable, retrying with backoff while it
+/// is not. Fails only for a conflict (a queue declared with other arguments), which no
+/// retry can fix.
+pub async fn declare_when_reachable(broker: &Broker) -> Result<(), QueueError> {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let declared = match broker.channel().await {
+            Ok(channel) => {
+                let declared = declare_topology(&channel).await;
+                let _ = channel.close(200, "declared".into()).await;
+                declared
+            }
+            Err(err) => Err(err),
+        };
+        match declared {
+            Ok(()) => return Ok(()),
+            Err(err @ QueueError::Topology(_)) => return Err(err),
+            Err(err) => {
+                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "broker not reachable");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
 /// Parses an AMQP URL the way operators write it. `AMQPUri::from_str` keeps only DNS
 /// names and silently turns an IP-address host (`amqp://10.0.0.5`) into `localhost`, so
 /// the host is taken from the URL here. The error never contains the URL (it may hold a

@@ -527,8 +527,9 @@ async fn exclusive_rabbitmq_restart_mid_run_loses_no_task() {
     let env = TestEnv::new().await;
     let worker = Worker::start(&env, &["--concurrency", "2"], &[]).await;
     let publisher = publisher(&env);
+    // Two in flight across the restart (their acks die with the connection), thirty queued.
     let mut messages: Vec<TaskMessage> = (0..2)
-        .map(|_| task(SLEEP, WorkQueue::Scan, json!({"seconds": 3})))
+        .map(|_| task(EFFECT, WorkQueue::Scan, json!({"seconds": 3})))
         .collect();
     messages.extend((0..30).map(|_| task(NOOP, WorkQueue::Clean, json!({}))));
     for outcome in publisher.publish_many(&messages).await {
@@ -562,4 +563,14 @@ async fn exclusive_rabbitmq_restart_mid_run_loses_no_task() {
     }
     let log = worker.log();
     assert!(log.contains("reconnecting"), "{log}");
+    for message in &messages[..2] {
+        let effects: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM audit_logs WHERE action = 'diagnostic.effect' AND details->>'task_id' = $1",
+        )
+        .bind(message.id.to_string())
+        .fetch_one(&env.db)
+        .await
+        .unwrap();
+        assert_eq!(effects, 1, "the redelivered in-flight task ran again");
+    }
 }
