@@ -105,7 +105,14 @@ async fn run(config: Config, worker: WorkerConfig) -> anyhow::Result<()> {
         "consuming"
     );
 
-    let publisher = Arc::new(Publisher::new(Arc::clone(&broker)));
+    // Publishing (retries, deferrals, the outbox relay) has a connection of its own: a
+    // broker in flow control blocks a publishing connection, and the slots' acks must
+    // still get through to drain the queues.
+    let publishing = Arc::new(Broker::new(
+        &config.broker,
+        format!("{PROGRAM} {identity} publisher"),
+    ));
+    let publisher = Arc::new(Publisher::new(Arc::clone(&publishing)));
     let grace = worker.shutdown_grace;
     let runtime = Arc::new(Runtime::new(
         Arc::clone(&broker),
@@ -150,6 +157,7 @@ async fn run(config: Config, worker: WorkerConfig) -> anyhow::Result<()> {
     for task in background {
         task.abort();
     }
+    publishing.close().await;
     broker.close().await;
     db.close().await;
     tracing::info!("stopped");

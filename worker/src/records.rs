@@ -100,8 +100,9 @@ pub async fn heartbeat(
         .transpose()
 }
 
-/// Records the end of our claim: `state` is `success`, `failure`, `retry`,
-/// `dead_lettered` or `revoked`.
+/// Records the end of our claim: `state` is `success`, `failure`, `dead_lettered` or
+/// `revoked`. Returns false when the claim is no longer ours (another worker took the
+/// task over): the caller must then leave the job alone.
 pub async fn finish(
     db: &PgPool,
     task_id: Uuid,
@@ -109,11 +110,10 @@ pub async fn finish(
     state: &str,
     error: Option<&str>,
     result: Option<&serde_json::Value>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
         "UPDATE task_results
-         SET state = $3, error = $4, result = $5,
-             finished_at = CASE WHEN $3 = 'retry' THEN NULL ELSE now() END
+         SET state = $3, error = $4, result = $5, finished_at = now()
          WHERE task_id = $1 AND worker = $2 AND state = 'started'",
     )
     .bind(task_id)
@@ -123,7 +123,30 @@ pub async fn finish(
     .bind(result)
     .execute(db)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records that attempt `next` is scheduled (its message already confirmed in a delay
+/// queue). Storing the *next* attempt makes a late copy of the failed one stale.
+pub async fn schedule_retry(
+    db: &PgPool,
+    task_id: Uuid,
+    worker: &str,
+    next: u32,
+    error: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE task_results
+         SET state = 'retry', attempt = $3, error = $4, finished_at = NULL
+         WHERE task_id = $1 AND worker = $2 AND state = 'started'",
+    )
+    .bind(task_id)
+    .bind(worker)
+    .bind(i32::try_from(next).unwrap_or(i32::MAX))
+    .bind(clip(error, 4000))
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// A task that never got to run.
@@ -139,8 +162,14 @@ pub struct Unrun<'a> {
 }
 
 /// Records a task that never got to run (poison, expired, unknown, cancelled job):
-/// creates or overwrites the record unless it already finished.
-pub async fn record_unrun(db: &PgPool, worker: &str, unrun: &Unrun<'_>) -> Result<(), sqlx::Error> {
+/// creates or overwrites the record unless it already finished or a live worker holds
+/// it (a late duplicate must not take a running task's claim away).
+pub async fn record_unrun(
+    db: &PgPool,
+    worker: &str,
+    unrun: &Unrun<'_>,
+    lease: Duration,
+) -> Result<(), sqlx::Error> {
     let Unrun {
         task_id,
         task,
@@ -156,7 +185,9 @@ pub async fn record_unrun(db: &PgPool, worker: &str, unrun: &Unrun<'_>) -> Resul
          ON CONFLICT (task_id) DO UPDATE
              SET state = EXCLUDED.state, error = EXCLUDED.error, worker = EXCLUDED.worker,
                  finished_at = now()
-           WHERE task_results.state NOT IN ('success', 'failure', 'dead_lettered', 'revoked')",
+           WHERE task_results.state NOT IN ('success', 'failure', 'dead_lettered', 'revoked')
+             AND NOT (task_results.state = 'started'
+                      AND task_results.updated_at >= now() - make_interval(secs => $8))",
     )
     .bind(task_id)
     .bind(clip(task, 200))
@@ -165,6 +196,7 @@ pub async fn record_unrun(db: &PgPool, worker: &str, unrun: &Unrun<'_>) -> Resul
     .bind(state)
     .bind(worker)
     .bind(clip(error, 4000))
+    .bind(lease.as_secs_f64())
     .execute(db)
     .await?;
     Ok(())

@@ -102,7 +102,9 @@ impl Runtime {
             .map(|index| tokio::spawn(Arc::clone(&self).slot(index, signals.clone())))
             .collect();
         for slot in slots {
-            let _ = slot.await;
+            if let Err(err) = slot.await {
+                tracing::error!(error = %err, "a worker slot crashed");
+            }
         }
     }
 
@@ -313,7 +315,8 @@ impl Runtime {
                 state: "revoked",
                 error: "expired before it started",
             };
-            let recorded = records::record_unrun(&self.db, &self.identity, &unrun).await;
+            let recorded =
+                records::record_unrun(&self.db, &self.identity, &unrun, self.config.lease).await;
             return self
                 .ack_if(channel, &delivery, recorded, "recording an expired task")
                 .await;
@@ -427,11 +430,17 @@ impl Runtime {
         let mut task = tokio::spawn((spec.handler)(context));
         let heartbeat = self.heartbeat(spec.recorded, message.id, cancel.clone());
         tokio::pin!(heartbeat);
-        let soft_at = tokio::time::Instant::from_std(started + soft);
-        let hard_at = tokio::time::Instant::from_std(started + hard);
+        let now = tokio::time::Instant::now();
+        // Limits come from headers too; an absurd one must not overflow the clock.
+        let year = Duration::from_secs(365 * 86_400);
+        let soft_at = now + soft.min(year);
+        let hard_at = now + hard.min(year);
         let mut soft_fired = false;
         let outcome = loop {
+            // Biased: a task that finished at the instant a limit or the shutdown fires
+            // keeps its result.
             tokio::select! {
+                biased;
                 joined = &mut task => break match joined {
                     Ok(result) => Outcome::Done(result),
                     Err(_) => Outcome::Panicked,
@@ -443,17 +452,22 @@ impl Runtime {
                 }
                 () = tokio::time::sleep_until(hard_at) => {
                     tracing::error!(parent: span, limit_s = hard.as_secs_f64(), "hard time limit reached; killing the task");
+                    cancel.fire(StopReason::SoftTimeLimit);
                     task.abort();
                     // Dropping the task's future kills its child processes (kill_on_drop).
-                    let _ = (&mut task).await;
-                    break Outcome::HardLimit(hard);
+                    break match (&mut task).await {
+                        Ok(result) => Outcome::Done(result),
+                        Err(_) => Outcome::HardLimit(hard),
+                    };
                 }
                 () = &mut heartbeat => {}
                 () = raised(&signals.abandon) => {
                     cancel.fire(StopReason::Shutdown);
                     task.abort();
-                    let _ = (&mut task).await;
-                    break Outcome::Abandoned;
+                    break match (&mut task).await {
+                        Ok(result) => Outcome::Done(result),
+                        Err(_) => Outcome::Abandoned,
+                    };
                 }
             }
         };
@@ -479,15 +493,25 @@ impl Runtime {
             return std::future::pending().await;
         }
         let every = (self.config.lease / 4).max(Duration::from_millis(200));
+        let mut last_beat = Instant::now();
         loop {
             tokio::time::sleep(every).await;
             match records::heartbeat(&self.db, task_id, &self.identity).await {
                 Ok(None) => cancel.fire(StopReason::LeaseLost),
-                Ok(Some(Some(status))) if records::job_is_stopped(&status) => {
-                    cancel.fire(StopReason::JobCancelled);
+                Ok(Some(status)) => {
+                    last_beat = Instant::now();
+                    if status.as_deref().is_some_and(records::job_is_stopped) {
+                        cancel.fire(StopReason::JobCancelled);
+                    }
                 }
-                Ok(Some(_)) => {}
-                Err(err) => tracing::warn!(error = %err, "task heartbeat failed"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "task heartbeat failed");
+                    // Unheard of for most of a lease: another worker may take the task
+                    // over soon, so this one stops rather than run it twice.
+                    if last_beat.elapsed() > self.config.lease.mul_f64(0.75) {
+                        cancel.fire(StopReason::LeaseLost);
+                    }
+                }
             }
         }
     }
@@ -514,8 +538,7 @@ impl Runtime {
                 return Ok(());
             }
             _ if cancel.reason() == Some(StopReason::LeaseLost) => {
-                tracing::warn!(parent: span, "lost the task's lease to another worker; outcome not recorded");
-                return ack(channel, delivery).await;
+                return self.lost_claim(channel, delivery, span).await;
             }
             _ if cancel.reason() == Some(StopReason::JobCancelled) => {
                 tracing::info!(parent: span, "job cancelled; task stopped");
@@ -556,26 +579,44 @@ impl Runtime {
             let retry = message.retries + 1;
             let delay = spec.policy.delay(retry, fastrand::f64());
             tracing::warn!(parent: span, error = %failure, retry, delay_ms = delay.as_millis() as u64, "task failed; retrying");
-            let recorded = self
-                .record(spec, message, "retry", Some(&failure.to_string()), None)
-                .await;
-            if let Err(err) = recorded {
+            if spec.recorded {
+                match records::heartbeat(&self.db, message.id, &self.identity).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return self.lost_claim(channel, delivery, span).await,
+                    Err(err) => {
+                        return self
+                            .requeue_later(channel, delivery, &err.to_string())
+                            .await;
+                    }
+                }
+            }
+            // The next attempt is confirmed in its delay queue before the record says
+            // so; if publishing fails, the claim is given back and this message requeued.
+            let mut again = message.clone();
+            again.retries = retry;
+            if let Err(err) = self.publisher.publish_delayed(&again, delay).await {
+                if spec.recorded {
+                    let _ = records::release(&self.db, message.id, &self.identity).await;
+                }
                 return self
                     .requeue_later(channel, delivery, &err.to_string())
                     .await;
             }
-            let mut again = message.clone();
-            again.retries = retry;
-            return match self.publisher.publish_delayed(&again, delay).await {
-                Ok(()) => {
-                    self.metrics.task(&self.metrics.retried, task);
-                    ack(channel, delivery).await
-                }
-                Err(err) => {
-                    self.requeue_later(channel, delivery, &err.to_string())
-                        .await
-                }
-            };
+            self.metrics.task(&self.metrics.retried, task);
+            if !spec.recorded {
+                return ack(channel, delivery).await;
+            }
+            let recorded = records::schedule_retry(
+                &self.db,
+                message.id,
+                &self.identity,
+                retry + 1,
+                &failure.to_string(),
+            )
+            .await;
+            return self
+                .ack_if(channel, delivery, recorded, "recording a retry")
+                .await;
         }
 
         if failure.retryable {
@@ -621,13 +662,15 @@ impl Runtime {
         state: &str,
         error: Option<&str>,
         result: Option<&serde_json::Value>,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<bool, sqlx::Error> {
         if !spec.recorded {
-            return Ok(());
+            return Ok(true);
         }
         records::finish(&self.db, message.id, &self.identity, state, error, result).await
     }
 
+    /// Records a failure and fails the job, unless the claim was lost to another worker
+    /// (then the job is that worker's business).
     async fn fail(
         &self,
         spec: &TaskSpec,
@@ -636,17 +679,33 @@ impl Runtime {
         reason: &str,
         state: &str,
     ) -> Result<(), sqlx::Error> {
+        let owned = self
+            .record(
+                spec,
+                message,
+                state,
+                Some(&format!("{code}: {reason}")),
+                None,
+            )
+            .await?;
+        if !owned {
+            tracing::warn!(task_id = %message.id, "claim lost to another worker; job left alone");
+            return Ok(());
+        }
         if let Some(job_id) = message.body.job_id {
             records::fail_job(&self.db, job_id, code, reason).await?;
         }
-        self.record(
-            spec,
-            message,
-            state,
-            Some(&format!("{code}: {reason}")),
-            None,
-        )
-        .await
+        Ok(())
+    }
+
+    async fn lost_claim(
+        &self,
+        channel: &Channel,
+        delivery: &Delivery,
+        span: &tracing::Span,
+    ) -> LapinResult<()> {
+        tracing::warn!(parent: span, "lost the task's claim to another worker; outcome not recorded");
+        ack(channel, delivery).await
     }
 
     /// A message that cannot run: parked in the dead-letter queue with the reason, its
@@ -692,7 +751,8 @@ impl Runtime {
                 state: "dead_lettered",
                 error: &poison.reason,
             };
-            recorded = records::record_unrun(&self.db, &self.identity, &unrun).await;
+            recorded =
+                records::record_unrun(&self.db, &self.identity, &unrun, self.config.lease).await;
         }
         if let Err(err) = recorded {
             return self
@@ -716,15 +776,15 @@ impl Runtime {
         }
     }
 
-    async fn ack_if(
+    async fn ack_if<T>(
         &self,
         channel: &Channel,
         delivery: &Delivery,
-        recorded: Result<(), sqlx::Error>,
+        recorded: Result<T, sqlx::Error>,
         what: &str,
     ) -> LapinResult<()> {
         match recorded {
-            Ok(()) => ack(channel, delivery).await,
+            Ok(_) => ack(channel, delivery).await,
             Err(err) => {
                 self.requeue_later(channel, delivery, &format!("{what}: {err}"))
                     .await

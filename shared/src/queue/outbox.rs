@@ -20,12 +20,19 @@ pub enum OutboxError {
     Encoding(#[from] serde_json::Error),
 }
 
-/// Records `message` for publishing, inside the caller's transaction.
+/// How long the relay leaves a staged message to the process that staged it: that one
+/// publishes right after its commit, and the relay is only the safety net.
+pub const RELAY_GRACE: Duration = Duration::from_secs(10);
+
+/// Records `message` for publishing, inside the caller's transaction. The caller
+/// publishes it after the commit and calls [`mark_published`]; if it dies first, the
+/// relay publishes it after [`RELAY_GRACE`].
 pub async fn stage(conn: &mut PgConnection, message: &TaskMessage) -> Result<(), OutboxError> {
     let envelope = serde_json::to_value(Envelope::from(message))?;
     sqlx::query(
-        "INSERT INTO outbox (message_id, job_id, exchange, routing_key, headers, body, priority)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO outbox (message_id, job_id, exchange, routing_key, headers, body, priority,
+                             available_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))",
     )
     .bind(message.id)
     .bind(message.body.job_id)
@@ -34,6 +41,7 @@ pub async fn stage(conn: &mut PgConnection, message: &TaskMessage) -> Result<(),
     .bind(envelope)
     .bind(serde_json::to_value(&message.body)?)
     .bind(i16::from(message.priority))
+    .bind(RELAY_GRACE.as_secs_f64())
     .execute(conn)
     .await?;
     Ok(())
@@ -90,7 +98,7 @@ pub async fn relay_once(
         match outcome {
             Ok(()) => published.push(id),
             Err(err) => {
-                // 1 s, 2 s, 4 s … up to five minutes between attempts.
+                // 1 s, 2 s, 4 s … up to 256 s between attempts.
                 let backoff = 1i64 << attempts.clamp(0, 8);
                 sqlx::query(
                     "UPDATE outbox SET attempts = attempts + 1, last_error = $2,

@@ -92,9 +92,25 @@ impl Publisher {
     /// Publishes many tasks at once: all are sent, then all confirms awaited. The result
     /// is per message, in order.
     pub async fn publish_many(&self, messages: &[TaskMessage]) -> Vec<Result<(), PublishError>> {
+        // One channel for the batch: with the broker away, the batch fails at once
+        // instead of trying to connect once per message.
+        let channel = match self.channel().await {
+            Ok(channel) => channel,
+            Err(err) => {
+                let text = err.to_string();
+                return messages
+                    .iter()
+                    .map(|_| {
+                        Err(PublishError::Unavailable(QueueError::Unavailable(
+                            text.clone(),
+                        )))
+                    })
+                    .collect();
+            }
+        };
         let pending = join_all(messages.iter().map(|message| {
             let (properties, body) = message.encode();
-            self.start(work_route(message), properties, body)
+            start_on(&channel, work_route(message), properties, body)
         }))
         .await;
         join_all(pending.into_iter().map(|started| async move {
@@ -177,22 +193,31 @@ impl Publisher {
         body: Vec<u8>,
     ) -> Result<(PublisherConfirm, Route), PublishError> {
         let channel = self.channel().await?;
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..BasicPublishOptions::default()
-        };
-        let confirm = channel
-            .basic_publish(
-                route.exchange.into(),
-                route.routing_key.as_str().into(),
-                options,
-                &body,
-                properties,
-            )
-            .await
-            .map_err(|e| PublishError::Unavailable(QueueError::from_lapin(&e)))?;
-        Ok((confirm, route))
+        start_on(&channel, route, properties, body).await
     }
+}
+
+async fn start_on(
+    channel: &Channel,
+    route: Route,
+    properties: BasicProperties,
+    body: Vec<u8>,
+) -> Result<(PublisherConfirm, Route), PublishError> {
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    let confirm = channel
+        .basic_publish(
+            route.exchange.into(),
+            route.routing_key.as_str().into(),
+            options,
+            &body,
+            properties,
+        )
+        .await
+        .map_err(|e| PublishError::Unavailable(QueueError::from_lapin(&e)))?;
+    Ok((confirm, route))
 }
 
 async fn settle(confirm: PublisherConfirm, route: &Route) -> Result<(), PublishError> {

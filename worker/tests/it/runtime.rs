@@ -574,3 +574,39 @@ async fn exclusive_rabbitmq_restart_mid_run_loses_no_task() {
         assert_eq!(effects, 1, "the redelivered in-flight task ran again");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_copy_of_a_failed_attempt_does_not_run_again() {
+    let env = TestEnv::new().await;
+    let worker = Worker::start(&env, &[], &[]).await;
+    let publisher = publisher(&env);
+    let message = task(FAIL, WorkQueue::Push, json!({"times": 99}));
+    publisher.publish(&message).await.unwrap();
+    assert!(
+        wait_state(&env, message.id, "retry", 10 * SECS).await,
+        "{}",
+        worker.log()
+    );
+    // The same first attempt again (an outbox double publish, a redelivery after a lost ack).
+    publisher.publish(&message).await.unwrap();
+
+    assert!(
+        wait_state(&env, message.id, "dead_lettered", 40 * SECS).await,
+        "{}",
+        worker.log()
+    );
+    tokio::time::sleep(SECS).await;
+    assert_eq!(
+        attempt_times(&env, message.id).await.len(),
+        4,
+        "{}",
+        worker.log()
+    );
+    let text = worker.metrics_text().await;
+    assert!(
+        text.contains(&format!(
+            "deployguard_worker_tasks_duplicates_total{{task=\"{FAIL}\"}} 1"
+        )),
+        "{text}"
+    );
+}
