@@ -5,6 +5,9 @@
 //! - `bare-publish` / `bare-consume`: the reference, plain lapin with the same settings
 //!   (persistent, confirmed, pipelined the same way; prefetch 1 per slot, one channel per
 //!   slot, acknowledgement after the message is handled) and the same message bytes.
+//!   `bare-consume --record DATABASE_URL` also runs the worker's own two bookkeeping
+//!   statements per message (`records::claim`, then `records::finish`) before the ack:
+//!   the floor of the bookkeeping design without the rest of the runtime.
 //! - `drain-watch`: watches a queue drain, the same way for every consumer measured
 //!   (ours, Celery, bare lapin), so that consumer start-up time is left out: it polls the
 //!   ready count with a passive `queue.declare`; t0 is the first poll that sees fewer
@@ -23,9 +26,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use deployguard::config::BrokerConfig;
+use deployguard::config::{BrokerConfig, DatabaseConfig};
 use deployguard::queue::topology::work_queue_arguments;
 use deployguard::queue::{Broker, Publisher, TaskBody, TaskMessage, WorkQueue, parse_amqp_uri};
+use deployguard_worker::records;
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 use lapin::options::{
@@ -87,6 +91,11 @@ enum Command {
         /// See `bare-publish --plain`.
         #[arg(long)]
         plain: bool,
+        /// Record each message in this database's task_results (claim, then success)
+        /// before acknowledging it, with the worker's own statements. The database is
+        /// migrated first.
+        #[arg(long, value_name = "DATABASE_URL")]
+        record: Option<String>,
     },
     /// Watch a queue drain and report the consumers' rate.
     DrainWatch {
@@ -131,7 +140,8 @@ async fn main() -> anyhow::Result<()> {
             count,
             slots,
             plain,
-        } => bare_consume(&amqp, &queue, count, slots, plain).await,
+            record,
+        } => bare_consume(&amqp, &queue, count, slots, plain, record.as_deref()).await,
         Command::DrainWatch {
             amqp,
             queue,
@@ -311,13 +321,57 @@ async fn bare_publish(
     Ok(())
 }
 
+/// The worker's bookkeeping for one delivery: claim, (no-op), success.
+async fn record(
+    db: &sqlx::PgPool,
+    properties: &lapin::BasicProperties,
+    data: &[u8],
+) -> anyhow::Result<()> {
+    const WORKER: &str = "taskbench bare-consume";
+    // Bare messages travel under the bench queue's name; read them as default-queue tasks.
+    let message = TaskMessage::decode(properties, WorkQueue::Default.name(), data)
+        .map_err(|poison| anyhow::anyhow!("undecodable message: {}", poison.reason))?;
+    match records::claim(db, &message, WORKER, Duration::from_secs(60)).await? {
+        records::Claim::Granted { .. } => {}
+        other => bail!("task {} not claimed: {other:?}", message.id),
+    }
+    let finished = records::finish(
+        db,
+        message.id,
+        WORKER,
+        "success",
+        None,
+        Some(&serde_json::Value::Null),
+    )
+    .await?;
+    if !finished {
+        bail!(
+            "task {}: the claim was lost before its outcome was written",
+            message.id
+        );
+    }
+    Ok(())
+}
+
 async fn bare_consume(
     amqp: &str,
     queue: &str,
     count: u64,
     slots: usize,
     plain: bool,
+    record_in: Option<&str>,
 ) -> anyhow::Result<()> {
+    let db = match record_in {
+        Some(url) => {
+            let source = std::collections::HashMap::from([("DATABASE_URL", url)]);
+            let config = DatabaseConfig::from_source(&source).context("--record")?;
+            deployguard::db::migrate(&config, Duration::from_secs(30))
+                .await
+                .context("migrating the --record database")?;
+            Some(deployguard::db::pool(&config).context("--record")?)
+        }
+        None => None,
+    };
     let connection = connect(amqp, "taskbench bare-consume").await?;
     declare(&connection.create_channel().await?, queue, plain).await?;
     let done = Arc::new(AtomicU64::new(0));
@@ -339,12 +393,23 @@ async fn bare_consume(
                 FieldTable::default(),
             )
             .await?;
-        let (done, finished, first) =
-            (Arc::clone(&done), Arc::clone(&finished), Arc::clone(&first));
+        let (done, finished, first, db) = (
+            Arc::clone(&done),
+            Arc::clone(&finished),
+            Arc::clone(&first),
+            db.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             while let Some(delivery) = consumer.next().await {
                 let delivery = delivery?;
                 first.get_or_init(Instant::now);
+                if let Some(db) = &db
+                    && let Err(err) = record(db, &delivery.properties, &delivery.data).await
+                {
+                    eprintln!("bare-consume: {err:#}");
+                    finished.notify_one();
+                    return Err(err);
+                }
                 channel
                     .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
                     .await?;
@@ -378,12 +443,16 @@ async fn bare_consume(
             "what": "bare-consume",
             "queue": queue,
             "slots": slots,
+            "recorded": db.is_some(),
             "consumed": consumed,
             "seconds": seconds,
             // From the first delivery to the last acknowledgement.
             "per_second": rate(consumed, seconds),
         })
     );
+    if consumed < count {
+        bail!("consumed {consumed} of {count} messages");
+    }
     Ok(())
 }
 
