@@ -268,6 +268,24 @@ impl TestEnv {
         assert!(granted.status().is_success(), "granting permissions");
     }
 
+    /// Ready messages in a queue of this test's vhost, straight from the broker (a
+    /// passive declare). Exact at once, unlike the management API's sampled counts.
+    pub async fn ready_messages(&self, queue: &str) -> u32 {
+        let conn = self.amqp_connection().await;
+        let channel = conn.create_channel().await.expect("AMQP channel");
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..lapin::options::QueueDeclareOptions::default()
+        };
+        let count = channel
+            .queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
+            .await
+            .unwrap_or_else(|e| panic!("queue {queue} in vhost {}: {e}", self.vhost))
+            .message_count();
+        let _ = conn.close(200, "done".into()).await;
+        count
+    }
+
     /// Queues of this test's vhost as the management API reports them (name → messages).
     pub async fn queue_depths(&self) -> HashMap<String, u64> {
         let (user, password) = self.services.rabbitmq_credentials();

@@ -124,7 +124,14 @@ impl Runtime {
     async fn slot(self: Arc<Self>, index: usize, signals: Signals) {
         let mut backoff = Duration::from_millis(200);
         while !is_raised(&signals.stop) {
-            match self.serve(index, &signals, &mut backoff).await {
+            let served = match self.broker.channel().await {
+                Ok(channel) => self
+                    .serve(index, channel, &signals, &mut backoff)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(err) => Err(err.to_string()),
+            };
+            match served {
                 Ok(()) => return,
                 Err(err) => {
                     tracing::warn!(slot = index, error = %err, "broker channel lost; reconnecting");
@@ -143,17 +150,10 @@ impl Runtime {
     async fn serve(
         &self,
         index: usize,
+        channel: Channel,
         signals: &Signals,
         backoff: &mut Duration,
     ) -> LapinResult<()> {
-        let channel = match self.broker.channel().await {
-            Ok(channel) => channel,
-            Err(err) => {
-                return Err(lapin::Error::from(lapin::ErrorKind::IOError(Arc::new(
-                    std::io::Error::other(err.to_string()),
-                ))));
-            }
-        };
         channel
             .basic_qos(1, BasicQosOptions { global: true })
             .await?;

@@ -7,27 +7,19 @@ use deployguard::queue::{
 };
 use deployguard_testkit::{TcpProxy, TestEnv};
 use lapin::options::QueueDeclareOptions;
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::AMQPValue;
 
 fn noop(queue: WorkQueue) -> TaskMessage {
     TaskMessage::new("deployguard.diagnostic.noop", queue, TaskBody::default())
 }
 
-/// Ready messages in a queue, straight from the broker (the management API lags).
-async fn ready(env: &TestEnv, queue: &str) -> u32 {
-    let conn = env.amqp_connection().await;
-    let channel = conn.create_channel().await.unwrap();
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    let count = channel
-        .queue_declare(queue.into(), passive, FieldTable::default())
-        .await
-        .unwrap()
-        .message_count();
-    let _ = conn.close(200, "done".into()).await;
-    count
+/// A publisher whose broker connection goes through a proxy the test can cut.
+async fn publisher_through_proxy(env: &TestEnv) -> (TcpProxy, Publisher) {
+    let proxy = TcpProxy::start(env.services.amqp_addr()).await;
+    let mut vars = env.vars();
+    vars.insert("AMQP_URL".into(), env.amqp_url(Some(proxy.addr())));
+    let broker = Broker::new(&TestEnv::config_from(&vars).broker, "queue-test");
+    (proxy, Publisher::new(Arc::new(broker)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,20 +66,13 @@ async fn topology_is_declared_idempotently_and_a_conflicting_queue_is_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_are_confirmed_in_bulk_and_fail_visibly_while_the_broker_is_away() {
     let env = TestEnv::new().await;
-    let proxy = TcpProxy::start(env.services.amqp_addr()).await;
-    let mut vars = env.vars();
-    vars.insert("AMQP_URL".into(), env.amqp_url(Some(proxy.addr())));
-    let broker = Arc::new(Broker::new(
-        &TestEnv::config_from(&vars).broker,
-        "publish-test",
-    ));
-    let publisher = Publisher::new(broker);
+    let (proxy, publisher) = publisher_through_proxy(&env).await;
 
     let messages: Vec<TaskMessage> = (0..500).map(|_| noop(WorkQueue::Push)).collect();
     for outcome in publisher.publish_many(&messages).await {
         outcome.unwrap();
     }
-    assert_eq!(ready(&env, "deployguard.push").await, 500);
+    assert_eq!(env.ready_messages("deployguard.push").await, 500);
 
     proxy.cut().await;
     let started = tokio::time::Instant::now();
@@ -109,7 +94,7 @@ async fn publishes_are_confirmed_in_bulk_and_fail_visibly_while_the_broker_is_aw
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(published, "publishing did not recover without a restart");
-    assert_eq!(ready(&env, "deployguard.push").await, 501);
+    assert_eq!(env.ready_messages("deployguard.push").await, 501);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,29 +108,22 @@ async fn a_delayed_message_returns_to_its_own_queue_after_the_delay() {
         .await
         .unwrap();
     let sent = tokio::time::Instant::now();
-    assert_eq!(ready(&env, "deployguard.clean").await, 0);
-    while ready(&env, "deployguard.clean").await == 0 {
+    assert_eq!(env.ready_messages("deployguard.clean").await, 0);
+    while env.ready_messages("deployguard.clean").await == 0 {
         assert!(sent.elapsed() < Duration::from_secs(10), "never came back");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let waited = sent.elapsed();
     assert!(waited >= Duration::from_millis(1300), "{waited:?}");
     assert!(waited < Duration::from_millis(2600), "{waited:?}");
-    assert_eq!(ready(&env, "deployguard.delay.2s").await, 0);
-    assert_eq!(ready(&env, "deployguard.scan").await, 0);
+    assert_eq!(env.ready_messages("deployguard.delay.2s").await, 0);
+    assert_eq!(env.ready_messages("deployguard.scan").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbox_relay_publishes_staged_tasks_and_keeps_them_while_the_broker_is_away() {
     let env = TestEnv::new().await;
-    let proxy = TcpProxy::start(env.services.amqp_addr()).await;
-    let mut vars = env.vars();
-    vars.insert("AMQP_URL".into(), env.amqp_url(Some(proxy.addr())));
-    let broker = Arc::new(Broker::new(
-        &TestEnv::config_from(&vars).broker,
-        "relay-test",
-    ));
-    let publisher = Publisher::new(broker);
+    let (proxy, publisher) = publisher_through_proxy(&env).await;
 
     let staged: Vec<TaskMessage> = (0..3).map(|_| noop(WorkQueue::Scan)).collect();
     let mut tx = env.db.begin().await.unwrap();
@@ -193,7 +171,7 @@ async fn the_outbox_relay_publishes_staged_tasks_and_keeps_them_while_the_broker
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(published, 3);
-    assert_eq!(ready(&env, "deployguard.scan").await, 3);
+    assert_eq!(env.ready_messages("deployguard.scan").await, 3);
     assert_eq!(
         outbox::relay_once(&env.db, &publisher, 100).await.unwrap(),
         0,

@@ -56,8 +56,7 @@ async fn tasks_run_once_are_recorded_and_counted_in_metrics() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    let depths = env.queue_depths().await;
-    assert_eq!(depths.get("deployguard"), Some(&0), "{depths:?}");
+    assert_eq!(env.ready_messages("deployguard").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,13 +81,7 @@ async fn a_worker_killed_mid_task_loses_nothing_and_the_effect_happens_once() {
         second.log()
     );
 
-    let effects: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM audit_logs WHERE action = 'diagnostic.effect' AND details->>'task_id' = $1",
-    )
-    .bind(message.id.to_string())
-    .fetch_one(&env.db)
-    .await
-    .unwrap();
+    let effects = effects(&env, message.id).await;
     assert_eq!(effects, 1);
     let (attempt, worker): (i32, String) =
         sqlx::query_as("SELECT attempt, worker FROM task_results WHERE task_id = $1")
@@ -103,7 +96,7 @@ async fn a_worker_killed_mid_task_loses_nothing_and_the_effect_happens_once() {
     );
     assert!(
         eventually(10 * SECS, || async {
-            env.queue_depths().await.get("deployguard.clean") == Some(&0)
+            env.ready_messages("deployguard.clean").await == 0
         })
         .await
     );
@@ -145,7 +138,7 @@ async fn poison_and_unknown_messages_are_dead_lettered_with_a_reason_and_fail_th
 
     assert!(
         eventually(15 * SECS, || async {
-            env.queue_depths().await.get(DEAD_LETTER_QUEUE) == Some(&2)
+            env.ready_messages(DEAD_LETTER_QUEUE).await == 2
         })
         .await,
         "{}",
@@ -190,6 +183,17 @@ async fn poison_and_unknown_messages_are_dead_lettered_with_a_reason_and_fail_th
         Some("dead_lettered")
     );
     assert!(worker.log().contains("dead-lettered"));
+}
+
+/// How many times the diagnostic effect task wrote its effect.
+async fn effects(env: &TestEnv, task_id: Uuid) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM audit_logs WHERE action = 'diagnostic.effect' AND details->>'task_id' = $1",
+    )
+    .bind(task_id.to_string())
+    .fetch_one(&env.db)
+    .await
+    .unwrap()
 }
 
 /// When each attempt of a task started, from the diagnostic task's audit rows.
@@ -248,10 +252,9 @@ async fn retries_follow_the_backoff_policy_then_dead_letter_and_fail_the_job() {
         ("failed", Some("retries_exhausted"))
     );
     assert!(error.unwrap().contains("gave up after 4 attempts"));
-    // The management API's counts lag by a few seconds.
     assert!(
         eventually(15 * SECS, || async {
-            env.queue_depths().await.get(DEAD_LETTER_QUEUE) == Some(&1)
+            env.ready_messages(DEAD_LETTER_QUEUE).await == 1
         })
         .await
     );
@@ -471,7 +474,7 @@ async fn sigterm_finishes_short_tasks_and_hands_back_the_rest() {
     );
     assert!(
         eventually(5 * SECS, || async {
-            env.queue_depths().await.get("deployguard.clean") == Some(&2)
+            env.ready_messages("deployguard.clean").await == 2
         })
         .await,
         "the long task and the queued one are back in the queue"
@@ -564,14 +567,11 @@ async fn exclusive_rabbitmq_restart_mid_run_loses_no_task() {
     let log = worker.log();
     assert!(log.contains("reconnecting"), "{log}");
     for message in &messages[..2] {
-        let effects: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM audit_logs WHERE action = 'diagnostic.effect' AND details->>'task_id' = $1",
-        )
-        .bind(message.id.to_string())
-        .fetch_one(&env.db)
-        .await
-        .unwrap();
-        assert_eq!(effects, 1, "the redelivered in-flight task ran again");
+        assert_eq!(
+            effects(&env, message.id).await,
+            1,
+            "the redelivered in-flight task ran again"
+        );
     }
 }
 
