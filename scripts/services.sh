@@ -69,6 +69,8 @@ ensure_tools() {
   # The archive tests unpack what `deployguard clean --archive` writes.
   command -v unzip >/dev/null || apt_install unzip
   command -v tar >/dev/null || apt_install tar
+  # The worker tests signal processes with kill(1).
+  [ -x /bin/kill ] || [ -x /usr/bin/kill ] || apt_install procps
   apt_install ca-certificates
 }
 
