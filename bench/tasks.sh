@@ -26,7 +26,7 @@
 # --prefetch-multiplier 1`, acks_late; gossip, mingle and heartbeats off). Bare lapin:
 # `taskbench bare-publish` / `bare-consume` with our message bytes, the same batching
 # and the same prefetch, once on a queue declared with our work queues' arguments
-# (x-max-priority 9, dead-letter exchange: the reference for "80% of bare lapin"), once
+# (x-max-priority, dead-letter exchange: the reference for "80% of bare lapin"), once
 # on a plain durable queue like Celery's, and once on our queue arguments running the
 # worker's own claim and finish statements (records::claim, records::finish) against a
 # fresh database before each ack: the floor of case (b)'s design without the runtime.
@@ -348,7 +348,7 @@ rows = [
     ("Celery", "celery", "a", "(a) no result backend"),
     ("DeployGuard worker", "ours", "b", "(b) bookkeeping in PostgreSQL (`task_results`)"),
     ("Celery", "celery", "b", "(b) bookkeeping in PostgreSQL (db+postgresql backend)"),
-    ("bare lapin, queue with our arguments (x-max-priority 9)", "bare-priority", "-", "reference"),
+    ("bare lapin, queue with our arguments (x-max-priority 2)", "bare-priority", "-", "reference"),
     ("bare lapin, plain durable queue (as Celery's)", "bare-plain", "-", "reference"),
     ("bare lapin + the worker's two `task_results` statements (`records::claim`, `records::finish`) before each ack, queue with our arguments", "bare-record", "-", "reference for (b)"),
 ]

@@ -73,7 +73,7 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         batch: usize,
         /// Declare the queue without arguments (like Celery's) instead of with the
-        /// arguments of DeployGuard's work queues (x-max-priority 9, dead-letter exchange).
+        /// arguments of DeployGuard's work queues (x-max-priority, dead-letter exchange).
         #[arg(long)]
         plain: bool,
     },

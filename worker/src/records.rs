@@ -14,8 +14,12 @@ use uuid::Uuid;
 /// What the claim found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Claim {
-    /// Ours to run; `attempt` is 1 for the first run.
-    Granted { attempt: u32 },
+    /// Ours to run; `attempt` is 1 for the first run; `job_status` is the status of the
+    /// task's job, if it has one.
+    Granted {
+        attempt: u32,
+        job_status: Option<String>,
+    },
     /// Already finished (`success`, `failure`, `dead_lettered`, `revoked`): do nothing.
     Finished(String),
     /// Running on a worker that was heard of within the lease.
@@ -44,7 +48,8 @@ pub async fn claim(
              AND (task_results.state IN ('pending', 'received', 'retry')
                   OR (task_results.state = 'started'
                       AND task_results.updated_at < now() - make_interval(secs => $9)))
-         RETURNING attempt",
+         RETURNING attempt,
+                   (SELECT status FROM jobs WHERE jobs.id = task_results.job_id) AS job_status",
     )
     .bind(message.id)
     .bind(&message.task)
@@ -61,6 +66,7 @@ pub async fn claim(
         let attempt: i32 = row.try_get("attempt")?;
         return Ok(Claim::Granted {
             attempt: u32::try_from(attempt).unwrap_or(1),
+            job_status: row.try_get("job_status")?,
         });
     }
     let row = sqlx::query("SELECT state, attempt, worker FROM task_results WHERE task_id = $1")

@@ -323,9 +323,18 @@ impl Runtime {
         }
 
         let mut attempt = message.retries + 1;
+        // The claim reads the job's status in the same statement; an unrecorded task
+        // asks for it on its own.
+        let mut job_status = None;
         if spec.recorded {
             match records::claim(&self.db, &message, &self.identity, self.config.lease).await {
-                Ok(Claim::Granted { attempt: granted }) => attempt = granted,
+                Ok(Claim::Granted {
+                    attempt: granted,
+                    job_status: status,
+                }) => {
+                    attempt = granted;
+                    job_status = status;
+                }
                 Ok(Claim::Finished(_) | Claim::Superseded) => {
                     tracing::info!(parent: &span, "duplicate delivery of a finished task; acknowledged");
                     self.metrics.task(&self.metrics.duplicates, &message.task);
@@ -356,30 +365,30 @@ impl Runtime {
             }
         }
 
-        if let Some(job_id) = message.body.job_id {
+        if let Some(job_id) = message.body.job_id.filter(|_| !spec.recorded) {
             match records::job_status(&self.db, job_id).await {
-                Ok(Some(status)) if records::job_is_stopped(&status) => {
-                    tracing::info!(parent: &span, status, "job already stopped; task not run");
-                    let recorded = records::finish(
-                        &self.db,
-                        message.id,
-                        &self.identity,
-                        "revoked",
-                        Some(&format!("job is {status}")),
-                        None,
-                    )
-                    .await;
-                    return self
-                        .ack_if(channel, &delivery, recorded, "recording a revoked task")
-                        .await;
-                }
-                Ok(_) => {}
+                Ok(status) => job_status = status,
                 Err(err) => {
                     return self
                         .requeue_later(channel, &delivery, &err.to_string())
                         .await;
                 }
             }
+        }
+        if let Some(status) = job_status.filter(|s| records::job_is_stopped(s)) {
+            tracing::info!(parent: &span, status, "job already stopped; task not run");
+            let recorded = records::finish(
+                &self.db,
+                message.id,
+                &self.identity,
+                "revoked",
+                Some(&format!("job is {status}")),
+                None,
+            )
+            .await;
+            return self
+                .ack_if(channel, &delivery, recorded, "recording a revoked task")
+                .await;
         }
 
         let outcome = self.execute(&spec, &message, attempt, signals, &span).await;

@@ -11,7 +11,7 @@ use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::topology::{MAX_PRIORITY, WorkQueue};
+use super::topology::{MAX_PRIORITY, NORMAL_PRIORITY, WorkQueue, message_priority};
 
 /// Our own header: when the message was first published, in milliseconds since the
 /// epoch (the AMQP `timestamp` property has whole seconds only). Feeds the
@@ -52,7 +52,7 @@ pub struct TaskMessage {
     /// Soft and hard time limits in seconds, overriding the worker's defaults.
     pub timelimit: (Option<u64>, Option<u64>),
     pub queue: WorkQueue,
-    /// 0 (lowest) … 9.
+    /// The broker level: 0 (low) … [`MAX_PRIORITY`] (high).
     pub priority: u8,
     pub published_at_ms: Option<i64>,
     pub body: TaskBody,
@@ -72,15 +72,21 @@ impl TaskMessage {
             expires: None,
             timelimit: (None, None),
             queue,
-            priority: 5,
+            priority: NORMAL_PRIORITY,
             published_at_ms: None,
             body,
         }
     }
 
+    /// Sets the broker level directly (clamped to [`MAX_PRIORITY`]).
     pub fn with_priority(mut self, priority: u8) -> Self {
         self.priority = priority.min(MAX_PRIORITY);
         self
+    }
+
+    /// Sets the level for a job's priority (0 lowest … 9 highest).
+    pub fn with_job_priority(self, job_priority: i16) -> Self {
+        self.with_priority(message_priority(job_priority))
     }
 
     /// The AMQP properties and body of this message. `published_at_ms` is kept if set
@@ -294,7 +300,7 @@ mod tests {
                 args: serde_json::Map::new(),
             },
         )
-        .with_priority(8);
+        .with_job_priority(8);
         msg.retries = 2;
         msg.parent_id = Some(Uuid::new_v4());
         msg.expires = Some(Utc.timestamp_opt(1_900_000_000, 0).unwrap());
@@ -308,7 +314,7 @@ mod tests {
         let msg = sample();
         let (properties, body) = msg.encode();
         assert_eq!(properties.delivery_mode(), &Some(2));
-        assert_eq!(properties.priority(), &Some(8));
+        assert_eq!(properties.priority(), &Some(MAX_PRIORITY));
         assert_eq!(
             properties
                 .correlation_id()

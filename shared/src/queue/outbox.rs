@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::message::{TaskBody, TaskMessage};
 use super::publish::Publisher;
-use super::topology::{WORK_EXCHANGE, WorkQueue};
+use super::topology::{MAX_PRIORITY, NORMAL_PRIORITY, WORK_EXCHANGE, WorkQueue};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -221,7 +221,7 @@ fn decode_row(row: &sqlx::postgres::PgRow) -> Option<TaskMessage> {
         expires: envelope.expires,
         timelimit: envelope.timelimit,
         queue,
-        priority: u8::try_from(priority).unwrap_or(5),
+        priority: u8::try_from(priority).map_or(NORMAL_PRIORITY, |p| p.min(MAX_PRIORITY)),
         published_at_ms: None,
         body,
     })

@@ -26,8 +26,23 @@ pub const DEAD_LETTER_QUEUE: &str = "deployguard.dead";
 pub const RETRY_EXCHANGE: &str = "deployguard.retry";
 /// The header the retry exchange routes on (headers starting `x-` are not matched).
 pub const DELAY_TIER_HEADER: &str = "deployguard-delay";
-/// Message priorities are 0 (lowest) to 9, like job priorities.
-pub const MAX_PRIORITY: u8 = 9;
+/// The broker's priority levels: 0 low, 1 normal, 2 high. RabbitMQ keeps a sub-queue
+/// per level and walks them on every enqueue and fetch; with three levels a work queue
+/// drains about as fast as one without priorities, with ten it was a fifth slower
+/// (bench/RESULTS.md). Jobs keep their finer 0–9 scale; [`message_priority`] maps it.
+pub const MAX_PRIORITY: u8 = 2;
+/// The level of a message that names none (a job's default priority 5 maps here too).
+pub const NORMAL_PRIORITY: u8 = 1;
+
+/// The message priority for a job priority (0 lowest … 9 highest): 0–3 low, 4–6
+/// normal, 7–9 high. Out-of-range values clamp to the nearest end.
+pub fn message_priority(job_priority: i16) -> u8 {
+    match job_priority {
+        ..=3 => 0,
+        4..=6 => NORMAL_PRIORITY,
+        _ => MAX_PRIORITY,
+    }
+}
 
 /// Delay tiers, in seconds: powers of two up to the one-hour hard time limit.
 pub const DELAY_TIERS: [u64; 13] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 3600];
@@ -237,6 +252,12 @@ fn topology_error(what: &str, name: &str, err: &lapin::Error) -> QueueError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_priorities_map_onto_three_broker_levels() {
+        let levels: Vec<u8> = (-1..=10).map(message_priority).collect();
+        assert_eq!(levels, [0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2]);
+    }
 
     #[test]
     fn queue_lists_are_parsed_into_priority_order() {

@@ -282,7 +282,7 @@ async fn work_is_taken_by_queue_order_then_by_message_priority() {
     ] {
         let mut in_queue = Vec::new();
         for priority in [1, 9, 5] {
-            let message = task(NOOP, queue, json!({})).with_priority(priority);
+            let message = task(NOOP, queue, json!({})).with_job_priority(priority);
             in_queue.push((priority, message.id));
             messages.push(message);
         }
@@ -313,9 +313,10 @@ async fn work_is_taken_by_queue_order_then_by_message_priority() {
 async fn a_single_queue_worker_takes_higher_priorities_first() {
     let env = TestEnv::new().await;
     let publisher = publisher(&env);
-    let messages: Vec<TaskMessage> = [0u8, 3, 9, 6]
+    // Job priorities; 0 and 3 share the broker's low level and keep their order.
+    let messages: Vec<TaskMessage> = [0, 3, 9, 6]
         .into_iter()
-        .map(|p| task(NOOP, WorkQueue::Scan, json!({})).with_priority(p))
+        .map(|p| task(NOOP, WorkQueue::Scan, json!({})).with_job_priority(p))
         .collect();
     for outcome in publisher.publish_many(&messages).await {
         outcome.unwrap();
@@ -333,7 +334,7 @@ async fn a_single_queue_worker_takes_higher_priorities_first() {
             .fetch_all(&env.db)
             .await
             .unwrap();
-    let expected: Vec<Uuid> = [2, 3, 1, 0].map(|i| messages[i].id).to_vec();
+    let expected: Vec<Uuid> = [2, 3, 0, 1].map(|i| messages[i].id).to_vec();
     assert_eq!(order, expected);
 }
 
@@ -437,6 +438,17 @@ async fn cancelling_a_job_stops_its_running_task_promptly() {
     );
     assert!(cancelled.elapsed() < 3 * SECS);
     assert_eq!(job_row(&env, job).await.0, "cancelled");
+
+    // A task of the cancelled job that is still queued never runs.
+    let mut late = task(EFFECT, WorkQueue::Scan, json!({"seconds": 0}));
+    late.body.job_id = Some(job);
+    publisher(&env).publish(&late).await.unwrap();
+    assert!(
+        wait_state(&env, late.id, "revoked", 10 * SECS).await,
+        "{}",
+        worker.log()
+    );
+    assert_eq!(effects(&env, late.id).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
