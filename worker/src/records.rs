@@ -110,7 +110,7 @@ pub async fn heartbeat(
 /// `revoked`. Returns false when the claim is no longer ours (another worker took the
 /// task over): the caller must then leave the job alone.
 pub async fn finish(
-    db: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     task_id: Uuid,
     worker: &str,
     state: &str,
@@ -224,7 +224,7 @@ pub async fn release(db: &PgPool, task_id: Uuid, worker: &str) -> Result<(), sql
 
 /// Fails a job that has not reached a final state, with a code and a message.
 pub async fn fail_job(
-    db: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     job_id: Uuid,
     code: &str,
     message: &str,

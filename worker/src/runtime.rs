@@ -688,23 +688,29 @@ impl Runtime {
         reason: &str,
         state: &str,
     ) -> Result<(), sqlx::Error> {
-        let owned = self
-            .record(
-                spec,
-                message,
+        // One transaction: a worker dying in between must not leave a failed task whose
+        // job still looks alive (its redelivered copy would find the task finished).
+        let mut tx = self.db.begin().await?;
+        if spec.recorded {
+            let error = format!("{code}: {reason}");
+            let owned = records::finish(
+                &mut *tx,
+                message.id,
+                &self.identity,
                 state,
-                Some(&format!("{code}: {reason}")),
+                Some(&error),
                 None,
             )
             .await?;
-        if !owned {
-            tracing::warn!(task_id = %message.id, "claim lost to another worker; job left alone");
-            return Ok(());
+            if !owned {
+                tracing::warn!(task_id = %message.id, "claim lost to another worker; job left alone");
+                return Ok(());
+            }
         }
         if let Some(job_id) = message.body.job_id {
-            records::fail_job(&self.db, job_id, code, reason).await?;
+            records::fail_job(&mut *tx, job_id, code, reason).await?;
         }
-        Ok(())
+        tx.commit().await
     }
 
     async fn lost_claim(
