@@ -531,19 +531,22 @@ pub fn push(
         return Ok(report);
     }
     let message = super::stderr_message(stderr.as_bytes(), status);
-    let lower = stderr.to_ascii_lowercase();
     let url = remote.as_str().to_owned();
+    // The URL is taken out first: its port or path may contain "401" or "not found".
+    let lower = stderr
+        .to_ascii_lowercase()
+        .replace(&url.to_ascii_lowercase(), "");
     if lower.contains("authentication failed")
         || lower.contains("could not read username")
         || lower.contains("could not read password")
         || lower.contains("permission denied")
-        || lower.contains("403")
-        || lower.contains("401")
+        || lower.contains("error: 403")
+        || lower.contains("error: 401")
     {
         Err(PushError::Authentication { url, message })
     } else if lower.contains("not found")
         || lower.contains("does not appear to be a git repository")
-        || lower.contains("404")
+        || lower.contains("error: 404")
     {
         Err(PushError::NotFound { url, message })
     } else {
