@@ -160,25 +160,25 @@ impl Runtime {
         *backoff = Duration::from_millis(200);
         let queues = self.config.queues.clone();
         let mut consumers_made = 0u64;
-        let mut tag = |queue: WorkQueue| {
+        // A consumer on `queue` with a tag naming this worker, slot and queue.
+        let mut consume = |queue: WorkQueue| {
             consumers_made += 1;
-            format!(
+            let tag = format!(
                 "{}/{}/{}/{consumers_made}",
                 self.identity,
                 index,
                 queue.short_name()
+            );
+            channel.basic_consume(
+                queue.name().into(),
+                tag.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
             )
         };
 
         if let [queue] = queues[..] {
-            let mut consumer = channel
-                .basic_consume(
-                    queue.name().into(),
-                    tag(queue).into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
+            let mut consumer = consume(queue).await?;
             loop {
                 let next = tokio::select! {
                     next = consumer.next() => next,
@@ -224,15 +224,7 @@ impl Runtime {
             // are cancelled.
             let mut consumers = Vec::with_capacity(queues.len());
             for &queue in &queues {
-                let consumer = channel
-                    .basic_consume(
-                        queue.name().into(),
-                        tag(queue).into(),
-                        BasicConsumeOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await?;
-                consumers.push((queue, consumer));
+                consumers.push((queue, consume(queue).await?));
             }
             let tags: Vec<_> = consumers.iter().map(|(_, c)| c.tag()).collect();
             let mut merged = select_all(
@@ -690,6 +682,9 @@ impl Runtime {
     ) -> Result<(), sqlx::Error> {
         // One transaction: a worker dying in between must not leave a failed task whose
         // job still looks alive (its redelivered copy would find the task finished).
+        if !spec.recorded && message.body.job_id.is_none() {
+            return Ok(());
+        }
         let mut tx = self.db.begin().await?;
         if spec.recorded {
             let error = format!("{code}: {reason}");
