@@ -72,6 +72,23 @@ ensure_tools() {
   # The worker tests signal processes with kill(1).
   [ -x /bin/kill ] || [ -x /usr/bin/kill ] || apt_install procps
   apt_install ca-certificates
+  # The API tests make RSA keys for JWT checks with openssl(1).
+  command -v openssl >/dev/null || apt_install openssl
+}
+
+# The OpenAPI fuzzer the API tests run (schemathesis, from PyPI, in its own venv).
+SCHEMATHESIS_VERSION=4.32.5
+ensure_fuzzer() {
+  local venv=$HOME/.cache/deployguard/venv
+  if "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then return; fi
+  command -v python3 >/dev/null || apt_install python3
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+    apt_install python3-venv
+  fi
+  log "installing schemathesis $SCHEMATHESIS_VERSION into $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 }
 
 # --- PostgreSQL ------------------------------------------------------------------------
@@ -177,6 +194,7 @@ status() {
 case "${1:-start}" in
   start)
     ensure_tools
+    ensure_fuzzer
     ensure_postgres
     ensure_rabbitmq
     ensure_s3

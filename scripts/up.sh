@@ -69,6 +69,7 @@ curl -sS "$ready_url"; echo
 cat <<TXT
 
   API             http://127.0.0.1:$API_PORT/api/v2   (health: /api/v2/health, /api/v2/health/ready)
+  API docs        http://127.0.0.1:$API_PORT/docs     (OpenAPI: /api/v2/openapi.json)
   RabbitMQ UI     http://127.0.0.1:15672              (guest / guest)
   S3 (s3s-fs)     http://127.0.0.1:${DG_S3_PORT:-9000}  bucket "deployguard"
   Logs, PIDs      $RUN_DIR/{api,worker,beat}.log

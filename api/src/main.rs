@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use deployguard::config::{self, Config, DatabaseConfig, LogConfig};
+use deployguard::config::{self, ApiConfig, Config, DatabaseConfig, LogConfig};
 use deployguard::{db, service, telemetry};
 
 const PROGRAM: &str = "deployguard-api";
@@ -24,7 +24,10 @@ enum Command {
 
 fn main() -> ExitCode {
     match Args::parse().command.unwrap_or(Command::Serve) {
-        Command::Serve => service::main(PROGRAM, serve),
+        Command::Serve => {
+            let api = config::or_exit(PROGRAM, ApiConfig::from_env());
+            service::main(PROGRAM, move |config| serve(config, api))
+        }
         Command::Migrate => {
             telemetry::init(&config::or_exit(PROGRAM, LogConfig::from_env()));
             let database = config::or_exit(PROGRAM, DatabaseConfig::from_env());
@@ -35,8 +38,14 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let state = deployguard_api::AppState::new(config)?;
+async fn serve(config: Config, api: ApiConfig) -> anyhow::Result<()> {
+    if matches!(api.auth, config::AuthConfig::Gateway { token: None }) {
+        tracing::warn!(
+            "AUTH_MODE=gateway without GATEWAY_TOKEN: any client that reaches this port can \
+             claim any identity; expose the API only through the gateway, or set GATEWAY_TOKEN"
+        );
+    }
+    let state = deployguard_api::AppState::new(config, api)?;
     if state.config.storage.create_bucket {
         state.storage.ensure_bucket().await?;
     }

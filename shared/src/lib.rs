@@ -7,6 +7,8 @@ pub mod db;
 pub mod git;
 pub mod github;
 pub mod health;
+pub mod jobs;
+pub mod net;
 pub mod queue;
 pub mod scan;
 pub mod service;

@@ -33,7 +33,19 @@ impl StorageError {
 #[derive(Clone, Debug)]
 pub struct Storage {
     client: aws_sdk_s3::Client,
+    /// Signs URLs handed to users; differs from `client` when the store has a public
+    /// name (`S3_PUBLIC_ENDPOINT_URL`).
+    presigner: aws_sdk_s3::Client,
     bucket: String,
+}
+
+/// The prefixes under which a job's objects live.
+pub fn job_prefixes(job_id: uuid::Uuid) -> [String; 3] {
+    [
+        format!("repos/{job_id}/"),
+        format!("reports/{job_id}/"),
+        format!("cleaned/{job_id}/"),
+    ]
 }
 
 impl Storage {
@@ -59,11 +71,21 @@ impl Storage {
                     .connect_timeout(Duration::from_secs(5))
                     .build(),
             );
+        let mut public = builder.clone();
         if let Some(endpoint) = &config.endpoint {
             builder = builder.endpoint_url(endpoint.as_str().trim_end_matches('/'));
         }
+        let client = aws_sdk_s3::Client::from_conf(builder.build());
+        let presigner = match config.public_endpoint.as_ref() {
+            Some(endpoint) => {
+                public = public.endpoint_url(endpoint.as_str().trim_end_matches('/'));
+                aws_sdk_s3::Client::from_conf(public.build())
+            }
+            None => client.clone(),
+        };
         Self {
-            client: aws_sdk_s3::Client::from_conf(builder.build()),
+            client,
+            presigner,
             bucket: config.bucket.clone(),
         }
     }
@@ -112,5 +134,96 @@ impl Storage {
             }
             Err(err) => Err(StorageError::from_sdk(err)),
         }
+    }
+}
+
+impl Storage {
+    /// Whether an object exists.
+    pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(false),
+            Err(err)
+                if err
+                    .raw_response()
+                    .is_some_and(|r| r.status().as_u16() == 404) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(StorageError::from_sdk(err)),
+        }
+    }
+
+    /// A URL that lets its holder download `key` for `ttl`, signed for the public
+    /// endpoint; `filename` becomes the download's name.
+    pub async fn presign_get(
+        &self,
+        key: &str,
+        ttl: Duration,
+        filename: &str,
+    ) -> Result<String, StorageError> {
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl)
+            .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        let request = self
+            .presigner
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .response_content_disposition(format!("attachment; filename=\"{filename}\""))
+            .presigned(config)
+            .await
+            .map_err(StorageError::from_sdk)?;
+        Ok(request.uri().to_owned())
+    }
+
+    /// Keys under `prefix`, page by page (1000 at most per page).
+    pub async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(StorageError::from_sdk)?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated().unwrap_or(false) => token = Some(next.into()),
+                _ => return Ok(keys),
+            }
+        }
+    }
+
+    /// Deletes every object of a job; returns how many there were.
+    pub async fn delete_job_artifacts(&self, job_id: uuid::Uuid) -> Result<usize, StorageError> {
+        let mut deleted = 0;
+        for prefix in job_prefixes(job_id) {
+            for key in self.list_keys(&prefix).await? {
+                self.client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .map_err(StorageError::from_sdk)?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 }

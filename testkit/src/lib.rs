@@ -18,3 +18,13 @@ pub use fakes::{CredentialRequest, FakeCredentialService, FakeGitHub, FakeReposi
 pub use git_repo::{TestRepo, git_in};
 pub use git_server::{GitServer, run_git};
 pub use proxy::TcpProxy;
+
+/// Runs `rabbitmqctl -q ACTION` on the machine's broker (`stop_app`, `start_app`), for
+/// the tests that take the broker itself away; they run alone, after the parallel pass.
+pub fn rabbitmqctl(action: &str) {
+    let status = std::process::Command::new("rabbitmqctl")
+        .args(["-q", action])
+        .status()
+        .unwrap_or_else(|e| panic!("running rabbitmqctl {action}: {e}"));
+    assert!(status.success(), "rabbitmqctl {action}: {status}");
+}

@@ -2,6 +2,10 @@
 //! and as a process started the way operators start it.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod admin;
+mod fuzz;
 mod health;
 mod helpers;
+mod jobs;
 mod process;
+mod resilience;

@@ -73,11 +73,27 @@ fn malformed_values_exit_2_naming_the_variable_and_hiding_secrets() {
         ("DATABASE_URL", "mysql://dg:pg-topsecret@db/x"),
         ("LOG_LEVEL", "chatty"),
         ("API_ADDR", "not-an-address"),
+        ("AUTH_MODE", "trust-me"),
+        ("CALLBACK_SECRET", "short"),
+        ("TRUSTED_PROXIES", "proxy.local"),
     ] {
         let mut vars = valid_vars();
         vars.insert(var.to_owned(), value.to_owned());
         assert_config_exit(&run_with(&vars, &[]), var);
     }
+}
+
+#[test]
+fn jwt_mode_without_an_audience_exits_2() {
+    let mut vars = valid_vars();
+    vars.insert("AUTH_MODE".into(), "jwt".into());
+    vars.insert(
+        "JWT_HS256_SECRET".into(),
+        "jwt-topsecret-of-at-least-32-characters".into(),
+    );
+    let out = run_with(&vars, &[]);
+    assert_config_exit(&out, "JWT_AUDIENCE");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("jwt-topsecret"));
 }
 
 #[test]
@@ -115,6 +131,8 @@ async fn migrate_subcommand_brings_an_empty_database_to_the_latest_schema() {
         [
             "audit_logs",
             "beat_runs",
+            "idempotency_keys",
+            "job_callbacks",
             "jobs",
             "outbox",
             "secrets_found",

@@ -21,27 +21,59 @@ pub enum OutboxError {
 }
 
 /// How long the relay leaves a staged message to the process that staged it: that one
-/// publishes right after its commit, and the relay is only the safety net.
-pub const RELAY_GRACE: Duration = Duration::from_secs(10);
+/// publishes right after its commit, and the relay is only the safety net. Longer than
+/// the stager's worst case (reaching the broker, connecting, waiting for the confirm),
+/// so the stager's decision about a message it could not publish stands.
+pub const RELAY_GRACE: Duration = Duration::from_secs(30);
+
+/// A message as the outbox stores it, for callers that insert the row in a statement of
+/// their own (a job and its first task in one round trip).
+#[derive(Debug, Clone)]
+pub struct Staged {
+    pub message_id: Uuid,
+    pub job_id: Option<Uuid>,
+    pub exchange: &'static str,
+    pub routing_key: &'static str,
+    pub headers: serde_json::Value,
+    pub body: serde_json::Value,
+    pub priority: i16,
+    /// Seconds before the relay may publish it: the stager publishes first.
+    pub grace_secs: f64,
+}
+
+impl Staged {
+    pub fn new(message: &TaskMessage) -> Result<Self, OutboxError> {
+        Ok(Self {
+            message_id: message.id,
+            job_id: message.body.job_id,
+            exchange: WORK_EXCHANGE,
+            routing_key: message.queue.name(),
+            headers: serde_json::to_value(Envelope::from(message))?,
+            body: serde_json::to_value(&message.body)?,
+            priority: i16::from(message.priority),
+            grace_secs: RELAY_GRACE.as_secs_f64(),
+        })
+    }
+}
 
 /// Records `message` for publishing, inside the caller's transaction. The caller
 /// publishes it after the commit and calls [`mark_published`]; if it dies first, the
 /// relay publishes it after [`RELAY_GRACE`].
 pub async fn stage(conn: &mut PgConnection, message: &TaskMessage) -> Result<(), OutboxError> {
-    let envelope = serde_json::to_value(Envelope::from(message))?;
+    let staged = Staged::new(message)?;
     sqlx::query(
         "INSERT INTO outbox (message_id, job_id, exchange, routing_key, headers, body, priority,
                              available_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))",
     )
-    .bind(message.id)
-    .bind(message.body.job_id)
-    .bind(WORK_EXCHANGE)
-    .bind(message.queue.name())
-    .bind(envelope)
-    .bind(serde_json::to_value(&message.body)?)
-    .bind(i16::from(message.priority))
-    .bind(RELAY_GRACE.as_secs_f64())
+    .bind(staged.message_id)
+    .bind(staged.job_id)
+    .bind(staged.exchange)
+    .bind(staged.routing_key)
+    .bind(staged.headers)
+    .bind(staged.body)
+    .bind(staged.priority)
+    .bind(staged.grace_secs)
     .execute(conn)
     .await?;
     Ok(())

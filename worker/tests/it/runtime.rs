@@ -518,6 +518,12 @@ async fn a_task_staged_in_the_outbox_is_published_by_the_relay() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
+    // ... and that was longer ago than the grace the relay leaves the stager.
+    sqlx::query("UPDATE outbox SET available_at = now() WHERE message_id = $1")
+        .bind(message.id)
+        .execute(&env.db)
+        .await
+        .unwrap();
 
     let worker = Worker::start(&env, &[], &[]).await;
     assert!(
@@ -556,16 +562,9 @@ async fn exclusive_rabbitmq_restart_mid_run_loses_no_task() {
         worker.log()
     );
 
-    let rabbitmqctl = |action: &str| {
-        let status = std::process::Command::new("rabbitmqctl")
-            .args(["-q", action])
-            .status()
-            .unwrap();
-        assert!(status.success(), "rabbitmqctl {action}");
-    };
-    rabbitmqctl("stop_app");
+    deployguard_testkit::rabbitmqctl("stop_app");
     tokio::time::sleep(2 * SECS).await;
-    rabbitmqctl("start_app");
+    deployguard_testkit::rabbitmqctl("start_app");
 
     for message in &messages {
         assert!(

@@ -1,0 +1,865 @@
+//! `/jobs`: what CI pipelines and the admin panel do with jobs. Each handler validates,
+//! checks ownership, records and publishes; workers do the work.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use deployguard::jobs::{
+    self, AuditRecord, Job, JobFilter, JobStatus, NewJob, Outcome, Platform, PushTarget, Secret,
+    SecretSummary, SelectError, Selection, TransitionError,
+};
+use deployguard::queue::outbox::Staged;
+use deployguard::queue::{PublishError, TaskBody, TaskMessage, WorkQueue};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{ApiJson, ApiQuery, JobId};
+use crate::validate;
+
+pub const SCAN_TASK: &str = "deployguard.scan_repository";
+pub const CLEAN_TASK: &str = "deployguard.clean_repository";
+pub const PUSH_TASK: &str = "deployguard.push_repository";
+
+/// Secrets returned inline with a job; more are paged through `/secrets`.
+const INLINE_SECRETS: i64 = 1000;
+
+/// A new scan job.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJob {
+    /// The repository to scan: https (http only where the deployment allows it).
+    /// Credentials never go in the URL: pass `source_credentials_id`.
+    #[schema(
+        example = "https://bitbucket.example.com/scm/proj/repo.git",
+        min_length = 1,
+        max_length = 2048
+    )]
+    pub source_url: String,
+    /// Defaults to `generic`.
+    pub source_platform: Option<Platform>,
+    /// Scan only this branch's history; every branch and tag when absent.
+    #[schema(min_length = 1, max_length = 255)]
+    pub source_branch: Option<String>,
+    /// An id in the credential service; resolved by the worker when it clones.
+    #[schema(pattern = "^[A-Za-z0-9._:-]{1,255}$")]
+    pub source_credentials_id: Option<String>,
+    /// 0 (lowest) … 9 (highest); default 5.
+    #[schema(minimum = 0, maximum = 9)]
+    pub priority: Option<i64>,
+    /// Where to POST the job each time it settles (signed with HMAC-SHA-256).
+    #[schema(max_length = 2048)]
+    pub callback_url: Option<String>,
+}
+
+/// The answer to a created job.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobCreated {
+    pub id: Uuid,
+    #[schema(value_type = JobStatus)]
+    pub status: String,
+    pub progress_percent: i16,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The answers every job route may give besides its own.
+#[derive(utoipa::IntoResponses)]
+pub enum CommonErrors {
+    /// Bad input.
+    #[response(status = 400)]
+    BadRequest(#[to_schema] ErrorBody),
+    /// No identity.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// No such job (or not yours).
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// A dependency is unavailable.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+fn location(id: Uuid) -> HeaderValue {
+    HeaderValue::from_str(&format!("/api/v2/jobs/{id}")).unwrap_or(HeaderValue::from_static("/"))
+}
+
+/// Creates a scan job and queues its scan. Answers 202 only when the task has reached
+/// the broker; with the broker down, 503 and no job.
+#[utoipa::path(post, path = "/jobs", tag = "jobs",
+    request_body = CreateJob,
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retry-safe key: the same key and body give the first answer again")),
+    responses(
+        (status = 202, description = "Job created and its scan queued", body = JobCreated,
+            links(
+                ("GetJob" = (operation_id = "get", parameters(("id" = "$response.body#/id")))),
+                ("CancelJob" = (operation_id = "cancel", parameters(("id" = "$response.body#/id")))),
+                ("ListSecrets" = (operation_id = "secrets", parameters(("id" = "$response.body#/id")))),
+                ("SelectSecrets" = (operation_id = "select", parameters(("id" = "$response.body#/id")))),
+                ("CleanJob" = (operation_id = "clean", parameters(("id" = "$response.body#/id")))),
+                ("PushJob" = (operation_id = "push", parameters(("id" = "$response.body#/id")))),
+                ("DownloadJob" = (operation_id = "download", parameters(("id" = "$response.body#/id")))),
+            )),
+        (status = 409, description = "Idempotency key in use or reused for another request", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        CommonErrors,
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Arc<Caller>>,
+    ApiJson(body): ApiJson<CreateJob>,
+) -> ApiResult<Response> {
+    let priority = match body.priority {
+        None => 5,
+        Some(p @ 0..=9) => p as i16,
+        Some(_) => return Err(ApiError::validation("priority must be 0 to 9")),
+    };
+    let source_branch = body
+        .source_branch
+        .as_deref()
+        .map(validate::branch)
+        .transpose()?;
+    let source_credentials_id = body
+        .source_credentials_id
+        .as_deref()
+        .map(|id| validate::credentials_id("source_credentials_id", id))
+        .transpose()?;
+    let source_url = validate::repository_url(&state.api, "source_url", &body.source_url).await?;
+    let callback_url = match body.callback_url.as_deref() {
+        Some(raw) => Some(validate::callback_url(&state.api, raw).await?),
+        None => None,
+    };
+    let id = Uuid::now_v7();
+    let new = NewJob {
+        id,
+        owner_id: caller.user_id.clone(),
+        source_platform: body.source_platform.unwrap_or(Platform::Generic),
+        source_url,
+        source_branch,
+        source_credentials_id,
+        priority,
+        callback_url,
+        expires_at: Utc::now()
+            + chrono::Duration::from_std(state.api.job_ttl).unwrap_or(chrono::Duration::days(7)),
+    };
+    let task = job_task(SCAN_TASK, WorkQueue::Scan, id, &caller.user_id, priority);
+    let staged = Staged::new(&task).map_err(|e| ApiError::internal(&e))?;
+    // Cheap refusal while the broker is known to be away: nothing is written.
+    if state.publisher.broker().connection().await.is_err() {
+        state.metrics.publish_failures.inc();
+        return Err(ApiError::broker_unavailable());
+    }
+    let job = detached({
+        let (state, caller) = (state.clone(), Arc::clone(&caller));
+        async move {
+            let job = jobs::create(&state.db, &new, &staged).await?;
+            let confirmed = match state.publisher.publish(&task).await {
+                Ok(()) => true,
+                // The broker may have the task or not: the staged copy stays, the relay
+                // publishes it (again) after its grace, and the worker runs a task id
+                // once. The job exists either way.
+                Err(PublishError::Timeout(_)) => {
+                    tracing::warn!(job_id = %id, "no confirm for the scan task; the relay takes over");
+                    false
+                }
+                Err(err) => {
+                    state.metrics.publish_failures.inc();
+                    tracing::warn!(job_id = %id, error = %err, "scan task not published; job withdrawn");
+                    if let Err(db_err) = jobs::discard_unpublished(&state.db, id, task.id).await {
+                        // The relay publishes it later; the job is not lost, only late.
+                        tracing::error!(job_id = %id, error = %db_err, "could not withdraw the job");
+                    }
+                    return Err(ApiError::broker_unavailable());
+                }
+            };
+            let audit = AuditRecord {
+                actor: caller.actor(),
+                action: "job.create",
+                job_id: Some(id),
+                outcome: Outcome::Success,
+                details: serde_json::json!({
+                    "source_platform": new.source_platform.as_str(),
+                    "priority": priority,
+                }),
+            };
+            if let Err(err) = record_published(&state, confirmed, task.id, &audit).await {
+                // The task is out and the job committed: the request succeeded. The relay
+                // will publish a duplicate, which the worker ignores.
+                tracing::warn!(job_id = %id, error = %err, "could not mark the scan task published");
+            }
+            Ok(job)
+        }
+    })
+    .await?;
+    state.metrics.jobs_created.inc();
+    tracing::info!(job_id = %id, user_id = %caller.user_id, "job created");
+    let created = JobCreated {
+        id,
+        status: job.status,
+        progress_percent: job.progress_percent,
+        created_at: job.created_at,
+        expires_at: job.expires_at,
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location(id))],
+        Json(created),
+    )
+        .into_response())
+}
+
+/// Runs `work` to its end even if the client hangs up meanwhile: once a job is
+/// committed, its task must be published and marked, or the job withdrawn, whatever
+/// happens to the connection (axum drops a handler whose client went away).
+pub(crate) async fn detached<T: Send + 'static>(
+    work: impl Future<Output = ApiResult<T>> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::spawn(work)
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal(&e)))
+}
+
+/// The audit row of a queued task, with the staged copy marked published when the
+/// broker confirmed it (otherwise the relay publishes it).
+async fn record_published(
+    state: &AppState,
+    confirmed: bool,
+    message_id: Uuid,
+    audit: &AuditRecord<'_>,
+) -> Result<(), sqlx::Error> {
+    if confirmed {
+        jobs::confirm_published(&state.db, message_id, audit).await
+    } else {
+        jobs::audit::insert(&state.db, audit).await
+    }
+}
+
+fn job_task(name: &str, queue: WorkQueue, job_id: Uuid, user: &str, priority: i16) -> TaskMessage {
+    TaskMessage::new(
+        name,
+        queue,
+        TaskBody {
+            job_id: Some(job_id),
+            user_id: Some(user.to_owned()),
+            args: serde_json::Map::new(),
+        },
+    )
+    .with_job_priority(priority)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only jobs with this status.
+    #[param(inline)]
+    pub status: Option<JobStatus>,
+    /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Cuts a page fetched with one row more than `limit` back to `limit`; the cursor of
+/// its last row is the next page's start, when that extra row showed there is one.
+pub fn next_page<T, C>(rows: &mut Vec<T>, limit: i64, cursor: impl Fn(&T) -> C) -> Option<C> {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    if rows.len() <= limit {
+        return None;
+    }
+    rows.truncate(limit);
+    rows.last().map(cursor)
+}
+
+pub fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::validation(format!("limit must be 1 to {max}"))),
+    }
+}
+
+pub fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("{}.{id}", at.timestamp_micros()))
+}
+
+pub fn decode_cursor(raw: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+    let bad = || ApiError::validation("cursor is not one this API handed out");
+    let text = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(raw)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(bad)?;
+    let (micros, id) = text.split_once('.').ok_or_else(bad)?;
+    let at = micros
+        .parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(bad)?;
+    crate::extract::time_filter("cursor", Some(at)).map_err(|_| bad())?;
+    Ok((at, Uuid::parse_str(id).map_err(|_| bad())?))
+}
+
+/// Lists the pages of a job query (shared with the admin listing).
+pub async fn job_page(state: &AppState, mut filter: JobFilter<'_>) -> ApiResult<JobPage> {
+    let limit = filter.limit;
+    filter.limit = limit + 1;
+    let mut jobs = jobs::list(&state.db, &filter).await?;
+    let next_cursor = next_page(&mut jobs, limit, |j| encode_cursor(j.created_at, j.id));
+    Ok(JobPage { jobs, next_cursor })
+}
+
+/// The caller's jobs, newest first.
+#[utoipa::path(get, path = "/jobs", tag = "jobs", params(ListQuery),
+    responses((status = 200, description = "A page of jobs", body = JobPage), CommonErrors))]
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Arc<Caller>>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> ApiResult<Json<JobPage>> {
+    let filter = JobFilter {
+        owner: Some(&caller.user_id),
+        status: query.status,
+        after: query.cursor.as_deref().map(decode_cursor).transpose()?,
+        limit: page_limit(query.limit, 20, 100)?,
+        ..JobFilter::default()
+    };
+    Ok(Json(job_page(&state, filter).await?))
+}
+
+/// A job with its secrets (previews only).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobDetail {
+    pub job: Job,
+    /// The first 1000 secrets; every location of each is in `/jobs/{id}/secrets`.
+    pub secrets: Vec<SecretSummary>,
+    /// More secrets than are listed here: page through `/jobs/{id}/secrets`.
+    pub secrets_truncated: bool,
+}
+
+/// A job and the secrets found in it.
+#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses((status = 200, description = "The job", body = JobDetail), CommonErrors))]
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Arc<Caller>>,
+    JobId(id): JobId,
+) -> ApiResult<Json<JobDetail>> {
+    let found = jobs::get_with_secrets(&state.db, id, caller.owner_filter(), INLINE_SECRETS)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(JobDetail {
+        job: found.job,
+        secrets: found.secrets,
+        secrets_truncated: found.truncated,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SecretsQuery {
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SecretPage {
+    pub job_id: Uuid,
+    pub secrets: Vec<Secret>,
+    pub next_cursor: Option<Uuid>,
+}
+
+/// The secrets found in a job, in the order they were found.
+#[utoipa::path(get, path = "/jobs/{id}/secrets", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id"), SecretsQuery),
+    responses((status = 200, description = "A page of secrets", body = SecretPage), CommonErrors))]
+pub async fn secrets(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Arc<Caller>>,
+    JobId(id): JobId,
+    ApiQuery(query): ApiQuery<SecretsQuery>,
+) -> ApiResult<Json<SecretPage>> {
+    let limit = page_limit(query.limit, 100, 1000)?;
+    jobs::get(&state.db, id, caller.owner_filter())
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let mut secrets = jobs::secrets(&state.db, id, query.cursor, limit + 1).await?;
+    let next_cursor = next_page(&mut secrets, limit, |s| s.id);
+    Ok(Json(SecretPage {
+        job_id: id,
+        secrets,
+        next_cursor,
+    }))
+}
+
+/// Which secrets to clean; the rest stay. Replaces any earlier selection.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SelectRequest {
+    /// Secrets to remove from history.
+    pub secret_ids: Vec<Uuid>,
+    /// Secrets that are not secrets; kept, and marked so.
+    #[serde(default)]
+    pub mark_false_positives: Vec<Uuid>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SelectResponse {
+    pub job_id: Uuid,
+    #[serde(flatten)]
+    pub selection: Selection,
+}
+
+const MAX_SELECTION: usize = 10_000;
+
+/// Chooses the secrets to clean and marks false positives (job `awaiting_selection`).
+#[utoipa::path(post, path = "/jobs/{id}/secrets/select", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id"),
+           ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retry-safe key")),
+    request_body = SelectRequest,
+    responses(
+        (status = 200, description = "Selection stored", body = SelectResponse),
+        (status = 409, description = "The job is not awaiting selection", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        CommonErrors,
+    ))]
+pub async fn select(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Arc<Caller>>,
+    JobId(id): JobId,
+    ApiJson(body): ApiJson<SelectRequest>,
+) -> ApiResult<Json<SelectResponse>> {
+    let mut selected = body.secret_ids;
+    let mut false_positives = body.mark_false_positives;
+    if selected.len() > MAX_SELECTION || false_positives.len() > MAX_SELECTION {
+        return Err(ApiError::validation(format!(
+            "at most {MAX_SELECTION} ids per list"
+        )));
+    }
+    selected.sort_unstable();
+    selected.dedup();
+    false_positives.sort_unstable();
+    false_positives.dedup();
+    if let Some(both) = selected
+        .iter()
+        .find(|id| false_positives.binary_search(id).is_ok())
+    {
+        return Err(ApiError::validation(format!(
+            "secret {both} cannot be both selected for cleaning and a false positive"
+        )));
+    }
+    let audit = AuditRecord {
+        actor: caller.actor(),
+        action: "job.select_secrets",
+        job_id: Some(id),
+        outcome: Outcome::Success,
+        details: serde_json::json!({"selected": selected.len(), "false_positives": false_positives.len()}),
+    };
+    let selection = jobs::select(
+        &state.db,
+        id,
+        caller.owner_filter(),
+        &selected,
+        &false_positives,
+        &audit,
+    )
+    .await
+    .map_err(|e| match e {
+        SelectError::Transition(t) => {
+            ApiError::transition(t, "select secrets", "awaiting_selection")
+        }
+        SelectError::Unknown(ids) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_secret_ids",
+            format!(
+                "these ids are not secrets of this job: {}",
+                ids.iter()
+                    .take(20)
+                    .map(Uuid::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+    })?;
+    Ok(Json(SelectResponse {
+        job_id: id,
+        selection,
+    }))
+}
+
+/// A job whose next task was queued.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskQueued {
+    pub id: Uuid,
+    #[schema(value_type = JobStatus)]
+    pub status: String,
+    pub progress_percent: i16,
+}
+
+/// Moves a job into `to`, stages and publishes the task, and undoes the move if the
+/// broker does not take it.
+#[allow(clippy::too_many_arguments)]
+async fn queue_task(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    (from, to): (JobStatus, JobStatus),
+    target: Option<&PushTarget>,
+    (name, queue, action): (&str, WorkQueue, &'static str),
+    priority: i16,
+    details: serde_json::Value,
+) -> ApiResult<Response> {
+    let task = job_task(name, queue, id, &caller.user_id, priority);
+    let staged = Staged::new(&task).map_err(|e| ApiError::internal(&e))?;
+    if state.publisher.broker().connection().await.is_err() {
+        state.metrics.publish_failures.inc();
+        return Err(ApiError::broker_unavailable());
+    }
+    let target = target.cloned();
+    let caller = caller.clone();
+    let job = detached({
+        let state = state.clone();
+        async move {
+            let job = jobs::request_task(
+                &state.db,
+                id,
+                caller.owner_filter(),
+                (from, to),
+                target.as_ref(),
+                to == JobStatus::Cleaning,
+                &staged,
+            )
+            .await
+            .map_err(|e| match e {
+                // Still in `from`: the selection was emptied meanwhile.
+                TransitionError::WrongState(status) if status == from.as_str() => {
+                    ApiError::conflict(NOTHING_SELECTED)
+                }
+                other => ApiError::transition(other, action_verb(action), from.as_str()),
+            })?;
+            let confirmed = match state.publisher.publish(&task).await {
+                Ok(()) => true,
+                Err(PublishError::Timeout(_)) => {
+                    tracing::warn!(job_id = %id, "no confirm for the task; the relay takes over");
+                    false
+                }
+                Err(err) => {
+                    state.metrics.publish_failures.inc();
+                    tracing::warn!(job_id = %id, error = %err, "task not published; request undone");
+                    if let Err(db_err) = jobs::revert_request(&state.db, id, (from, to), task.id).await {
+                        tracing::error!(job_id = %id, error = %db_err, "could not undo the request");
+                    }
+                    return Err(ApiError::broker_unavailable());
+                }
+            };
+            let audit = AuditRecord {
+                actor: caller.actor(),
+                action,
+                job_id: Some(id),
+                outcome: Outcome::Success,
+                details,
+            };
+            if let Err(err) = record_published(&state, confirmed, task.id, &audit).await {
+                tracing::warn!(job_id = %id, error = %err, "could not mark the task published");
+            }
+            Ok(job)
+        }
+    })
+    .await?;
+    let queued = TaskQueued {
+        id,
+        status: job.status,
+        progress_percent: job.progress_percent,
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location(id))],
+        Json(queued),
+    )
+        .into_response())
+}
+
+fn action_verb(action: &str) -> &'static str {
+    match action {
+        "job.clean" => "start cleaning",
+        "job.push" => "push",
+        _ => "do this",
+    }
+}
+
+const NOTHING_SELECTED: &str = "cannot start cleaning: no secret is selected; select at \
+     least one with POST /jobs/{id}/secrets/select";
+
+/// Starts cleaning the selected secrets out of history (job `awaiting_selection`, at
+/// least one secret selected).
+#[utoipa::path(post, path = "/jobs/{id}/clean", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id"),
+           ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retry-safe key")),
+    responses(
+        (status = 202, description = "Cleaning queued", body = TaskQueued),
+        (status = 409, description = "Not awaiting selection, or nothing selected", body = ErrorBody),
+        CommonErrors,
+    ))]
+pub async fn clean(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Arc<Caller>>,
+    JobId(id): JobId,
+) -> ApiResult<Response> {
+    let job = jobs::get(&state.db, id, caller.owner_filter())
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    if job.status != JobStatus::AwaitingSelection.as_str() {
+        return Err(ApiError::wrong_state(
+            "start cleaning",
+            &job.status,
+            "awaiting_selection",
+        ));
+    }
+    if job.secrets_selected == 0 {
+        return Err(ApiError::conflict(NOTHING_SELECTED));
+    }
+    queue_task(
+        &state,
+        &caller,
+        id,
+        (JobStatus::AwaitingSelection, JobStatus::Cleaning),
+        None,
+        (CLEAN_TASK, WorkQueue::Clean, "job.clean"),
+        job.priority,
+        serde_json::json!({"secrets_selected": job.secrets_selected}),
+    )
+    .await
+}
+
+/// Where to push the cleaned repository.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushRequest {
+    pub target_platform: Platform,
+    /// https (http only where allowed); no credentials in it.
+    #[schema(
+        example = "https://github.example.com/org/new-repo.git",
+        min_length = 1,
+        max_length = 2048
+    )]
+    pub target_url: String,
+    /// An id in the credential service for the target.
+    #[schema(pattern = "^[A-Za-z0-9._:-]{1,255}$")]
+    pub target_credentials_id: Option<String>,
+    /// Overwrite the target's branches and tags.
+    #[serde(default)]
+    pub force_push: bool,
+}
+
+/// Pushes the cleaned repository to a target (job `cleaned`).
+#[utoipa::path(post, path = "/jobs/{id}/push", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id"),
+           ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Retry-safe key")),
+    request_body = PushRequest,
+    responses(
+        (status = 202, description = "Push queued", body = TaskQueued),
+        (status = 409, description = "The job is not cleaned", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        CommonErrors,
+    ))]
+pub async fn push(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Arc<Caller>>,
+    JobId(id): JobId,
+    ApiJson(body): ApiJson<PushRequest>,
+) -> ApiResult<Response> {
+    let credentials_id = body
+        .target_credentials_id
+        .as_deref()
+        .map(|id| validate::credentials_id("target_credentials_id", id))
+        .transpose()?;
+    let job = jobs::get(&state.db, id, caller.owner_filter())
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    if job.status != JobStatus::Cleaned.as_str() {
+        return Err(ApiError::wrong_state("push", &job.status, "cleaned"));
+    }
+    let url = validate::repository_url(&state.api, "target_url", &body.target_url).await?;
+    let target = PushTarget {
+        platform: body.target_platform,
+        url,
+        credentials_id,
+        force: body.force_push,
+    };
+    queue_task(
+        &state,
+        &caller,
+        id,
+        (JobStatus::Cleaned, JobStatus::Pushing),
+        Some(&target),
+        (PUSH_TASK, WorkQueue::Push, "job.push"),
+        job.priority,
+        serde_json::json!({"target_platform": target.platform.as_str(), "force_push": target.force}),
+    )
+    .await
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Cancelled {
+    pub job: Job,
+    /// Whether every stored object of the job is gone; if not, the storage sweep
+    /// removes the rest.
+    pub artifacts_deleted: bool,
+}
+
+/// Cancels a job: a running task is told to stop, stored artifacts are deleted and the
+/// status becomes `cancelled`. Cancelling again is harmless.
+#[utoipa::path(delete, path = "/jobs/{id}", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "Cancelled", body = Cancelled),
+        (status = 409, description = "The job has expired", body = ErrorBody),
+        CommonErrors,
+    ))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Arc<Caller>>,
+    JobId(id): JobId,
+) -> ApiResult<Json<Cancelled>> {
+    let audit = AuditRecord {
+        actor: caller.actor(),
+        action: "job.cancel",
+        job_id: Some(id),
+        outcome: Outcome::Success,
+        details: serde_json::json!({}),
+    };
+    let (job, _first) = jobs::cancel(&state.db, id, caller.owner_filter(), &audit)
+        .await
+        .map_err(|e| match e {
+            TransitionError::WrongState(status) => ApiError::conflict(format!(
+                "cannot cancel: the job is {status} and its data is already gone"
+            )),
+            other => ApiError::transition(other, "cancel", "not expired"),
+        })?;
+    let artifacts_deleted = match state.storage.delete_job_artifacts(id).await {
+        Ok(n) => {
+            tracing::info!(job_id = %id, objects = n, "job cancelled; artifacts deleted");
+            true
+        }
+        Err(err) => {
+            tracing::warn!(job_id = %id, error = %err, "job cancelled; artifacts left to the sweep");
+            false
+        }
+    };
+    Ok(Json(Cancelled {
+        job,
+        artifacts_deleted,
+    }))
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
+pub enum ArchiveFormat {
+    #[serde(rename = "zip")]
+    Zip,
+    #[serde(rename = "tar.gz")]
+    TarGz,
+    #[serde(rename = "bundle")]
+    Bundle,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DownloadQuery {
+    /// `zip` (default), `tar.gz` or `bundle` (a git bundle of every ref).
+    #[param(inline)]
+    pub format: Option<ArchiveFormat>,
+}
+
+/// The cleaned repository: a redirect to a short-lived presigned URL.
+#[utoipa::path(get, path = "/jobs/{id}/download", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id"), DownloadQuery),
+    responses(
+        (status = 307, description = "Redirect to the archive", headers(("Location" = String, description = "Presigned URL"))),
+        (status = 409, description = "The job is not cleaned yet", body = ErrorBody),
+        (status = 410, description = "The archive is no longer stored", body = ErrorBody),
+        CommonErrors,
+    ))]
+pub async fn download(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Arc<Caller>>,
+    JobId(id): JobId,
+    ApiQuery(query): ApiQuery<DownloadQuery>,
+) -> ApiResult<Response> {
+    let job = jobs::get(&state.db, id, caller.owner_filter())
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let ready = matches!(
+        job.status(),
+        Some(JobStatus::Cleaned | JobStatus::Pushing | JobStatus::Pushed)
+    );
+    if !ready {
+        return Err(ApiError::wrong_state("download", &job.status, "cleaned"));
+    }
+    let (file, name) = match query.format.unwrap_or(ArchiveFormat::Zip) {
+        ArchiveFormat::Zip => ("cleaned.zip", format!("{id}.zip")),
+        ArchiveFormat::TarGz => ("cleaned.tar.gz", format!("{id}.tar.gz")),
+        ArchiveFormat::Bundle => ("cleaned.bundle", format!("{id}.bundle")),
+    };
+    let key = format!("cleaned/{id}/{file}");
+    let exists = state.storage.exists(&key).await.map_err(|e| {
+        tracing::warn!(job_id = %id, error = %e, "object storage unavailable");
+        ApiError::storage_unavailable()
+    })?;
+    if !exists {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "artifact_gone",
+            format!(
+                "the cleaned repository is no longer stored as {file} (it is deleted after a push, and on expiry)"
+            ),
+        ));
+    }
+    let url = state
+        .storage
+        .presign_get(&key, state.api.download_url_ttl, &name)
+        .await
+        .map_err(|_| ApiError::storage_unavailable())?;
+    let audit = AuditRecord {
+        actor: caller.actor(),
+        action: "job.download",
+        job_id: Some(id),
+        outcome: Outcome::Success,
+        details: serde_json::json!({"format": file}),
+    };
+    jobs::audit::insert(&state.db, &audit).await?;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&url).map_err(|e| ApiError::internal(&e))?,
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok((StatusCode::TEMPORARY_REDIRECT, headers).into_response())
+}

@@ -1,0 +1,791 @@
+//! Jobs as PostgreSQL records: their statuses, the guarded transitions the API makes,
+//! and the queries that read them. Every transition is one statement or one transaction
+//! guarded by the status it expects, so two requests racing on one job cannot both win.
+//! No HTTP here: callers map the errors to their transport.
+
+pub mod audit;
+pub mod callbacks;
+pub mod idempotency;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgExecutor, PgPool};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::queue::outbox::Staged;
+
+pub use audit::{Actor, AuditRecord, Outcome};
+
+/// Where a job is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Pending,
+    Scanning,
+    AwaitingSelection,
+    Completed,
+    Cleaning,
+    Cleaned,
+    Pushing,
+    Pushed,
+    Failed,
+    Cancelled,
+    Expired,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 11] = [
+        Self::Pending,
+        Self::Scanning,
+        Self::AwaitingSelection,
+        Self::Completed,
+        Self::Cleaning,
+        Self::Cleaned,
+        Self::Pushing,
+        Self::Pushed,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Scanning => "scanning",
+            Self::AwaitingSelection => "awaiting_selection",
+            Self::Completed => "completed",
+            Self::Cleaning => "cleaning",
+            Self::Cleaned => "cleaned",
+            Self::Pushing => "pushing",
+            Self::Pushed => "pushed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Expired => "expired",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    /// Nothing more happens to the job by itself.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Completed | Self::Pushed | Self::Failed | Self::Cancelled | Self::Expired
+        )
+    }
+}
+
+/// A git hosting platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Platform {
+    Github,
+    Gitlab,
+    Bitbucket,
+    AzureDevops,
+    Generic,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Github => "github",
+            Self::Gitlab => "gitlab",
+            Self::Bitbucket => "bitbucket",
+            Self::AzureDevops => "azure_devops",
+            Self::Generic => "generic",
+        }
+    }
+}
+
+/// A job as its owner (and the admin panel) sees it. No credential is part of it: only
+/// the ids of credentials held by the credential service.
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Job {
+    pub id: Uuid,
+    pub owner_id: String,
+    #[schema(value_type = JobStatus)]
+    pub status: String,
+    /// What the worker is doing right now ("cloning", "scanning 120/400 blobs" …).
+    pub stage: Option<String>,
+    pub progress_percent: i16,
+    #[schema(value_type = Platform)]
+    pub source_platform: String,
+    pub source_url: String,
+    pub source_branch: Option<String>,
+    pub source_credentials_id: Option<String>,
+    #[schema(value_type = Option<Platform>)]
+    pub target_platform: Option<String>,
+    pub target_url: Option<String>,
+    pub target_credentials_id: Option<String>,
+    pub force_push: bool,
+    /// 0 (lowest) … 9 (highest).
+    pub priority: i16,
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+    pub total_secrets_found: i32,
+    pub secrets_selected: i32,
+    pub secrets_cleaned: i32,
+    pub blobs_scanned: i64,
+    pub commits_rewritten: i64,
+    pub callback_url: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Job {
+    pub fn status(&self) -> Option<JobStatus> {
+        JobStatus::parse(&self.status)
+    }
+}
+
+const JOB_COLUMNS: &str = "id, owner_id, status, stage, progress_percent, source_platform, \
+     source_url, source_branch, source_credentials_id, target_platform, target_url, \
+     target_credentials_id, force_push, priority, error_code, error, total_secrets_found, \
+     secrets_selected, secrets_cleaned, blobs_scanned, commits_rewritten, callback_url, \
+     created_at, updated_at, started_at, finished_at, expires_at";
+
+/// A secret found by a scan: a preview and where it occurs, never the value.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct Secret {
+    pub id: Uuid,
+    pub rule_id: String,
+    pub secret_type: String,
+    /// At most the first and last three characters ("abc…xyz").
+    pub secret_value_preview: String,
+    /// The first place it was found.
+    pub file_path: Option<String>,
+    /// Every place it was found: `[{path, commit, line, column}]`.
+    #[schema(value_type = Vec<Object>)]
+    pub locations: sqlx::types::Json<serde_json::Value>,
+    pub occurrences: i32,
+    /// `low`, `medium` or `high`.
+    pub confidence: String,
+    pub selected_for_cleaning: bool,
+    pub false_positive: bool,
+}
+
+const SECRET_COLUMNS: &str = "id, rule_id, secret_type, value_preview AS secret_value_preview, \
+     file_path, locations, occurrences, confidence, selected_for_cleaning, false_positive";
+
+/// A secret as listed with its job: where it was first found, not every location.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SecretSummary {
+    pub id: Uuid,
+    pub rule_id: String,
+    pub secret_type: String,
+    /// At most the first and last three characters ("abc…xyz").
+    pub secret_value_preview: String,
+    /// The first place it was found.
+    pub file_path: Option<String>,
+    pub occurrences: i32,
+    /// `low`, `medium` or `high`.
+    pub confidence: String,
+    pub selected_for_cleaning: bool,
+    pub false_positive: bool,
+}
+
+/// What a new job is made of; validated by the caller.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: Uuid,
+    pub owner_id: String,
+    pub source_platform: Platform,
+    pub source_url: String,
+    pub source_branch: Option<String>,
+    pub source_credentials_id: Option<String>,
+    pub priority: i16,
+    pub callback_url: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Why a requested transition did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum TransitionError {
+    #[error("job not found")]
+    NotFound,
+    /// The job exists but its status does not allow the action.
+    #[error("the job is {0}")]
+    WrongState(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Inserts the job and stages its first task in the outbox, in one statement (so one
+/// round trip and one commit). The caller publishes the task next and then calls
+/// [`confirm_published`], or [`discard_unpublished`] if the broker refused it.
+pub async fn create(db: &PgPool, job: &NewJob, task: &Staged) -> Result<Job, sqlx::Error> {
+    let sql = format!(
+        "WITH job AS (
+            INSERT INTO jobs (id, owner_id, source_platform, source_url, source_branch,
+                              source_credentials_id, priority, callback_url, expires_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            RETURNING {JOB_COLUMNS}
+         ), staged AS (
+            INSERT INTO outbox (message_id, job_id, exchange, routing_key, headers, body,
+                                priority, available_at)
+            SELECT $10, job.id, $11, $12, $13, $14, $15, now() + make_interval(secs => $16)
+            FROM job
+         )
+         SELECT * FROM job"
+    );
+    sqlx::query_as::<_, Job>(sqlx::AssertSqlSafe(sql))
+        .bind(job.id)
+        .bind(&job.owner_id)
+        .bind(job.source_platform.as_str())
+        .bind(&job.source_url)
+        .bind(&job.source_branch)
+        .bind(&job.source_credentials_id)
+        .bind(job.priority)
+        .bind(&job.callback_url)
+        .bind(job.expires_at)
+        .bind(task.message_id)
+        .bind(task.exchange)
+        .bind(task.routing_key)
+        .bind(&task.headers)
+        .bind(&task.body)
+        .bind(task.priority)
+        .bind(task.grace_secs)
+        .fetch_one(db)
+        .await
+}
+
+/// After the broker confirmed the task: marks it published (the relay leaves it alone)
+/// and writes the audit row, in one statement.
+pub async fn confirm_published(
+    db: &PgPool,
+    message_id: Uuid,
+    audit: &AuditRecord<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH published AS (
+            UPDATE outbox SET published_at = now()
+            WHERE message_id = $1 AND published_at IS NULL
+         )
+         INSERT INTO audit_logs (actor_id, action, job_id, client_ip, user_agent, details, outcome)
+         VALUES ($2, $3, $4, $5::inet, $6, $7, $8)",
+    )
+    .bind(message_id)
+    .bind(audit.actor.user_id)
+    .bind(audit.action)
+    .bind(audit.job_id)
+    .bind(audit.actor.client_ip.map(|ip| ip.to_string()))
+    .bind(audit.actor.user_agent)
+    .bind(&audit.details)
+    .bind(audit.outcome.as_str())
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Undoes [`create`] when the task could not be published: the staged task and the job
+/// disappear, unless the relay published the task meanwhile or something moved the job
+/// on (then the job stays and runs).
+pub async fn discard_unpublished(
+    db: &PgPool,
+    job_id: Uuid,
+    message_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "WITH dropped AS (
+            DELETE FROM outbox WHERE message_id = $2 AND published_at IS NULL
+            RETURNING job_id
+         )
+         DELETE FROM jobs WHERE id = $1 AND status = 'pending'
+           AND EXISTS (SELECT 1 FROM dropped)",
+    )
+    .bind(job_id)
+    .bind(message_id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A job of `owner` (any owner's when `owner` is `None`: the admin panel).
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    owner: Option<&str>,
+) -> Result<Option<Job>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND ($2::text IS NULL OR owner_id = $2)"
+    );
+    sqlx::query_as::<_, Job>(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(db)
+        .await
+}
+
+/// A job with its first secrets.
+#[derive(Debug)]
+pub struct JobWithSecrets {
+    pub job: Job,
+    pub secrets: Vec<SecretSummary>,
+    /// The job has more secrets than were returned (by its `total_secrets_found`).
+    pub truncated: bool,
+}
+
+/// A job and up to `limit` of its secrets, in one round trip. The secrets come as one
+/// array per column: cheaper for PostgreSQL to build than JSON, and cheap to decode.
+pub async fn get_with_secrets(
+    db: &PgPool,
+    id: Uuid,
+    owner: Option<&str>,
+    limit: i64,
+) -> Result<Option<JobWithSecrets>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        job: Job,
+        truncated: bool,
+        s_id: Option<Vec<Uuid>>,
+        s_rule: Option<Vec<String>>,
+        s_type: Option<Vec<String>>,
+        s_preview: Option<Vec<String>>,
+        s_path: Option<Vec<Option<String>>>,
+        s_occurrences: Option<Vec<i32>>,
+        s_confidence: Option<Vec<String>>,
+        s_selected: Option<Vec<bool>>,
+        s_false_positive: Option<Vec<bool>>,
+    }
+    let sql = format!(
+        "SELECT {JOB_COLUMNS}, total_secrets_found > $3 AS truncated, s.*
+         FROM jobs CROSS JOIN LATERAL (
+            SELECT array_agg(id) AS s_id, array_agg(rule_id) AS s_rule,
+                   array_agg(secret_type) AS s_type, array_agg(value_preview) AS s_preview,
+                   array_agg(file_path) AS s_path, array_agg(occurrences) AS s_occurrences,
+                   array_agg(confidence) AS s_confidence,
+                   array_agg(selected_for_cleaning) AS s_selected,
+                   array_agg(false_positive) AS s_false_positive
+            FROM (SELECT * FROM secrets_found WHERE job_id = jobs.id
+                  ORDER BY created_at, id LIMIT $3) found
+         ) s
+         WHERE jobs.id = $1 AND ($2::text IS NULL OR owner_id = $2)"
+    );
+    let Some(row) = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(owner)
+        .bind(limit)
+        .fetch_optional(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let ids = row.s_id.unwrap_or_default();
+    let mut rules = row.s_rule.unwrap_or_default().into_iter();
+    let mut types = row.s_type.unwrap_or_default().into_iter();
+    let mut previews = row.s_preview.unwrap_or_default().into_iter();
+    let mut paths = row.s_path.unwrap_or_default().into_iter();
+    let mut occurrences = row.s_occurrences.unwrap_or_default().into_iter();
+    let mut confidences = row.s_confidence.unwrap_or_default().into_iter();
+    let mut selected = row.s_selected.unwrap_or_default().into_iter();
+    let mut false_positives = row.s_false_positive.unwrap_or_default().into_iter();
+    let secrets = ids
+        .into_iter()
+        .map(|id| SecretSummary {
+            id,
+            rule_id: rules.next().unwrap_or_default(),
+            secret_type: types.next().unwrap_or_default(),
+            secret_value_preview: previews.next().unwrap_or_default(),
+            file_path: paths.next().flatten(),
+            occurrences: occurrences.next().unwrap_or(1),
+            confidence: confidences.next().unwrap_or_default(),
+            selected_for_cleaning: selected.next().unwrap_or(false),
+            false_positive: false_positives.next().unwrap_or(false),
+        })
+        .collect();
+    Ok(Some(JobWithSecrets {
+        job: row.job,
+        secrets,
+        truncated: row.truncated,
+    }))
+}
+
+/// Which jobs to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter<'a> {
+    pub owner: Option<&'a str>,
+    pub status: Option<JobStatus>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    /// Continue after this (created_at, id).
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    pub limit: i64,
+}
+
+/// A page of jobs, newest first (keyset pagination on `(created_at, id)`).
+pub async fn list(db: &PgPool, filter: &JobFilter<'_>) -> Result<Vec<Job>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs
+         WHERE ($1::text IS NULL OR owner_id = $1)
+           AND ($2::text IS NULL OR status = $2)
+           AND ($3::timestamptz IS NULL OR created_at >= $3)
+           AND ($4::timestamptz IS NULL OR created_at < $4)
+           AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6))
+         ORDER BY created_at DESC, id DESC
+         LIMIT $7"
+    );
+    let (after_at, after_id) = filter.after.unzip();
+    sqlx::query_as::<_, Job>(sqlx::AssertSqlSafe(sql))
+        .bind(filter.owner)
+        .bind(filter.status.map(JobStatus::as_str))
+        .bind(filter.created_after)
+        .bind(filter.created_before)
+        .bind(after_at)
+        .bind(after_id)
+        .bind(filter.limit)
+        .fetch_all(db)
+        .await
+}
+
+/// A page of a job's secrets in the order they were found, after secret `after`.
+pub async fn secrets(
+    db: &PgPool,
+    job_id: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Secret>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {SECRET_COLUMNS} FROM secrets_found
+         WHERE job_id = $1
+           AND ($2::uuid IS NULL OR (created_at, id) > (
+                SELECT created_at, id FROM secrets_found WHERE id = $2 AND job_id = $1))
+         ORDER BY created_at, id
+         LIMIT $3"
+    );
+    sqlx::query_as::<_, Secret>(sqlx::AssertSqlSafe(sql))
+        .bind(job_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(db)
+        .await
+}
+
+/// What a selection changed.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub struct Selection {
+    pub selected: i64,
+    pub false_positives: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// Ids that are not secrets of this job.
+    #[error("{} secret ids do not belong to this job", .0.len())]
+    Unknown(Vec<Uuid>),
+}
+
+impl From<sqlx::Error> for SelectError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::Transition(TransitionError::Database(err))
+    }
+}
+
+/// Replaces the job's selection: exactly `selected` are to be cleaned and exactly
+/// `false_positives` are marked so; allowed only while the job awaits selection.
+pub async fn select(
+    db: &PgPool,
+    job_id: Uuid,
+    owner: Option<&str>,
+    selected: &[Uuid],
+    false_positives: &[Uuid],
+    audit: &AuditRecord<'_>,
+) -> Result<Selection, SelectError> {
+    let mut tx = db.begin().await?;
+    let status: Option<String> = sqlx::query_scalar(
+        "SELECT status FROM jobs WHERE id = $1 AND ($2::text IS NULL OR owner_id = $2)
+         FOR UPDATE",
+    )
+    .bind(job_id)
+    .bind(owner)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match status.as_deref() {
+        None => return Err(TransitionError::NotFound.into()),
+        Some("awaiting_selection") => {}
+        Some(other) => return Err(TransitionError::WrongState(other.to_owned()).into()),
+    }
+    let wanted: Vec<Uuid> = selected.iter().chain(false_positives).copied().collect();
+    let unknown: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT wanted.id FROM unnest($2::uuid[]) AS wanted(id)
+         WHERE NOT EXISTS (SELECT 1 FROM secrets_found s WHERE s.id = wanted.id AND s.job_id = $1)",
+    )
+    .bind(job_id)
+    .bind(&wanted)
+    .fetch_all(&mut *tx)
+    .await?;
+    if !unknown.is_empty() {
+        return Err(SelectError::Unknown(unknown));
+    }
+    let (chosen, marked): (i64, i64) = sqlx::query_as(
+        "WITH changed AS (
+            UPDATE secrets_found
+            SET selected_for_cleaning = id = ANY($2), false_positive = id = ANY($3)
+            WHERE job_id = $1
+              AND (selected_for_cleaning IS DISTINCT FROM (id = ANY($2))
+                   OR false_positive IS DISTINCT FROM (id = ANY($3)))
+         )
+         SELECT
+            (SELECT count(*) FROM unnest($2::uuid[])),
+            (SELECT count(*) FROM unnest($3::uuid[]))",
+    )
+    .bind(job_id)
+    .bind(selected)
+    .bind(false_positives)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE jobs SET secrets_selected = $2 WHERE id = $1")
+        .bind(job_id)
+        .bind(i32::try_from(chosen).unwrap_or(i32::MAX))
+        .execute(&mut *tx)
+        .await?;
+    audit::insert(&mut *tx, audit).await?;
+    tx.commit().await?;
+    Ok(Selection {
+        selected: chosen,
+        false_positives: marked,
+    })
+}
+
+/// Where a pushed repository goes.
+#[derive(Debug, Clone)]
+pub struct PushTarget {
+    pub platform: Platform,
+    pub url: String,
+    pub credentials_id: Option<String>,
+    pub force: bool,
+}
+
+/// Moves the job from `from` to `to` and stages `task`, in one statement. With `target`
+/// the push target is recorded too; with `needs_selection` the job must have a secret
+/// selected (a job without one stays put, reported as [`TransitionError::WrongState`]
+/// with its unchanged status). Used for clean (`awaiting_selection` → `cleaning`) and
+/// push (`cleaned` → `pushing`).
+pub async fn request_task(
+    db: &PgPool,
+    job_id: Uuid,
+    owner: Option<&str>,
+    (from, to): (JobStatus, JobStatus),
+    target: Option<&PushTarget>,
+    needs_selection: bool,
+    task: &Staged,
+) -> Result<Job, TransitionError> {
+    let sql = format!(
+        "WITH moved AS (
+            UPDATE jobs SET status = $3, stage = 'queued', progress_percent = 0,
+                   error = NULL, error_code = NULL,
+                   target_platform = coalesce($4, target_platform),
+                   target_url = coalesce($5, target_url),
+                   target_credentials_id = CASE WHEN $4 IS NULL THEN target_credentials_id
+                                                ELSE $6 END,
+                   force_push = coalesce($7, force_push)
+            WHERE id = $1 AND status = $2 AND ($8::text IS NULL OR owner_id = $8)
+              AND (NOT $16 OR secrets_selected > 0)
+            RETURNING {JOB_COLUMNS}
+         ), staged AS (
+            INSERT INTO outbox (message_id, job_id, exchange, routing_key, headers, body,
+                                priority, available_at)
+            SELECT $9, moved.id, $10, $11, $12, $13, $14, now() + make_interval(secs => $15)
+            FROM moved
+         )
+         SELECT * FROM moved"
+    );
+    let moved = sqlx::query_as::<_, Job>(sqlx::AssertSqlSafe(sql))
+        .bind(job_id)
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(target.map(|t| t.platform.as_str()))
+        .bind(target.map(|t| t.url.as_str()))
+        .bind(target.and_then(|t| t.credentials_id.as_deref()))
+        .bind(target.map(|t| t.force))
+        .bind(owner)
+        .bind(task.message_id)
+        .bind(task.exchange)
+        .bind(task.routing_key)
+        .bind(&task.headers)
+        .bind(&task.body)
+        .bind(task.priority)
+        .bind(task.grace_secs)
+        .bind(needs_selection)
+        .fetch_optional(db)
+        .await?;
+    match moved {
+        Some(job) => Ok(job),
+        None => match get(db, job_id, owner).await? {
+            None => Err(TransitionError::NotFound),
+            Some(job) => Err(TransitionError::WrongState(job.status)),
+        },
+    }
+}
+
+/// Undoes [`request_task`] when its task could not be published: back to `from`, and
+/// the staged task removed, only if that task was still unpublished (the relay may have
+/// sent it meanwhile) and no worker moved the job on.
+pub async fn revert_request(
+    db: &PgPool,
+    job_id: Uuid,
+    (from, to): (JobStatus, JobStatus),
+    message_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "WITH dropped AS (
+            DELETE FROM outbox WHERE message_id = $4 AND published_at IS NULL
+            RETURNING job_id
+         )
+         UPDATE jobs SET status = $2, stage = NULL
+         WHERE id = $1 AND status = $3 AND EXISTS (SELECT 1 FROM dropped)",
+    )
+    .bind(job_id)
+    .bind(from.as_str())
+    .bind(to.as_str())
+    .bind(message_id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Cancels a job: any status but `expired` becomes `cancelled` (a running task hears
+/// of it through the stop notification). Returns the job and whether this call
+/// cancelled it (false: it was cancelled already).
+pub async fn cancel(
+    db: &PgPool,
+    job_id: Uuid,
+    owner: Option<&str>,
+    audit: &AuditRecord<'_>,
+) -> Result<(Job, bool), TransitionError> {
+    let sql = format!(
+        "WITH cancelled AS (
+            UPDATE jobs SET status = 'cancelled', stage = NULL,
+                   finished_at = coalesce(finished_at, now())
+            WHERE id = $1 AND ($2::text IS NULL OR owner_id = $2)
+              AND status NOT IN ('cancelled', 'expired')
+            RETURNING {JOB_COLUMNS}
+         ), audited AS (
+            INSERT INTO audit_logs (actor_id, action, job_id, client_ip, user_agent, details,
+                                    outcome)
+            SELECT $3, $4, id, $5::inet, $6, $7, $8 FROM cancelled
+         ), unstaged AS (
+            UPDATE outbox SET published_at = now()
+            WHERE job_id = $1 AND published_at IS NULL AND EXISTS (SELECT 1 FROM cancelled)
+         )
+         SELECT * FROM cancelled"
+    );
+    let cancelled = sqlx::query_as::<_, Job>(sqlx::AssertSqlSafe(sql))
+        .bind(job_id)
+        .bind(owner)
+        .bind(audit.actor.user_id)
+        .bind(audit.action)
+        .bind(audit.actor.client_ip.map(|ip| ip.to_string()))
+        .bind(audit.actor.user_agent)
+        .bind(&audit.details)
+        .bind(audit.outcome.as_str())
+        .fetch_optional(db)
+        .await?;
+    if let Some(job) = cancelled {
+        return Ok((job, true));
+    }
+    match get(db, job_id, owner).await? {
+        None => Err(TransitionError::NotFound),
+        Some(job) if job.status == "cancelled" => Ok((job, false)),
+        Some(job) => Err(TransitionError::WrongState(job.status)),
+    }
+}
+
+/// Numbers for the admin panel.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Stats {
+    /// Jobs per status (every status is present).
+    pub jobs_by_status: std::collections::BTreeMap<String, i64>,
+    pub jobs_total: i64,
+    pub secrets_found: i64,
+    pub secrets_selected: i64,
+    pub secrets_cleaned: i64,
+    /// Seconds from creation to the end, over jobs that ended.
+    pub duration_seconds: DurationStats,
+}
+
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct DurationStats {
+    pub count: i64,
+    pub mean: Option<f64>,
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub max: Option<f64>,
+}
+
+/// Stats over jobs created in `[since, until)` (all jobs when unbounded).
+pub async fn stats(
+    db: &PgPool,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+) -> Result<Stats, sqlx::Error> {
+    let by_status: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT status, count(*) FROM jobs
+         WHERE ($1::timestamptz IS NULL OR created_at >= $1)
+           AND ($2::timestamptz IS NULL OR created_at < $2)
+         GROUP BY status",
+    )
+    .bind(since)
+    .bind(until)
+    .fetch_all(db)
+    .await?;
+    #[allow(clippy::type_complexity)]
+    let row: (
+        i64,
+        i64,
+        i64,
+        i64,
+        Option<f64>,
+        Option<f64>,
+        Option<f64>,
+        Option<f64>,
+    ) = sqlx::query_as(
+        "SELECT coalesce(sum(total_secrets_found), 0)::bigint,
+                coalesce(sum(secrets_selected), 0)::bigint,
+                coalesce(sum(secrets_cleaned), 0)::bigint,
+                count(finished_at),
+                avg(extract(epoch FROM finished_at - created_at))::float8,
+                percentile_cont(0.5) WITHIN GROUP (
+                    ORDER BY extract(epoch FROM finished_at - created_at))::float8,
+                percentile_cont(0.95) WITHIN GROUP (
+                    ORDER BY extract(epoch FROM finished_at - created_at))::float8,
+                max(extract(epoch FROM finished_at - created_at))::float8
+         FROM jobs
+         WHERE ($1::timestamptz IS NULL OR created_at >= $1)
+           AND ($2::timestamptz IS NULL OR created_at < $2)",
+    )
+    .bind(since)
+    .bind(until)
+    .fetch_one(db)
+    .await?;
+    let mut jobs_by_status: std::collections::BTreeMap<String, i64> = JobStatus::ALL
+        .iter()
+        .map(|s| (s.as_str().to_owned(), 0))
+        .collect();
+    for (status, n) in by_status {
+        jobs_by_status.insert(status, n);
+    }
+    Ok(Stats {
+        jobs_total: jobs_by_status.values().sum(),
+        jobs_by_status,
+        secrets_found: row.0,
+        secrets_selected: row.1,
+        secrets_cleaned: row.2,
+        duration_seconds: DurationStats {
+            count: row.3,
+            mean: row.4,
+            p50: row.5,
+            p95: row.6,
+            max: row.7,
+        },
+    })
+}
