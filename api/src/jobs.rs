@@ -26,9 +26,7 @@ use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, JobId};
 use crate::validate;
 
-pub const SCAN_TASK: &str = "deployguard.scan_repository";
-pub const CLEAN_TASK: &str = "deployguard.clean_repository";
-pub const PUSH_TASK: &str = "deployguard.push_repository";
+pub use deployguard::jobs::{CLEAN_TASK, PUSH_TASK, SCAN_TASK};
 
 /// Secrets returned inline with a job; more are paged through `/secrets`.
 const INLINE_SECRETS: i64 = 1000;

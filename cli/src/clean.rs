@@ -454,6 +454,7 @@ fn push_command(args: &PushArgs) -> Result<PushReport, PushFailure> {
     let options = PushOptions {
         force: args.force,
         credentials: credentials.as_ref(),
+        ..PushOptions::default()
     };
     match remote::push(&repo, &target, &options) {
         Ok(report) => Ok(report),

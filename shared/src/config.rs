@@ -276,9 +276,7 @@ impl ApiConfig {
                 })?;
             trusted_proxies.push(net);
         }
-        let url_allowlist =
-            crate::net::AllowList::parse(&src.get("URL_ALLOWLIST").unwrap_or_default())
-                .map_err(|why| ConfigError::malformed("URL_ALLOWLIST", why))?;
+        let url_allowlist = url_allowlist(src)?;
         let max_request_bytes: usize =
             parse_or(src, "MAX_REQUEST_BYTES", Some(1 << 20), "a number of bytes")?;
         if !(1024..=64 << 20).contains(&max_request_bytes) {
@@ -376,6 +374,27 @@ pub struct WorkerConfig {
     /// `WORKER_DIAGNOSTIC_TASKS`: also register the diagnostic tasks (no-op, sleep,
     /// fail) used by tests and benchmarks.
     pub diagnostic_tasks: bool,
+    /// `WORK_DIR`: where tasks clone and rewrite (an `emptyDir` in Kubernetes). Each
+    /// worker process works in a directory of its own below it.
+    pub work_dir: std::path::PathBuf,
+    /// `MAX_REPO_BYTES` (default 5 GiB): a repository whose clone grows past this fails
+    /// its job instead of filling the disk.
+    pub max_repo_bytes: u64,
+    /// `MAX_REPO_OBJECTS` (default 10 million): the same for the object count.
+    pub max_repo_objects: u64,
+    /// `DELETE_AFTER_PUSH` (default true): once a job is pushed, its stored repository
+    /// data (bundles, archive, reports) is deleted.
+    pub delete_after_push: bool,
+    /// `URL_ALLOWLIST` and `ALLOW_HTTP_URLS`, as the API reads them: the worker checks
+    /// every address again before it connects.
+    pub url_allowlist: crate::net::AllowList,
+    pub allow_http_urls: bool,
+    /// `SECRET_HASH_KEY` (at least 32 characters) and `SECRET_HASH_KEY_ID`: the key of
+    /// the keyed hash stored with each secret.
+    pub hash_key: crate::scan::HashKey,
+    /// `REPORT_KEYS`: `id:base64-of-32-bytes` entries, comma-separated; the first one
+    /// encrypts new scan reports, every one can decrypt (keys rotate).
+    pub report_keys: crate::crypto::KeyRing,
 }
 
 impl WorkerConfig {
@@ -417,7 +436,44 @@ impl WorkerConfig {
             lease: secs("TASK_LEASE_SECS", 60)?,
             shutdown_grace: secs("WORKER_SHUTDOWN_GRACE_SECS", 25)?,
             diagnostic_tasks: parse_bool(src, "WORKER_DIAGNOSTIC_TASKS", false)?,
+            work_dir: src
+                .get("WORK_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| std::env::temp_dir().join("deployguard-work")),
+            max_repo_bytes: parse_or(src, "MAX_REPO_BYTES", Some(5 << 30), "a number of bytes")?,
+            max_repo_objects: parse_or(
+                src,
+                "MAX_REPO_OBJECTS",
+                Some(10_000_000),
+                "a number of objects",
+            )?,
+            delete_after_push: parse_bool(src, "DELETE_AFTER_PUSH", true)?,
+            url_allowlist: url_allowlist(src)?,
+            allow_http_urls: parse_bool(src, "ALLOW_HTTP_URLS", false)?,
+            hash_key: hash_key(src)?,
+            report_keys: match src.get("REPORT_KEYS") {
+                Some(raw) => crate::crypto::KeyRing::parse(&raw)
+                    .map_err(|why| ConfigError::malformed("REPORT_KEYS", why))?,
+                None => {
+                    return Err(ConfigError::missing(
+                        "REPORT_KEYS",
+                        "k1:$(openssl rand -base64 32)",
+                    ));
+                }
+            },
         };
+        if !config.work_dir.is_absolute() {
+            return Err(ConfigError::malformed(
+                "WORK_DIR",
+                "must be an absolute path",
+            ));
+        }
+        if config.max_repo_bytes == 0 || config.max_repo_objects == 0 {
+            return Err(ConfigError::malformed(
+                "MAX_REPO_BYTES",
+                "the repository limits must be above 0",
+            ));
+        }
         if config.soft_time_limit > config.hard_time_limit {
             return Err(ConfigError::malformed(
                 "TASK_SOFT_TIME_LIMIT_SECS",
@@ -426,6 +482,38 @@ impl WorkerConfig {
         }
         Ok(config)
     }
+}
+
+fn url_allowlist(src: &impl Source) -> Result<crate::net::AllowList, ConfigError> {
+    crate::net::AllowList::parse(&src.get("URL_ALLOWLIST").unwrap_or_default())
+        .map_err(|why| ConfigError::malformed("URL_ALLOWLIST", why))
+}
+
+fn hash_key(src: &impl Source) -> Result<crate::scan::HashKey, ConfigError> {
+    let Some(key) = src.get("SECRET_HASH_KEY") else {
+        return Err(ConfigError::missing(
+            "SECRET_HASH_KEY",
+            "$(openssl rand -base64 32)",
+        ));
+    };
+    if key.len() < 32 {
+        return Err(ConfigError::malformed(
+            "SECRET_HASH_KEY",
+            "must be at least 32 characters",
+        ));
+    }
+    let id = src.get("SECRET_HASH_KEY_ID").unwrap_or_else(|| "k1".into());
+    if id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(ConfigError::malformed(
+            "SECRET_HASH_KEY_ID",
+            "must be up to 64 letters, digits, '-', '_' or '.'",
+        ));
+    }
+    Ok(crate::scan::HashKey::new(id, key.into_bytes()))
 }
 
 /// Logging: `LOG_LEVEL` (a level such as `INFO`, or filter directives such as

@@ -3,6 +3,8 @@
 
 pub mod clean;
 pub mod config;
+pub mod credentials;
+pub mod crypto;
 pub mod db;
 pub mod git;
 pub mod github;

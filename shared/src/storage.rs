@@ -17,6 +17,8 @@ pub enum StorageError {
     Unavailable(String),
     #[error("bucket {0:?} does not exist")]
     NoSuchBucket(String),
+    #[error("object {0:?} does not exist")]
+    NoSuchKey(String),
 }
 
 impl StorageError {
@@ -209,18 +211,98 @@ impl Storage {
         }
     }
 
+    /// Uploads the file at `path` as `key`.
+    pub async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<u64, StorageError> {
+        let body = aws_sdk_s3::primitives::ByteStream::from_path(path)
+            .await
+            .map_err(|e| StorageError::Unavailable(format!("{}: {e}", path.display())))?;
+        let length = body.size_hint().0;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(body)
+            .send()
+            .await
+            .map_err(StorageError::from_sdk)?;
+        Ok(length)
+    }
+
+    /// Uploads `bytes` as `key`.
+    pub async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(bytes.into())
+            .send()
+            .await
+            .map_err(StorageError::from_sdk)?;
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StorageError> {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(object) => Ok(object),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                Err(StorageError::NoSuchKey(key.to_owned()))
+            }
+            Err(err) => Err(StorageError::from_sdk(err)),
+        }
+    }
+
+    /// Downloads `key` into a new file at `path`, streaming; returns its size.
+    pub async fn get_file(&self, key: &str, path: &std::path::Path) -> Result<u64, StorageError> {
+        let object = self.get(key).await?;
+        let io = |e: std::io::Error| StorageError::Unavailable(format!("{}: {e}", path.display()));
+        let mut file = tokio::fs::File::create(path).await.map_err(io)?;
+        let mut body = object.body.into_async_read();
+        let copied = tokio::io::copy(&mut body, &mut file).await.map_err(io)?;
+        tokio::io::AsyncWriteExt::flush(&mut file)
+            .await
+            .map_err(io)?;
+        Ok(copied)
+    }
+
+    /// Downloads `key` into memory (small objects: reports).
+    pub async fn get_bytes(&self, key: &str) -> Result<Vec<u8>, StorageError> {
+        let object = self.get(key).await?;
+        let data = object
+            .body
+            .collect()
+            .await
+            .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        Ok(data.into_bytes().to_vec())
+    }
+
+    /// Deletes one object (no error when it is already gone).
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(StorageError::from_sdk)?;
+        Ok(())
+    }
+
     /// Deletes every object of a job; returns how many there were.
     pub async fn delete_job_artifacts(&self, job_id: uuid::Uuid) -> Result<usize, StorageError> {
         let mut deleted = 0;
         for prefix in job_prefixes(job_id) {
             for key in self.list_keys(&prefix).await? {
-                self.client
-                    .delete_object()
-                    .bucket(&self.bucket)
-                    .key(&key)
-                    .send()
-                    .await
-                    .map_err(StorageError::from_sdk)?;
+                self.delete(&key).await?;
                 deleted += 1;
             }
         }

@@ -165,6 +165,15 @@ impl TestEnv {
                 ("API_ADDR", "127.0.0.1:0".to_owned()),
                 ("READINESS_TIMEOUT_MS", "1500".to_owned()),
                 ("LOG_LEVEL", "info".to_owned()),
+                // Test keys: the keyed hash of secrets and the report encryption key.
+                (
+                    "SECRET_HASH_KEY",
+                    "test-only secret hash key, 32+ characters".to_owned(),
+                ),
+                (
+                    "REPORT_KEYS",
+                    "test:dGVzdC1vbmx5IHJlcG9ydCBrZXksIDMyIGJ5dGVzIQ==".to_owned(),
+                ),
             ]
             .map(|(k, v)| (k.to_owned(), v)),
         )

@@ -8,3 +8,5 @@ pub mod metrics;
 pub mod records;
 pub mod registry;
 pub mod runtime;
+pub mod tasks;
+pub mod workdir;

@@ -6,11 +6,15 @@ use std::time::Duration;
 
 use clap::Parser;
 use deployguard::config::{self, WorkerConfig};
+use deployguard::credentials::CredentialService;
 use deployguard::queue::{self, Broker, Publisher, WorkQueue, outbox};
+use deployguard::storage::Storage;
 use deployguard::{Config, service, shutdown};
 use deployguard_worker::metrics::{self, Metrics};
 use deployguard_worker::registry::Registry;
 use deployguard_worker::runtime::{Runtime, Signals};
+use deployguard_worker::tasks::{self, Services};
+use deployguard_worker::workdir::WorkArea;
 use deployguard_worker::{diagnostic, listen};
 use tokio::sync::watch;
 
@@ -59,7 +63,26 @@ async fn run(config: Config, worker: WorkerConfig) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (abandon_tx, abandon_rx) = watch::channel(false);
 
+    let (work, stale) = WorkArea::open(&worker.work_dir, &identity)
+        .map_err(|e| anyhow::anyhow!("work directory {}: {e}", worker.work_dir.display()))?;
+    if stale > 0 {
+        tracing::info!(
+            removed = stale,
+            "removed work directories left by a crashed worker"
+        );
+    }
+    let storage = Storage::new(&config.storage);
     let mut registry = Registry::default();
+    tasks::register(
+        &mut registry,
+        &Arc::new(Services {
+            storage,
+            credentials: CredentialService::new(config.auth_service_url.clone()),
+            github_api: config.github_api_url.clone(),
+            config: worker.clone(),
+            work,
+        }),
+    );
     if worker.diagnostic_tasks {
         diagnostic::register(&mut registry);
     }

@@ -13,6 +13,47 @@ use std::thread::JoinHandle;
 
 pub use remote::{clone_mirror, redact_url_userinfo};
 
+/// Bytes taken by the files under `dir` (what a clone in progress has written so far).
+pub fn disk_usage(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(t) if t.is_dir() => disk_usage(&entry.path()),
+            Ok(_) => entry.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Objects in a repository, loose and packed (`git count-objects -v`).
+pub fn object_count(repo: &Path) -> Result<u64, GitError> {
+    let out = output(repo, &["count-objects", "-v"])?;
+    let text = String::from_utf8_lossy(&out);
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let (key, value) = l.split_once(':')?;
+            matches!(key, "count" | "in-pack")
+                .then(|| value.trim().parse::<u64>().ok())
+                .flatten()
+        })
+        .sum())
+}
+
+/// Writes every ref of `repo` and the objects they reach to the bundle file `out`.
+pub fn create_bundle(repo: &Path, out: &Path) -> Result<(), GitError> {
+    let mut bundle = command(repo);
+    bundle
+        .args(["bundle", "create", "--quiet"])
+        .arg(out)
+        .arg("--all")
+        .stdout(Stdio::null());
+    Running::spawn(bundle, "bundle")?.finish()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("git {command} failed: {message}")]
 pub struct GitError {
@@ -125,6 +166,33 @@ impl Running {
         Ok((status, stderr))
     }
 
+    /// Waits for the process like [`Running::wait`], but kills it when `cancel` is set or
+    /// `over_limit` (asked every 200 ms) says so.
+    pub(crate) fn wait_watched(
+        mut self,
+        cancel: Option<&std::sync::atomic::AtomicBool>,
+        mut over_limit: impl FnMut() -> bool,
+    ) -> Result<(std::process::ExitStatus, Vec<u8>), Stopped> {
+        loop {
+            match self.child().try_wait() {
+                Ok(Some(_)) => return self.wait().map_err(Stopped::Git),
+                Ok(None) => {}
+                Err(e) => return Err(Stopped::Git(GitError::new(&self.what, e.to_string()))),
+            }
+            let reason = if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Acquire)) {
+                Some(Stopped::Cancelled)
+            } else {
+                over_limit().then_some(Stopped::Limit)
+            };
+            if let Some(reason) = reason {
+                // Dropping kills the process and reaps it.
+                drop(self);
+                return Err(reason);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
     /// Waits for the process; a non-zero exit becomes an error carrying git's message.
     pub(crate) fn finish(self) -> Result<(), GitError> {
         let what = self.what.clone();
@@ -134,6 +202,14 @@ impl Running {
         }
         Err(GitError::new(&what, stderr_message(&stderr, status)))
     }
+}
+
+/// Why a watched git process was stopped before it finished.
+#[derive(Debug)]
+pub(crate) enum Stopped {
+    Cancelled,
+    Limit,
+    Git(GitError),
 }
 
 /// The first lines of git's complaint, or the exit status when it said nothing.

@@ -13,7 +13,10 @@ use std::process::Stdio;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
-use super::{GitError, Running, command};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+
+use super::{GitError, Running, Stopped, command};
 
 /// A username and a password or token for HTTP(S) remotes.
 #[derive(Clone)]
@@ -243,6 +246,7 @@ fn network_command(
     repo: &Path,
     remote: &RemoteUrl,
     credentials: Option<&Credentials>,
+    pinned: &[SocketAddr],
 ) -> Result<std::process::Command, GitError> {
     let mut cmd = command(repo);
     let transport = match remote.kind {
@@ -260,6 +264,9 @@ fn network_command(
         // Redirects could carry a request, and its credentials, to another host.
         ("http.followRedirects".to_owned(), "false".to_owned()),
     ];
+    if let Some(resolve) = curl_resolve(remote, pinned) {
+        config.push(("http.curloptResolve".to_owned(), resolve));
+    }
     if let Some(credentials) = credentials {
         let bad = |s: &str| s.contains(['\n', '\r', '\0']);
         if bad(&credentials.username) || bad(credentials.secret.expose_secret()) {
@@ -301,6 +308,133 @@ fn network_command(
     Ok(cmd)
 }
 
+/// `host:port:addr,…` for curl, so git connects to exactly the addresses that were
+/// checked (no second DNS answer can point it elsewhere); `None` for an address literal
+/// or when nothing was pinned.
+fn curl_resolve(remote: &RemoteUrl, pinned: &[SocketAddr]) -> Option<String> {
+    if pinned.is_empty() {
+        return None;
+    }
+    let url = url::Url::parse(&remote.url).ok()?;
+    let host = match url.host()? {
+        url::Host::Domain(name) => name.to_owned(),
+        url::Host::Ipv4(_) | url::Host::Ipv6(_) => return None,
+    };
+    let port = url.port_or_known_default()?;
+    let addrs: Vec<String> = pinned
+        .iter()
+        .map(|a| match a.ip() {
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        })
+        .collect();
+    Some(format!("{host}:{port}:{}", addrs.join(",")))
+}
+
+/// How a clone from a remote is made, beyond its URL.
+#[derive(Clone, Debug, Default)]
+pub struct CloneOptions<'a> {
+    pub credentials: Option<&'a Credentials>,
+    /// The addresses the host was checked to resolve to; git connects only to these.
+    pub pinned: &'a [SocketAddr],
+    /// Set (from another thread) to kill git at once.
+    pub cancel: Option<&'a AtomicBool>,
+    /// The clone is stopped once its directory holds more bytes than this.
+    pub max_bytes: Option<u64>,
+    /// Only this branch (no tags); `None`: every ref.
+    pub branch: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CloneError {
+    #[error("authentication to {url} failed: {message}")]
+    Authentication { url: String, message: String },
+    #[error("the repository {url} does not exist or is not accessible: {message}")]
+    NotFound { url: String, message: String },
+    #[error("the repository is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("the clone was cancelled")]
+    Cancelled,
+    #[error("{0}")]
+    Git(#[from] GitError),
+}
+
+/// What git's complaint about a remote says went wrong.
+enum Complaint {
+    Authentication,
+    NotFound,
+    Other,
+}
+
+fn complaint(stderr: &str, url: &str) -> Complaint {
+    // The URL is taken out first: its port or path may contain "401" or "not found".
+    let lower = stderr
+        .to_ascii_lowercase()
+        .replace(&url.to_ascii_lowercase(), "");
+    if lower.contains("authentication failed")
+        || lower.contains("could not read username")
+        || lower.contains("could not read password")
+        || lower.contains("permission denied")
+        || lower.contains("error: 403")
+        || lower.contains("error: 401")
+    {
+        Complaint::Authentication
+    } else if lower.contains("not found")
+        || lower.contains("does not appear to be a git repository")
+        || lower.contains("error: 404")
+    {
+        Complaint::NotFound
+    } else {
+        Complaint::Other
+    }
+}
+
+/// Clones every ref of a checked remote into `into` (a bare mirror), with credentials in
+/// memory, connecting only to the pinned addresses, and stopping at the size limit or
+/// when cancelled. A partial clone is left for the caller's directory to remove.
+pub fn clone_remote(
+    remote: &RemoteUrl,
+    into: &Path,
+    options: &CloneOptions<'_>,
+) -> Result<(), CloneError> {
+    let credentials = options.credentials.or(remote.credentials.as_ref());
+    let parent = into.parent().unwrap_or(Path::new("."));
+    let mut command = network_command(parent, remote, credentials, options.pinned)?;
+    command.args(["clone", "--quiet", "--no-hardlinks"]);
+    match options.branch {
+        Some(branch) => command
+            .args(["--bare", "--single-branch", "--no-tags", "--branch"])
+            .arg(branch),
+        None => command.arg("--mirror"),
+    };
+    command.arg("--").arg(remote.as_str()).arg(into);
+    let running = Running::spawn(command, "clone")?;
+    let (status, stderr) = running
+        .wait_watched(options.cancel, || {
+            options
+                .max_bytes
+                .is_some_and(|limit| super::disk_usage(into) > limit)
+        })
+        .map_err(|stopped| match stopped {
+            Stopped::Cancelled => CloneError::Cancelled,
+            Stopped::Limit => CloneError::TooLarge {
+                limit: options.max_bytes.unwrap_or_default(),
+            },
+            Stopped::Git(e) => CloneError::Git(e),
+        })?;
+    if status.success() {
+        return Ok(());
+    }
+    let url = remote.as_str().to_owned();
+    let stderr = scrub(&String::from_utf8_lossy(&stderr), &url, credentials);
+    let message = super::stderr_message(stderr.as_bytes(), status);
+    Err(match complaint(&stderr, &url) {
+        Complaint::Authentication => CloneError::Authentication { url, message },
+        Complaint::NotFound => CloneError::NotFound { url, message },
+        Complaint::Other => CloneError::Git(GitError::new("clone", message)),
+    })
+}
+
 /// Removes a URL's user information and any credential from a message.
 fn scrub(message: &str, raw_url: &str, credentials: Option<&Credentials>) -> String {
     let mut out = scrub_url(message, raw_url);
@@ -325,7 +459,7 @@ pub fn clone_mirror(url: &str, into: &Path) -> Result<(), GitError> {
     let remote = RemoteUrl::parse(url, policy)
         .map_err(|e| GitError::new("clone", scrub_url(&e.to_string(), url)))?;
     let credentials = remote.credentials.clone();
-    let mut command = network_command(Path::new("."), &remote, credentials.as_ref())?;
+    let mut command = network_command(Path::new("."), &remote, credentials.as_ref(), &[])?;
     command
         .args(["clone", "--mirror", "--quiet", "--no-hardlinks", "--"])
         .arg(remote.as_str())
@@ -457,6 +591,8 @@ pub enum PushError {
         summary: String,
         report: Box<PushReport>,
     },
+    #[error("the push was cancelled")]
+    Cancelled,
     #[error("{0}")]
     Git(#[from] GitError),
 }
@@ -466,6 +602,10 @@ pub struct PushOptions<'a> {
     /// Overwrite what the remote has (`+refs/...` refspecs).
     pub force: bool,
     pub credentials: Option<&'a Credentials>,
+    /// The addresses the host was checked to resolve to; git connects only to these.
+    pub pinned: &'a [SocketAddr],
+    /// Set (from another thread) to kill git at once.
+    pub cancel: Option<&'a AtomicBool>,
 }
 
 /// Pushes every branch and tag of `repo` to `remote` and reports what happened to each.
@@ -485,19 +625,31 @@ pub fn push(
         .map(str::to_owned)
         .collect();
     let plus = if options.force { "+" } else { "" };
-    let mut cmd = network_command(repo, remote, credentials)?;
+    let mut cmd = network_command(repo, remote, credentials, options.pinned)?;
     cmd.args(["push", "--porcelain", "--no-verify", "--"])
         .arg(remote.as_str())
         .arg(format!("{plus}refs/heads/*:refs/heads/*"))
         .arg(format!("{plus}refs/tags/*:refs/tags/*"))
         .stdout(Stdio::piped());
     let mut running = Running::spawn(cmd, "push")?;
-    let mut stdout = String::new();
-    if let Some(mut pipe) = running.child().stdout.take() {
-        pipe.read_to_string(&mut stdout)
-            .map_err(|e| GitError::new("push", e.to_string()))?;
-    }
-    let (status, stderr) = running.wait()?;
+    let reader = running.child().stdout.take().map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut out = String::new();
+            pipe.read_to_string(&mut out).map(|_| out)
+        })
+    });
+    let (status, stderr) = running
+        .wait_watched(options.cancel, || false)
+        .map_err(|stopped| match stopped {
+            Stopped::Git(e) => PushError::Git(e),
+            Stopped::Cancelled | Stopped::Limit => PushError::Cancelled,
+        })?;
+    let stdout = match reader.map(std::thread::JoinHandle::join) {
+        Some(Ok(Ok(out))) => out,
+        Some(Ok(Err(e))) => return Err(GitError::new("push", e.to_string()).into()),
+        Some(Err(_)) => return Err(GitError::new("push", "reading git's output failed").into()),
+        None => String::new(),
+    };
     let stderr = scrub(
         &String::from_utf8_lossy(&stderr),
         remote.as_str(),
@@ -532,26 +684,11 @@ pub fn push(
     }
     let message = super::stderr_message(stderr.as_bytes(), status);
     let url = remote.as_str().to_owned();
-    // The URL is taken out first: its port or path may contain "401" or "not found".
-    let lower = stderr
-        .to_ascii_lowercase()
-        .replace(&url.to_ascii_lowercase(), "");
-    if lower.contains("authentication failed")
-        || lower.contains("could not read username")
-        || lower.contains("could not read password")
-        || lower.contains("permission denied")
-        || lower.contains("error: 403")
-        || lower.contains("error: 401")
-    {
-        Err(PushError::Authentication { url, message })
-    } else if lower.contains("not found")
-        || lower.contains("does not appear to be a git repository")
-        || lower.contains("error: 404")
-    {
-        Err(PushError::NotFound { url, message })
-    } else {
-        Err(PushError::Git(GitError::new("push", message)))
-    }
+    Err(match complaint(&stderr, &url) {
+        Complaint::Authentication => PushError::Authentication { url, message },
+        Complaint::NotFound => PushError::NotFound { url, message },
+        Complaint::Other => PushError::Git(GitError::new("push", message)),
+    })
 }
 
 /// Parses `git push --porcelain`: `<flag>\t<from>:<to>\t<summary> (<reason>)` per ref.

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod callbacks;
 pub mod idempotency;
+pub mod work;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,11 @@ use uuid::Uuid;
 use crate::queue::outbox::Staged;
 
 pub use audit::{Actor, AuditRecord, Outcome};
+
+/// The job tasks' registered names: the API publishes them, workers run them.
+pub const SCAN_TASK: &str = "deployguard.scan_repository";
+pub const CLEAN_TASK: &str = "deployguard.clean_repository";
+pub const PUSH_TASK: &str = "deployguard.push_repository";
 
 /// Where a job is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -132,6 +138,9 @@ pub struct Job {
     pub blobs_scanned: i64,
     pub commits_rewritten: i64,
     pub callback_url: Option<String>,
+    /// After a push: `{url, refs: [{refname, outcome, reason}], not_pushed}`.
+    #[schema(value_type = Option<Object>)]
+    pub push_result: Option<sqlx::types::Json<serde_json::Value>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -149,7 +158,7 @@ const JOB_COLUMNS: &str = "id, owner_id, status, stage, progress_percent, source
      source_url, source_branch, source_credentials_id, target_platform, target_url, \
      target_credentials_id, force_push, priority, error_code, error, total_secrets_found, \
      secrets_selected, secrets_cleaned, blobs_scanned, commits_rewritten, callback_url, \
-     created_at, updated_at, started_at, finished_at, expires_at";
+     push_result, created_at, updated_at, started_at, finished_at, expires_at";
 
 /// A secret found by a scan: a preview and where it occurs, never the value.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]

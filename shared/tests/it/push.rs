@@ -78,6 +78,7 @@ async fn push(
             &PushOptions {
                 force,
                 credentials: credentials.as_ref(),
+                ..PushOptions::default()
             },
         )
     })

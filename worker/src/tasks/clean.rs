@@ -1,0 +1,211 @@
+//! `clean_repository`: fetch the source bundle and the encrypted report, rewrite every
+//! ref's history without the selected secrets (the engine re-reads the result and fails
+//! if any survives), store the cleaned bundle and a download archive, job → `cleaned`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use deployguard::clean::{
+    self, ArchiveFormat, CleanError, CleanProgress, CleanRun, DEFAULT_REPLACEMENT, Phase, Selection,
+};
+use deployguard::jobs::{Job, JobStatus, work};
+use deployguard::scan::Report;
+use serde_json::json;
+
+use super::{Services, database, io, joined, storage};
+use crate::registry::{TaskContext, TaskError};
+
+const WORKING: JobStatus = JobStatus::Cleaning;
+
+pub(super) async fn run(
+    services: Arc<Services>,
+    ctx: TaskContext,
+) -> Result<serde_json::Value, TaskError> {
+    let job = match super::begin(&ctx, WORKING, WORKING, "downloading").await? {
+        Ok(job) => job,
+        Err(skipped) => return Ok(skipped),
+    };
+    let result = clean(&services, &ctx, &job).await;
+    if result.is_err() {
+        super::tidy(&services, &ctx, job.id, &["cleaned"]).await;
+    }
+    result
+}
+
+async fn clean(
+    services: &Services,
+    ctx: &TaskContext,
+    job: &Job,
+) -> Result<serde_json::Value, TaskError> {
+    let id = job.id;
+    let started = Instant::now();
+    let dir = services
+        .work
+        .task_dir("clean", id)
+        .map_err(io("work directory"))?;
+
+    // The values to remove: the selected rows, matched in the decrypted report.
+    let chosen: HashSet<(String, String)> = work::selected(&ctx.db, id)
+        .await
+        .map_err(database)?
+        .into_iter()
+        .map(|(rule, hash)| (rule, hex::encode(hash)))
+        .collect();
+    if chosen.is_empty() {
+        return Err(TaskError::fatal(
+            "nothing_selected",
+            "no secret is selected for cleaning",
+        ));
+    }
+    let sealed = services
+        .storage
+        .get_bytes(&format!("reports/{id}/report.json.enc"))
+        .await
+        .map_err(storage)?;
+    let plain = services
+        .config
+        .report_keys
+        .open(super::scan::report_context(id).as_bytes(), &sealed)
+        .map_err(|e| TaskError::fatal("report_unreadable", e.to_string()))?;
+    let report: Report = serde_json::from_slice(&plain)
+        .map_err(|e| TaskError::fatal("report_unreadable", e.to_string()))?;
+    drop(plain);
+    let values: Vec<String> = report
+        .secrets
+        .iter()
+        .filter(|s| chosen.contains(&(s.rule_id.clone(), s.hash.clone())))
+        .filter_map(|s| s.value.clone())
+        .collect();
+    if values.len() != chosen.len() {
+        return Err(TaskError::fatal(
+            "report_mismatch",
+            format!(
+                "{} selected secrets, {} of them found in the stored report",
+                chosen.len(),
+                values.len()
+            ),
+        ));
+    }
+    drop(report);
+    let selection = Selection::from_values(
+        values.iter().map(String::as_bytes),
+        DEFAULT_REPLACEMENT.as_bytes(),
+    )
+    .map_err(|e| TaskError::fatal("selection_invalid", e.to_string()))?;
+    drop(values);
+
+    let source = dir.path().join("source.bundle");
+    super::stage(ctx, id, WORKING, 5, "downloading the repository").await;
+    services
+        .storage
+        .get_file(&format!("repos/{id}/source.bundle"), &source)
+        .await
+        .map_err(storage)?;
+    let download_ms = started.elapsed().as_millis() as u64;
+
+    // Rewrite, verify, package.
+    let progress = Arc::new(CleanProgress::default());
+    let cleaned = dir.path().join("cleaned.bundle");
+    let archive = dir.path().join("cleaned.zip");
+    let name = repository_name(&job.source_url);
+    let rewriting = {
+        let (dir, cancel, progress) = (Arc::clone(&dir), ctx.cancel.flag(), Arc::clone(&progress));
+        let (source, cleaned, archive) = (source.clone(), cleaned.clone(), archive.clone());
+        tokio::task::spawn_blocking(move || -> Result<_, CleanError> {
+            let work = dir.path().join("work");
+            let scratch = dir.path().join("archive");
+            for path in [&work, &scratch] {
+                std::fs::create_dir_all(path).map_err(|e| CleanError::Io {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+            }
+            let run = CleanRun {
+                progress: Some(&progress),
+                cancel: Some(&cancel),
+            };
+            let report = clean::clean(&source, &work, &selection, &cleaned, &run)?;
+            let packaging = Instant::now();
+            clean::write_archive(&cleaned, &scratch, &name, &archive, ArchiveFormat::Zip)?;
+            Ok((report, packaging.elapsed().as_millis() as u64))
+        })
+    };
+    let sample = || match progress.phase() {
+        Phase::Preparing => (10, "preparing".to_owned()),
+        Phase::Reading => (20, format!("reading {} objects", progress.objects_read())),
+        Phase::Rewriting => (
+            40,
+            format!("rewriting: {} objects written", progress.objects_written()),
+        ),
+        Phase::Verifying | Phase::Done => (
+            60,
+            format!("verifying: {} objects checked", progress.objects_verified()),
+        ),
+    };
+    let clean_started = Instant::now();
+    let (report, archive_ms) = joined(super::reporting(ctx, id, WORKING, sample, rewriting).await)?
+        .map_err(|e| match e {
+            CleanError::Cancelled => TaskError::fatal("cancelled", e.to_string()),
+            other => TaskError::fatal("clean_failed", other.to_string()),
+        })?;
+    let clean_ms = clean_started.elapsed().as_millis() as u64;
+
+    super::stage(ctx, id, WORKING, 80, "uploading the cleaned repository").await;
+    let upload_started = Instant::now();
+    for (key, path) in [("cleaned.bundle", &cleaned), ("cleaned.zip", &archive)] {
+        services
+            .storage
+            .put_file(&format!("cleaned/{id}/{key}"), path)
+            .await
+            .map_err(storage)?;
+    }
+    let upload_ms = upload_started.elapsed().as_millis() as u64;
+    let secrets_cleaned = i32::try_from(report.selected).unwrap_or(i32::MAX);
+    let commits = i64::try_from(report.commits_rewritten).unwrap_or(i64::MAX);
+    if !work::finish_clean(&ctx.db, id, secrets_cleaned, commits)
+        .await
+        .map_err(database)?
+    {
+        return Err(TaskError::fatal(
+            "job_moved_on",
+            "the job was stopped during the clean",
+        ));
+    }
+    Ok(json!({
+        "secrets_cleaned": secrets_cleaned,
+        "commits_rewritten": commits,
+        "bundle_bytes": report.bundle_bytes,
+        "timings": {
+            "download_ms": download_ms,
+            "clean_ms": clean_ms - archive_ms,
+            "archive_ms": archive_ms,
+            "upload_ms": upload_ms,
+        },
+    }))
+}
+
+/// The archive's top directory: the repository's name from its URL.
+fn repository_name(url: &str) -> String {
+    let last = url
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    let name = last.strip_suffix(".git").unwrap_or(last);
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() || name.starts_with('.') {
+        "repository".into()
+    } else {
+        name
+    }
+}

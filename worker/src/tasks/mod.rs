@@ -1,0 +1,226 @@
+//! The service's tasks: `scan_repository`, `clean_repository` and `push_repository`.
+//! Each moves its job through a guarded transition first, so a redelivered task finds
+//! its job moved on and does nothing; the engines run on blocking threads with the
+//! task's cancel flag; progress goes to the job row as the work advances.
+
+mod clean;
+mod push;
+mod scan;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deployguard::config::WorkerConfig;
+use deployguard::credentials::{CredentialError, CredentialService};
+use deployguard::git::remote::{Credentials, RemoteUrl, UrlPolicy};
+use deployguard::jobs::{CLEAN_TASK, Job, JobStatus, PUSH_TASK, SCAN_TASK, work};
+use deployguard::net::{AddressError, check_host};
+use deployguard::storage::{Storage, StorageError};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::registry::{Registry, RetryPolicy, TaskContext, TaskError, TaskSpec};
+use crate::workdir::WorkArea;
+
+/// What the tasks share: storage, the credential service, limits and keys.
+pub struct Services {
+    pub storage: Storage,
+    pub credentials: CredentialService,
+    pub github_api: url::Url,
+    pub config: WorkerConfig,
+    pub work: WorkArea,
+}
+
+/// Network and storage hiccups are retried a few times, a little apart.
+const POLICY: RetryPolicy = RetryPolicy {
+    max_retries: 2,
+    base_delay: Duration::from_secs(2),
+    max_delay: Duration::from_secs(30),
+    jitter: 0.2,
+};
+
+pub fn register(registry: &mut Registry, services: &Arc<Services>) {
+    let with = |name: &'static str,
+                run: fn(Arc<Services>, TaskContext) -> crate::registry::TaskFuture| {
+        let services = Arc::clone(services);
+        TaskSpec::new(name, POLICY, move |ctx| run(Arc::clone(&services), ctx))
+    };
+    registry.register(with(SCAN_TASK, |s, ctx| Box::pin(scan::run(s, ctx))));
+    registry.register(with(CLEAN_TASK, |s, ctx| Box::pin(clean::run(s, ctx))));
+    registry.register(with(PUSH_TASK, |s, ctx| Box::pin(push::run(s, ctx))));
+}
+
+/// A task's job, moved into `working`; `Err(Ok(value))` when there is nothing to do.
+async fn begin(
+    ctx: &TaskContext,
+    from: JobStatus,
+    working: JobStatus,
+    stage: &str,
+) -> Result<Result<Job, serde_json::Value>, TaskError> {
+    let job_id = ctx
+        .message
+        .body
+        .job_id
+        .ok_or_else(|| TaskError::fatal("bad_arguments", "the message names no job"))?;
+    let Some(job) = work::begin(&ctx.db, job_id, from, working, stage)
+        .await
+        .map_err(database)?
+    else {
+        tracing::info!(%job_id, "the job has moved on; nothing to do");
+        return Ok(Err(
+            json!({"skipped": "the job is no longer waiting for this task"}),
+        ));
+    };
+    // The message's user must own the job: a forged message cannot borrow someone
+    // else's credentials.
+    if ctx.message.body.user_id.as_deref() != Some(job.owner_id.as_str()) {
+        return Err(TaskError::fatal(
+            "bad_arguments",
+            "the message's user does not own the job",
+        ));
+    }
+    Ok(Ok(job))
+}
+
+pub(crate) fn database(err: sqlx::Error) -> TaskError {
+    TaskError::retryable("database_unavailable", err.to_string())
+}
+
+pub(crate) fn storage(err: StorageError) -> TaskError {
+    match err {
+        StorageError::NoSuchKey(key) => TaskError::fatal(
+            "artifact_missing",
+            format!("{key} is no longer stored (expired or deleted); scan the repository again"),
+        ),
+        other => TaskError::retryable("storage_unavailable", other.to_string()),
+    }
+}
+
+fn io(what: &str) -> impl Fn(std::io::Error) -> TaskError + '_ {
+    move |e| TaskError::retryable("work_dir", format!("{what}: {e}"))
+}
+
+/// A joined blocking step: a panic there is the task's crash.
+fn joined<T>(result: Result<T, tokio::task::JoinError>) -> Result<T, TaskError> {
+    result.map_err(|_| TaskError::fatal("internal_error", "a worker thread crashed"))
+}
+
+/// Credentials from the credential service, asked as the job's owner.
+async fn credentials(
+    services: &Services,
+    id: Option<&str>,
+    owner: &str,
+) -> Result<Option<Credentials>, TaskError> {
+    let Some(id) = id else { return Ok(None) };
+    match services.credentials.resolve(id, owner).await {
+        Ok(credentials) => Ok(Some(credentials)),
+        Err(err) if err.is_transient() => Err(TaskError::retryable(
+            "credential_service_unavailable",
+            err.to_string(),
+        )),
+        Err(err @ CredentialError::NotConfigured) => Err(TaskError::fatal(
+            "credential_service_unavailable",
+            err.to_string(),
+        )),
+        Err(err) => Err(TaskError::fatal("credentials_unavailable", err.to_string())),
+    }
+}
+
+/// The repository URL checked as the API checked it, and the addresses its host
+/// resolves to now: git is pinned to those, so a DNS answer that changed since the
+/// job was created cannot lead it to an internal address.
+async fn reachable(
+    services: &Services,
+    raw: &str,
+) -> Result<(RemoteUrl, Vec<SocketAddr>), TaskError> {
+    let policy = UrlPolicy {
+        allow_http: services.config.allow_http_urls,
+        ..UrlPolicy::service()
+    };
+    let remote = RemoteUrl::parse(raw, policy)
+        .map_err(|e| TaskError::fatal("invalid_url", e.to_string()))?;
+    let url = url::Url::parse(remote.as_str())
+        .map_err(|e| TaskError::fatal("invalid_url", e.to_string()))?;
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port_or_known_default().unwrap_or(443);
+    let addrs = check_host(
+        host,
+        port,
+        &services.config.url_allowlist,
+        Duration::from_secs(5),
+    )
+    .await
+    .map_err(|e| match e {
+        AddressError::Unresolvable(_) => TaskError::retryable("unresolvable_host", e.to_string()),
+        AddressError::Forbidden { .. } => TaskError::fatal("forbidden_address", e.to_string()),
+    })?;
+    Ok((remote, addrs))
+}
+
+/// Writes a job's progress every half second while `work` runs, from `sample`
+/// (`percent`, `stage`).
+async fn reporting<T>(
+    ctx: &TaskContext,
+    job: Uuid,
+    working: JobStatus,
+    sample: impl Fn() -> (u8, String),
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut work => return done,
+            _ = tick.tick() => {
+                let (percent, stage) = sample();
+                if let Err(err) = work::progress(&ctx.db, job, working, percent, &stage).await {
+                    tracing::warn!(error = %err, "recording progress failed");
+                }
+            }
+        }
+    }
+}
+
+async fn stage(ctx: &TaskContext, job: Uuid, working: JobStatus, percent: u8, stage: &str) {
+    if let Err(err) = work::progress(&ctx.db, job, working, percent, stage).await {
+        tracing::warn!(error = %err, "recording progress failed");
+    }
+}
+
+/// After a failed or stopped attempt: objects this task uploaded are removed when the
+/// job was cancelled or expired meanwhile (the API deleted what existed when it
+/// cancelled; an upload may have landed after that), or when `own` prefixes are given
+/// (a failed attempt's partial output; a retry writes it again).
+async fn tidy(services: &Services, ctx: &TaskContext, job: Uuid, own: &[&str]) {
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+        .bind(job)
+        .fetch_optional(&ctx.db)
+        .await
+        .ok()
+        .flatten();
+    let stopped = matches!(status.as_deref(), None | Some("cancelled" | "expired"));
+    let result = if stopped {
+        services.storage.delete_job_artifacts(job).await.map(drop)
+    } else {
+        let mut result = Ok(());
+        for prefix in own {
+            let prefix = format!("{prefix}/{job}/");
+            if let Err(err) = delete_prefix(&services.storage, &prefix).await {
+                result = Err(err);
+            }
+        }
+        result
+    };
+    if let Err(err) = result {
+        tracing::warn!(%job, error = %err, "removing the task's objects failed; beat's storage cleanup will");
+    }
+}
+
+async fn delete_prefix(storage: &Storage, prefix: &str) -> Result<(), StorageError> {
+    for key in storage.list_keys(prefix).await? {
+        storage.delete(&key).await?;
+    }
+    Ok(())
+}
