@@ -172,7 +172,7 @@ impl TestEnv {
                 ),
                 (
                     "REPORT_KEYS",
-                    "test:dGVzdC1vbmx5IHJlcG9ydCBrZXksIDMyIGJ5dGVzIQ==".to_owned(),
+                    "test:dGVzdC1vbmx5IHJlcG9ydCBrZXksIDMyIGJ5dGVzISE=".to_owned(),
                 ),
             ]
             .map(|(k, v)| (k.to_owned(), v)),

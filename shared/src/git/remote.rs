@@ -423,7 +423,11 @@ pub fn clone_remote(
             Stopped::Git(e) => CloneError::Git(e),
         })?;
     if status.success() {
-        return Ok(());
+        // A clone faster than the watch's first look is measured once more.
+        return match options.max_bytes {
+            Some(limit) if super::disk_usage(into) > limit => Err(CloneError::TooLarge { limit }),
+            _ => Ok(()),
+        };
     }
     let url = remote.as_str().to_owned();
     let stderr = scrub(&String::from_utf8_lossy(&stderr), &url, credentials);

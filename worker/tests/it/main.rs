@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod runtime;
+mod service;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
