@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN_DIR=${DG_RUN_DIR:-$PWD/.run}
 
-for name in api worker beat; do
+for name in api worker beat demo-services; do
   pidfile="$RUN_DIR/$name.pid"
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")

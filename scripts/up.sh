@@ -24,6 +24,22 @@ if [ -f "$RUN_DIR/api.pid" ] && kill -0 "$(cat "$RUN_DIR/api.pid")" 2>/dev/null;
   echo "the stack is already running (scripts/down.sh stops it)"; exit 1
 fi
 
+# Keys made once per checkout and kept in .run (never committed): the keyed hash of
+# secrets and the scan report encryption key.
+if [ ! -f "$RUN_DIR/keys" ]; then
+  umask 077
+  printf 'export SECRET_HASH_KEY=%s\nexport REPORT_KEYS=k1:%s\n' \
+    "$(openssl rand -base64 48 | tr -d '\n')" "$(openssl rand -base64 32)" >"$RUN_DIR/keys"
+fi
+
+# The demo's git server and credential service (scripts/demo.sh uses them).
+rm -f "$RUN_DIR/demo-services"
+nohup "$BIN/deployguard-demo-services" "$RUN_DIR/demo-services" >>"$RUN_DIR/demo-services.log" 2>&1 &
+echo $! >"$RUN_DIR/demo-services.pid"
+for _ in $(seq 1 50); do [ -s "$RUN_DIR/demo-services" ] && break; sleep 0.1; done
+# shellcheck disable=SC1091
+. "$RUN_DIR/demo-services"
+
 cat >"$RUN_DIR/env" <<ENV
 export DATABASE_URL=postgresql://${DG_PG_USER:-deployguard}:${DG_PG_PASSWORD:-deployguard}@127.0.0.1:5432/${DG_PG_DB:-deployguard}
 export AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f
@@ -35,6 +51,12 @@ export S3_CREATE_BUCKET=true
 export API_ADDR=127.0.0.1:$API_PORT
 export LOG_LEVEL=\${LOG_LEVEL:-info}
 export LOG_FORMAT=\${LOG_FORMAT:-json}
+export AUTH_SERVICE_URL=$DEMO_AUTH_SERVICE_URL
+# The demo git server runs on this machine, over plain http.
+export URL_ALLOWLIST=127.0.0.0/8
+export ALLOW_HTTP_URLS=true
+export WORK_DIR=$RUN_DIR/work
+. "$RUN_DIR/keys"
 ENV
 # shellcheck disable=SC1091
 . "$RUN_DIR/env"
@@ -63,6 +85,9 @@ done
 for name in worker beat; do
   kill -0 "$(cat "$RUN_DIR/$name.pid")" 2>/dev/null || { echo "$name exited:"; tail -n 20 "$RUN_DIR/$name.log"; exit 1; }
 done
+
+step "a real job, end to end (scripts/demo.sh)"
+scripts/demo.sh
 
 step "ready"
 curl -sS "$ready_url"; echo
