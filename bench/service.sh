@@ -32,7 +32,7 @@ trap 'rm -rf "$work"' EXIT
 now() { date +%s.%N; }
 authed() { echo "$1" | sed "s#://#://${DEMO_GIT_USER}:${DEMO_GIT_PASSWORD}@#"; }
 field() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {"d": d}))' "$1"; }
-call() { curl -sS -X "$1" "$API$2" -H "X-User-ID: bench" -H 'Content-Type: application/json' ${3:+-d "$3"}; }
+call() { curl -sS -X "$1" "$API$2" -H "X-User-ID: demo" -H 'Content-Type: application/json' ${3:+-d "$3"}; }
 wait_for() {
   for _ in $(seq 1 36000); do
     s=$(call GET "/jobs/$1" | field 'd["job"]["status"]')
