@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use deployguard::config::ApiConfig;
 use deployguard::git::remote::{RemoteKind, RemoteUrl, UrlPolicy};
-use deployguard::net::{AddressError, check_host};
+use deployguard::net::{AddressError, check_url};
 
 use crate::error::ApiError;
 
@@ -107,9 +107,7 @@ async fn reachable(api: &ApiConfig, field: &str, url: &str) -> Result<(), ApiErr
             format!("{field}: {e}"),
         )
     })?;
-    let host = parsed.host_str().unwrap_or_default();
-    let port = parsed.port_or_known_default().unwrap_or(443);
-    check_host(host, port, &api.url_allowlist, RESOLVE_TIMEOUT)
+    check_url(&parsed, &api.url_allowlist, RESOLVE_TIMEOUT)
         .await
         .map(drop)
         .map_err(|e| {

@@ -152,6 +152,17 @@ fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
     }
 }
 
+/// [`check_host`] for the host and port (the scheme's default when absent) of `url`.
+pub async fn check_url(
+    url: &url::Url,
+    allow: &AllowList,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>, AddressError> {
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port_or_known_default().unwrap_or(443);
+    check_host(host, port, allow, timeout).await
+}
+
 /// Checks that `host` (a name or an address literal) reaches only public addresses,
 /// unless the allow-list covers it. Resolution is bounded by `timeout`.
 pub async fn check_host(

@@ -297,14 +297,20 @@ impl Storage {
         Ok(())
     }
 
+    /// Deletes every object under `prefix`; returns how many there were.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, StorageError> {
+        let keys = self.list_keys(prefix).await?;
+        for key in &keys {
+            self.delete(key).await?;
+        }
+        Ok(keys.len())
+    }
+
     /// Deletes every object of a job; returns how many there were.
     pub async fn delete_job_artifacts(&self, job_id: uuid::Uuid) -> Result<usize, StorageError> {
         let mut deleted = 0;
         for prefix in job_prefixes(job_id) {
-            for key in self.list_keys(&prefix).await? {
-                self.delete(&key).await?;
-                deleted += 1;
-            }
+            deleted += self.delete_prefix(&prefix).await?;
         }
         Ok(deleted)
     }

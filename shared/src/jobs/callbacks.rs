@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 use sqlx::PgPool;
 
-use crate::net::{AllowList, check_host};
+use crate::net::{AllowList, check_url};
 
 pub const SIGNATURE_HEADER: &str = "x-deployguard-signature";
 pub const EVENT_HEADER: &str = "x-deployguard-event";
@@ -121,8 +121,7 @@ async fn deliver(due: &Due, policy: &Policy) -> Result<u16, (Option<u16>, String
         other => return Err((None, format!("{other} URLs are not allowed"))),
     }
     let host = url.host_str().ok_or((None, "no host".to_owned()))?;
-    let port = url.port_or_known_default().unwrap_or(443);
-    let addrs = check_host(host, port, &policy.allow, Duration::from_secs(5))
+    let addrs = check_url(&url, &policy.allow, Duration::from_secs(5))
         .await
         .map_err(|e| (None, e.to_string()))?;
     let body = serde_json::to_vec(&due.payload).map_err(|e| (None, e.to_string()))?;

@@ -15,7 +15,7 @@ use deployguard::config::WorkerConfig;
 use deployguard::credentials::{CredentialError, CredentialService};
 use deployguard::git::remote::{Credentials, RemoteUrl, UrlPolicy};
 use deployguard::jobs::{CLEAN_TASK, Job, JobStatus, PUSH_TASK, SCAN_TASK, work};
-use deployguard::net::{AddressError, check_host};
+use deployguard::net::{AddressError, check_url};
 use deployguard::storage::{Storage, StorageError};
 use serde_json::json;
 use uuid::Uuid;
@@ -142,19 +142,14 @@ async fn reachable(
         .map_err(|e| TaskError::fatal("invalid_url", e.to_string()))?;
     let url = url::Url::parse(remote.as_str())
         .map_err(|e| TaskError::fatal("invalid_url", e.to_string()))?;
-    let host = url.host_str().unwrap_or_default();
-    let port = url.port_or_known_default().unwrap_or(443);
-    let addrs = check_host(
-        host,
-        port,
-        &services.config.url_allowlist,
-        Duration::from_secs(5),
-    )
-    .await
-    .map_err(|e| match e {
-        AddressError::Unresolvable(_) => TaskError::retryable("unresolvable_host", e.to_string()),
-        AddressError::Forbidden { .. } => TaskError::fatal("forbidden_address", e.to_string()),
-    })?;
+    let addrs = check_url(&url, &services.config.url_allowlist, Duration::from_secs(5))
+        .await
+        .map_err(|e| match e {
+            AddressError::Unresolvable(_) => {
+                TaskError::retryable("unresolvable_host", e.to_string())
+            }
+            AddressError::Forbidden { .. } => TaskError::fatal("forbidden_address", e.to_string()),
+        })?;
     Ok((remote, addrs))
 }
 
@@ -194,9 +189,7 @@ async fn stage(ctx: &TaskContext, job: Uuid, working: JobStatus, percent: u8, st
 /// cancelled; an upload may have landed after that), or when `own` prefixes are given
 /// (a failed attempt's partial output; a retry writes it again).
 async fn tidy(services: &Services, ctx: &TaskContext, job: Uuid, own: &[&str]) {
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
-        .bind(job)
-        .fetch_optional(&ctx.db)
+    let status = crate::records::job_status(&ctx.db, job)
         .await
         .ok()
         .flatten();
@@ -207,7 +200,7 @@ async fn tidy(services: &Services, ctx: &TaskContext, job: Uuid, own: &[&str]) {
         let mut result = Ok(());
         for prefix in own {
             let prefix = format!("{prefix}/{job}/");
-            if let Err(err) = delete_prefix(&services.storage, &prefix).await {
+            if let Err(err) = services.storage.delete_prefix(&prefix).await {
                 result = Err(err);
             }
         }
@@ -216,11 +209,4 @@ async fn tidy(services: &Services, ctx: &TaskContext, job: Uuid, own: &[&str]) {
     if let Err(err) = result {
         tracing::warn!(%job, error = %err, "removing the task's objects failed; beat's storage cleanup will");
     }
-}
-
-async fn delete_prefix(storage: &Storage, prefix: &str) -> Result<(), StorageError> {
-    for key in storage.list_keys(prefix).await? {
-        storage.delete(&key).await?;
-    }
-    Ok(())
 }
