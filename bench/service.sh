@@ -33,14 +33,22 @@ now() { date +%s.%N; }
 authed() { echo "$1" | sed "s#://#://${DEMO_GIT_USER}:${DEMO_GIT_PASSWORD}@#"; }
 field() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {"d": d}))' "$1"; }
 call() { curl -sS -X "$1" "$API$2" -H "X-User-ID: demo" -H 'Content-Type: application/json' ${3:+-d "$3"}; }
+# One process polls (every 0.1 s) until the job reaches the status: a shell loop that
+# started curl and python3 ten times a second would take CPU from the worker it times.
 wait_for() {
-  for _ in $(seq 1 36000); do
-    s=$(call GET "/jobs/$1" | field 'd["job"]["status"]')
-    [ "$s" = "$2" ] && return 0
-    [ "$s" = failed ] && { call GET "/jobs/$1"; exit 1; }
-    sleep 0.1
-  done
-  exit 1
+  python3 - "$API/jobs/$1" "$2" <<'PY'
+import json, sys, time, urllib.request
+url, want = sys.argv[1], sys.argv[2]
+request = urllib.request.Request(url, headers={"X-User-ID": "demo"})
+for _ in range(36000):
+    job = json.load(urllib.request.urlopen(request))["job"]
+    if job["status"] == want:
+        sys.exit(0)
+    if job["status"] == "failed":
+        sys.exit(f"job failed: {job.get('error_code')}: {job.get('error')}")
+    time.sleep(0.1)
+sys.exit("timed out")
+PY
 }
 
 if [ ! -d "$REPO" ]; then
@@ -51,10 +59,18 @@ fi
 cargo build --release --locked -q -p deployguard-cli
 # The demo server's two repositories (scripts/demo.sh's) take the benchmark's.
 git -C "$REPO" push -q --mirror "$(authed "$DEMO_GIT_BASE/demo.git")"
-SRC="$DEMO_GIT_BASE/demo.git" DST="$DEMO_GIT_BASE/demo-clean.git"
+SRC="$DEMO_GIT_BASE/demo.git" DST="$DEMO_GIT_BASE/bench-target.git"
+# Both sides push into an empty repository: a target that already holds the objects
+# would make the second push cheaper.
+empty_target() {
+  rm -rf "$DEMO_GIT_ROOT/bench-target.git"
+  git init -q --bare "$DEMO_GIT_ROOT/bench-target.git"
+  git -C "$DEMO_GIT_ROOT/bench-target.git" config http.receivepack true
+}
 echo "repository: $(git -C "$REPO" rev-list --all --count) commits, $(du -sh "$REPO/objects/pack" | cut -f1) pack"
 
 echo "-- CLI"
+empty_target
 t0=$(now); git clone -q --mirror "$(authed "$SRC")" "$work/cli.git"; t1=$(now)
 "$DG" scan "$work/cli.git" --no-progress --format sarif -o "$work/cli.sarif" --secrets-out "$work/secrets.json" || true; t2=$(now)
 "$DG" clean "$work/cli.git" --no-progress --secrets "$work/secrets.json" --all -o "$work/cli.bundle" --archive "$work/cli.zip" 2>/dev/null; t3=$(now)
@@ -64,6 +80,7 @@ cli=$(python3 -c "import sys; a=[float(x) for x in sys.argv[1:]]; print(' '.join
 echo "clone scan clean push total: $cli"
 
 echo "-- service"
+empty_target
 job=$(call POST /jobs "{\"source_url\": \"$SRC\", \"source_credentials_id\": \"demo-git\"}" | field 'd["id"]')
 wait_for "$job" awaiting_selection
 ids=$(call GET "/jobs/$job" | field '",".join("\"%s\"" % s["id"] for s in d["secrets"])')

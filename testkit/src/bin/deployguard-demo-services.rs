@@ -2,7 +2,9 @@
 //! server with basic auth (holding the demo's source and target repositories) and a
 //! stand-in credential service that hands the demo user that server's credentials.
 //! Writes what the script needs to know to the file given as the first argument (mode
-//! 0600, it holds the server's password), then serves until killed.
+//! 0600, it holds the server's password), then serves until killed. `DEMO_GIT_ROOT` is
+//! the directory the server serves: a repository created there with `http.receivepack`
+//! set takes pushes (bench/service.sh makes empty push targets so).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -21,8 +23,13 @@ async fn main() -> std::process::ExitCode {
     git.create_bare("demo");
     git.create_bare("demo-clean");
     let facts = format!(
-        "DEMO_GIT_BASE={}\nDEMO_GIT_USER={}\nDEMO_GIT_PASSWORD={}\nDEMO_AUTH_SERVICE_URL={}\n",
+        "DEMO_GIT_BASE={}\nDEMO_GIT_ROOT={}\nDEMO_GIT_USER={}\nDEMO_GIT_PASSWORD={}\n\
+         DEMO_AUTH_SERVICE_URL={}\n",
         git.url("").trim_end_matches(".git").trim_end_matches('/'),
+        git.path("demo")
+            .parent()
+            .unwrap_or(std::path::Path::new(""))
+            .display(),
         git.username(),
         git.password(),
         credentials.url().as_str().trim_end_matches('/'),
