@@ -159,6 +159,7 @@ fn clean_command(args: &CleanArgs) -> Result<(), String> {
         let name = repository_name(&args.path);
         let bytes = clean::write_archive(
             &args.output,
+            report.bundle_index.as_deref(),
             &work.path().join("archive"),
             &name,
             path,

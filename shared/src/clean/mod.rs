@@ -206,6 +206,10 @@ pub struct CleanReport {
     pub timings_ms: Timings,
     #[serde(skip)]
     pub commit_map: Vec<(Oid, Oid)>,
+    /// The index (`.idx`) of the bundle's pack, in the work directory: with it,
+    /// [`crate::git::bundle::unbundle`] opens the bundle without re-indexing it.
+    #[serde(skip)]
+    pub bundle_index: Option<PathBuf>,
 }
 
 impl CleanReport {
@@ -336,6 +340,7 @@ pub fn clean(
     report.objects_verified = packaged.objects;
     report.objects_reread = packaged.reread;
     report.bundle_bytes = packaged.bytes;
+    report.bundle_index = Some(packaged.index);
     report.timings_ms.bundle_and_verify = millis(packaging);
     run.phase(Phase::Done);
     Ok(report)
@@ -426,60 +431,39 @@ fn prepare(source: &Path, work: &Path) -> Result<WorkRepo, CleanError> {
 }
 
 fn prepare_bundle(bundle: &Path, path: &Path) -> Result<WorkRepo, CleanError> {
-    let Some(format) = git::bundle_format(bundle) else {
-        return Err(CleanError::Source(format!(
+    let not_bundle = || {
+        CleanError::Source(format!(
             "{}: not a git repository or bundle",
             bundle.display()
-        )));
+        ))
     };
-    let bundle = std::fs::canonicalize(bundle).map_err(io_error(bundle))?;
-    git::init_bare(path, format)?;
-    let heads = git::output(path, &["bundle", "list-heads", &bundle.to_string_lossy()])?;
-    let mut head = None;
-    let mut has_refs = false;
-    for line in String::from_utf8_lossy(&heads).lines() {
-        match line.split_once(' ') {
-            Some((oid, "HEAD")) => head = Oid::from_hex(oid.as_bytes()),
-            Some((_, name)) if name.starts_with("refs/") => has_refs = true,
-            _ => {}
-        }
+    if git::bundle_format(bundle).is_none() {
+        return Err(not_bundle());
     }
-    if !has_refs {
+    let bundle = std::fs::canonicalize(bundle).map_err(io_error(bundle))?;
+    let header = git::bundle::Header::read(&bundle)?;
+    if header
+        .refs
+        .iter()
+        .all(|(name, _)| !name.starts_with("refs/"))
+    {
         return Err(CleanError::Source(format!(
             "{}: the bundle has no refs, so there is nothing to clean",
             bundle.display()
         )));
     }
-    git::fetch_bundle(path, &bundle)?;
+    git::bundle::unbundle(&bundle, None, path)?;
     let refs = list_refs(path)?;
-    // A bundle records HEAD as an id; point HEAD at the branch it names (main and master
-    // first), or leave it detached.
-    let mut head_symref = None;
-    let mut head_detached = None;
-    if let Some(head) = head {
-        let branches: Vec<&String> = refs
-            .iter()
-            .filter(|(name, oid)| name.starts_with("refs/heads/") && *oid == head)
-            .map(|(name, _)| name)
-            .collect();
-        let preferred = branches
-            .iter()
-            .find(|n| n.as_str() == "refs/heads/main" || n.as_str() == "refs/heads/master")
-            .or(branches.first());
-        match preferred {
-            Some(name) => {
-                git::output(path, &["symbolic-ref", "HEAD", name])?;
-                head_symref = Some((*name).clone());
-            }
-            None => {
-                git::output(path, &["update-ref", "--no-deref", "HEAD", &head.to_hex()])?;
-                head_detached = Some(head);
-            }
-        }
-    }
+    // Unbundling pointed HEAD at the branch the bundle's HEAD names, or detached it.
+    let head_symref = header
+        .head
+        .and_then(|_| git::output(path, &["symbolic-ref", "-q", "HEAD"]).ok())
+        .map(|o| String::from_utf8_lossy(&o).trim().to_owned())
+        .filter(|s| !s.is_empty());
+    let head_detached = header.head.filter(|_| head_symref.is_none());
     Ok(WorkRepo {
         path: path.to_path_buf(),
-        format,
+        format: header.format,
         refs,
         head_symref,
         head_detached,
@@ -487,14 +471,5 @@ fn prepare_bundle(bundle: &Path, path: &Path) -> Result<WorkRepo, CleanError> {
 }
 
 fn list_refs(repo: &Path) -> Result<Vec<(String, Oid)>, CleanError> {
-    let out = git::output(repo, &["for-each-ref", "--format=%(objectname) %(refname)"])?;
-    let mut refs = Vec::new();
-    for line in String::from_utf8_lossy(&out).lines() {
-        if let Some((oid, name)) = line.split_once(' ')
-            && let Some(oid) = Oid::from_hex(oid.as_bytes())
-        {
-            refs.push((name.to_owned(), oid));
-        }
-    }
-    Ok(refs)
+    Ok(git::bundle::list_refs(repo)?)
 }

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use crate::git::objects::{self, ObjectFormat, Oid};
+use crate::git::objects::{self, Oid};
 use crate::git::{self, GitError, Running};
 
 use super::rewrite::Rewritten;
@@ -16,6 +16,8 @@ pub(crate) struct Packaged {
     pub objects: u64,
     pub reread: u64,
     pub bytes: u64,
+    /// The index of the bundle's pack.
+    pub index: PathBuf,
 }
 
 /// Writes a bundle of every ref of `repo` to `out`. The objects packed are exactly the
@@ -57,12 +59,6 @@ fn write_bundle(
     partial: &Path,
     run: &CleanRun<'_>,
 ) -> Result<Packaged, CleanError> {
-    let file = File::create(partial).map_err(io_error(partial))?;
-    let mut writer = BufWriter::with_capacity(1 << 20, file);
-    let mut header = match repo.format {
-        ObjectFormat::Sha1 => "# v2 git bundle\n".to_owned(),
-        ObjectFormat::Sha256 => "# v3 git bundle\n@object-format=sha256\n".to_owned(),
-    };
     let head = match (&repo.head_symref, repo.head_detached) {
         (Some(name), _) => repo
             .refs
@@ -71,35 +67,30 @@ fn write_bundle(
             .map(|(_, oid)| *oid),
         (None, detached) => detached,
     };
-    for (name, oid) in &repo.refs {
-        header.push_str(&format!("{oid} {name}\n"));
-    }
-    if let Some(head) = head {
-        header.push_str(&format!("{head} HEAD\n"));
-    }
-    header.push('\n');
-    writer
-        .write_all(header.as_bytes())
-        .map_err(io_error(partial))?;
+    // The pack and its index are written beside the work repository; the index is kept
+    // (see CleanReport::bundle_index), the pack is copied into the bundle.
+    let pack_dir = repo.path.with_file_name("bundle-pack");
+    std::fs::create_dir_all(&pack_dir).map_err(io_error(&pack_dir))?;
 
     let mut list = git::command(&repo.path);
     list.args(["rev-list", "--objects", "--all"])
         .stdout(Stdio::piped());
     let mut list = Running::spawn(list, "rev-list")?;
     let mut pack = git::command(&repo.path);
-    pack.args(["pack-objects", "--stdout", "--delta-base-offset", "-q"])
+    pack.args(["pack-objects", "--delta-base-offset", "-q"])
+        .arg(pack_dir.join("pack"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
     let mut pack = Running::spawn(pack, "pack-objects")?;
     let listed = list.child().stdout.take();
     let to_pack = pack.child().stdin.take();
-    let packed = pack.child().stdout.take();
-    let (Some(listed), Some(to_pack), Some(mut packed)) = (listed, to_pack, packed) else {
+    let named = pack.child().stdout.take();
+    let (Some(listed), Some(to_pack), Some(mut named)) = (listed, to_pack, named) else {
         return Err(GitError::new("pack-objects", "no pipes").into());
     };
 
-    // rev-list → (ids for the check) → pack-objects → bundle file.
-    let (ids, copied) = std::thread::scope(|scope| {
+    // rev-list → (ids for the check) → pack-objects → a pack and its index.
+    let (ids, name) = std::thread::scope(|scope| {
         let feeder = scope.spawn(move || -> Result<Vec<Oid>, GitError> {
             let mut ids = Vec::new();
             let mut reader = BufReader::with_capacity(1 << 20, listed);
@@ -129,21 +120,29 @@ fn write_bundle(
                 .map_err(|e| GitError::new("pack-objects", e.to_string()))?;
             Ok(ids)
         });
-        let copied = std::io::copy(&mut packed, &mut writer);
+        let mut name = String::new();
+        let read = named.read_to_string(&mut name).map(|_| name);
         let ids = feeder
             .join()
             .unwrap_or_else(|_| Err(GitError::new("rev-list", "reader thread panicked")));
-        (ids, copied)
+        (ids, read)
     });
     let ids = ids?;
     list.finish()?;
     pack.finish()?;
-    copied.map_err(io_error(partial))?;
-    let file = writer
-        .into_inner()
-        .map_err(|e| io_error(partial)(e.into_error()))?;
-    file.sync_all().map_err(io_error(partial))?;
-    let bytes = file.metadata().map_err(io_error(partial))?.len();
+    let name = name.map_err(|e| GitError::new("pack-objects", e.to_string()))?;
+    let stem = pack_dir.join(format!("pack-{}", name.trim()));
+    let (pack_file, index) = (stem.with_extension("pack"), stem.with_extension("idx"));
+    let header = git::bundle::Header {
+        format: repo.format,
+        refs: repo.refs.clone(),
+        head,
+        pack_offset: 0,
+    };
+    let bytes = git::bundle::write(partial, &header, &pack_file)?;
+    for extra in ["pack", "rev"] {
+        let _ = std::fs::remove_file(stem.with_extension(extra));
+    }
     run.check()?;
 
     let objects = ids.len() as u64;
@@ -175,6 +174,7 @@ fn write_bundle(
         objects,
         reread: reread.len() as u64,
         bytes,
+        index,
     })
 }
 
@@ -201,9 +201,12 @@ impl ArchiveFormat {
 
 /// Makes an archive of a clone of `bundle`: one top-level directory `name/` holding the
 /// repository (every branch and tag as its own, `HEAD` checked out), ready to use after
-/// unpacking. `work` is an empty scratch directory.
+/// unpacking. `index` is the bundle pack's index when it was kept (see
+/// [`super::CleanReport::bundle_index`]): the clone is then made without re-indexing.
+/// `work` is an empty scratch directory.
 pub fn write_archive(
     bundle: &Path,
+    index: Option<&Path>,
     work: &Path,
     name: &str,
     out: &Path,
@@ -220,56 +223,28 @@ pub fn write_archive(
     }
     let bundle = std::fs::canonicalize(bundle).map_err(io_error(bundle))?;
     let dir = work.join(name);
-    std::fs::create_dir_all(work).map_err(io_error(work))?;
-    let heads = git::output(work, &["bundle", "list-heads", &bundle.to_string_lossy()])?;
-    let heads = String::from_utf8_lossy(&heads);
-    let head = heads
-        .lines()
-        .find_map(|l| l.strip_suffix(" HEAD"))
-        .map(str::to_owned);
-    let branch = head.as_deref().and_then(|head| {
-        let on_head: Vec<&str> = heads
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .filter(|(oid, name)| *oid == head && name.starts_with("refs/heads/"))
-            .map(|(_, name)| name)
-            .collect();
-        on_head
-            .iter()
-            .find(|n| **n == "refs/heads/main" || **n == "refs/heads/master")
-            .or(on_head.first())
-            .map(|n| n.to_string())
-    });
-    let format_flag = match git::bundle_format(&bundle) {
-        Some(ObjectFormat::Sha256) => "--object-format=sha256",
-        _ => "--object-format=sha1",
-    };
-    let initial = branch
-        .as_deref()
-        .and_then(|b| b.strip_prefix("refs/heads/"))
-        .unwrap_or("main");
-    let mut init = git::command(work);
-    init.args(["init", "--quiet", format_flag])
-        .arg(format!("--initial-branch={initial}"))
-        .arg(&dir);
-    run_quiet(init, "init")?;
-    let mut fetch = git::command(&dir);
-    fetch
-        .args([
-            "-c",
-            "protocol.file.allow=always",
-            "fetch",
-            "--quiet",
-            "--update-head-ok",
-            "--no-write-fetch-head",
-        ])
-        .arg(&bundle)
-        .args(["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]);
-    run_quiet(fetch, "fetch")?;
-    if branch.is_some() {
+    std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+    let git_dir = dir.join(".git");
+    let header = git::bundle::unbundle(&bundle, index, &git_dir)?;
+    // A clone for a person: a work tree, git's default reflogs, branches and tags only
+    // (a forge's refs/pull/* and the like stay out, as a clone leaves them).
+    git::output(&git_dir, &["config", "core.bare", "false"])?;
+    git::output(&git_dir, &["config", "--unset", "core.logAllRefUpdates"])?;
+    let others: String = header
+        .refs
+        .iter()
+        .filter(|(n, _)| !n.starts_with("refs/heads/") && !n.starts_with("refs/tags/"))
+        .map(|(n, _)| format!("delete {n}\n"))
+        .collect();
+    if !others.is_empty() {
+        git::output_with_input(&git_dir, &["update-ref", "--stdin"], others.as_bytes())?;
+    }
+    if header.head.is_some() {
         let mut checkout = git::command(&dir);
         checkout.args(["reset", "--hard", "--quiet", "HEAD"]);
         run_quiet(checkout, "reset")?;
+    } else {
+        git::output(&git_dir, &["symbolic-ref", "HEAD", "refs/heads/main"])?;
     }
     let partial = partial_path(out);
     let written = match format {
@@ -367,9 +342,20 @@ fn write_zip(dir: &Path, name: &str, out: &Path) -> Result<(), CleanError> {
                 .map_err(zip_error)?;
         } else {
             let large = meta.len() >= u64::from(u32::MAX);
+            // Packs and their indexes are compressed already: deflating them again
+            // costs time and saves nothing.
+            let packed = relative.starts_with(".git/objects/pack");
+            let method = if packed {
+                zip::CompressionMethod::Stored
+            } else {
+                zip::CompressionMethod::Deflated
+            };
             zip.start_file(
                 entry,
-                options.unix_permissions(mode & 0o777).large_file(large),
+                options
+                    .compression_method(method)
+                    .unix_permissions(mode & 0o777)
+                    .large_file(large),
             )
             .map_err(zip_error)?;
             buffer.clear();

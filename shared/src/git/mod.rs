@@ -2,6 +2,7 @@
 //! user's and the system's configuration shut out, and reports failures as [`GitError`]
 //! carrying git's own message.
 
+pub mod bundle;
 pub mod objects;
 pub mod pack;
 pub mod remote;

@@ -518,19 +518,29 @@ fn a_cancelled_clean_stops_and_writes_nothing() {
 
 #[test]
 fn the_archive_unpacks_to_a_ready_clone_of_the_cleaned_history() {
-    let repo = leaky_repository();
+    let mut repo = leaky_repository();
+    // A forge's ref: cleaned and in the bundle, but not in a person's clone.
+    repo.git(&["update-ref", "refs/pull/1/head", "HEAD"]);
     let selection = Selection::from_values(SELECTED, b"***REMOVED***").unwrap();
     let cleaned = clean_into(repo.path(), &selection)
         .map_err(|(e, _)| e)
         .unwrap();
-    for (file, format) in [
-        ("repo.zip", ArchiveFormat::Zip),
-        ("repo.tar.gz", ArchiveFormat::TarGz),
+    let kept = cleaned.report.bundle_index.as_deref();
+    assert!(
+        kept.is_some_and(Path::is_file),
+        "the clean keeps its pack's index"
+    );
+    // With the clean's index (no re-indexing) and without it (git indexes the pack).
+    for (file, format, index) in [
+        ("repo.zip", ArchiveFormat::Zip, kept),
+        ("repo.tar.gz", ArchiveFormat::TarGz, kept),
+        ("unindexed.zip", ArchiveFormat::Zip, None),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let archive = dir.path().join(file);
         clean::write_archive(
             &cleaned.bundle,
+            index,
             &dir.path().join("scratch"),
             "service",
             &archive,
@@ -561,6 +571,7 @@ fn the_archive_unpacks_to_a_ready_clone_of_the_cleaned_history() {
             "",
             "{file}: a clean work tree"
         );
+        text(&clone, &["fsck", "--full", "--strict", "--no-dangling"]);
         assert_eq!(
             text(&clone, &["symbolic-ref", "HEAD"]).trim(),
             "refs/heads/main"
@@ -569,15 +580,7 @@ fn the_archive_unpacks_to_a_ready_clone_of_the_cleaned_history() {
             std::fs::read_to_string(clone.join("config/app.env")).unwrap(),
             "GITHUB_TOKEN=***REMOVED***\nDEBUG=0\n"
         );
-        let branches = text(
-            &clone,
-            &[
-                "for-each-ref",
-                "--format=%(refname)",
-                "refs/heads",
-                "refs/tags",
-            ],
-        );
+        let branches = text(&clone, &["for-each-ref", "--format=%(refname)"]);
         assert_eq!(
             branches,
             "refs/heads/feature\nrefs/heads/main\nrefs/tags/light\nrefs/tags/v1.0\n"
