@@ -95,13 +95,9 @@ async fn clean(
     .map_err(|e| TaskError::fatal("selection_invalid", e.to_string()))?;
     drop(values);
 
-    let source = dir.path().join("source.bundle");
     super::stage(ctx, id, WORKING, 5, "downloading the repository").await;
-    services
-        .storage
-        .get_file(&format!("repos/{id}/source.bundle"), &source)
-        .await
-        .map_err(storage)?;
+    let source =
+        super::get_repository(services, &dir, &format!("repos/{id}/source"), "source.git").await?;
     let download_ms = started.elapsed().as_millis() as u64;
 
     // Rewrite, verify, package.
@@ -127,7 +123,14 @@ async fn clean(
             };
             let report = clean::clean(&source, &work, &selection, &cleaned, &run)?;
             let packaging = Instant::now();
-            clean::write_archive(&cleaned, &scratch, &name, &archive, ArchiveFormat::Zip)?;
+            clean::write_archive(
+                &cleaned,
+                report.bundle_index.as_deref(),
+                &scratch,
+                &name,
+                &archive,
+                ArchiveFormat::Zip,
+            )?;
             Ok((report, packaging.elapsed().as_millis() as u64))
         })
     };
@@ -153,13 +156,17 @@ async fn clean(
 
     super::stage(ctx, id, WORKING, 80, "uploading the cleaned repository").await;
     let upload_started = Instant::now();
-    for (key, path) in [("cleaned.bundle", &cleaned), ("cleaned.zip", &archive)] {
-        services
-            .storage
-            .put_file(&format!("cleaned/{id}/{key}"), path)
-            .await
-            .map_err(storage)?;
-    }
+    let stem = format!("cleaned/{id}/cleaned");
+    tokio::try_join!(
+        super::put_bundle(services, &stem, &cleaned, report.bundle_index.as_deref()),
+        async {
+            services
+                .storage
+                .put_file(&format!("cleaned/{id}/cleaned.zip"), &archive)
+                .await
+                .map_err(storage)
+        },
+    )?;
     let upload_ms = upload_started.elapsed().as_millis() as u64;
     let secrets_cleaned = i32::try_from(report.selected).unwrap_or(i32::MAX);
     let commits = i64::try_from(report.commits_rewritten).unwrap_or(i64::MAX);

@@ -8,11 +8,13 @@ mod push;
 mod scan;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use deployguard::config::WorkerConfig;
 use deployguard::credentials::{CredentialError, CredentialService};
+use deployguard::git;
 use deployguard::git::remote::{Credentials, RemoteUrl, UrlPolicy};
 use deployguard::jobs::{CLEAN_TASK, Job, JobStatus, PUSH_TASK, SCAN_TASK, work};
 use deployguard::net::{AddressError, check_url};
@@ -104,6 +106,71 @@ fn io(what: &str) -> impl Fn(std::io::Error) -> TaskError + '_ {
 /// A joined blocking step: a panic there is the task's crash.
 fn joined<T>(result: Result<T, tokio::task::JoinError>) -> Result<T, TaskError> {
     result.map_err(|_| TaskError::fatal("internal_error", "a worker thread crashed"))
+}
+
+/// Stores a bundle at `{stem}.bundle` and its pack's index at `{stem}.idx`, side by
+/// side; returns the bundle's size.
+async fn put_bundle(
+    services: &Services,
+    stem: &str,
+    bundle: &Path,
+    index: Option<&Path>,
+) -> Result<u64, TaskError> {
+    let bundle_key = format!("{stem}.bundle");
+    let index_key = format!("{stem}.idx");
+    let put_index = async {
+        match index {
+            Some(index) => services.storage.put_file(&index_key, index).await.map(drop),
+            None => Ok(()),
+        }
+    };
+    let (bytes, ()) = tokio::try_join!(services.storage.put_file(&bundle_key, bundle), put_index)
+        .map_err(storage)?;
+    Ok(bytes)
+}
+
+/// Fetches the bundle stored at `{stem}.bundle` (with its index when one is stored) and
+/// makes the bare repository `dir/name` of it; the downloaded files are removed after.
+async fn get_repository(
+    services: &Services,
+    dir: &Arc<tempfile::TempDir>,
+    stem: &str,
+    name: &str,
+) -> Result<PathBuf, TaskError> {
+    let bundle = dir.path().join(format!("{name}.bundle"));
+    let index = dir.path().join(format!("{name}.idx"));
+    let bundle_key = format!("{stem}.bundle");
+    let index_key = format!("{stem}.idx");
+    let get_index = async {
+        match services.storage.get_file(&index_key, &index).await {
+            Ok(_) => Ok(true),
+            // A job scanned or cleaned before indexes were kept.
+            Err(StorageError::NoSuchKey(_)) => Ok(false),
+            Err(err) => Err(err),
+        }
+    };
+    let (_, indexed) = tokio::try_join!(services.storage.get_file(&bundle_key, &bundle), get_index)
+        .map_err(storage)?;
+    let repo = dir.path().join(name);
+    let unbundled = {
+        let (dir, repo) = (Arc::clone(dir), repo.clone());
+        tokio::task::spawn_blocking(move || {
+            let index = indexed.then_some(index.as_path());
+            let result = git::bundle::unbundle(&bundle, index, &repo);
+            for file in [Some(bundle.as_path()), index].into_iter().flatten() {
+                let _ = std::fs::remove_file(file);
+            }
+            drop(dir);
+            result
+        })
+    };
+    joined(unbundled.await)?.map_err(|e| {
+        TaskError::fatal(
+            "repository_unreadable",
+            format!("the stored repository {stem}.bundle cannot be opened: {e}"),
+        )
+    })?;
+    Ok(repo)
 }
 
 /// Credentials from the credential service, asked as the job's owner.

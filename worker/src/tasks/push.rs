@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use deployguard::git::{self, remote};
+use deployguard::git::remote;
 use deployguard::github;
 use deployguard::jobs::{Job, JobStatus, work};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use super::{Services, database, io, joined, storage};
+use super::{Services, database, io, joined};
 use crate::registry::{TaskContext, TaskError};
 
 const WORKING: JobStatus = JobStatus::Pushing;
@@ -48,12 +48,8 @@ async fn push(
         .map_err(io("work directory"))?;
     let started = Instant::now();
 
-    let bundle = dir.path().join("cleaned.bundle");
-    services
-        .storage
-        .get_file(&format!("cleaned/{id}/cleaned.bundle"), &bundle)
-        .await
-        .map_err(storage)?;
+    let repo =
+        super::get_repository(services, &dir, &format!("cleaned/{id}/cleaned"), "repo.git").await?;
     let download_ms = started.elapsed().as_millis() as u64;
 
     let credentials = super::credentials(
@@ -96,20 +92,14 @@ async fn push(
     super::stage(ctx, id, WORKING, 40, "pushing").await;
     let push_started = Instant::now();
     let pushing = {
-        let (dir, bundle, cancel, force) = (
+        let (dir, repo, cancel, force) = (
             Arc::clone(&dir),
-            bundle.clone(),
+            repo.clone(),
             ctx.cancel.flag(),
             job.force_push,
         );
         tokio::task::spawn_blocking(move || -> Result<remote::PushReport, remote::PushError> {
-            let format = git::bundle_format(&bundle).ok_or_else(|| git::GitError {
-                command: "bundle".into(),
-                message: "the stored cleaned repository is not a git bundle".into(),
-            })?;
-            let repo = dir.path().join("repo.git");
-            git::init_bare(&repo, format)?;
-            git::fetch_bundle(&repo, &bundle)?;
+            let _dir = dir;
             remote::push(
                 &repo,
                 &target,

@@ -153,27 +153,30 @@ async fn scan(
     // Upload: the bundle, then the reports.
     super::stage(ctx, id, WORKING, 85, "uploading the repository").await;
     let bundle = dir.path().join("source.bundle");
-    {
+    let index = {
         let (dir, mirror, bundle) = (Arc::clone(&dir), mirror.clone(), bundle.clone());
         joined(
             tokio::task::spawn_blocking(move || {
                 let _dir = dir;
-                git::create_bundle(&mirror, &bundle)
+                git::bundle::create_indexed(&mirror, &bundle)
             })
             .await,
         )?
-        .map_err(|e| {
+        .map_err(|e| TaskError::fatal("bundle_failed", e.to_string()))?
+        .ok_or_else(|| {
             TaskError::fatal(
                 "empty_repository",
-                format!("the repository has nothing to scan: {e}"),
+                "the repository has no branches or tags, so there is nothing to scan",
             )
-        })?;
-    }
-    let bundle_bytes = services
-        .storage
-        .put_file(&format!("repos/{id}/source.bundle"), &bundle)
-        .await
-        .map_err(storage)?;
+        })?
+    };
+    let bundle_bytes = super::put_bundle(
+        services,
+        &format!("repos/{id}/source"),
+        &bundle,
+        Some(&index),
+    )
+    .await?;
     super::stage(ctx, id, WORKING, 95, "uploading the reports").await;
     services
         .storage

@@ -347,11 +347,21 @@ async fn a_private_repository_is_scanned_cleaned_downloaded_and_pushed_over_the_
             .0
             .clone()
     };
+    let stored: Vec<String> = stack
+        .objects(&id)
+        .await
+        .iter()
+        .map(|key| key.replace(&id, "ID"))
+        .collect();
     assert_eq!(
-        stack.objects(&id).await.len(),
-        3,
-        "bundle, encrypted report and SARIF: {:?}",
-        stack.objects(&id).await
+        stored,
+        [
+            "repos/ID/source.bundle",
+            "repos/ID/source.idx",
+            "reports/ID/report.json.enc",
+            "reports/ID/report.sarif",
+        ],
+        "the bundle with its pack index, the encrypted report and SARIF"
     );
     let sealed = stack
         .env
@@ -401,6 +411,43 @@ async fn a_private_repository_is_scanned_cleaned_downloaded_and_pushed_over_the_
     let archive = response.bytes().await.unwrap();
     assert!(archive.starts_with(b"PK"), "a zip archive");
     let bundle_dir = tempfile::tempdir().unwrap();
+    let zip = bundle_dir.path().join("cleaned.zip");
+    std::fs::write(&zip, &archive).unwrap();
+    let unzipped = std::process::Command::new("unzip")
+        .arg("-q")
+        .arg(&zip)
+        .arg("-d")
+        .arg(bundle_dir.path().join("unzipped"))
+        .status()
+        .unwrap();
+    assert!(unzipped.success());
+    let checkout = bundle_dir.path().join("unzipped/payments");
+    assert_eq!(
+        String::from_utf8_lossy(&git_in(&checkout, &["status", "--porcelain"])),
+        "",
+        "the archive holds a clean checkout"
+    );
+    let unpacked =
+        String::from_utf8_lossy(&git_in(&checkout, &["log", "--all", "-p"])).into_owned();
+    for gone in [AWS, STRIPE, GITHUB] {
+        assert!(!unpacked.contains(gone), "{gone} is in the archive");
+    }
+    assert!(unpacked.contains(SLACK));
+    let stored: Vec<String> = stack
+        .objects(&id)
+        .await
+        .into_iter()
+        .filter(|key| key.starts_with("cleaned/"))
+        .map(|key| key.replace(&id, "ID"))
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            "cleaned/ID/cleaned.bundle",
+            "cleaned/ID/cleaned.idx",
+            "cleaned/ID/cleaned.zip"
+        ]
+    );
     let bundle = bundle_dir.path().join("cleaned.bundle");
     stack
         .env
@@ -556,6 +603,83 @@ async fn a_github_target_is_created_through_the_github_api_then_pushed() {
     );
     let pushed = history_text(&stack.git.url(&format!("{USER}/app-clean")), &stack.git);
     assert!(pushed.contains("# payments"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_repository_without_its_index_is_cleaned_and_a_damaged_one_fails_plainly() {
+    let stack = Stack::start(&[]).await;
+    let mut repo = planted_repository();
+    publish(&stack.git, &mut repo, "stored");
+    let storage = stack.env.storage();
+    let select_all_and_clean = |id: String| {
+        let stack = &stack;
+        async move {
+            let (job, _) = stack.wait_for(&id, "awaiting_selection").await;
+            let ids: Vec<Value> = job["secrets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].clone())
+                .collect();
+            let (status, body) = stack
+                .call(
+                    Method::POST,
+                    &format!("/jobs/{id}/secrets/select"),
+                    Some(json!({"secret_ids": ids})),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+            let (status, body) = stack
+                .call(Method::POST, &format!("/jobs/{id}/clean"), Some(json!({})))
+                .await;
+            assert_eq!(status, 202, "{body}");
+        }
+    };
+
+    // As a job scanned before indexes were kept: git indexes the bundle instead.
+    let id = stack
+        .create(&stack.git.url("stored"), Some("source-cred"))
+        .await;
+    stack.wait_for(&id, "awaiting_selection").await;
+    storage
+        .delete(&format!("repos/{id}/source.idx"))
+        .await
+        .unwrap();
+    select_all_and_clean(id.clone()).await;
+    let (job, _) = stack.wait_for(&id, "cleaned").await;
+    assert_eq!(job["secrets_cleaned"], 4, "{job}");
+
+    // A bundle damaged in storage: the clean fails at once, saying so, and leaves no
+    // work file behind.
+    let id = stack
+        .create(&stack.git.url("stored"), Some("source-cred"))
+        .await;
+    stack.wait_for(&id, "awaiting_selection").await;
+    let key = format!("repos/{id}/source.bundle");
+    let mut damaged = storage.get_bytes(&key).await.unwrap();
+    let half = damaged.len() / 2;
+    damaged.truncate(half);
+    storage.put_bytes(&key, damaged).await.unwrap();
+    select_all_and_clean(id.clone()).await;
+    let failed = eventually(Duration::from_secs(60), || async {
+        stack.job(&id).await["status"] == "failed"
+    })
+    .await;
+    let job = stack.job(&id).await;
+    assert!(failed, "{job}\n{}", stack.worker.log());
+    assert_eq!(job["error_code"], "repository_unreadable", "{job}");
+    assert!(
+        job["error"].as_str().unwrap().contains("source.bundle"),
+        "{job}"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            stack.leftovers().is_empty()
+        })
+        .await,
+        "{:?}",
+        stack.leftovers()
+    );
 }
 
 /// Starts a job that must fail; returns the settled job.
