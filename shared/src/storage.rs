@@ -39,7 +39,17 @@ pub struct Storage {
     /// name (`S3_PUBLIC_ENDPOINT_URL`).
     presigner: aws_sdk_s3::Client,
     bucket: String,
+    /// Files larger than this go up in parts of this size.
+    part_size: u64,
 }
+
+/// The default part size of a multipart upload. S3 takes at most 5 GiB in one PUT and at
+/// most 10 000 parts, so files up to 625 GiB fit.
+pub const DEFAULT_PART_SIZE: u64 = 64 << 20;
+/// S3's smallest part (all but the last).
+pub const MIN_PART_SIZE: u64 = 5 << 20;
+/// Parts sent at once.
+const PARTS_IN_FLIGHT: usize = 4;
 
 /// The prefixes under which a job's objects live.
 pub fn job_prefixes(job_id: uuid::Uuid) -> [String; 3] {
@@ -89,7 +99,15 @@ impl Storage {
             client,
             presigner,
             bucket: config.bucket.clone(),
+            part_size: DEFAULT_PART_SIZE,
         }
+    }
+
+    /// Uploads files larger than `bytes` in parts of that size (at least
+    /// [`MIN_PART_SIZE`]).
+    pub fn with_part_size(mut self, bytes: u64) -> Self {
+        self.part_size = bytes.max(MIN_PART_SIZE);
+        self
     }
 
     pub fn client(&self) -> &aws_sdk_s3::Client {
@@ -211,12 +229,22 @@ impl Storage {
         }
     }
 
-    /// Uploads the file at `path` as `key`.
+    /// Uploads the file at `path` as `key`: in one request, or in parts (several at once)
+    /// when it is larger than the part size. Returns its size.
     pub async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<u64, StorageError> {
+        let unreadable = |e: &dyn std::fmt::Display| {
+            StorageError::Unavailable(format!("{}: {e}", path.display()))
+        };
+        let length = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| unreadable(&e))?
+            .len();
+        if length > self.part_size {
+            return self.put_file_in_parts(key, path, length).await;
+        }
         let body = aws_sdk_s3::primitives::ByteStream::from_path(path)
             .await
-            .map_err(|e| StorageError::Unavailable(format!("{}: {e}", path.display())))?;
-        let length = body.size_hint().0;
+            .map_err(|e| unreadable(&e))?;
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -225,6 +253,96 @@ impl Storage {
             .send()
             .await
             .map_err(StorageError::from_sdk)?;
+        Ok(length)
+    }
+
+    async fn put_file_in_parts(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        length: u64,
+    ) -> Result<u64, StorageError> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        use futures_util::{StreamExt, TryStreamExt};
+
+        let upload = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(StorageError::from_sdk)?;
+        let upload_id = upload
+            .upload_id()
+            .ok_or_else(|| StorageError::Unavailable("no upload id in the answer".into()))?
+            .to_owned();
+        let parts = length.div_ceil(self.part_size);
+        let sent: Result<Vec<CompletedPart>, StorageError> = futures_util::stream::iter(0..parts)
+            .map(|index| {
+                let upload_id = upload_id.as_str();
+                async move {
+                    let offset = index * self.part_size;
+                    let size = self.part_size.min(length - offset);
+                    let body = aws_sdk_s3::primitives::ByteStream::read_from()
+                        .path(path)
+                        .offset(offset)
+                        .length(aws_sdk_s3::primitives::Length::Exact(size))
+                        .build()
+                        .await
+                        .map_err(|e| {
+                            StorageError::Unavailable(format!("{}: {e}", path.display()))
+                        })?;
+                    let number = i32::try_from(index + 1).unwrap_or(i32::MAX);
+                    let part = self
+                        .client
+                        .upload_part()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(upload_id)
+                        .part_number(number)
+                        .body(body)
+                        .send()
+                        .await
+                        .map_err(StorageError::from_sdk)?;
+                    Ok(CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(part.e_tag().map(str::to_owned))
+                        .build())
+                }
+            })
+            .buffered(PARTS_IN_FLIGHT)
+            .try_collect()
+            .await;
+        let completed = match sent {
+            Ok(parts) => self
+                .client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(StorageError::from_sdk),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = completed {
+            // The parts sent so far would be kept (and billed) until aborted.
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+            return Err(err);
+        }
         Ok(length)
     }
 
