@@ -682,6 +682,83 @@ async fn a_stored_repository_without_its_index_is_cleaned_and_a_damaged_one_fail
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_on_one_branch_scans_cleans_and_pushes_that_branch_only() {
+    let stack = Stack::start(&[]).await;
+    let mut repo = planted_repository();
+    publish(&stack.git, &mut repo, "branchy");
+    let (status, job) = stack
+        .call(
+            Method::POST,
+            "/jobs",
+            Some(json!({
+                "source_url": stack.git.url("branchy"),
+                "source_credentials_id": "source-cred",
+                "source_branch": "main",
+            })),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let (job, _) = stack.wait_for(&id, "awaiting_selection").await;
+    let mut paths: Vec<&str> = job["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["file_path"].as_str().unwrap())
+        .collect();
+    paths.sort_unstable();
+    // ci/token.txt lives on the feature branch only.
+    assert_eq!(
+        paths,
+        ["config/app.env", "deploy/old.env", "notes/slack.txt"],
+        "{job}"
+    );
+    let ids: Vec<Value> = job["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].clone())
+        .collect();
+    let (status, body) = stack
+        .call(
+            Method::POST,
+            &format!("/jobs/{id}/secrets/select"),
+            Some(json!({"secret_ids": ids})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    stack
+        .call(Method::POST, &format!("/jobs/{id}/clean"), Some(json!({})))
+        .await;
+    stack.wait_for(&id, "cleaned").await;
+    stack.git.create_bare("branchy-clean");
+    let (status, body) = stack
+        .call(
+            Method::POST,
+            &format!("/jobs/{id}/push"),
+            Some(json!({
+                "target_platform": "generic",
+                "target_url": stack.git.url("branchy-clean"),
+                "target_credentials_id": "target-cred",
+            })),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (job, _) = stack.wait_for(&id, "pushed").await;
+    let refs: Vec<&str> = job["push_result"]["refs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["refname"].as_str().unwrap())
+        .collect();
+    assert_eq!(refs, ["refs/heads/main"], "{job}");
+    let pushed = history_text(&stack.git.url("branchy-clean"), &stack.git);
+    for gone in [AWS, STRIPE, SLACK, GITHUB] {
+        assert!(!pushed.contains(gone), "{gone} reached the target");
+    }
+}
+
 /// Starts a job that must fail; returns the settled job.
 async fn failing(stack: &Stack, source: &str, credential: Option<&str>, code: &str) -> Value {
     let id = stack.create(source, credential).await;
