@@ -50,6 +50,55 @@ pub const DEFAULT_PART_SIZE: u64 = 64 << 20;
 pub const MIN_PART_SIZE: u64 = 5 << 20;
 /// Parts sent at once.
 const PARTS_IN_FLIGHT: usize = 4;
+/// The most parts S3 takes in one upload.
+const MAX_PARTS: u64 = 10_000;
+/// The largest object S3 stores.
+const MAX_OBJECT_SIZE: u64 = 5 << 40;
+
+/// A multipart upload begun: the parts sent are kept (and billed) until the upload is
+/// completed or aborted, so one that fails or is dropped half way (a cancelled task)
+/// is aborted.
+struct PendingUpload {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    settled: bool,
+}
+
+impl PendingUpload {
+    fn request(
+        &self,
+    ) -> aws_sdk_s3::operation::abort_multipart_upload::builders::AbortMultipartUploadFluentBuilder
+    {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+    }
+
+    async fn abort(&mut self) {
+        self.settled = true;
+        if let Err(err) = self.request().send().await {
+            tracing::warn!(key = %self.key, error = %DisplayErrorContext(err), "aborting a failed multipart upload failed");
+        }
+    }
+}
+
+impl Drop for PendingUpload {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let request = self.request();
+            runtime.spawn(async move {
+                let _ = request.send().await;
+            });
+        }
+    }
+}
 
 /// The prefixes under which a job's objects live.
 pub fn job_prefixes(job_id: uuid::Uuid) -> [String; 3] {
@@ -239,6 +288,12 @@ impl Storage {
             .await
             .map_err(|e| unreadable(&e))?
             .len();
+        if length > MAX_OBJECT_SIZE {
+            return Err(StorageError::Unavailable(format!(
+                "{}: {length} bytes, more than the {MAX_OBJECT_SIZE} an object can hold",
+                path.display()
+            )));
+        }
         if length > self.part_size {
             return self.put_file_in_parts(key, path, length).await;
         }
@@ -277,7 +332,16 @@ impl Storage {
             .upload_id()
             .ok_or_else(|| StorageError::Unavailable("no upload id in the answer".into()))?
             .to_owned();
-        let parts = length.div_ceil(self.part_size);
+        let mut pending = PendingUpload {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            upload_id: upload_id.clone(),
+            settled: false,
+        };
+        // S3 takes at most 10 000 parts: a very large file goes in larger ones.
+        let part_size = self.part_size.max(length.div_ceil(MAX_PARTS));
+        let parts = length.div_ceil(part_size);
         let sent: Result<Vec<CompletedPart>, StorageError> = futures_util::stream::iter(0..parts)
             .map(|index| {
                 let upload_id = upload_id.as_str();
@@ -331,19 +395,16 @@ impl Storage {
                 .map_err(StorageError::from_sdk),
             Err(err) => Err(err),
         };
-        if let Err(err) = completed {
-            // The parts sent so far would be kept (and billed) until aborted.
-            let _ = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .send()
-                .await;
-            return Err(err);
+        match completed {
+            Ok(_) => {
+                pending.settled = true;
+                Ok(length)
+            }
+            Err(err) => {
+                pending.abort().await;
+                Err(err)
+            }
         }
-        Ok(length)
     }
 
     /// Uploads `bytes` as `key`.

@@ -41,9 +41,15 @@ pub(crate) fn write_verified_bundle(
         }
         Err(e) => {
             let _ = std::fs::remove_file(&partial);
+            let _ = std::fs::remove_dir_all(pack_dir(repo));
             Err(e)
         }
     }
+}
+
+/// Where the bundle's pack and index are written, beside the work repository.
+fn pack_dir(repo: &WorkRepo) -> PathBuf {
+    repo.path.with_file_name("bundle-pack")
 }
 
 fn partial_path(out: &Path) -> PathBuf {
@@ -68,8 +74,8 @@ fn write_bundle(
         (None, detached) => detached,
     };
     // The pack and its index are written beside the work repository; the index is kept
-    // (see CleanReport::bundle_index), the pack is copied into the bundle.
-    let pack_dir = repo.path.with_file_name("bundle-pack");
+    // (see CleanReport::bundle_index), the pack is copied into the bundle and removed.
+    let pack_dir = pack_dir(repo);
     std::fs::create_dir_all(&pack_dir).map_err(io_error(&pack_dir))?;
 
     let mut list = git::command(&repo.path);
@@ -227,7 +233,8 @@ pub fn write_archive(
     let git_dir = dir.join(".git");
     let header = git::bundle::unbundle(&bundle, index, &git_dir)?;
     // A clone for a person: a work tree, git's default reflogs, branches and tags only
-    // (a forge's refs/pull/* and the like stay out, as a clone leaves them).
+    // (a forge's refs/pull/* and the like are dropped, as a clone leaves them out; the
+    // objects only they reach, cleaned like the rest, stay in the pack).
     git::output(&git_dir, &["config", "core.bare", "false"])?;
     git::output(&git_dir, &["config", "--unset", "core.logAllRefUpdates"])?;
     let others: String = header

@@ -69,8 +69,12 @@ impl Header {
                 break;
             }
             if let Some(capability) = text.strip_prefix(b"@") {
-                if capability == b"object-format=sha256" {
-                    format = ObjectFormat::Sha256;
+                // As git: a capability not understood (a partial bundle's `filter`, say)
+                // makes the bundle unusable.
+                match capability {
+                    b"object-format=sha256" => format = ObjectFormat::Sha256,
+                    b"object-format=sha1" => format = ObjectFormat::Sha1,
+                    _ => return Err(bad("it needs a capability DeployGuard does not have")),
                 }
                 continue;
             }
@@ -208,8 +212,9 @@ pub fn unbundle(bundle: &Path, index: Option<&Path>, into: &Path) -> Result<Head
         None => false,
     };
     if placed {
+        // As `git fetch` would take them: refs/* only.
         let mut create = String::new();
-        for (name, oid) in &header.refs {
+        for (name, oid) in header.refs.iter().filter(|(n, _)| n.starts_with("refs/")) {
             create.push_str(&format!("create {name} {oid}\n"));
         }
         output_with_input(into, &["update-ref", "--stdin"], create.as_bytes())?;
@@ -220,8 +225,10 @@ pub fn unbundle(bundle: &Path, index: Option<&Path>, into: &Path) -> Result<Head
     Ok(header)
 }
 
-/// Copies the pack out of the bundle beside a copy of its index. False (and nothing
-/// left behind) when the index is not the pack's.
+/// Copies the pack out of the bundle beside a copy of its index, checking both
+/// checksums on the way (a pack's trailer is the hash of what precedes it; an index
+/// ends with its pack's checksum, then its own). False, and nothing left behind, when
+/// the index is not the pack's or either is damaged.
 fn place_pack(bundle: &Path, header: &Header, index: &Path, into: &Path) -> Result<bool, GitError> {
     let io = |e: std::io::Error| GitError::new("unbundle", e.to_string());
     let hash_len = header.format.raw_len() as u64;
@@ -230,18 +237,14 @@ fn place_pack(bundle: &Path, header: &Header, index: &Path, into: &Path) -> Resu
     let Some(pack_len) = size.checked_sub(header.pack_offset) else {
         return Ok(false);
     };
-    if pack_len < 12 + hash_len {
+    let mut idx = File::open(index).map_err(io)?;
+    let idx_len = idx.metadata().map_err(io)?.len();
+    if pack_len < 12 + hash_len || idx_len < 2 * hash_len {
         return Ok(false);
     }
     let mut trailer = vec![0u8; hash_len as usize];
     file.seek(SeekFrom::End(-(hash_len as i64))).map_err(io)?;
     file.read_exact(&mut trailer).map_err(io)?;
-    // An index ends with its pack's checksum, then its own.
-    let mut idx = File::open(index).map_err(io)?;
-    let idx_len = idx.metadata().map_err(io)?.len();
-    if idx_len < 2 * hash_len {
-        return Ok(false);
-    }
     let mut named = vec![0u8; hash_len as usize];
     idx.seek(SeekFrom::Start(idx_len - 2 * hash_len))
         .map_err(io)?;
@@ -249,18 +252,73 @@ fn place_pack(bundle: &Path, header: &Header, index: &Path, into: &Path) -> Resu
     if named != trailer {
         return Ok(false);
     }
+
     let dir = into.join("objects").join("pack");
     let stem = format!("pack-{}", hex::encode(&trailer));
-    let pack_path = dir.join(format!("{stem}.pack"));
+    let (pack_path, idx_path) = (
+        dir.join(format!("{stem}.pack")),
+        dir.join(format!("{stem}.idx")),
+    );
     file.seek(SeekFrom::Start(header.pack_offset)).map_err(io)?;
-    let mut pack = File::create(&pack_path).map_err(io)?;
-    let copied = std::io::copy(&mut (&mut file).take(pack_len), &mut pack).map_err(io)?;
-    if copied != pack_len {
-        let _ = std::fs::remove_file(&pack_path);
-        return Ok(false);
+    idx.seek(SeekFrom::Start(0)).map_err(io)?;
+    let copied = copy_checked(&mut file, pack_len, &pack_path, header.format).and_then(|pack_ok| {
+        Ok(pack_ok && copy_checked(&mut idx, idx_len, &idx_path, header.format)?)
+    });
+    match copied {
+        Ok(true) => Ok(true),
+        other => {
+            let _ = std::fs::remove_file(&pack_path);
+            let _ = std::fs::remove_file(&idx_path);
+            other.map_err(io)
+        }
     }
-    std::fs::copy(index, dir.join(format!("{stem}.idx"))).map_err(io)?;
-    Ok(true)
+}
+
+/// Copies `len` bytes from `from` to a new file `to`; true when the last hash-length
+/// bytes are the hash of the ones before them.
+fn copy_checked(
+    from: &mut File,
+    len: u64,
+    to: &Path,
+    format: ObjectFormat,
+) -> std::io::Result<bool> {
+    use sha2::Digest;
+    enum Hasher {
+        Sha1(sha1::Sha1),
+        Sha256(sha2::Sha256),
+    }
+    let mut hasher = match format {
+        ObjectFormat::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
+        ObjectFormat::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
+    };
+    let hash_len = format.raw_len() as u64;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, File::create(to)?);
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut stored = Vec::with_capacity(hash_len as usize);
+    let mut done = 0u64;
+    while done < len {
+        let want = buffer.len().min((len - done) as usize);
+        let n = from.read(&mut buffer[..want])?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let chunk = &buffer[..n];
+        out.write_all(chunk)?;
+        // The bytes before the checksum are hashed; the checksum itself is kept.
+        let body_end = (len - hash_len).saturating_sub(done).min(n as u64) as usize;
+        match &mut hasher {
+            Hasher::Sha1(h) => h.update(&chunk[..body_end]),
+            Hasher::Sha256(h) => h.update(&chunk[..body_end]),
+        }
+        stored.extend_from_slice(&chunk[body_end..]);
+        done += n as u64;
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    let digest = match hasher {
+        Hasher::Sha1(h) => h.finalize().to_vec(),
+        Hasher::Sha256(h) => h.finalize().to_vec(),
+    };
+    Ok(digest == stored)
 }
 
 /// Points `HEAD` at the branch the bundle's `HEAD` id names (`main` and `master` first),
@@ -336,6 +394,7 @@ mod tests {
             "PACK....".into(),
             format!("# v2 git bundle\n{a} refs/heads/main\n"),
             format!("# v2 git bundle\n-{a} needed\n{a} refs/heads/main\n\n"),
+            format!("# v3 git bundle\n@filter=blob:none\n{a} refs/heads/main\n\n"),
             "# v2 git bundle\nnot-an-id refs/heads/main\n\n".into(),
         ] {
             let err = Header::parse(&mut text.as_bytes()).unwrap_err();

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use deployguard::clean::{self, CleanRun, Selection};
 use deployguard::git::bundle::{self, Header};
+use deployguard::git::objects::ObjectFormat;
 use deployguard_testkit::{TestRepo, git_in as git};
 
 fn text(dir: &Path, args: &[&str]) -> String {
@@ -110,8 +111,19 @@ fn loose_objects_are_repacked_into_one_pack_first() {
             &repo.to_string_lossy(),
         ],
     );
+    let loose = text(&repo, &["count-objects", "-v"]);
+    assert!(!loose.starts_with("count: 0\n"), "{loose}");
     let bundle = bare.path().join("repo.bundle");
     let index = bundle::create_indexed(&repo, &bundle).unwrap().unwrap();
+    // Repacked: one pack, no loose object, and that pack is the bundle's.
+    let after = text(&repo, &["count-objects", "-v"]);
+    assert!(
+        after.starts_with("count: 0\n") && after.contains("packs: 1\n"),
+        "{after}"
+    );
+    let header = Header::read(&bundle).unwrap();
+    let body = std::fs::read(&bundle).unwrap()[header.pack_offset as usize..].to_vec();
+    assert_eq!(body, std::fs::read(index.with_extension("pack")).unwrap());
     let opened = bare.path().join("opened.git");
     bundle::unbundle(&bundle, Some(&index), &opened).unwrap();
     assert_eq!(refs(&opened), refs(&repo));
@@ -166,7 +178,7 @@ fn a_repository_without_refs_makes_no_bundle() {
 }
 
 #[test]
-fn a_truncated_bundle_is_refused_with_a_clear_error() {
+fn a_damaged_bundle_is_refused_and_a_damaged_index_is_not_trusted() {
     let source = history();
     let tmp = tempfile::tempdir().unwrap();
     let clone = tmp.path().join("clone.git");
@@ -174,14 +186,87 @@ fn a_truncated_bundle_is_refused_with_a_clear_error() {
     let bundle = tmp.path().join("repo.bundle");
     let index = bundle::create_indexed(&clone, &bundle).unwrap().unwrap();
     let bytes = std::fs::read(&bundle).unwrap();
-    let cut = tmp.path().join("cut.bundle");
-    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
-    // With the index the pack's checksum no longer matches; git then refuses the pack.
-    let err = bundle::unbundle(&cut, Some(&index), &tmp.path().join("cut.git")).unwrap_err();
-    assert!(!err.message.is_empty());
-    std::fs::write(&cut, &bytes[..20]).unwrap();
-    let err = bundle::unbundle(&cut, Some(&index), &tmp.path().join("cut2.git")).unwrap_err();
+    let offset = Header::read(&bundle).unwrap().pack_offset as usize;
+
+    // One byte changed inside the pack: its trailer still matches the index, but the
+    // pack's checksum does not, so git is asked and refuses it.
+    let mut flipped = bytes.clone();
+    flipped[offset + (bytes.len() - offset) / 2] ^= 0x55;
+    let damaged = tmp.path().join("damaged.bundle");
+    std::fs::write(&damaged, &flipped).unwrap();
+    let err = bundle::unbundle(&damaged, Some(&index), &tmp.path().join("a.git")).unwrap_err();
+    assert_eq!(err.command, "fetch", "{err}");
+
+    // Cut short: the same.
+    std::fs::write(&damaged, &bytes[..bytes.len() - 100]).unwrap();
+    let err = bundle::unbundle(&damaged, Some(&index), &tmp.path().join("b.git")).unwrap_err();
+    assert_eq!(err.command, "fetch", "{err}");
+
+    // Cut inside the header: not a bundle at all.
+    std::fs::write(&damaged, &bytes[..20]).unwrap();
+    let err = bundle::unbundle(&damaged, Some(&index), &tmp.path().join("c.git")).unwrap_err();
     assert!(err.message.contains("not a usable bundle"), "{err}");
+
+    // A sound bundle with a damaged index: the index is set aside and git indexes the
+    // pack, so the repository still comes out whole.
+    let mut idx = std::fs::read(&index).unwrap();
+    let middle = idx.len() / 2;
+    idx[middle] ^= 0x55;
+    let bad_index = tmp.path().join("bad.idx");
+    std::fs::write(&bad_index, &idx).unwrap();
+    let opened = tmp.path().join("d.git");
+    bundle::unbundle(&bundle, Some(&bad_index), &opened).unwrap();
+    assert_eq!(refs(&opened), refs(&clone));
+    text(&opened, &["fsck", "--full", "--strict", "--no-dangling"]);
+}
+
+#[test]
+fn a_sha256_repository_round_trips_through_an_indexed_bundle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    git(
+        Path::new("/"),
+        &[
+            "init",
+            "-q",
+            "--object-format=sha256",
+            "-b",
+            "main",
+            &work.to_string_lossy(),
+        ],
+    );
+    for (file, message) in [("a.txt", "first"), ("b.txt", "second")] {
+        std::fs::write(work.join(file), message).unwrap();
+        git(&work, &["add", "."]);
+        git(
+            &work,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@example.com",
+                "commit",
+                "-q",
+                "-m",
+                message,
+            ],
+        );
+    }
+    git(&work, &["tag", "v1"]);
+    let clone = tmp.path().join("clone.git");
+    mirror(&work, &clone);
+    let bundle = tmp.path().join("repo.bundle");
+    let index = bundle::create_indexed(&clone, &bundle).unwrap().unwrap();
+    let header = Header::read(&bundle).unwrap();
+    assert_eq!(header.format, ObjectFormat::Sha256);
+    let opened = tmp.path().join("opened.git");
+    bundle::unbundle(&bundle, Some(&index), &opened).unwrap();
+    assert_eq!(refs(&opened), refs(&clone));
+    assert_eq!(
+        text(&opened, &["rev-parse", "--show-object-format"]).trim(),
+        "sha256"
+    );
+    text(&opened, &["fsck", "--full", "--strict", "--no-dangling"]);
 }
 
 #[test]
