@@ -257,25 +257,41 @@ impl Storage {
         let mut keys = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let page = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .map_err(StorageError::from_sdk)?;
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_owned)),
-            );
-            match page.next_continuation_token() {
-                Some(next) if page.is_truncated().unwrap_or(false) => token = Some(next.into()),
-                _ => return Ok(keys),
+            let (page, next) = self.list_page(prefix, token.take()).await?;
+            keys.extend(page);
+            match next {
+                Some(next) => token = Some(next),
+                None => return Ok(keys),
             }
         }
+    }
+
+    /// One page (up to 1 000 keys) of the keys under `prefix`, from where `token` (the
+    /// previous page's second value) left off; the token of the next page, if any.
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<String>,
+    ) -> Result<(Vec<String>, Option<String>), StorageError> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(StorageError::from_sdk)?;
+        let keys = page
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect();
+        let next = page
+            .next_continuation_token()
+            .filter(|_| page.is_truncated().unwrap_or(false))
+            .map(str::to_owned);
+        Ok((keys, next))
     }
 
     /// Uploads the file at `path` as `key`: in one request, or in parts (several at once)

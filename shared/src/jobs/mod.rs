@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod callbacks;
 pub mod idempotency;
+pub mod maintenance;
 pub mod work;
 
 use chrono::{DateTime, Utc};
@@ -22,6 +23,9 @@ pub use audit::{Actor, AuditRecord, Outcome};
 pub const SCAN_TASK: &str = "deployguard.scan_repository";
 pub const CLEAN_TASK: &str = "deployguard.clean_repository";
 pub const PUSH_TASK: &str = "deployguard.push_repository";
+/// The periodic tasks' names: beat publishes them to the default queue.
+pub const CLEANUP_EXPIRED_TASK: &str = "deployguard.cleanup_expired_jobs";
+pub const STORAGE_CLEANUP_TASK: &str = "deployguard.storage_cleanup";
 
 /// Where a job is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]

@@ -4,6 +4,7 @@
 //! task's cancel flag; progress goes to the job row as the work advances.
 
 mod clean;
+mod maintenance;
 mod push;
 mod scan;
 
@@ -16,7 +17,10 @@ use deployguard::config::WorkerConfig;
 use deployguard::credentials::{CredentialError, CredentialService};
 use deployguard::git;
 use deployguard::git::remote::{Credentials, RemoteUrl, UrlPolicy};
-use deployguard::jobs::{CLEAN_TASK, Job, JobStatus, PUSH_TASK, SCAN_TASK, work};
+use deployguard::jobs::{
+    CLEAN_TASK, CLEANUP_EXPIRED_TASK, Job, JobStatus, PUSH_TASK, SCAN_TASK, STORAGE_CLEANUP_TASK,
+    work,
+};
 use deployguard::net::{AddressError, check_url};
 use deployguard::storage::{Storage, StorageError};
 use serde_json::json;
@@ -51,6 +55,12 @@ pub fn register(registry: &mut Registry, services: &Arc<Services>) {
     registry.register(with(SCAN_TASK, |s, ctx| Box::pin(scan::run(s, ctx))));
     registry.register(with(CLEAN_TASK, |s, ctx| Box::pin(clean::run(s, ctx))));
     registry.register(with(PUSH_TASK, |s, ctx| Box::pin(push::run(s, ctx))));
+    registry.register(with(CLEANUP_EXPIRED_TASK, |s, ctx| {
+        Box::pin(maintenance::cleanup_expired_jobs(s, ctx))
+    }));
+    registry.register(with(STORAGE_CLEANUP_TASK, |s, ctx| {
+        Box::pin(maintenance::storage_cleanup(s, ctx))
+    }));
 }
 
 /// A task's job, moved into `working`; `Err(Ok(value))` when there is nothing to do.

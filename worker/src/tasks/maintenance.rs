@@ -1,0 +1,134 @@
+//! The periodic tasks beat publishes to the default queue: `cleanup_expired_jobs` and
+//! `storage_cleanup`. Both work in bounded batches and may run while job tasks are
+//! busy: expiry goes through the job row (a running task hears of it and stops), and
+//! storage cleanup only deletes what no live job owns.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use deployguard::jobs::maintenance;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{Services, database, storage};
+use crate::registry::{TaskContext, TaskError};
+
+/// Jobs expired per statement.
+const EXPIRY_BATCH: i64 = 100;
+/// Batches per run: a larger backlog is left for the next run.
+const EXPIRY_BATCHES: usize = 50;
+
+/// Expires every job past its `expires_at` and deletes its stored objects.
+pub(super) async fn cleanup_expired_jobs(
+    services: Arc<Services>,
+    ctx: TaskContext,
+) -> Result<serde_json::Value, TaskError> {
+    let (mut expired, mut objects, mut undeleted) = (0usize, 0usize, 0usize);
+    for _ in 0..EXPIRY_BATCHES {
+        if ctx.cancel.is_cancelled() {
+            break;
+        }
+        let batch = maintenance::expire_due(&ctx.db, EXPIRY_BATCH)
+            .await
+            .map_err(database)?;
+        expired += batch.len();
+        for job in &batch {
+            match services.storage.delete_job_artifacts(job.id).await {
+                Ok(n) => objects += n,
+                Err(err) => {
+                    undeleted += 1;
+                    tracing::warn!(job_id = %job.id, error = %err, "deleting an expired job's objects failed; storage_cleanup will");
+                }
+            }
+        }
+        if batch.len() < EXPIRY_BATCH as usize {
+            break;
+        }
+    }
+    tracing::info!(
+        expired,
+        objects_deleted = objects,
+        "expired jobs cleaned up"
+    );
+    if undeleted > 0 {
+        return Err(TaskError::retryable(
+            "storage_unavailable",
+            format!(
+                "{expired} jobs expired, but the objects of {undeleted} could not be deleted \
+                 (storage_cleanup removes them)"
+            ),
+        ));
+    }
+    Ok(json!({"expired": expired, "objects_deleted": objects}))
+}
+
+/// Deletes the objects under the job prefixes whose job does not exist, is expired or
+/// cancelled (or whose key names no job). Works a listing page (1 000 keys) at a time.
+pub(super) async fn storage_cleanup(
+    services: Arc<Services>,
+    ctx: TaskContext,
+) -> Result<serde_json::Value, TaskError> {
+    let (mut listed, mut deleted) = (0usize, 0usize);
+    for prefix in ["repos/", "reports/", "cleaned/"] {
+        let mut token = None;
+        loop {
+            if ctx.cancel.is_cancelled() {
+                return Err(TaskError::fatal("cancelled", "storage cleanup stopped"));
+            }
+            let (keys, next) = services
+                .storage
+                .list_page(prefix, token.take())
+                .await
+                .map_err(storage)?;
+            listed += keys.len();
+            let owners: Vec<Uuid> = keys
+                .iter()
+                .filter_map(|k| job_of(k))
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let live: HashSet<Uuid> = maintenance::live_jobs(&ctx.db, &owners)
+                .await
+                .map_err(database)?
+                .into_iter()
+                .collect();
+            for key in keys {
+                if job_of(&key).is_some_and(|id| live.contains(&id)) {
+                    continue;
+                }
+                services.storage.delete(&key).await.map_err(storage)?;
+                deleted += 1;
+            }
+            match next {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+    }
+    tracing::info!(listed, deleted, "storage cleaned up");
+    Ok(json!({"objects_listed": listed, "objects_deleted": deleted}))
+}
+
+/// The job a key belongs to: `{prefix}/{job id}/…`.
+fn job_of(key: &str) -> Option<Uuid> {
+    let mut parts = key.split('/');
+    let _prefix = parts.next()?;
+    let id = parts.next()?;
+    parts.next()?;
+    Uuid::parse_str(id).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_names_its_job_only_in_the_layout() {
+        let id = Uuid::now_v7();
+        assert_eq!(job_of(&format!("repos/{id}/source.bundle")), Some(id));
+        assert_eq!(job_of(&format!("reports/{id}/x/y")), Some(id));
+        assert_eq!(job_of(&format!("repos/{id}")), None);
+        assert_eq!(job_of("repos/not-a-job/source.bundle"), None);
+        assert_eq!(job_of("repos/"), None);
+    }
+}

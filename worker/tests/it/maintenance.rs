@@ -1,0 +1,181 @@
+//! The periodic tasks run by the real worker from the default queue, against real
+//! PostgreSQL and S3: expiry deletes exactly the expired jobs' objects, storage cleanup
+//! exactly the orphans.
+
+use std::time::Duration;
+
+use deployguard::jobs::{CLEANUP_EXPIRED_TASK, STORAGE_CLEANUP_TASK};
+use deployguard::queue::WorkQueue;
+use deployguard_testkit::TestEnv;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::{Worker, publisher, task, wait_state};
+
+const SECS: Duration = Duration::from_secs(1);
+
+/// A job row in `status`, created two days ago, expiring `expires` from now (an SQL
+/// interval, negative for the past).
+async fn job(env: &TestEnv, status: &str, expires: &str) -> Uuid {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO jobs (id, owner_id, status, source_platform, source_url, created_at,
+                           expires_at, error_code, error)
+         VALUES ($1, 'user-1', $2, 'generic', 'https://git.example/r.git',
+                 now() - interval '2 days', now() + $3::interval,
+                 CASE WHEN $2 = 'failed' THEN 'x' END, CASE WHEN $2 = 'failed' THEN 'x' END)",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(expires)
+    .execute(&env.db)
+    .await
+    .unwrap();
+    id
+}
+
+async fn status(env: &TestEnv, id: Uuid) -> String {
+    sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+        .bind(id)
+        .fetch_one(&env.db)
+        .await
+        .unwrap()
+}
+
+/// Stores the objects a job has after its scan.
+async fn store(env: &TestEnv, id: &str) -> Vec<String> {
+    let keys = vec![
+        format!("repos/{id}/source.bundle"),
+        format!("repos/{id}/source.idx"),
+        format!("reports/{id}/report.sarif"),
+    ];
+    for key in &keys {
+        env.storage().put_bytes(key, b"x".to_vec()).await.unwrap();
+    }
+    keys
+}
+
+async fn all_keys(env: &TestEnv) -> Vec<String> {
+    let mut keys = Vec::new();
+    for prefix in ["repos/", "reports/", "cleaned/", "other/"] {
+        keys.extend(env.storage().list_keys(prefix).await.unwrap());
+    }
+    keys.sort();
+    keys
+}
+
+/// Publishes a periodic task as beat does and waits for its success; its result.
+async fn run(env: &TestEnv, worker: &Worker, name: &str) -> Value {
+    let message = task(name, WorkQueue::Default, json!({}));
+    publisher(env).publish(&message).await.unwrap();
+    assert!(
+        wait_state(env, message.id, "success", 60 * SECS).await,
+        "{}",
+        worker.log()
+    );
+    sqlx::query_scalar("SELECT result FROM task_results WHERE task_id = $1")
+        .bind(message.id)
+        .fetch_one(&env.db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_expires_exactly_the_jobs_past_their_time_and_deletes_their_objects() {
+    let env = TestEnv::new().await;
+    let waiting = job(&env, "awaiting_selection", "-1 hour").await;
+    let busy = job(&env, "scanning", "-1 minute").await;
+    let failed = job(&env, "failed", "-1 day").await;
+    let live = job(&env, "awaiting_selection", "1 hour").await;
+    let mut expired_keys = Vec::new();
+    for id in [waiting, busy, failed] {
+        expired_keys.extend(store(&env, &id.to_string()).await);
+    }
+    let live_keys = store(&env, &live.to_string()).await;
+    let worker = Worker::start(&env, &[], &[]).await;
+
+    let result = run(&env, &worker, CLEANUP_EXPIRED_TASK).await;
+    assert_eq!(result["expired"], 3, "{result}");
+    assert_eq!(result["objects_deleted"], 9, "{result}");
+    for id in [waiting, busy, failed] {
+        assert_eq!(status(&env, id).await, "expired");
+    }
+    assert_eq!(status(&env, live).await, "awaiting_selection");
+    assert_eq!(all_keys(&env).await, {
+        let mut keys = live_keys.clone();
+        keys.sort();
+        keys
+    });
+    let audited: Vec<(Uuid, Value)> = sqlx::query_as(
+        "SELECT job_id, details FROM audit_logs
+         WHERE action = 'job.expire' AND actor_id = 'system:beat' ORDER BY job_id",
+    )
+    .fetch_all(&env.db)
+    .await
+    .unwrap();
+    let mut expected = vec![waiting, busy, failed];
+    expected.sort();
+    assert_eq!(
+        audited.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        expected
+    );
+    assert!(
+        audited
+            .iter()
+            .any(|(_, d)| d["previous_status"] == "scanning"),
+        "{audited:?}"
+    );
+
+    // Again: nothing more to do, nothing more deleted.
+    let again = run(&env, &worker, CLEANUP_EXPIRED_TASK).await;
+    assert_eq!(again, json!({"expired": 0, "objects_deleted": 0}));
+    assert_eq!(all_keys(&env).await.len(), live_keys.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_cleanup_deletes_exactly_the_objects_no_live_job_owns() {
+    let env = TestEnv::new().await;
+    let live = job(&env, "cleaned", "1 day").await;
+    let failed = job(&env, "failed", "1 day").await;
+    let cancelled = job(&env, "cancelled", "1 day").await;
+    let expired = job(&env, "expired", "-1 day").await;
+    let mut kept = store(&env, &live.to_string()).await;
+    kept.extend(store(&env, &failed.to_string()).await);
+    kept.push("other/not-ours.txt".into());
+    env.storage()
+        .put_bytes("other/not-ours.txt", b"x".to_vec())
+        .await
+        .unwrap();
+    for id in [cancelled, expired] {
+        store(&env, &id.to_string()).await;
+    }
+    env.storage()
+        .put_bytes("repos/not-a-job/file", b"x".to_vec())
+        .await
+        .unwrap();
+    // A job that no longer exists, with more objects than one listing page holds.
+    let gone = Uuid::now_v7();
+    let orphans: Vec<String> = (0..1_100)
+        .map(|i| format!("cleaned/{gone}/part-{i:04}"))
+        .collect();
+    let storage = env.storage();
+    futures_util::stream::iter(&orphans)
+        .for_each_concurrent(16, |key| {
+            let storage = storage.clone();
+            async move { storage.put_bytes(key, b"x".to_vec()).await.unwrap() }
+        })
+        .await;
+    let worker = Worker::start(&env, &[], &[]).await;
+
+    let result = run(&env, &worker, STORAGE_CLEANUP_TASK).await;
+    assert_eq!(result["objects_deleted"], 3 + 3 + 1 + 1_100, "{result}");
+    kept.sort();
+    assert_eq!(all_keys(&env).await, kept);
+    // The jobs themselves are untouched.
+    assert_eq!(status(&env, live).await, "cleaned");
+    assert_eq!(status(&env, cancelled).await, "cancelled");
+
+    let again = run(&env, &worker, STORAGE_CLEANUP_TASK).await;
+    assert_eq!(again["objects_deleted"], 0, "{again}");
+}
