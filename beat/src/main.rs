@@ -1,12 +1,17 @@
-//! `deployguard-beat`: the scheduler of periodic tasks. It owns the scheduler's
-//! lifecycle (start, migrate, stop on SIGTERM); periodic tasks register on it.
+//! `deployguard-beat`: publishes the periodic tasks on their schedules (see the
+//! library's documentation for how two replicas stay out of each other's way).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
-use deployguard::queue::{self, Broker};
-use deployguard::{Config, service, shutdown};
-use tokio_cron_scheduler::JobScheduler;
+use deployguard::config::BeatConfig;
+use deployguard::queue::{self, Broker, Publisher};
+use deployguard::{Config, config, service, shutdown};
+use deployguard_beat::leader::Scheduler;
+use deployguard_beat::metrics::{self, Metrics};
+use tokio::sync::Notify;
+use tokio_cron_scheduler::{Job, JobScheduler};
 
 const PROGRAM: &str = "deployguard-beat";
 
@@ -17,21 +22,60 @@ struct Args {}
 
 fn main() -> ExitCode {
     Args::parse();
-    service::main(PROGRAM, run)
+    let beat = config::or_exit(PROGRAM, BeatConfig::from_env());
+    service::main(PROGRAM, move |config| run(config, beat))
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, beat: BeatConfig) -> anyhow::Result<()> {
     // Beat publishes to the default queue: its topology must exist (and match).
-    let broker = Broker::new(&config.broker, PROGRAM);
+    let broker = Arc::new(Broker::new(&config.broker, PROGRAM));
     tokio::select! {
         declared = queue::declare_when_reachable(&broker) => declared?,
         () = shutdown::signal() => return Ok(()),
     }
-    let mut scheduler = JobScheduler::new().await?;
-    scheduler.start().await?;
-    tracing::info!("scheduler started");
-    shutdown::signal().await;
-    scheduler.shutdown().await?;
+    let db = deployguard::db::pool(&config.database)?;
+    let metrics = Arc::new(Metrics::new());
+    let addr = metrics::serve(
+        beat.metrics_addr,
+        Arc::clone(&metrics),
+        db.clone(),
+        shutdown::signal(),
+    )
+    .await?;
+    tracing::info!(%addr, "metrics and health probes listening");
+
+    // The cron jobs only wake the scheduling loop at each scheduled time; the loop
+    // decides (as leader) what to fire.
+    let wake = Arc::new(Notify::new());
+    let mut cron = JobScheduler::new().await?;
+    for schedule in &beat.schedules {
+        let wake = Arc::clone(&wake);
+        let pattern = schedule.cron.pattern.to_string();
+        cron.add(Job::new_async(pattern.as_str(), move |_, _| {
+            let wake = Arc::clone(&wake);
+            Box::pin(async move { wake.notify_one() })
+        })?)
+        .await?;
+        tracing::info!(task = schedule.task, schedule = %pattern, "scheduled");
+    }
+    cron.start().await?;
+
+    let instance = format!(
+        "{}:{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "beat".into()),
+        std::process::id()
+    );
+    let scheduler = Scheduler {
+        db,
+        lock_db: config.database.clone(),
+        publisher: Publisher::new(Arc::clone(&broker)),
+        schedules: beat.schedules,
+        instance,
+        metrics,
+        wake,
+    };
+    scheduler.run(shutdown::signal()).await;
+    cron.shutdown().await?;
     broker.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -484,6 +484,70 @@ impl WorkerConfig {
     }
 }
 
+/// One periodic task and when beat publishes it.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// The task's registered name.
+    pub task: &'static str,
+    /// The variable that set it.
+    pub var: &'static str,
+    /// A cron expression with seconds (`sec min hour day month weekday`).
+    pub cron: croner::Cron,
+}
+
+/// Beat's settings.
+#[derive(Debug, Clone)]
+pub struct BeatConfig {
+    /// `BEAT_CLEANUP_EXPIRED_JOBS_CRON` (default `0 0 * * * *`, hourly) and
+    /// `BEAT_STORAGE_CLEANUP_CRON` (default `0 30 3 * * *`, daily at 03:30 UTC).
+    pub schedules: Vec<Schedule>,
+    /// `BEAT_METRICS_ADDR` (default `0.0.0.0:9101`): `/metrics` and the health probes.
+    pub metrics_addr: SocketAddr,
+}
+
+impl BeatConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&Environment)
+    }
+
+    pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
+        let parser = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Required)
+            .build();
+        let mut schedules = Vec::new();
+        for (task, var, default) in [
+            (
+                crate::jobs::CLEANUP_EXPIRED_TASK,
+                "BEAT_CLEANUP_EXPIRED_JOBS_CRON",
+                "0 0 * * * *",
+            ),
+            (
+                crate::jobs::STORAGE_CLEANUP_TASK,
+                "BEAT_STORAGE_CLEANUP_CRON",
+                "0 30 3 * * *",
+            ),
+        ] {
+            let raw = src.get(var).unwrap_or_else(|| default.to_owned());
+            let cron = parser.parse(raw.trim()).map_err(|e| {
+                ConfigError::malformed(
+                    var,
+                    format!("{raw:?} is not a cron expression with seconds: {e}"),
+                )
+            })?;
+            schedules.push(Schedule { task, var, cron });
+        }
+        Ok(Self {
+            schedules,
+            metrics_addr: parse_or(
+                src,
+                "BEAT_METRICS_ADDR",
+                Some(SocketAddr::from(([0, 0, 0, 0], 9101))),
+                "an address like 0.0.0.0:9101",
+            )?,
+        })
+    }
+}
+
 fn url_allowlist(src: &impl Source) -> Result<crate::net::AllowList, ConfigError> {
     crate::net::AllowList::parse(&src.get("URL_ALLOWLIST").unwrap_or_default())
         .map_err(|why| ConfigError::malformed("URL_ALLOWLIST", why))
@@ -1041,6 +1105,25 @@ mod tests {
         let api = ApiConfig::from_source(&base()).unwrap();
         assert!(matches!(api.auth, AuthConfig::Gateway { token: None }));
         assert_eq!(api.max_request_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn beat_schedules_default_to_hourly_and_daily_and_a_bad_one_is_named() {
+        let beat = BeatConfig::from_source(&base()).unwrap();
+        let patterns: Vec<String> = beat
+            .schedules
+            .iter()
+            .map(|s| s.cron.pattern.to_string())
+            .collect();
+        assert_eq!(patterns, ["0 0 * * * *", "0 30 3 * * *"]);
+        let mut vars = base();
+        vars.insert("BEAT_STORAGE_CLEANUP_CRON", "every day");
+        let err = BeatConfig::from_source(&vars).unwrap_err().to_string();
+        assert!(err.contains("BEAT_STORAGE_CLEANUP_CRON"), "{err}");
+        // Five fields (no seconds) are refused rather than read as something else.
+        let mut vars = base();
+        vars.insert("BEAT_CLEANUP_EXPIRED_JOBS_CRON", "0 * * * *");
+        assert!(BeatConfig::from_source(&vars).is_err());
     }
 
     #[test]

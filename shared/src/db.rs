@@ -39,7 +39,7 @@ pub enum DbError {
     Query(#[from] sqlx::Error),
 }
 
-fn connect_options(config: &DatabaseConfig) -> Result<PgConnectOptions, DbError> {
+pub fn connect_options(config: &DatabaseConfig) -> Result<PgConnectOptions, DbError> {
     let url = url::Url::parse(config.url.expose_secret()).map_err(|_| DbError::InvalidUrl)?;
     let options = PgConnectOptions::from_url(&url).map_err(|_| DbError::InvalidUrl)?;
     // Statements are logged at debug only, and never with their bound values.

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use chrono::SubsecRound;
 use deployguard::jobs::{CLEANUP_EXPIRED_TASK, STORAGE_CLEANUP_TASK};
 use deployguard::queue::WorkQueue;
 use deployguard_testkit::TestEnv;
@@ -178,4 +179,51 @@ async fn storage_cleanup_deletes_exactly_the_objects_no_live_job_owns() {
 
     let again = run(&env, &worker, STORAGE_CLEANUP_TASK).await;
     assert_eq!(again["objects_deleted"], 0, "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_fired_by_beat_is_carried_out_and_its_outcome_recorded() {
+    let env = TestEnv::new().await;
+    let expired = job(&env, "awaiting_selection", "-1 hour").await;
+    let worker = Worker::start(&env, &[], &[]).await;
+    let publisher = publisher(&env);
+    let slot = chrono::Utc::now().trunc_subsecs(0);
+    for task in [CLEANUP_EXPIRED_TASK, STORAGE_CLEANUP_TASK] {
+        let fired = deployguard_beat::fire::fire(&env.db, &publisher, "test-beat", task, slot)
+            .await
+            .unwrap();
+        assert_eq!(fired, deployguard_beat::fire::Fired::Published);
+    }
+    // The same time again is not published again.
+    let again = deployguard_beat::fire::fire(
+        &env.db,
+        &publisher,
+        "other-beat",
+        CLEANUP_EXPIRED_TASK,
+        slot,
+    )
+    .await
+    .unwrap();
+    assert_eq!(again, deployguard_beat::fire::Fired::AlreadyClaimed);
+
+    let recorded = crate::eventually(30 * SECS, || async {
+        deployguard_beat::fire::record_outcomes(&env.db)
+            .await
+            .unwrap();
+        let statuses: Vec<String> =
+            sqlx::query_scalar("SELECT status FROM beat_runs ORDER BY task_name")
+                .fetch_all(&env.db)
+                .await
+                .unwrap();
+        statuses == ["succeeded", "succeeded"]
+    })
+    .await;
+    assert!(recorded, "{}", worker.log());
+    assert_eq!(status(&env, expired).await, "expired");
+    let published_at: Vec<Option<chrono::DateTime<chrono::Utc>>> =
+        sqlx::query_scalar("SELECT published_at FROM beat_runs")
+            .fetch_all(&env.db)
+            .await
+            .unwrap();
+    assert!(published_at.iter().all(Option::is_some));
 }

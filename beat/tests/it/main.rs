@@ -1,0 +1,226 @@
+//! Beat as it runs in production: its real binary, two at once, against the real
+//! database and broker, with schedules compressed to seconds.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::collections::{BTreeSet, HashMap};
+use std::process::Stdio;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deployguard::jobs::{CLEANUP_EXPIRED_TASK, STORAGE_CLEANUP_TASK};
+use deployguard::queue::WorkQueue;
+use deployguard_testkit::TestEnv;
+use lapin::options::BasicGetOptions;
+
+const SECS: Duration = Duration::from_secs(1);
+const EVERY_2S: &str = "*/2 * * * * *";
+
+struct Beat {
+    child: tokio::process::Child,
+    pid: u32,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Beat {
+    fn start(env: &TestEnv, cron: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("beat.log");
+        let mut vars: HashMap<String, String> = env.vars();
+        for (k, v) in [
+            ("BEAT_CLEANUP_EXPIRED_JOBS_CRON", cron),
+            ("BEAT_STORAGE_CLEANUP_CRON", cron),
+            ("BEAT_METRICS_ADDR", "127.0.0.1:0"),
+            ("LOG_LEVEL", "info,sqlx=warn"),
+        ] {
+            vars.insert(k.into(), v.into());
+        }
+        let file = std::fs::File::create(&log).unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_deployguard-beat"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(vars)
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Self {
+            pid: child.id().unwrap(),
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The end of this beat's instance name in `beat_runs`.
+    fn instance_suffix(&self) -> String {
+        format!(":{}", self.pid)
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.pid.to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    async fn stop(mut self) -> String {
+        self.signal("TERM");
+        let exited = tokio::time::timeout(10 * SECS, self.child.wait()).await;
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(exited.is_ok_and(|s| s.unwrap().success()), "{log}");
+        log
+    }
+}
+
+/// `beat_runs` as `(task, scheduled_for, instance)`, oldest first.
+async fn runs(env: &TestEnv) -> Vec<(String, DateTime<Utc>, String)> {
+    sqlx::query_as(
+        "SELECT task_name, scheduled_for, instance FROM beat_runs ORDER BY scheduled_for, task_name",
+    )
+    .fetch_all(&env.db)
+    .await
+    .unwrap()
+}
+
+/// Every message waiting in the default queue, as `(task, scheduled_for)`.
+async fn published(env: &TestEnv) -> Vec<(String, String)> {
+    let conn = env.amqp_connection().await;
+    let channel = conn.create_channel().await.unwrap();
+    let mut out = Vec::new();
+    while let Some(message) = channel
+        .basic_get(
+            WorkQueue::Default.name().into(),
+            BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+    {
+        let headers = message.delivery.properties.headers().clone().unwrap();
+        let task = headers
+            .inner()
+            .get("task")
+            .unwrap()
+            .as_long_string()
+            .unwrap()
+            .to_string();
+        let body: serde_json::Value = serde_json::from_slice(&message.delivery.data).unwrap();
+        out.push((
+            task,
+            body["args"]["scheduled_for"].as_str().unwrap().to_owned(),
+        ));
+    }
+    out
+}
+
+/// Checks each task's scheduled times: every 2 s with no gap, each once, each
+/// published exactly once.
+async fn assert_each_time_once(env: &TestEnv) -> Vec<(String, DateTime<Utc>, String)> {
+    let rows = runs(env).await;
+    for task in [CLEANUP_EXPIRED_TASK, STORAGE_CLEANUP_TASK] {
+        let times: Vec<DateTime<Utc>> = rows
+            .iter()
+            .filter(|(t, _, _)| t == task)
+            .map(|(_, at, _)| *at)
+            .collect();
+        assert!(times.len() >= 3, "{task}: {times:?}");
+        for pair in times.windows(2) {
+            assert_eq!(
+                (pair[1] - pair[0]).num_seconds(),
+                2,
+                "{task}: a time lost or doubled: {times:?}"
+            );
+        }
+    }
+    let messages = published(env).await;
+    let unique: BTreeSet<(String, String)> = messages.iter().cloned().collect();
+    assert_eq!(unique.len(), messages.len(), "a time published twice");
+    let claimed: BTreeSet<(String, String)> = rows
+        .iter()
+        .map(|(task, at, _)| (task.clone(), at.to_rfc3339()))
+        .collect();
+    assert_eq!(unique, claimed, "published ≠ claimed");
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_beats_publish_each_scheduled_time_exactly_once() {
+    let env = TestEnv::new().await;
+    let first = Beat::start(&env, EVERY_2S);
+    let second = Beat::start(&env, EVERY_2S);
+    tokio::time::sleep(9 * SECS).await;
+    let first_log = first.stop().await;
+    let second_log = second.stop().await;
+
+    let rows = assert_each_time_once(&env).await;
+    // One of them led throughout.
+    let instances: BTreeSet<&str> = rows.iter().map(|(_, _, i)| i.as_str()).collect();
+    assert_eq!(instances.len(), 1, "{instances:?}");
+    let leading = |log: &str| log.contains("leading");
+    assert!(
+        leading(&first_log) != leading(&second_log),
+        "exactly one leads\n{first_log}\n{second_log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_leader_is_killed_the_other_takes_over_without_losing_a_time() {
+    let env = TestEnv::new().await;
+    let mut first = Beat::start(&env, EVERY_2S);
+    let led = async {
+        for _ in 0..100 {
+            if !runs(&env).await.is_empty() {
+                return true;
+            }
+            tokio::time::sleep(SECS / 10).await;
+        }
+        false
+    };
+    assert!(led.await, "the first beat never fired");
+    let second = Beat::start(&env, EVERY_2S);
+    tokio::time::sleep(4 * SECS).await;
+    first.signal("KILL");
+    first.child.wait().await.unwrap();
+    tokio::time::sleep(7 * SECS).await;
+    let (first_name, second_name) = (first.instance_suffix(), second.instance_suffix());
+    let log = second.stop().await;
+
+    let rows = assert_each_time_once(&env).await;
+    let by = |name: &str| rows.iter().filter(|(_, _, i)| i.ends_with(name)).count();
+    assert!(by(&first_name) > 0, "the first beat led first");
+    assert!(
+        by(&second_name) > 0,
+        "the second beat never took over\n{log}"
+    );
+    assert_eq!(by(&first_name) + by(&second_name), rows.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_missed_while_no_beat_ran_fires_once_and_a_restart_fires_nothing_twice() {
+    let env = TestEnv::new().await;
+    // Hourly: when the beat starts, this hour's (or last hour's) time has passed.
+    let hourly = "0 0 * * * *";
+    let beat = Beat::start(&env, hourly);
+    tokio::time::sleep(4 * SECS).await;
+    beat.stop().await;
+    let first = runs(&env).await;
+    assert_eq!(first.len(), 2, "one missed time per task: {first:?}");
+    let beat = Beat::start(&env, hourly);
+    tokio::time::sleep(4 * SECS).await;
+    beat.stop().await;
+    assert_eq!(
+        runs(&env)
+            .await
+            .iter()
+            .map(|(t, at, _)| (t.clone(), *at))
+            .collect::<Vec<_>>(),
+        first
+            .iter()
+            .map(|(t, at, _)| (t.clone(), *at))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(published(&env).await.len(), 2);
+}
