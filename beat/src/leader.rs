@@ -18,6 +18,9 @@ use crate::metrics::Metrics;
 pub const LOCK_KEY: i64 = 0x6467_6265_6174;
 /// How often a follower asks for the lock and the leader looks for due times.
 pub const TICK: Duration = Duration::from_secs(1);
+/// A lock connection that does not answer within this is dropped (and with it, on the
+/// server's side, the lock).
+const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Scheduler {
     pub db: PgPool,
@@ -66,9 +69,24 @@ impl Scheduler {
     async fn lead(&self, lock: &mut Option<PgConnection>, leading: bool) -> bool {
         if lock.is_none() {
             match deployguard::db::connect_options(&self.lock_db) {
-                Ok(options) => match PgConnection::connect_with(&options).await {
-                    Ok(conn) => *lock = Some(conn),
-                    Err(err) => tracing::warn!(error = %err, "beat cannot reach the database"),
+                // The server's keepalives on this session: if this process's host or
+                // network goes, PostgreSQL ends the session (and frees the lock) in
+                // about 25 s instead of the system default of two hours.
+                Ok(options) => match tokio::time::timeout(
+                    LOCK_TIMEOUT,
+                    PgConnection::connect_with(&options.options([
+                        ("tcp_keepalives_idle", "10"),
+                        ("tcp_keepalives_interval", "5"),
+                        ("tcp_keepalives_count", "3"),
+                    ])),
+                )
+                .await
+                {
+                    Ok(Ok(conn)) => *lock = Some(conn),
+                    Ok(Err(err)) => {
+                        tracing::warn!(error = %err, "beat cannot reach the database")
+                    }
+                    Err(_) => tracing::warn!("beat's database connection timed out"),
                 },
                 Err(err) => tracing::warn!(error = %err, "beat cannot reach the database"),
             }
@@ -82,7 +100,10 @@ impl Scheduler {
         } else {
             sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)").bind(LOCK_KEY)
         };
-        match query.fetch_one(conn).await {
+        let answer = tokio::time::timeout(LOCK_TIMEOUT, query.fetch_one(conn))
+            .await
+            .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut));
+        match answer {
             Ok(true) => {
                 if !leading {
                     tracing::info!(instance = %self.instance, "leading: this beat publishes the periodic tasks");

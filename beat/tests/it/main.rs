@@ -201,14 +201,15 @@ async fn when_the_leader_is_killed_the_other_takes_over_without_losing_a_time() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_time_missed_while_no_beat_ran_fires_once_and_a_restart_fires_nothing_twice() {
     let env = TestEnv::new().await;
-    // Hourly: when the beat starts, this hour's (or last hour's) time has passed.
-    let hourly = "0 0 * * * *";
-    let beat = Beat::start(&env, hourly);
+    // Yearly (1 January, 00:00:00 UTC): this year's time has passed and the next one
+    // cannot come during the test.
+    let yearly = "0 0 0 1 1 *";
+    let beat = Beat::start(&env, yearly);
     tokio::time::sleep(4 * SECS).await;
     beat.stop().await;
     let first = runs(&env).await;
     assert_eq!(first.len(), 2, "one missed time per task: {first:?}");
-    let beat = Beat::start(&env, hourly);
+    let beat = Beat::start(&env, yearly);
     tokio::time::sleep(4 * SECS).await;
     beat.stop().await;
     assert_eq!(

@@ -28,7 +28,7 @@ pub async fn expire_due(db: &PgPool, batch: i64) -> Result<Vec<Expired>, sqlx::E
             FOR UPDATE SKIP LOCKED
          ), expired AS (
             UPDATE jobs j SET status = 'expired', stage = NULL,
-                   finished_at = coalesce(j.finished_at, now())
+                   finished_at = coalesce(j.finished_at, greatest(now(), j.started_at))
             FROM due WHERE j.id = due.id
             RETURNING j.id, due.status AS previous_status
          ), audited AS (

@@ -130,7 +130,10 @@ async fn expiry_expires_exactly_the_jobs_past_their_time_and_deletes_their_objec
 
     // Again: nothing more to do, nothing more deleted.
     let again = run(&env, &worker, CLEANUP_EXPIRED_TASK).await;
-    assert_eq!(again, json!({"expired": 0, "objects_deleted": 0}));
+    assert_eq!(
+        again,
+        json!({"expired": 0, "objects_deleted": 0, "jobs_with_objects_left": 0})
+    );
     assert_eq!(all_keys(&env).await.len(), live_keys.len());
 }
 
