@@ -15,7 +15,7 @@ use deployguard::jobs::{
     SecretSummary, SelectError, Selection, TransitionError,
 };
 use deployguard::queue::outbox::Staged;
-use deployguard::queue::{PublishError, TaskBody, TaskMessage, WorkQueue};
+use deployguard::queue::{PublishError, WorkQueue};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -150,7 +150,7 @@ pub async fn create(
         expires_at: Utc::now()
             + chrono::Duration::from_std(state.api.job_ttl).unwrap_or(chrono::Duration::days(7)),
     };
-    let task = job_task(SCAN_TASK, WorkQueue::Scan, id, &caller.user_id, priority);
+    let task = jobs::job_task(SCAN_TASK, WorkQueue::Scan, id, &caller.user_id, priority);
     let staged = Staged::new(&task).map_err(|e| ApiError::internal(&e))?;
     // Cheap refusal while the broker is known to be away: nothing is written.
     if state.publisher.broker().connection().await.is_err() {
@@ -240,19 +240,6 @@ async fn record_published(
     } else {
         jobs::audit::insert(&state.db, audit).await
     }
-}
-
-fn job_task(name: &str, queue: WorkQueue, job_id: Uuid, user: &str, priority: i16) -> TaskMessage {
-    TaskMessage::new(
-        name,
-        queue,
-        TaskBody {
-            job_id: Some(job_id),
-            user_id: Some(user.to_owned()),
-            args: serde_json::Map::new(),
-        },
-    )
-    .with_job_priority(priority)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -533,7 +520,7 @@ async fn queue_task(
     priority: i16,
     details: serde_json::Value,
 ) -> ApiResult<Response> {
-    let task = job_task(name, queue, id, &caller.user_id, priority);
+    let task = jobs::job_task(name, queue, id, &caller.user_id, priority);
     let staged = Staged::new(&task).map_err(|e| ApiError::internal(&e))?;
     if state.publisher.broker().connection().await.is_err() {
         state.metrics.publish_failures.inc();

@@ -498,8 +498,9 @@ pub struct Schedule {
 /// Beat's settings.
 #[derive(Debug, Clone)]
 pub struct BeatConfig {
-    /// `BEAT_CLEANUP_EXPIRED_JOBS_CRON` (default `0 0 * * * *`, hourly) and
-    /// `BEAT_STORAGE_CLEANUP_CRON` (default `0 30 3 * * *`, daily at 03:30 UTC).
+    /// `BEAT_CLEANUP_EXPIRED_JOBS_CRON` (default `0 0 * * * *`, hourly),
+    /// `BEAT_STORAGE_CLEANUP_CRON` (default `0 30 3 * * *`, daily at 03:30 UTC) and
+    /// `BEAT_REQUEUE_STUCK_JOBS_CRON` (default `0 */5 * * * *`, every five minutes).
     pub schedules: Vec<Schedule>,
     /// `BEAT_METRICS_ADDR` (default `0.0.0.0:9101`): `/metrics` and the health probes.
     pub metrics_addr: SocketAddr,
@@ -525,6 +526,11 @@ impl BeatConfig {
                 crate::jobs::STORAGE_CLEANUP_TASK,
                 "BEAT_STORAGE_CLEANUP_CRON",
                 "0 30 3 * * *",
+            ),
+            (
+                crate::jobs::REQUEUE_STUCK_TASK,
+                "BEAT_REQUEUE_STUCK_JOBS_CRON",
+                "0 */5 * * * *",
             ),
         ] {
             let raw = src.get(var).unwrap_or_else(|| default.to_owned());
@@ -1115,7 +1121,7 @@ mod tests {
             .iter()
             .map(|s| s.cron.pattern.to_string())
             .collect();
-        assert_eq!(patterns, ["0 0 * * * *", "0 30 3 * * *"]);
+        assert_eq!(patterns, ["0 0 * * * *", "0 30 3 * * *", "0 */5 * * * *"]);
         let mut vars = base();
         vars.insert("BEAT_STORAGE_CLEANUP_CRON", "every day");
         let err = BeatConfig::from_source(&vars).unwrap_err().to_string();

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use deployguard::jobs::{CLEANUP_EXPIRED_TASK, STORAGE_CLEANUP_TASK};
+use deployguard::jobs::{CLEANUP_EXPIRED_TASK, REQUEUE_STUCK_TASK, STORAGE_CLEANUP_TASK};
 use deployguard::queue::WorkQueue;
 use deployguard_testkit::TestEnv;
 use lapin::options::BasicGetOptions;
@@ -30,6 +30,7 @@ impl Beat {
         for (k, v) in [
             ("BEAT_CLEANUP_EXPIRED_JOBS_CRON", cron),
             ("BEAT_STORAGE_CLEANUP_CRON", cron),
+            ("BEAT_REQUEUE_STUCK_JOBS_CRON", cron),
             ("BEAT_METRICS_ADDR", "127.0.0.1:0"),
             ("LOG_LEVEL", "info,sqlx=warn"),
         ] {
@@ -120,7 +121,11 @@ async fn published(env: &TestEnv) -> Vec<(String, String)> {
 /// published exactly once.
 async fn assert_each_time_once(env: &TestEnv) -> Vec<(String, DateTime<Utc>, String)> {
     let rows = runs(env).await;
-    for task in [CLEANUP_EXPIRED_TASK, STORAGE_CLEANUP_TASK] {
+    for task in [
+        CLEANUP_EXPIRED_TASK,
+        STORAGE_CLEANUP_TASK,
+        REQUEUE_STUCK_TASK,
+    ] {
         let times: Vec<DateTime<Utc>> = rows
             .iter()
             .filter(|(t, _, _)| t == task)
@@ -208,7 +213,7 @@ async fn a_time_missed_while_no_beat_ran_fires_once_and_a_restart_fires_nothing_
     tokio::time::sleep(4 * SECS).await;
     beat.stop().await;
     let first = runs(&env).await;
-    assert_eq!(first.len(), 2, "one missed time per task: {first:?}");
+    assert_eq!(first.len(), 3, "one missed time per task: {first:?}");
     let beat = Beat::start(&env, yearly);
     tokio::time::sleep(4 * SECS).await;
     beat.stop().await;
@@ -223,5 +228,5 @@ async fn a_time_missed_while_no_beat_ran_fires_once_and_a_restart_fires_nothing_
             .map(|(t, at, _)| (t.clone(), *at))
             .collect::<Vec<_>>()
     );
-    assert_eq!(published(&env).await.len(), 2);
+    assert_eq!(published(&env).await.len(), 3);
 }

@@ -26,6 +26,27 @@ pub const PUSH_TASK: &str = "deployguard.push_repository";
 /// The periodic tasks' names: beat publishes them to the default queue.
 pub const CLEANUP_EXPIRED_TASK: &str = "deployguard.cleanup_expired_jobs";
 pub const STORAGE_CLEANUP_TASK: &str = "deployguard.storage_cleanup";
+pub const REQUEUE_STUCK_TASK: &str = "deployguard.requeue_stuck_jobs";
+
+/// The message that runs task `name` for a job, as its owner, at the job's priority.
+pub fn job_task(
+    name: &str,
+    queue: crate::queue::WorkQueue,
+    job_id: Uuid,
+    user: &str,
+    priority: i16,
+) -> crate::queue::TaskMessage {
+    crate::queue::TaskMessage::new(
+        name,
+        queue,
+        crate::queue::TaskBody {
+            job_id: Some(job_id),
+            user_id: Some(user.to_owned()),
+            args: serde_json::Map::new(),
+        },
+    )
+    .with_job_priority(priority)
+}
 
 /// Where a job is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]

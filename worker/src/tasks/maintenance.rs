@@ -6,7 +6,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use deployguard::jobs::maintenance;
+use deployguard::jobs::{self, CLEAN_TASK, PUSH_TASK, SCAN_TASK, maintenance};
+use deployguard::queue::WorkQueue;
 use futures_util::StreamExt;
 use serde_json::json;
 use uuid::Uuid;
@@ -130,6 +131,65 @@ pub(super) async fn storage_cleanup(
         "objects_deleted": deleted,
         "objects_failed": failed,
     }))
+}
+
+/// Times a stuck job is queued again before it is failed.
+const MAX_REQUEUES: i64 = 3;
+
+/// Finds jobs whose task will not run by itself (see [`maintenance::stuck_jobs`]) and
+/// queues their task again, or fails them (`task_lost`) once they were requeued
+/// [`MAX_REQUEUES`] times. Arguments: `queued_secs` (default 3600) and `silent_secs`
+/// (default: the hard time limit plus three leases).
+pub(super) async fn requeue_stuck_jobs(
+    services: Arc<Services>,
+    ctx: TaskContext,
+) -> Result<serde_json::Value, TaskError> {
+    let config = &services.config;
+    let silent_default = (config.hard_time_limit + 3 * config.lease).as_secs_f64();
+    let queued_secs: f64 = ctx.arg("queued_secs")?.unwrap_or(3600.0);
+    let silent_secs: f64 = ctx.arg("silent_secs")?.unwrap_or(silent_default);
+    if !(queued_secs > 0.0 && silent_secs > 0.0) {
+        return Err(TaskError::fatal(
+            "bad_arguments",
+            "queued_secs and silent_secs must be above 0",
+        ));
+    }
+    let stuck = maintenance::stuck_jobs(&ctx.db, queued_secs, silent_secs, 500)
+        .await
+        .map_err(database)?;
+    let (mut requeued, mut failed) = (0usize, 0usize);
+    for job in &stuck {
+        if job.requeued >= MAX_REQUEUES {
+            let reason = format!(
+                "its task was queued {} times and never finished: the worker running it, or \
+                 its message, was lost",
+                job.requeued + 1
+            );
+            if maintenance::fail_stuck(&ctx.db, job, "task_lost", &reason)
+                .await
+                .map_err(database)?
+            {
+                tracing::warn!(job_id = %job.id, status = %job.status, "stuck job failed");
+                failed += 1;
+            }
+            continue;
+        }
+        let (name, queue) = match job.status.as_str() {
+            "pending" | "scanning" => (SCAN_TASK, WorkQueue::Scan),
+            "cleaning" => (CLEAN_TASK, WorkQueue::Clean),
+            "pushing" => (PUSH_TASK, WorkQueue::Push),
+            _ => continue,
+        };
+        let message = jobs::job_task(name, queue, job.id, &job.owner_id, job.priority);
+        if maintenance::requeue(&ctx.db, job, &message)
+            .await
+            .map_err(database)?
+        {
+            tracing::warn!(job_id = %job.id, status = %job.status, task = name, "stuck job requeued");
+            requeued += 1;
+        }
+    }
+    Ok(json!({"requeued": requeued, "failed": failed}))
 }
 
 /// The job a key belongs to: `{prefix}/{job id}/…`.

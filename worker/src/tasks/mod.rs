@@ -18,8 +18,8 @@ use deployguard::credentials::{CredentialError, CredentialService};
 use deployguard::git;
 use deployguard::git::remote::{Credentials, RemoteUrl, UrlPolicy};
 use deployguard::jobs::{
-    CLEAN_TASK, CLEANUP_EXPIRED_TASK, Job, JobStatus, PUSH_TASK, SCAN_TASK, STORAGE_CLEANUP_TASK,
-    work,
+    CLEAN_TASK, CLEANUP_EXPIRED_TASK, Job, JobStatus, PUSH_TASK, REQUEUE_STUCK_TASK, SCAN_TASK,
+    STORAGE_CLEANUP_TASK, work,
 };
 use deployguard::net::{AddressError, check_url};
 use deployguard::storage::{Storage, StorageError};
@@ -60,6 +60,9 @@ pub fn register(registry: &mut Registry, services: &Arc<Services>) {
     }));
     registry.register(with(STORAGE_CLEANUP_TASK, |s, ctx| {
         Box::pin(maintenance::storage_cleanup(s, ctx))
+    }));
+    registry.register(with(REQUEUE_STUCK_TASK, |s, ctx| {
+        Box::pin(maintenance::requeue_stuck_jobs(s, ctx))
     }));
 }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::SubsecRound;
-use deployguard::jobs::{CLEANUP_EXPIRED_TASK, STORAGE_CLEANUP_TASK};
+use deployguard::jobs::{CLEANUP_EXPIRED_TASK, REQUEUE_STUCK_TASK, STORAGE_CLEANUP_TASK};
 use deployguard::queue::WorkQueue;
 use deployguard_testkit::TestEnv;
 use futures_util::StreamExt;
@@ -229,4 +229,134 @@ async fn a_run_fired_by_beat_is_carried_out_and_its_outcome_recorded() {
             .await
             .unwrap();
     assert!(published_at.iter().all(Option::is_some));
+}
+
+/// A job in `status` and `stage`, last updated `ago` (an SQL interval) ago.
+async fn job_updated(env: &TestEnv, status: &str, stage: &str, ago: &str) -> Uuid {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO jobs (id, owner_id, status, stage, source_platform, source_url, created_at,
+                           updated_at, expires_at)
+         VALUES ($1, 'user-1', $2, $3, 'generic', 'https://git.example/r.git',
+                 now() - interval '1 day', now() - $4::interval, now() + interval '1 day')",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(stage)
+    .bind(ago)
+    .execute(&env.db)
+    .await
+    .unwrap();
+    id
+}
+
+/// A task record for `job` whose last heartbeat was `ago` ago.
+async fn task_heard(env: &TestEnv, job: Uuid, ago: &str) {
+    sqlx::query(
+        "INSERT INTO task_results (task_id, task_name, job_id, state, started_at, updated_at)
+         VALUES ($1, 'deployguard.scan_repository', $2, 'started', now() - $3::interval,
+                 now() - $3::interval)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(job)
+    .bind(ago)
+    .execute(&env.db)
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_jobs_are_queued_again_and_failed_after_three_tries() {
+    let env = TestEnv::new().await;
+    // Lost in the queue: a scan and a clean queued two hours ago, never picked up.
+    let lost_scan = job_updated(&env, "pending", "queued", "2 hours").await;
+    let lost_clean = job_updated(&env, "cleaning", "queued", "2 hours").await;
+    // A worker that vanished mid-scan, its message not redelivered.
+    let silent = job_updated(&env, "scanning", "scanning 10/90 blobs", "3 hours").await;
+    task_heard(&env, silent, "3 hours").await;
+    // Not stuck: queued a minute ago; a long scan whose worker still beats.
+    let fresh = job_updated(&env, "pending", "queued", "1 minute").await;
+    let beating = job_updated(&env, "scanning", "cloning (900 MiB)", "3 hours").await;
+    task_heard(&env, beating, "5 seconds").await;
+    // Requeued three times already.
+    let hopeless = job_updated(&env, "pushing", "queued", "2 hours").await;
+    for _ in 0..3 {
+        sqlx::query(
+            "INSERT INTO audit_logs (actor_id, action, job_id, outcome)
+             VALUES ('system:beat', 'job.requeue', $1, 'success')",
+        )
+        .bind(hopeless)
+        .execute(&env.db)
+        .await
+        .unwrap();
+    }
+    // This worker serves the default queue only: requeued job tasks stay queued.
+    let worker = Worker::start(&env, &["--queues", "default"], &[]).await;
+    let message = task(
+        REQUEUE_STUCK_TASK,
+        WorkQueue::Default,
+        json!({"queued_secs": 600, "silent_secs": 3600}),
+    );
+    publisher(&env).publish(&message).await.unwrap();
+    assert!(
+        wait_state(&env, message.id, "success", 60 * SECS).await,
+        "{}",
+        worker.log()
+    );
+    let result: Value = sqlx::query_scalar("SELECT result FROM task_results WHERE task_id = $1")
+        .bind(message.id)
+        .fetch_one(&env.db)
+        .await
+        .unwrap();
+    assert_eq!(result, json!({"requeued": 3, "failed": 1}));
+
+    // The relay publishes the staged messages: one scan for each of the two scans, one
+    // clean; nothing for the others.
+    let queued = crate::eventually(30 * SECS, || async {
+        env.ready_messages(WorkQueue::Scan.name()).await == 2
+            && env.ready_messages(WorkQueue::Clean.name()).await == 1
+    })
+    .await;
+    assert!(queued, "{}", worker.log());
+    assert_eq!(env.ready_messages(WorkQueue::Push.name()).await, 0);
+    let requeued: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT job_id FROM outbox WHERE published_at IS NOT NULL ORDER BY job_id",
+    )
+    .fetch_all(&env.db)
+    .await
+    .unwrap();
+    let mut expected = vec![lost_scan, lost_clean, silent];
+    expected.sort();
+    assert_eq!(requeued, expected);
+    for id in [lost_scan, lost_clean, silent] {
+        let (status, stage): (String, Option<String>) =
+            sqlx::query_as("SELECT status, stage FROM jobs WHERE id = $1")
+                .bind(id)
+                .fetch_one(&env.db)
+                .await
+                .unwrap();
+        assert_eq!(stage.as_deref(), Some("queued"), "{status}");
+    }
+    let (status, code, _) = crate::job_row(&env, hopeless).await;
+    assert_eq!(
+        (status.as_str(), code.as_deref()),
+        ("failed", Some("task_lost"))
+    );
+    assert_eq!(crate::job_row(&env, fresh).await.0, "pending");
+    assert_eq!(crate::job_row(&env, beating).await.0, "scanning");
+
+    // Run again at once: the requeued jobs were just touched, so nothing moves.
+    let again = task(
+        REQUEUE_STUCK_TASK,
+        WorkQueue::Default,
+        json!({"queued_secs": 600, "silent_secs": 3600}),
+    );
+    publisher(&env).publish(&again).await.unwrap();
+    assert!(wait_state(&env, again.id, "success", 60 * SECS).await);
+    let result: Value = sqlx::query_scalar("SELECT result FROM task_results WHERE task_id = $1")
+        .bind(again.id)
+        .fetch_one(&env.db)
+        .await
+        .unwrap();
+    assert_eq!(result, json!({"requeued": 0, "failed": 0}));
 }
