@@ -59,7 +59,7 @@ impl Metrics {
         );
         registry.register(
             "leader",
-            "1 while this beat holds the leadership lock",
+            "Whether this beat holds the leadership lock (1) or not (0)",
             leader.clone(),
         );
         Self {

@@ -18,12 +18,19 @@ const EVERY_2S: &str = "*/2 * * * * *";
 struct Beat {
     child: tokio::process::Child,
     pid: u32,
+    /// Its `/metrics` and health probes.
+    http: String,
     log: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Beat {
     fn start(env: &TestEnv, cron: &str) -> Self {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("beat.log");
         let mut vars: HashMap<String, String> = env.vars();
@@ -31,7 +38,7 @@ impl Beat {
             ("BEAT_CLEANUP_EXPIRED_JOBS_CRON", cron),
             ("BEAT_STORAGE_CLEANUP_CRON", cron),
             ("BEAT_REQUEUE_STUCK_JOBS_CRON", cron),
-            ("BEAT_METRICS_ADDR", "127.0.0.1:0"),
+            ("BEAT_METRICS_ADDR", addr.as_str()),
             ("LOG_LEVEL", "info,sqlx=warn"),
         ] {
             vars.insert(k.into(), v.into());
@@ -47,11 +54,17 @@ impl Beat {
             .spawn()
             .unwrap();
         Self {
+            http: format!("http://{addr}"),
             pid: child.id().unwrap(),
             child,
             log,
             _dir: dir,
         }
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let response = reqwest::get(format!("{}{path}", self.http)).await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
     }
 
     /// The end of this beat's instance name in `beat_runs`.
@@ -157,6 +170,24 @@ async fn two_beats_publish_each_scheduled_time_exactly_once() {
     let first = Beat::start(&env, EVERY_2S);
     let second = Beat::start(&env, EVERY_2S);
     tokio::time::sleep(9 * SECS).await;
+    // Each answers its probes; the leader's metrics count what it fired.
+    let mut leaders = Vec::new();
+    for beat in [&first, &second] {
+        assert_eq!(beat.get("/health").await.0, 200);
+        assert_eq!(beat.get("/health/ready").await.0, 200);
+        let (status, metrics) = beat.get("/metrics").await;
+        assert_eq!(status, 200);
+        if metrics.lines().any(|l| l == "deployguard_beat_leader 1") {
+            leaders.push(metrics);
+        }
+    }
+    assert_eq!(leaders.len(), 1, "exactly one leader");
+    let fired: u64 = leaders[0]
+        .lines()
+        .filter(|l| l.starts_with("deployguard_beat_runs_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(fired >= 9, "{}", leaders[0]);
     let first_log = first.stop().await;
     let second_log = second.stop().await;
 
