@@ -81,6 +81,7 @@ async fn run(config: Config, worker: WorkerConfig) -> anyhow::Result<()> {
             github_api: config.github_api_url.clone(),
             config: worker.clone(),
             work,
+            broker: Arc::clone(&broker),
         }),
     );
     if worker.diagnostic_tasks {

@@ -69,7 +69,7 @@ pub struct Stuck {
     pub owner_id: String,
     pub priority: i16,
     pub updated_at: chrono::DateTime<chrono::Utc>,
-    /// How many times it was requeued before.
+    /// How many times it was requeued before in its present status.
     pub requeued: i64,
 }
 
@@ -85,7 +85,8 @@ pub async fn stuck_jobs(
     sqlx::query_as::<_, Stuck>(
         "SELECT j.id, j.status, j.owner_id, j.priority, j.updated_at,
                 (SELECT count(*) FROM audit_logs a
-                 WHERE a.job_id = j.id AND a.action = 'job.requeue') AS requeued
+                 WHERE a.job_id = j.id AND a.action = 'job.requeue'
+                   AND a.details->>'status' = j.status) AS requeued
          FROM jobs j
          WHERE j.status IN ('pending', 'scanning', 'cleaning', 'pushing')
            AND (
@@ -164,7 +165,7 @@ pub async fn fail_stuck(
     let failed: Option<Uuid> = sqlx::query_scalar(
         "WITH failed AS (
             UPDATE jobs SET status = 'failed', stage = NULL, error_code = $4, error = $5,
-                   finished_at = coalesce(finished_at, greatest(now(), started_at))
+                   finished_at = greatest(now(), started_at)
             WHERE id = $1 AND status = $2 AND updated_at = $3
             RETURNING id
          ), audited AS (

@@ -137,8 +137,9 @@ pub(super) async fn storage_cleanup(
 const MAX_REQUEUES: i64 = 3;
 
 /// Finds jobs whose task will not run by itself (see [`maintenance::stuck_jobs`]) and
-/// queues their task again, or fails them (`task_lost`) once they were requeued
-/// [`MAX_REQUEUES`] times. Arguments: `queued_secs` (default 3600) and `silent_secs`
+/// queues their task again when its queue is empty (otherwise the message may just be
+/// waiting; counted as `waiting`), or fails them (`task_lost`) once they were requeued
+/// [`MAX_REQUEUES`] times in their present status. Arguments: `queued_secs` (default 3600) and `silent_secs`
 /// (default: the hard time limit plus three leases).
 pub(super) async fn requeue_stuck_jobs(
     services: Arc<Services>,
@@ -157,7 +158,10 @@ pub(super) async fn requeue_stuck_jobs(
     let stuck = maintenance::stuck_jobs(&ctx.db, queued_secs, silent_secs, 500)
         .await
         .map_err(database)?;
-    let (mut requeued, mut failed) = (0usize, 0usize);
+    let (mut requeued, mut failed, mut waiting) = (0usize, 0usize, 0usize);
+    // A message waiting behind a backlog leaves no trace in the database: a job's task
+    // is requeued only when its queue holds nothing, so its message cannot be there.
+    let mut depths: std::collections::HashMap<WorkQueue, u32> = Default::default();
     for job in &stuck {
         if job.requeued >= MAX_REQUEUES {
             let reason = format!(
@@ -180,6 +184,18 @@ pub(super) async fn requeue_stuck_jobs(
             "pushing" => (PUSH_TASK, WorkQueue::Push),
             _ => continue,
         };
+        let depth = match depths.get(&queue) {
+            Some(depth) => *depth,
+            None => {
+                let depth = ready_messages(&services.broker, queue).await?;
+                depths.insert(queue, depth);
+                depth
+            }
+        };
+        if depth > 0 {
+            waiting += 1;
+            continue;
+        }
         let message = jobs::job_task(name, queue, job.id, &job.owner_id, job.priority);
         if maintenance::requeue(&ctx.db, job, &message)
             .await
@@ -189,7 +205,32 @@ pub(super) async fn requeue_stuck_jobs(
             requeued += 1;
         }
     }
-    Ok(json!({"requeued": requeued, "failed": failed}))
+    Ok(json!({"requeued": requeued, "failed": failed, "waiting": waiting}))
+}
+
+/// Messages ready in `queue`, from a passive declare.
+async fn ready_messages(
+    broker: &deployguard::queue::Broker,
+    queue: WorkQueue,
+) -> Result<u32, TaskError> {
+    let unavailable = |e: &dyn std::fmt::Display| {
+        TaskError::retryable("broker_unavailable", format!("queue {}: {e}", queue.name()))
+    };
+    let channel = broker.channel().await.map_err(|e| unavailable(&e))?;
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let declared = channel
+        .queue_declare(
+            queue.name().into(),
+            passive,
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .map_err(|e| unavailable(&e));
+    let _ = channel.close(200, "done".into()).await;
+    Ok(declared?.message_count())
 }
 
 /// The job a key belongs to: `{prefix}/{job id}/…`.

@@ -36,6 +36,8 @@ pub struct Services {
     pub github_api: url::Url,
     pub config: WorkerConfig,
     pub work: WorkArea,
+    /// For looking at queue depths (requeue_stuck_jobs).
+    pub broker: Arc<deployguard::queue::Broker>,
 }
 
 /// Network and storage hiccups are retried a few times, a little apart.

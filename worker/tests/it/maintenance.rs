@@ -282,8 +282,9 @@ async fn stuck_jobs_are_queued_again_and_failed_after_three_tries() {
     let hopeless = job_updated(&env, "pushing", "queued", "2 hours").await;
     for _ in 0..3 {
         sqlx::query(
-            "INSERT INTO audit_logs (actor_id, action, job_id, outcome)
-             VALUES ('system:beat', 'job.requeue', $1, 'success')",
+            "INSERT INTO audit_logs (actor_id, action, job_id, details, outcome)
+             VALUES ('system:beat', 'job.requeue', $1, jsonb_build_object('status', 'pushing'),
+                     'success')",
         )
         .bind(hopeless)
         .execute(&env.db)
@@ -308,7 +309,7 @@ async fn stuck_jobs_are_queued_again_and_failed_after_three_tries() {
         .fetch_one(&env.db)
         .await
         .unwrap();
-    assert_eq!(result, json!({"requeued": 3, "failed": 1}));
+    assert_eq!(result, json!({"requeued": 3, "failed": 1, "waiting": 0}));
 
     // The relay publishes the staged messages: one scan for each of the two scans, one
     // clean; nothing for the others.
@@ -345,7 +346,10 @@ async fn stuck_jobs_are_queued_again_and_failed_after_three_tries() {
     assert_eq!(crate::job_row(&env, fresh).await.0, "pending");
     assert_eq!(crate::job_row(&env, beating).await.0, "scanning");
 
-    // Run again at once: the requeued jobs were just touched, so nothing moves.
+    // Run again at once: the requeued jobs were just touched, so nothing moves. A job
+    // lost in the queue meanwhile is left alone too while the scan queue holds
+    // messages: its own may be among them.
+    let behind = job_updated(&env, "pending", "queued", "2 hours").await;
     let again = task(
         REQUEUE_STUCK_TASK,
         WorkQueue::Default,
@@ -358,5 +362,16 @@ async fn stuck_jobs_are_queued_again_and_failed_after_three_tries() {
         .fetch_one(&env.db)
         .await
         .unwrap();
-    assert_eq!(result, json!({"requeued": 0, "failed": 0}));
+    assert_eq!(result, json!({"requeued": 0, "failed": 0, "waiting": 1}));
+    let (status, stage): (String, Option<String>) =
+        sqlx::query_as("SELECT status, stage FROM jobs WHERE id = $1")
+            .bind(behind)
+            .fetch_one(&env.db)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), stage.as_deref()),
+        ("pending", Some("queued"))
+    );
+    assert_eq!(env.ready_messages(WorkQueue::Scan.name()).await, 2);
 }
