@@ -122,7 +122,7 @@ pub async fn requeue(
         .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
     let moved: Option<Uuid> = sqlx::query_scalar(
         "WITH moved AS (
-            UPDATE jobs SET stage = 'queued'
+            UPDATE jobs SET stage = 'queued', task_id = $4
             WHERE id = $1 AND status = $2 AND updated_at = $3
             RETURNING id
          ), staged AS (

@@ -258,8 +258,9 @@ pub async fn create(db: &PgPool, job: &NewJob, task: &Staged) -> Result<Job, sql
     let sql = format!(
         "WITH job AS (
             INSERT INTO jobs (id, owner_id, source_platform, source_url, source_branch,
-                              source_credentials_id, priority, callback_url, expires_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                              source_credentials_id, priority, callback_url, expires_at,
+                              task_id)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
             RETURNING {JOB_COLUMNS}
          ), staged AS (
             INSERT INTO outbox (message_id, job_id, exchange, routing_key, headers, body,
@@ -616,7 +617,7 @@ pub async fn request_task(
     let sql = format!(
         "WITH moved AS (
             UPDATE jobs SET status = $3, stage = 'queued', progress_percent = 0,
-                   error = NULL, error_code = NULL,
+                   error = NULL, error_code = NULL, task_id = $9,
                    target_platform = coalesce($4, target_platform),
                    target_url = coalesce($5, target_url),
                    target_credentials_id = CASE WHEN $4 IS NULL THEN target_credentials_id

@@ -7,21 +7,22 @@ use uuid::Uuid;
 
 use super::{JOB_COLUMNS, Job, JobStatus};
 
-/// Starts (or resumes) a task's work on a job: `from` → `working`. A job already in
-/// `working` is resumed (its previous worker died). `None`: the job has moved on and the
-/// task must leave it alone.
+/// Starts (or resumes) a task's work on a job: `from` → `working`, for the message
+/// `task_id`. A job already in `working` is resumed (its previous worker died). `None`:
+/// the job has moved on, or its task was queued again under another message (this copy
+/// is superseded), and the task must leave it alone.
 pub async fn begin(
     db: &PgPool,
     id: Uuid,
-    from: JobStatus,
-    working: JobStatus,
+    (from, working): (JobStatus, JobStatus),
     stage: &str,
+    task_id: Uuid,
 ) -> Result<Option<Job>, sqlx::Error> {
     let sql = format!(
         "UPDATE jobs SET status = $3, stage = $4, progress_percent = 0,
                 error = NULL, error_code = NULL, started_at = coalesce(started_at, now()),
                 finished_at = NULL
-         WHERE id = $1 AND status IN ($2, $3)
+         WHERE id = $1 AND status IN ($2, $3) AND (task_id IS NULL OR task_id = $5)
          RETURNING {JOB_COLUMNS}"
     );
     sqlx::query_as::<_, Job>(sqlx::AssertSqlSafe(sql))
@@ -29,6 +30,7 @@ pub async fn begin(
         .bind(from.as_str())
         .bind(working.as_str())
         .bind(stage)
+        .bind(task_id)
         .fetch_optional(db)
         .await
 }

@@ -11,3 +11,4 @@ mod queue;
 mod scan;
 mod schema;
 mod storage;
+mod work;

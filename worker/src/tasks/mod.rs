@@ -80,7 +80,7 @@ async fn begin(
         .body
         .job_id
         .ok_or_else(|| TaskError::fatal("bad_arguments", "the message names no job"))?;
-    let Some(job) = work::begin(&ctx.db, job_id, from, working, stage)
+    let Some(job) = work::begin(&ctx.db, job_id, (from, working), stage, ctx.message.id)
         .await
         .map_err(database)?
     else {

@@ -338,6 +338,16 @@ async fn stuck_jobs_are_queued_again_and_failed_after_three_tries() {
                 .unwrap();
         assert_eq!(stage.as_deref(), Some("queued"), "{status}");
     }
+    // The job now names its new message: a late copy of the old one would be skipped.
+    let (named, staged): (Option<Uuid>, Uuid) = sqlx::query_as(
+        "SELECT j.task_id, o.message_id FROM jobs j JOIN outbox o ON o.job_id = j.id
+         WHERE j.id = $1",
+    )
+    .bind(lost_scan)
+    .fetch_one(&env.db)
+    .await
+    .unwrap();
+    assert_eq!(named, Some(staged));
     let (status, code, _) = crate::job_row(&env, hopeless).await;
     assert_eq!(
         (status.as_str(), code.as_deref()),
