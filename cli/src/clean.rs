@@ -429,19 +429,19 @@ fn push_command(args: &PushArgs) -> Result<PushReport, PushFailure> {
     // A bundle is unpacked into a temporary bare repository first.
     let _unpacked;
     let repo: PathBuf = if args.path.is_file() {
-        let format = deployguard::git::bundle_format(&args.path).ok_or_else(|| {
-            plain(format!(
+        if deployguard::git::bundle_format(&args.path).is_none() {
+            return Err(plain(format!(
                 "{}: not a git bundle or repository",
                 args.path.display()
-            ))
-        })?;
+            )));
+        }
         let dir = tempfile::Builder::new()
             .prefix("deployguard-push-")
             .tempdir()
             .map_err(|e| plain(format!("temporary directory: {e}")))?;
         let repo = dir.path().join("repo.git");
-        deployguard::git::init_bare(&repo, format).map_err(|e| plain(e.to_string()))?;
-        deployguard::git::fetch_bundle(&repo, &args.path).map_err(|e| plain(e.to_string()))?;
+        deployguard::git::bundle::unbundle(&args.path, None, &repo)
+            .map_err(|e| plain(e.to_string()))?;
         _unpacked = dir;
         repo
     } else if deployguard::git::is_repository(&args.path) {

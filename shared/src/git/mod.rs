@@ -44,17 +44,6 @@ pub fn object_count(repo: &Path) -> Result<u64, GitError> {
         .sum())
 }
 
-/// Writes every ref of `repo` and the objects they reach to the bundle file `out`.
-pub fn create_bundle(repo: &Path, out: &Path) -> Result<(), GitError> {
-    let mut bundle = command(repo);
-    bundle
-        .args(["bundle", "create", "--quiet"])
-        .arg(out)
-        .arg("--all")
-        .stdout(Stdio::null());
-    Running::spawn(bundle, "bundle")?.finish()
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("git {command} failed: {message}")]
 pub struct GitError {

@@ -42,15 +42,37 @@ fn mirror(source: &Path, into: &Path) {
     );
 }
 
-#[test]
-fn a_clone_s_own_pack_becomes_the_bundle_and_opens_again_with_its_index() {
+/// A mirror clone of [`history`] and the indexed bundle made of it.
+struct Indexed {
+    tmp: tempfile::TempDir,
+    clone: std::path::PathBuf,
+    bundle: std::path::PathBuf,
+    index: std::path::PathBuf,
+}
+
+fn indexed_bundle() -> Indexed {
     let source = history();
     let tmp = tempfile::tempdir().unwrap();
     let clone = tmp.path().join("clone.git");
     mirror(source.path(), &clone);
     let bundle = tmp.path().join("repo.bundle");
-
     let index = bundle::create_indexed(&clone, &bundle).unwrap().unwrap();
+    Indexed {
+        tmp,
+        clone,
+        bundle,
+        index,
+    }
+}
+
+#[test]
+fn a_clone_s_own_pack_becomes_the_bundle_and_opens_again_with_its_index() {
+    let Indexed {
+        tmp,
+        clone,
+        bundle,
+        index,
+    } = indexed_bundle();
 
     // The clone's pack is the bundle's, byte for byte: nothing was packed again.
     let header = Header::read(&bundle).unwrap();
@@ -132,12 +154,9 @@ fn loose_objects_are_repacked_into_one_pack_first() {
 
 #[test]
 fn without_an_index_or_with_another_pack_s_the_bundle_is_indexed_by_git() {
-    let source = history();
-    let tmp = tempfile::tempdir().unwrap();
-    let clone = tmp.path().join("clone.git");
-    mirror(source.path(), &clone);
-    let bundle = tmp.path().join("repo.bundle");
-    bundle::create_indexed(&clone, &bundle).unwrap().unwrap();
+    let Indexed {
+        tmp, clone, bundle, ..
+    } = indexed_bundle();
 
     let mut other = TestRepo::new();
     other.write("other.txt", "another history\n");
@@ -179,12 +198,12 @@ fn a_repository_without_refs_makes_no_bundle() {
 
 #[test]
 fn a_damaged_bundle_is_refused_and_a_damaged_index_is_not_trusted() {
-    let source = history();
-    let tmp = tempfile::tempdir().unwrap();
-    let clone = tmp.path().join("clone.git");
-    mirror(source.path(), &clone);
-    let bundle = tmp.path().join("repo.bundle");
-    let index = bundle::create_indexed(&clone, &bundle).unwrap().unwrap();
+    let Indexed {
+        tmp,
+        clone,
+        bundle,
+        index,
+    } = indexed_bundle();
     let bytes = std::fs::read(&bundle).unwrap();
     let offset = Header::read(&bundle).unwrap().pack_offset as usize;
 

@@ -116,6 +116,29 @@ impl Stack {
         job["id"].as_str().unwrap().to_owned()
     }
 
+    /// Waits for the scan, selects every secret found and starts the clean.
+    async fn select_all_and_clean(&self, id: &str) {
+        let (job, _) = self.wait_for(id, "awaiting_selection").await;
+        let ids: Vec<Value> = job["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].clone())
+            .collect();
+        let (status, body) = self
+            .call(
+                Method::POST,
+                &format!("/jobs/{id}/secrets/select"),
+                Some(json!({"secret_ids": ids})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = self
+            .call(Method::POST, &format!("/jobs/{id}/clean"), Some(json!({})))
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+
     async fn job(&self, id: &str) -> Value {
         let (status, detail) = self.call(Method::GET, &format!("/jobs/{id}"), None).await;
         assert_eq!(status, 200, "{detail}");
@@ -611,30 +634,6 @@ async fn a_stored_repository_without_its_index_is_cleaned_and_a_damaged_one_fail
     let mut repo = planted_repository();
     publish(&stack.git, &mut repo, "stored");
     let storage = stack.env.storage();
-    let select_all_and_clean = |id: String| {
-        let stack = &stack;
-        async move {
-            let (job, _) = stack.wait_for(&id, "awaiting_selection").await;
-            let ids: Vec<Value> = job["secrets"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| s["id"].clone())
-                .collect();
-            let (status, body) = stack
-                .call(
-                    Method::POST,
-                    &format!("/jobs/{id}/secrets/select"),
-                    Some(json!({"secret_ids": ids})),
-                )
-                .await;
-            assert_eq!(status, 200, "{body}");
-            let (status, body) = stack
-                .call(Method::POST, &format!("/jobs/{id}/clean"), Some(json!({})))
-                .await;
-            assert_eq!(status, 202, "{body}");
-        }
-    };
 
     // As a job scanned before indexes were kept: git indexes the bundle instead.
     let id = stack
@@ -645,7 +644,7 @@ async fn a_stored_repository_without_its_index_is_cleaned_and_a_damaged_one_fail
         .delete(&format!("repos/{id}/source.idx"))
         .await
         .unwrap();
-    select_all_and_clean(id.clone()).await;
+    stack.select_all_and_clean(&id).await;
     let (job, _) = stack.wait_for(&id, "cleaned").await;
     assert_eq!(job["secrets_cleaned"], 4, "{job}");
 
@@ -662,7 +661,7 @@ async fn a_stored_repository_without_its_index_is_cleaned_and_a_damaged_one_fail
     let middle = damaged.len() - 1000;
     damaged[middle] ^= 0x55;
     storage.put_bytes(&key, damaged).await.unwrap();
-    select_all_and_clean(id.clone()).await;
+    stack.select_all_and_clean(&id).await;
     let failed = eventually(Duration::from_secs(60), || async {
         stack.job(&id).await["status"] == "failed"
     })
@@ -716,23 +715,7 @@ async fn a_job_on_one_branch_scans_cleans_and_pushes_that_branch_only() {
         ["config/app.env", "deploy/old.env", "notes/slack.txt"],
         "{job}"
     );
-    let ids: Vec<Value> = job["secrets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].clone())
-        .collect();
-    let (status, body) = stack
-        .call(
-            Method::POST,
-            &format!("/jobs/{id}/secrets/select"),
-            Some(json!({"secret_ids": ids})),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    stack
-        .call(Method::POST, &format!("/jobs/{id}/clean"), Some(json!({})))
-        .await;
+    stack.select_all_and_clean(&id).await;
     stack.wait_for(&id, "cleaned").await;
     stack.git.create_bare("branchy-clean");
     let (status, body) = stack
