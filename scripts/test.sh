@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: on a fresh Debian machine it installs and starts whatever
-# is missing (services, cargo-nextest), then runs formatting, lints and every test
-# against real PostgreSQL, RabbitMQ and S3. Extra arguments go to `cargo nextest run`.
+# is missing (services, cargo-nextest, the deployment checkers), then runs formatting,
+# lints, the deployment-file checks and every test against real PostgreSQL, RabbitMQ and
+# S3. Extra arguments go to `cargo nextest run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,9 @@ cargo fmt --all -- --check
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "deployment files (k8s/, docker-compose.api.yaml, Dockerfile)"
+scripts/check-deploy.sh
 
 step "tests"
 cargo nextest run --workspace --locked --no-fail-fast "$@"
