@@ -5,6 +5,7 @@
 mod broker;
 mod bundle;
 mod clean;
+mod deploy_config;
 mod migrations;
 mod push;
 mod queue;
