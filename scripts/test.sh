@@ -38,3 +38,11 @@ cargo nextest run --workspace --locked --no-fail-fast "$@"
 # pass above never meets them; they run here, one at a time.
 step "tests that restart services (serial)"
 cargo nextest run --workspace --locked --no-fail-fast --run-ignored only --test-threads 1 "$@"
+
+# The image's runtime constraints (uid 10001, read-only root filesystem, no
+# capabilities) with the binaries just built, through a real job.
+# Skipped when arguments select a subset of the tests.
+if [ $# -eq 0 ]; then
+  step "a real job under the container's constraints (scripts/deploy/container-smoke.sh)"
+  scripts/deploy/container-smoke.sh
+fi

@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# A real job through the API, a worker and beat running under the constraints the image
+# and the Kubernetes manifests put on them, with no container engine: uid/gid 10001, a
+# read-only root filesystem with only the work directory and a fresh /tmp writable, no
+# capabilities, no new privileges. Each binary gets a mount namespace of its own
+# (unshare) and drops to that user (setpriv). scripts/demo.sh then drives the job:
+# scan, select, clean, download, push, and a clone of the pushed result.
+#
+# Its own database, RabbitMQ vhost, bucket and ports (18000, 19100, 19101), so it runs
+# beside scripts/up.sh. Needs root (namespaces, setpriv). Run by scripts/test.sh;
+# DG_SMOKE_PROFILE=release uses release binaries.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/deployguard/target}
+PROFILE=${DG_SMOKE_PROFILE:-debug}
+NAME=deployguard_smoke
+VHOST=deployguard-smoke
+BUCKET=deployguard-smoke
+S3_STATE=${DG_STATE_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/deployguard}/s3
+# World-traversable (uid 10001 runs the binaries from here) and outside /tmp, which
+# each sandbox replaces with an empty one.
+RUN=/var/tmp/deployguard-container-smoke
+UID_GID=10001
+
+fail() { printf 'container-smoke: %s\n' "$*" >&2; exit 1; }
+step() { printf -- '-- %s\n' "$*"; }
+[ "$(id -u)" -eq 0 ] || fail "needs root (mount namespaces, setpriv)"
+command -v unshare >/dev/null && command -v setpriv >/dev/null || fail "needs util-linux"
+
+psql_admin() {
+  PGOPTIONS='-c client_min_messages=warning' runuser -u postgres -- \
+    psql -q -v ON_ERROR_STOP=1 -d postgres "$@"
+}
+reset_state() {
+  psql_admin -c "DROP DATABASE IF EXISTS $NAME WITH (FORCE)" >/dev/null
+  rabbitmqctl -q delete_vhost "$VHOST" >/dev/null 2>&1 || true
+  rm -rf "${S3_STATE:?}/$BUCKET"
+}
+
+pids=()
+cleanup() {
+  local status=$?
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  if [ "$status" -ne 0 ] && [ -d "$RUN" ]; then
+    for log in "$RUN"/*.log; do printf '\n--- %s (last lines)\n' "$log"; tail -n 15 "$log"; done
+  fi
+  reset_state || true
+  rm -rf "$RUN"
+}
+trap cleanup EXIT
+
+step "binaries ($PROFILE)"
+if [ "$PROFILE" = release ]; then
+  cargo build --release --locked --workspace --bins
+else
+  cargo build --locked --workspace --bins
+fi
+rm -rf "$RUN"
+mkdir -p "$RUN/bin" "$RUN/work" "$RUN/home"
+for bin in deployguard-api deployguard-worker deployguard-beat deployguard-demo-services; do
+  cp "$CARGO_TARGET_DIR/$PROFILE/$bin" "$RUN/bin/"
+done
+chmod 755 "$RUN" "$RUN/bin" "$RUN/home"
+chown "$UID_GID:$UID_GID" "$RUN/work"
+chmod 700 "$RUN/work"
+
+step "a database, vhost and bucket of its own"
+reset_state
+psql_admin -c "CREATE DATABASE $NAME OWNER ${DG_PG_USER:-deployguard}" >/dev/null
+rabbitmqctl -q add_vhost "$VHOST" >/dev/null
+rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
+
+# The demo's git server and credential service stand for the outside world: unconfined.
+"$RUN/bin/deployguard-demo-services" "$RUN/demo-services" >>"$RUN/demo-services.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 50); do [ -s "$RUN/demo-services" ] && break; sleep 0.1; done
+[ -s "$RUN/demo-services" ] || fail "the demo services did not start"
+# shellcheck disable=SC1091
+. "$RUN/demo-services"
+
+cat >"$RUN/env" <<ENV
+export DATABASE_URL=postgresql://${DG_PG_USER:-deployguard}:${DG_PG_PASSWORD:-deployguard}@127.0.0.1:5432/$NAME
+export AMQP_URL=amqp://guest:guest@127.0.0.1:5672/$VHOST
+export S3_ENDPOINT_URL=http://127.0.0.1:${DG_S3_PORT:-9000}
+export S3_ACCESS_KEY=${DG_S3_ACCESS_KEY:-deployguard-dev}
+export S3_SECRET_KEY=${DG_S3_SECRET_KEY:-deployguard-dev-secret}
+export S3_BUCKET=$BUCKET
+export S3_CREATE_BUCKET=true
+export API_ADDR=127.0.0.1:18000
+export WORKER_METRICS_ADDR=127.0.0.1:19100
+export BEAT_METRICS_ADDR=127.0.0.1:19101
+export LOG_FORMAT=json
+export AUTH_SERVICE_URL=$DEMO_AUTH_SERVICE_URL
+export URL_ALLOWLIST=127.0.0.0/8
+export ALLOW_HTTP_URLS=true
+export WORK_DIR=$RUN/work
+export HOME=$RUN/home
+export SECRET_HASH_KEY=$(openssl rand -base64 48 | tr -d '\n')
+export REPORT_KEYS=k1:$(openssl rand -base64 32)
+ENV
+# shellcheck disable=SC1091
+. "$RUN/env"
+
+# Inside a new mount namespace: keep the work directory writable, make everything else
+# read-only, give /tmp an empty tmpfs, then become uid 10001 with no capabilities.
+cat >"$RUN/sandbox.sh" <<'SANDBOX'
+set -euo pipefail
+mount --make-rprivate /
+mount --bind "$WORK_DIR" "$WORK_DIR"
+mount -o remount,bind,ro /
+mount -t tmpfs -o mode=1777,size=256m tmpfs /tmp
+exec setpriv --reuid "$SANDBOX_UID" --regid "$SANDBOX_UID" --clear-groups \
+  --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"
+SANDBOX
+
+step "api, worker and beat as uid $UID_GID on a read-only root filesystem"
+start() { # name binary [args]
+  local name=$1; shift
+  SANDBOX_UID=$UID_GID unshare --mount -- bash "$RUN/sandbox.sh" "$RUN/bin/$@" \
+    >>"$RUN/$name.log" 2>&1 &
+  pids+=($!)
+  eval "${name}_pid=$!"
+}
+start api deployguard-api serve
+start worker deployguard-worker
+start beat deployguard-beat
+
+wait_ready() { # what url pid
+  for _ in $(seq 1 240); do
+    curl -fsS -m 2 "$2" >/dev/null 2>&1 && return 0
+    kill -0 "$3" 2>/dev/null || fail "$1 exited"
+    sleep 0.5
+  done
+  fail "$1 not ready: $2"
+}
+# shellcheck disable=SC2154 # set by start
+{
+  wait_ready api http://127.0.0.1:18000/api/v2/health/ready "$api_pid"
+  wait_ready worker http://127.0.0.1:19100/health/ready "$worker_pid"
+  wait_ready beat http://127.0.0.1:19101/health/ready "$beat_pid"
+  for name in api worker beat; do
+    pid_var=${name}_pid
+    pid=${!pid_var}
+    [ "$(stat -c %u "/proc/$pid")" = "$UID_GID" ] || fail "$name does not run as uid $UID_GID"
+    grep -q '^CapEff:[[:space:]]*0*$' "/proc/$pid/status" || fail "$name holds capabilities"
+    awk '$5 == "/" { print $6 }' "/proc/$pid/mountinfo" | grep -q '^ro' ||
+      fail "$name's root filesystem is writable"
+  done
+}
+echo "   each runs as uid $UID_GID, no capabilities, root filesystem read-only"
+
+step "a real job end to end (scripts/demo.sh)"
+DG_RUN_DIR=$RUN scripts/demo.sh
+
+step "SIGTERM: each stops cleanly"
+for name in api worker beat; do
+  pid_var=${name}_pid
+  pid=${!pid_var}
+  kill -TERM "$pid"
+  code=0
+  wait "$pid" || code=$?
+  [ "$code" -eq 0 ] || fail "$name exited $code after SIGTERM"
+done
+find "$RUN/work" -mindepth 1 -maxdepth 1 | grep -q . && echo "   work dir left: $(ls "$RUN/work")"
+echo "container constraints: ok"
