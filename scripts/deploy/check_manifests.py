@@ -125,6 +125,9 @@ def check_refs(path, external):
         if kind in ("HorizontalPodAutoscaler", "ScaledObject"):
             target = spec["scaleTargetRef"]
             need(target.get("kind", "Deployment"), target["name"], name_of(doc))
+        if kind == "TriggerAuthentication":
+            for ref in spec.get("secretTargetRef", []):
+                need("Secret", ref["name"], name_of(doc))
         if kind == "Ingress":
             for rule in spec.get("rules", []):
                 for p in rule.get("http", {}).get("paths", []):

@@ -18,9 +18,6 @@ NAME=deployguard_smoke
 VHOST=deployguard-smoke
 BUCKET=deployguard-smoke
 S3_STATE=${DG_STATE_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/deployguard}/s3
-# World-traversable (uid 10001 runs the binaries from here) and outside /tmp, which
-# each sandbox replaces with an empty one.
-RUN=/var/tmp/deployguard-container-smoke
 UID_GID=10001
 
 fail() { printf 'container-smoke: %s\n' "$*" >&2; exit 1; }
@@ -52,6 +49,9 @@ cleanup() {
   reset_state || true
   rm -rf "$RUN"
 }
+# Outside /tmp, which each sandbox replaces with an empty one; made traversable below,
+# as uid 10001 runs the binaries from here.
+RUN=$(mktemp -d /var/tmp/deployguard-container-smoke.XXXXXX)
 trap cleanup EXIT
 
 step "binaries ($PROFILE)"
@@ -60,14 +60,15 @@ if [ "$PROFILE" = release ]; then
 else
   cargo build --locked --workspace --bins
 fi
-rm -rf "$RUN"
 mkdir -p "$RUN/bin" "$RUN/work" "$RUN/home"
 for bin in deployguard-api deployguard-worker deployguard-beat deployguard-demo-services; do
   cp "$CARGO_TARGET_DIR/$PROFILE/$bin" "$RUN/bin/"
 done
-chmod 755 "$RUN" "$RUN/bin" "$RUN/home"
-chown "$UID_GID:$UID_GID" "$RUN/work"
-chmod 700 "$RUN/work"
+chmod 755 "$RUN" "$RUN/bin"
+# As in the image: the user owns its home and the work directory; only the second is
+# on a writable filesystem.
+chown "$UID_GID:$UID_GID" "$RUN/work" "$RUN/home"
+chmod 700 "$RUN/work" "$RUN/home"
 
 step "a database, vhost and bucket of its own"
 reset_state
@@ -103,16 +104,24 @@ export HOME=$RUN/home
 export SECRET_HASH_KEY=$(openssl rand -base64 48 | tr -d '\n')
 export REPORT_KEYS=k1:$(openssl rand -base64 32)
 ENV
+chmod 600 "$RUN/env"
 # shellcheck disable=SC1091
 . "$RUN/env"
 
-# Inside a new mount namespace: keep the work directory writable, make everything else
-# read-only, give /tmp an empty tmpfs, then become uid 10001 with no capabilities.
+# Inside a new mount namespace: keep the work directory writable, make every other
+# filesystem read-only (as a container's: /proc, /sys and /dev aside), give /tmp an
+# empty tmpfs, then become uid 10001 with no capabilities.
 cat >"$RUN/sandbox.sh" <<'SANDBOX'
 set -euo pipefail
 mount --make-rprivate /
 mount --bind "$WORK_DIR" "$WORK_DIR"
-mount -o remount,bind,ro /
+findmnt -rn -o TARGET | while read -r target; do
+  target=$(printf '%b' "$target") # findmnt escapes blanks as \x20
+  case $target in
+    /proc|/proc/*|/sys|/sys/*|/dev|/dev/*|"$WORK_DIR") continue ;;
+  esac
+  mount -o remount,bind,ro "$target"
+done
 mount -t tmpfs -o mode=1777,size=256m tmpfs /tmp
 exec setpriv --reuid "$SANDBOX_UID" --regid "$SANDBOX_UID" --clear-groups \
   --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"
@@ -152,7 +161,14 @@ wait_ready() { # what url pid
       fail "$name's root filesystem is writable"
   done
 }
-echo "   each runs as uid $UID_GID, no capabilities, root filesystem read-only"
+# What the binaries could write besides: nothing but WORK_DIR and /tmp.
+probe() { SANDBOX_UID=$UID_GID unshare --mount -- bash "$RUN/sandbox.sh" sh -c "$1" 2>/dev/null; }
+for dir in "$HOME" /var/tmp /etc; do
+  ! probe "touch '$dir/.probe'" || fail "a sandboxed process can write to $dir"
+done
+probe "touch /tmp/.probe && touch '$WORK_DIR/.probe' && rm '$WORK_DIR/.probe'" ||
+  fail "a sandboxed process cannot write to /tmp and WORK_DIR"
+echo "   each runs as uid $UID_GID, no capabilities; only WORK_DIR and /tmp are writable"
 
 step "a real job end to end (scripts/demo.sh)"
 DG_RUN_DIR=$RUN scripts/demo.sh

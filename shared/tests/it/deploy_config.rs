@@ -300,6 +300,7 @@ fn kubernetes_configmaps_with_a_filled_secret_are_a_configuration_every_binary_a
         ("AMQP_URL", "amqps://dg:pw@mq.example.com:5671/%2f"),
         ("S3_ACCESS_KEY", "access"),
         ("S3_SECRET_KEY", "secret"),
+        ("JWT_HS256_SECRET", "0123456789abcdef0123456789abcdef"),
         ("SECRET_HASH_KEY", "0123456789abcdef0123456789abcdef0123"),
         (
             "REPORT_KEYS",
@@ -329,4 +330,70 @@ fn kubernetes_configmaps_with_a_filled_secret_are_a_configuration_every_binary_a
     let secs = |name: &str| configmap[name].parse::<u64>().unwrap();
     assert!(secs("WORKER_SHUTDOWN_GRACE_SECS") > secs("TASK_SOFT_TIME_LIMIT_SECS"));
     assert!(grace > secs("WORKER_SHUTDOWN_GRACE_SECS"));
+}
+
+#[test]
+fn service_binaries_read_the_environment_only_through_the_loaders_observed_here() {
+    // The loaders read_by_binaries() runs; a binary calling another would escape it.
+    let observed = [
+        "Config",
+        "ApiConfig",
+        "LogConfig",
+        "DatabaseConfig",
+        "WorkerConfig",
+        "BeatConfig",
+    ];
+    // Set by the platform, not configuration: the pod or host name, and git's own
+    // variable for the CLI's --staged scan.
+    let not_settings = ["HOSTNAME", "GIT_INDEX_FILE"];
+    let mut loaders = BTreeSet::new();
+    for dir in ["api/src", "worker/src", "beat/src", "shared/src"] {
+        for path in rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir)) {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (at, _) in text.match_indices("::from_env()") {
+                let name = text[..at]
+                    .rsplit(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                    .next()
+                    .unwrap();
+                if name != "Self" {
+                    loaders.insert(name.to_owned());
+                }
+            }
+            if path.ends_with("config.rs") {
+                continue;
+            }
+            for (at, _) in text.match_indices("env::var") {
+                let call = &text[at..text.len().min(at + 60)];
+                assert!(
+                    not_settings
+                        .iter()
+                        .any(|v| call.contains(&format!("\"{v}\""))),
+                    "{}: reads the environment outside config.rs: {call:?}",
+                    path.display()
+                );
+            }
+        }
+    }
+    let unobserved: Vec<_> = loaders
+        .iter()
+        .filter(|l| !observed.contains(&l.as_str()))
+        .collect();
+    assert!(
+        unobserved.is_empty(),
+        "loaders the drift tests do not run: {unobserved:?}"
+    );
+    assert!(loaders.contains("WorkerConfig") && loaders.contains("BeatConfig"));
+}
+
+fn rust_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
 }
