@@ -9,6 +9,10 @@
 # Its own database, RabbitMQ vhost, bucket and ports (18000, 19100, 19101), so it runs
 # beside scripts/up.sh. Needs root (namespaces, setpriv). Run by scripts/test.sh;
 # DG_SMOKE_PROFILE=release uses release binaries.
+#
+# DG_SMOKE_IMAGE=IMAGE runs the three from that image instead, with podman and the
+# options a careful `docker run` would use (--read-only, --cap-drop ALL,
+# no-new-privileges, the image's own user), on the host network.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -19,6 +23,7 @@ VHOST=deployguard-smoke
 BUCKET=deployguard-smoke
 S3_STATE=${DG_STATE_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/deployguard}/s3
 UID_GID=10001
+IMAGE=${DG_SMOKE_IMAGE:-}
 
 fail() { printf 'container-smoke: %s\n' "$*" >&2; exit 1; }
 step() { printf -- '-- %s\n' "$*"; }
@@ -38,6 +43,10 @@ reset_state() {
 pids=()
 cleanup() {
   local status=$?
+  # A killed `podman run` leaves its container running: remove them by name.
+  if [ -n "$IMAGE" ]; then
+    for name in api worker beat; do podman rm -f -t 10 "dg-smoke-$name-$$" >/dev/null 2>&1 || true; done
+  fi
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -69,6 +78,10 @@ chmod 755 "$RUN" "$RUN/bin"
 # on a writable filesystem.
 chown "$UID_GID:$UID_GID" "$RUN/work" "$RUN/home"
 chmod 700 "$RUN/work" "$RUN/home"
+
+for port in 18000 19100 19101; do
+  ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || fail "port $port is taken"
+done
 
 step "a database, vhost and bucket of its own"
 reset_state
@@ -127,11 +140,26 @@ exec setpriv --reuid "$SANDBOX_UID" --regid "$SANDBOX_UID" --clear-groups \
   --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"
 SANDBOX
 
-step "api, worker and beat as uid $UID_GID on a read-only root filesystem"
+# The image mode's container options; its WORK_DIR and HOME are the image's.
+grep -v -E '^export (WORK_DIR|HOME)=' "$RUN/env" | sed 's/^export //' >"$RUN/env.list"
+chmod 600 "$RUN/env.list"
+container() { # name command...
+  local name=$1; shift
+  podman run --rm --name "$name" --network host --read-only --read-only-tmpfs=false \
+    --tmpfs /tmp:rw,size=256m \
+    --cap-drop ALL --security-opt no-new-privileges --env-file "$RUN/env.list" \
+    -v "$RUN/work:/work" "$IMAGE" "$@"
+}
+
+step "api, worker and beat as uid $UID_GID on a read-only root filesystem${IMAGE:+ (image $IMAGE)}"
 start() { # name binary [args]
   local name=$1; shift
-  SANDBOX_UID=$UID_GID unshare --mount -- bash "$RUN/sandbox.sh" "$RUN/bin/$@" \
-    >>"$RUN/$name.log" 2>&1 &
+  if [ -n "$IMAGE" ]; then
+    container "dg-smoke-$name-$$" "$@" >>"$RUN/$name.log" 2>&1 &
+  else
+    SANDBOX_UID=$UID_GID unshare --mount -- bash "$RUN/sandbox.sh" "$RUN/bin/$@" \
+      >>"$RUN/$name.log" 2>&1 &
+  fi
   pids+=($!)
   eval "${name}_pid=$!"
 }
@@ -155,6 +183,8 @@ wait_ready() { # what url pid
   for name in api worker beat; do
     pid_var=${name}_pid
     pid=${!pid_var}
+    # In the image, the container's first process (tini, which runs the binary).
+    [ -z "$IMAGE" ] || pid=$(podman inspect -f '{{.State.Pid}}' "dg-smoke-$name-$$")
     [ "$(stat -c %u "/proc/$pid")" = "$UID_GID" ] || fail "$name does not run as uid $UID_GID"
     grep -q '^CapEff:[[:space:]]*0*$' "/proc/$pid/status" || fail "$name holds capabilities"
     awk '$5 == "/" { print $6 }' "/proc/$pid/mountinfo" | grep -q '^ro' ||
@@ -162,11 +192,19 @@ wait_ready() { # what url pid
   done
 }
 # What the binaries could write besides: nothing but WORK_DIR and /tmp.
-probe() { SANDBOX_UID=$UID_GID unshare --mount -- bash "$RUN/sandbox.sh" sh -c "$1" 2>/dev/null; }
-for dir in "$HOME" /var/tmp /etc; do
+if [ -n "$IMAGE" ]; then
+  probe() { container "dg-smoke-probe-$$" sh -c "$1" >/dev/null 2>&1; }
+  home=/home/deployguard
+  work_dir=/work
+else
+  probe() { SANDBOX_UID=$UID_GID unshare --mount -- bash "$RUN/sandbox.sh" sh -c "$1" 2>/dev/null; }
+  home=$HOME
+  work_dir=$WORK_DIR
+fi
+for dir in "$home" /var/tmp /etc; do
   ! probe "touch '$dir/.probe'" || fail "a sandboxed process can write to $dir"
 done
-probe "touch /tmp/.probe && touch '$WORK_DIR/.probe' && rm '$WORK_DIR/.probe'" ||
+probe "touch /tmp/.probe && touch '$work_dir/.probe' && rm '$work_dir/.probe'" ||
   fail "a sandboxed process cannot write to /tmp and WORK_DIR"
 echo "   each runs as uid $UID_GID, no capabilities; only WORK_DIR and /tmp are writable"
 
@@ -177,7 +215,12 @@ step "SIGTERM: each stops cleanly"
 for name in api worker beat; do
   pid_var=${name}_pid
   pid=${!pid_var}
-  kill -TERM "$pid"
+  if [ -n "$IMAGE" ]; then
+    # As `docker stop` does: SIGTERM to the container's tini, which passes it on.
+    podman stop -t 30 "dg-smoke-$name-$$" >/dev/null
+  else
+    kill -TERM "$pid"
+  fi
   code=0
   wait "$pid" || code=$?
   [ "$code" -eq 0 ] || fail "$name exited $code after SIGTERM"
