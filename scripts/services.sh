@@ -8,6 +8,7 @@
 #   scripts/services.sh stop-s3  stop the S3 server this script started
 #   scripts/services.sh sweep-tests  drop test databases/vhosts/buckets left by killed tests
 #   scripts/services.sh deploy-tools install the checkers of the deployment files
+#   scripts/services.sh image-tools  install podman and debootstrap (image-check.sh)
 #
 # Settings (environment):
 #   DG_PG_USER / DG_PG_PASSWORD / DG_PG_DB  role and database created for DeployGuard
@@ -110,6 +111,12 @@ ensure_deploy_tools() {
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "${DEPLOY_TOOLS[@]}"
   printf '%s' "$stamp" >"$venv/.tools"
+}
+
+# What scripts/deploy/image-check.sh builds and runs the image with: podman (runc, as
+# this machine's cgroups need) and debootstrap for the base images' stand-ins.
+ensure_image_tools() {
+  apt_install podman runc debootstrap
 }
 
 # --- PostgreSQL ------------------------------------------------------------------------
@@ -222,9 +229,10 @@ case "${1:-start}" in
     ;;
   status) status ;;
   deploy-tools) ensure_deploy_tools ;;
+  image-tools) ensure_image_tools ;;
   sweep-tests) sweep_tests ;;
   stop-s3)
     if [ -f "$DG_STATE_DIR/s3s-fs.pid" ]; then kill "$(cat "$DG_STATE_DIR/s3s-fs.pid")" 2>/dev/null || true; rm -f "$DG_STATE_DIR/s3s-fs.pid"; fi
     ;;
-  *) die "usage: $0 [start|status|stop-s3|sweep-tests|deploy-tools]" ;;
+  *) die "usage: $0 [start|status|stop-s3|sweep-tests|deploy-tools|image-tools]" ;;
 esac

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The README's test command: on a fresh Debian machine it installs and starts whatever
-# is missing (services, cargo-nextest, the deployment checkers), then runs formatting,
-# lints, the deployment-file checks and every test against real PostgreSQL, RabbitMQ and
-# S3. Extra arguments go to `cargo nextest run`.
+# is missing (services, cargo-nextest, the deployment checkers, podman), then runs
+# formatting, lints, the deployment-file checks and every test against real PostgreSQL,
+# RabbitMQ and S3, then a real job under the container's constraints and through the
+# image the Dockerfile builds. Extra arguments go to `cargo nextest run` (and skip the
+# last two).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,4 +47,8 @@ cargo nextest run --workspace --locked --no-fail-fast --run-ignored only --test-
 if [ $# -eq 0 ]; then
   step "a real job under the container's constraints (scripts/deploy/container-smoke.sh)"
   scripts/deploy/container-smoke.sh
+  # The Dockerfile itself, built with podman (unoptimised, to keep CI short), and the
+  # same job through the image it makes.
+  step "the image: built from the Dockerfile, a real job through it (scripts/deploy/image-check.sh)"
+  DG_IMAGE_PROFILE=dev scripts/deploy/image-check.sh
 fi
