@@ -89,7 +89,7 @@ start=$(date +%s)
 podman build --network host --layers=false --force-rm --build-arg "CARGO_PROFILE=$PROFILE" \
   -t "$TAG" . >"$STATE/build.log" 2>&1 || { tail -n 40 "$STATE/build.log"; fail "the image does not build"; }
 podman image prune -f >/dev/null
-echo "   built in $(($(date +%s) - start)) s; our layers: $(podman history --format '{{.Size}}' "$TAG" | head -n 12 | grep -v '^0 B' | paste -sd' ')"
+echo "   built in $(($(date +%s) - start)) s; layers: $(podman history --format '{{.Size}}' "$TAG" | head -n 12 | grep -v '^0 B' | paste -sd' ')"
 for bin in deployguard-api deployguard-worker deployguard-beat deployguard; do
   podman run --rm "$TAG" "$bin" --version >/dev/null || fail "$bin does not run in the image"
 done
