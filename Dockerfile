@@ -30,11 +30,15 @@ COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --profile "${CARGO_PROFILE}" --locked --recipe-path recipe.json \
     --bin deployguard-api --bin deployguard-worker --bin deployguard-beat --bin deployguard
 COPY . .
-# Cargo puts the dev profile's output in target/debug, every other in target/<profile>.
+# Cargo puts the dev and test profiles' output in target/debug, bench's in
+# target/release, any other's in target/<profile>.
 RUN cargo build --profile "${CARGO_PROFILE}" --locked \
     --bin deployguard-api --bin deployguard-worker --bin deployguard-beat --bin deployguard \
-    && out="target/${CARGO_PROFILE}" \
-    && if [ "${CARGO_PROFILE}" = dev ]; then out=target/debug; fi \
+    && case "${CARGO_PROFILE}" in \
+         dev|test) out=target/debug ;; \
+         bench) out=target/release ;; \
+         *) out="target/${CARGO_PROFILE}" ;; \
+       esac \
     && mkdir -p /out \
     && cp "${out}/deployguard-api" "${out}/deployguard-worker" \
           "${out}/deployguard-beat" "${out}/deployguard" /out/
@@ -59,9 +63,9 @@ WORKDIR /home/deployguard
 USER 10001:10001
 # 8000: REST API; 9100: worker metrics and probes; 9101: beat metrics and probes.
 EXPOSE 8000 9100 9101
-# Each role answers on its own port: whichever runs here must answer. Compose and
-# Kubernetes set their own probe per role.
+# Each role answers on its own port (API_ADDR, WORKER_METRICS_ADDR, BEAT_METRICS_ADDR):
+# whichever runs here must answer. Compose and Kubernetes set their own probe per role.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["sh", "-c", "curl -fsS -m 1 http://127.0.0.1:8000/api/v2/health || curl -fsS -m 1 http://127.0.0.1:9100/health || curl -fsS -m 1 http://127.0.0.1:9101/health"]
+    CMD ["sh", "-c", "a=${API_ADDR:-:8000} w=${WORKER_METRICS_ADDR:-:9100} b=${BEAT_METRICS_ADDR:-:9101}; curl -fsS -m 1 http://127.0.0.1:${a##*:}/api/v2/health || curl -fsS -m 1 http://127.0.0.1:${w##*:}/health || curl -fsS -m 1 http://127.0.0.1:${b##*:}/health"]
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["deployguard-api"]

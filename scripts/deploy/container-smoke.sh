@@ -12,7 +12,10 @@
 #
 # DG_SMOKE_IMAGE=IMAGE runs the three from that image instead, with podman and the
 # options a careful `docker run` would use (--read-only, --cap-drop ALL,
-# no-new-privileges, the image's own user), on the host network.
+# no-new-privileges, the image's own user), on the host network. scripts/deploy/
+# image-check.sh sets it, with the podman settings (CONTAINERS_CONF) this machine needs.
+#
+# One run at a time (a lock); a run starts by sweeping what a killed one left behind.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -40,13 +43,24 @@ reset_state() {
   rm -rf "${S3_STATE:?}/$BUCKET"
 }
 
+# Containers carry this label, so a later run finds those a killed run left running.
+LABEL=deployguard-container-smoke
+remove_containers() {
+  command -v podman >/dev/null || return 0
+  podman ps -aq --filter "label=$LABEL" | xargs -r podman rm -f -t 10 >/dev/null 2>&1 || true
+}
+
+exec 9>/var/tmp/deployguard-container-smoke.lock
+flock -w 900 9 || fail "another run holds /var/tmp/deployguard-container-smoke.lock"
+# What a killed run left: containers, run directories, its database, vhost and bucket.
+remove_containers
+rm -rf /var/tmp/deployguard-container-smoke.*/
+reset_state
+
 pids=()
 cleanup() {
   local status=$?
-  # A killed `podman run` leaves its container running: remove them by name.
-  if [ -n "$IMAGE" ]; then
-    for name in api worker beat; do podman rm -f -t 10 "dg-smoke-$name-$$" >/dev/null 2>&1 || true; done
-  fi
+  [ -z "$IMAGE" ] || remove_containers
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -145,7 +159,9 @@ grep -v -E '^export (WORK_DIR|HOME)=' "$RUN/env" | sed 's/^export //' >"$RUN/env
 chmod 600 "$RUN/env.list"
 container() { # name command...
   local name=$1; shift
-  podman run --rm --name "$name" --network host --read-only --read-only-tmpfs=false \
+  # The image's HEALTHCHECK is run by hand below: podman's timer for it needs systemd.
+  podman run --label "$LABEL" --name "$name" --network host --read-only --read-only-tmpfs=false \
+    --no-healthcheck \
     --tmpfs /tmp:rw,size=256m \
     --cap-drop ALL --security-opt no-new-privileges --env-file "$RUN/env.list" \
     -v "$RUN/work:/work" "$IMAGE" "$@"
@@ -186,14 +202,34 @@ wait_ready() { # what url pid
     # In the image, the container's first process (tini, which runs the binary).
     [ -z "$IMAGE" ] || pid=$(podman inspect -f '{{.State.Pid}}' "dg-smoke-$name-$$")
     [ "$(stat -c %u "/proc/$pid")" = "$UID_GID" ] || fail "$name does not run as uid $UID_GID"
-    grep -q '^CapEff:[[:space:]]*0*$' "/proc/$pid/status" || fail "$name holds capabilities"
+    # No capability even in the bounding set (--cap-drop ALL), no new privileges.
+    grep -q '^CapBnd:[[:space:]]*0*$' "/proc/$pid/status" || fail "$name may hold capabilities"
+    grep -q '^NoNewPrivs:[[:space:]]*1$' "/proc/$pid/status" || fail "$name may gain privileges"
     awk '$5 == "/" { print $6 }' "/proc/$pid/mountinfo" | grep -q '^ro' ||
       fail "$name's root filesystem is writable"
   done
 }
+# The image's own HEALTHCHECK passes in every role, run as Docker runs it (exec).
+if [ -n "$IMAGE" ]; then
+  podman image inspect -f '{{json .Config.Healthcheck.Test}}' "$IMAGE" | python3 -c '
+import json, sys
+test = json.load(sys.stdin)
+assert test and test[0] == "CMD", f"HEALTHCHECK {test!r} is not in exec form"
+sys.stdout.write("\0".join(test[1:]))' >"$RUN/healthcheck" || fail "the image has no HEALTHCHECK"
+  for name in api worker beat; do
+    xargs -0 podman exec "dg-smoke-$name-$$" <"$RUN/healthcheck" >/dev/null ||
+      fail "the image's HEALTHCHECK fails for $name"
+  done
+  echo "   the image's HEALTHCHECK passes for api, worker and beat"
+fi
 # What the binaries could write besides: nothing but WORK_DIR and /tmp.
 if [ -n "$IMAGE" ]; then
-  probe() { container "dg-smoke-probe-$$" sh -c "$1" >/dev/null 2>&1; }
+  probe() {
+    local code=0
+    container "dg-smoke-probe-$$" sh -c "$1" >/dev/null 2>&1 || code=$?
+    podman rm -f "dg-smoke-probe-$$" >/dev/null 2>&1 || true
+    return "$code"
+  }
   home=/home/deployguard
   work_dir=/work
 else
@@ -201,7 +237,8 @@ else
   home=$HOME
   work_dir=$WORK_DIR
 fi
-for dir in "$home" /var/tmp /etc; do
+# Both are writable for uid 10001 but for the read-only filesystem.
+for dir in "$home" /var/tmp; do
   ! probe "touch '$dir/.probe'" || fail "a sandboxed process can write to $dir"
 done
 probe "touch /tmp/.probe && touch '$work_dir/.probe' && rm '$work_dir/.probe'" ||
@@ -215,14 +252,17 @@ step "SIGTERM: each stops cleanly"
 for name in api worker beat; do
   pid_var=${name}_pid
   pid=${!pid_var}
+  code=0
   if [ -n "$IMAGE" ]; then
     # As `docker stop` does: SIGTERM to the container's tini, which passes it on.
     podman stop -t 30 "dg-smoke-$name-$$" >/dev/null
+    code=$(podman inspect -f '{{.State.ExitCode}}' "dg-smoke-$name-$$")
+    podman rm "dg-smoke-$name-$$" >/dev/null
+    wait "$pid" || true
   else
     kill -TERM "$pid"
+    wait "$pid" || code=$?
   fi
-  code=0
-  wait "$pid" || code=$?
   [ "$code" -eq 0 ] || fail "$name exited $code after SIGTERM"
 done
 find "$RUN/work" -mindepth 1 -maxdepth 1 | grep -q . && echo "   work dir left: $(ls "$RUN/work")"

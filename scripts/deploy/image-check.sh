@@ -13,9 +13,11 @@
 # and locales), so image sizes measured here overstate the real ones.
 #
 #   scripts/deploy/image-check.sh                     release build, as users build it
-#   DG_IMAGE_PROFILE=dev scripts/deploy/image-check.sh   unoptimised (scripts/test.sh)
+#   DG_IMAGE_PROFILE=dev scripts/deploy/image-check.sh   unoptimised (scripts/test.sh,
+#                                                        which so never builds release)
 #
-# Needs root. On a machine that can pull, `docker build .` is the same check.
+# Needs root; one run at a time (a lock). On a machine that can pull, `docker build .`
+# is the same check.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -32,6 +34,8 @@ step() { printf -- '-- %s\n' "$*"; }
 
 scripts/services.sh image-tools
 mkdir -p "$STATE"
+exec 8>"$STATE/lock"
+flock -w 1800 8 || fail "another run holds $STATE/lock"
 # runc and cgroupfs work where crun refuses this kernel's hybrid cgroups; containers
 # get the limits this shell may grant (podman's defaults are above them).
 cat >"$STATE/containers.conf" <<CONF
@@ -43,35 +47,43 @@ cgroup_manager = "cgroupfs"
 CONF
 export CONTAINERS_CONF=$STATE/containers.conf
 
-if ! podman image exists "$SLIM"; then
-  step "stand-in for $SLIM (debootstrap)"
-  rm -rf "$STATE/trixie"
-  debootstrap --variant=minbase trixie "$STATE/trixie" "$MIRROR" >"$STATE/debootstrap.log" ||
-    { tail -n 20 "$STATE/debootstrap.log"; fail "debootstrap failed"; }
-  tar -C "$STATE/trixie" -c . | podman import -q - "$SLIM" >/dev/null
-fi
+# Rust 1.95 as the Dockerfile names it, whatever rustup's default is.
+toolchain=$(rustup run 1.95.0 rustc --print sysroot 2>/dev/null || rustc --print sysroot)
+[ "$toolchain" != /usr ] && [ -x "$toolchain/bin/cargo" ] && [ -x "$toolchain/bin/rustc" ] ||
+  fail "no Rust toolchain directory with cargo and rustc 1.95 (found $toolchain)"
+rustc_version=$("$toolchain/bin/rustc" --version)
+case $rustc_version in "rustc 1.95."*) ;; *) fail "the Rust toolchain here is $rustc_version, not 1.95" ;; esac
 
-if ! podman image exists "$RUST"; then
-  step "stand-in for $RUST (gcc, libc6-dev and this machine's Rust 1.95)"
-  toolchain=$(rustc --print sysroot)
-  "$toolchain/bin/rustc" --version | grep -q '^rustc 1\.95\.' || fail "the Rust toolchain here is not 1.95"
-  root=$STATE/rust-root
-  rm -rf "$root"
-  cp -a "$STATE/trixie" "$root"
+root=$STATE/root
+drop_root() { # unmounts what a killed debootstrap or chroot left mounted, then removes
+  findmnt -rn -o TARGET | grep "^$root/" | sort -r | xargs -r -n1 umount -l || true
+  rm -rf --one-file-system "$root"
+}
+# Both stand-ins are made together, and again whenever what they are made of changes;
+# the stamp is written last, so a half-made pair is remade.
+stamp="stand-ins 1; $rustc_version; extra CAs: $(ls /usr/local/share/ca-certificates 2>/dev/null | paste -sd' ')"
+if [ "$(cat "$STATE/stand-ins" 2>/dev/null)" != "$stamp" ] ||
+  ! podman image exists "$SLIM" || ! podman image exists "$RUST"; then
+  step "stand-ins for $SLIM (debootstrap) and $RUST (+ gcc, libc6-dev, $rustc_version)"
+  rm -f "$STATE/stand-ins"
+  drop_root
+  trap drop_root EXIT
+  debootstrap --variant=minbase trixie "$root" "$MIRROR" >"$STATE/debootstrap.log" 2>&1 ||
+    { tail -n 20 "$STATE/debootstrap.log"; fail "debootstrap failed"; }
+  tar -C "$root" -c . | podman import -q - "$SLIM" >/dev/null
+
   cp /etc/resolv.conf "$root/etc/resolv.conf"
   mount -t proc proc "$root/proc"
-  trap 'umount "$root/proc" 2>/dev/null || true' EXIT
   chroot "$root" sh -c 'apt-get update -qq &&
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      ca-certificates gcc libc6-dev >/dev/null && rm -rf /var/lib/apt/lists/*'
+      ca-certificates gcc libc6-dev >/dev/null 2>&1 && rm -rf /var/lib/apt/lists/*'
   # A machine that reaches crates.io through a proxy with its own certificate
   # authority trusts it here too; the runtime image is left as the Dockerfile makes it.
   if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
     cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
-    chroot "$root" update-ca-certificates >/dev/null
+    chroot "$root" update-ca-certificates >/dev/null 2>&1
   fi
   umount "$root/proc"
-  trap - EXIT
   mkdir -p "$root/usr/local/rust" "$root/usr/local/cargo/bin"
   cp -a "$toolchain/bin" "$toolchain/lib" "$root/usr/local/rust/"
   for bin in cargo rustc rustdoc; do ln -s "/usr/local/rust/bin/$bin" "$root/usr/local/cargo/bin/$bin"; done
@@ -79,21 +91,27 @@ if ! podman image exists "$RUST"; then
     --change 'ENV PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV CARGO_HOME=/usr/local/cargo' --change 'ENV RUSTUP_HOME=/usr/local/rustup' \
     - "$RUST" >/dev/null
-  rm -rf "$root"
+  drop_root
+  trap - EXIT
+  printf '%s' "$stamp" >"$STATE/stand-ins"
 fi
 
 step "podman build (CARGO_PROFILE=$PROFILE)"
 start=$(date +%s)
-# No layer cache: each builder stage holds gigabytes of build output, and a cache kept
-# across runs would fill the disk. Leftovers of earlier builds go too.
-podman build --network host --layers=false --force-rm --build-arg "CARGO_PROFILE=$PROFILE" \
-  -t "$TAG" . >"$STATE/build.log" 2>&1 || { tail -n 40 "$STATE/build.log"; fail "the image does not build"; }
-podman image prune -f >/dev/null
-echo "   built in $(($(date +%s) - start)) s; layers: $(podman history --format '{{.Size}}' "$TAG" | head -n 12 | grep -v '^0 B' | paste -sd' ')"
+previous=$(podman image inspect -f '{{.Id}}' "$TAG" 2>/dev/null || true)
+# Docker's image format keeps HEALTHCHECK (OCI has no field for it). No layer cache:
+# each builder stage holds gigabytes of build output, and kept across runs it would
+# fill the disk.
+podman build --format docker --network host --layers=false --force-rm \
+  --build-arg "CARGO_PROFILE=$PROFILE" -t "$TAG" . >"$STATE/build.log" 2>&1 ||
+  { tail -n 40 "$STATE/build.log"; fail "the image does not build"; }
+current=$(podman image inspect -f '{{.Id}}' "$TAG")
+if [ -n "$previous" ] && [ "$previous" != "$current" ]; then podman rmi "$previous" >/dev/null 2>&1 || true; fi
+echo "   built in $(($(date +%s) - start)) s; layers: $(podman history --format '{{.Size}}' "$TAG" | grep -v '^0 B' | paste -sd' ')"
 for bin in deployguard-api deployguard-worker deployguard-beat deployguard; do
-  podman run --rm "$TAG" "$bin" --version >/dev/null || fail "$bin does not run in the image"
+  podman run --rm --no-healthcheck --network none "$TAG" "$bin" --version >/dev/null || fail "$bin does not run in the image"
 done
-[ "$(podman run --rm "$TAG" id -u)" = 10001 ] || fail "the image does not run as uid 10001"
+[ "$(podman run --rm --no-healthcheck --network none "$TAG" id -u)" = 10001 ] || fail "the image does not run as uid 10001"
 
 DG_SMOKE_IMAGE=$TAG scripts/deploy/container-smoke.sh
 echo "image: ok"
