@@ -52,8 +52,10 @@ remove_containers() {
 
 exec 9>/var/tmp/deployguard-container-smoke.lock
 flock -w 900 9 || fail "another run holds /var/tmp/deployguard-container-smoke.lock"
-# What a killed run left: containers, run directories, its database, vhost and bucket.
+# What a killed run left: containers, processes, run directories, its database, vhost
+# and bucket. (Nothing started below inherits the lock's descriptor: `9>&-`.)
 remove_containers
+pkill -KILL -f '/var/tmp/deployguard-container-smoke\.[^/]*/bin/' || true
 rm -rf /var/tmp/deployguard-container-smoke.*/
 reset_state
 
@@ -104,7 +106,7 @@ rabbitmqctl -q add_vhost "$VHOST" >/dev/null
 rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
 
 # The demo's git server and credential service stand for the outside world: unconfined.
-"$RUN/bin/deployguard-demo-services" "$RUN/demo-services" >>"$RUN/demo-services.log" 2>&1 &
+"$RUN/bin/deployguard-demo-services" "$RUN/demo-services" >>"$RUN/demo-services.log" 2>&1 9>&- &
 pids+=($!)
 for _ in $(seq 1 50); do [ -s "$RUN/demo-services" ] && break; sleep 0.1; done
 [ -s "$RUN/demo-services" ] || fail "the demo services did not start"
@@ -171,10 +173,10 @@ step "api, worker and beat as uid $UID_GID on a read-only root filesystem${IMAGE
 start() { # name binary [args]
   local name=$1; shift
   if [ -n "$IMAGE" ]; then
-    container "dg-smoke-$name-$$" "$@" >>"$RUN/$name.log" 2>&1 &
+    container "dg-smoke-$name-$$" "$@" >>"$RUN/$name.log" 2>&1 9>&- &
   else
     SANDBOX_UID=$UID_GID unshare --mount -- bash "$RUN/sandbox.sh" "$RUN/bin/$@" \
-      >>"$RUN/$name.log" 2>&1 &
+      >>"$RUN/$name.log" 2>&1 9>&- &
   fi
   pids+=($!)
   eval "${name}_pid=$!"

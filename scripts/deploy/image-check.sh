@@ -113,5 +113,5 @@ for bin in deployguard-api deployguard-worker deployguard-beat deployguard; do
 done
 [ "$(podman run --rm --no-healthcheck --network none "$TAG" id -u)" = 10001 ] || fail "the image does not run as uid 10001"
 
-DG_SMOKE_IMAGE=$TAG scripts/deploy/container-smoke.sh
+DG_SMOKE_IMAGE=$TAG scripts/deploy/container-smoke.sh 8>&-
 echo "image: ok"
