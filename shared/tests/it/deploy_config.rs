@@ -270,6 +270,19 @@ fn dockerfile_sets_only_variables_the_binaries_read() {
     assert!(unknown.is_empty(), "read by no binary: {unknown:?}");
 }
 
+/// Compose's nested `${NAME:-default}` with nothing set: each becomes its default.
+fn resolve_defaults(value: &str) -> String {
+    let mut value = value.to_owned();
+    while let Some(start) = value.rfind("${") {
+        let end = start + value[start..].find('}').expect("closed interpolation");
+        let inner = &value[start + 2..end];
+        let (_, default) = inner.split_once(":-").expect("${NAME:-default}");
+        let default = default.to_owned();
+        value.replace_range(start..=end, &default);
+    }
+    value
+}
+
 #[test]
 fn compose_defaults_are_a_configuration_every_binary_accepts() {
     let compose = yaml_block(
@@ -283,8 +296,12 @@ fn compose_defaults_are_a_configuration_every_binary_accepts() {
             .strip_prefix(&format!("${{{name}:-"))
             .and_then(|rest| rest.strip_suffix('}'))
             .unwrap_or_else(|| panic!("{name}: {value:?} is not ${{{name}:-default}}"));
-        defaults.insert(name.clone(), default.to_owned());
+        defaults.insert(name.clone(), resolve_defaults(default));
     }
+    assert_eq!(
+        defaults["DATABASE_URL"],
+        "postgresql://deployguard:deployguard-dev@postgres:5432/deployguard"
+    );
     every_binary_accepts(&defaults).unwrap();
 }
 
