@@ -30,9 +30,6 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "deployment files (k8s/, docker-compose.api.yaml, Dockerfile)"
-scripts/check-deploy.sh
-
 step "tests"
 cargo nextest run --workspace --locked --no-fail-fast "$@"
 
@@ -40,6 +37,10 @@ cargo nextest run --workspace --locked --no-fail-fast "$@"
 # pass above never meets them; they run here, one at a time.
 step "tests that restart services (serial)"
 cargo nextest run --workspace --locked --no-fail-fast --run-ignored only --test-threads 1 "$@"
+
+# After the tests, which built the CLI it scans them with.
+step "deployment files (k8s/, docker-compose.api.yaml, Dockerfile)"
+scripts/check-deploy.sh
 
 # The image's runtime constraints (uid 10001, read-only root filesystem, no
 # capabilities) with the binaries just built, through a real job.
