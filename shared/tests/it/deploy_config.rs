@@ -168,18 +168,19 @@ fn difference(a: &BTreeSet<String>, b: &BTreeSet<String>) -> Vec<String> {
     a.difference(b).cloned().collect()
 }
 
+/// `place` names exactly the variables the binaries read.
+fn assert_names_what_is_read(read: &BTreeSet<String>, named: &BTreeSet<String>, place: &str) {
+    assert_eq!(
+        (difference(read, named), difference(named, read)),
+        (vec![], vec![]),
+        "(read but not in {place}, in {place} but read by no binary)"
+    );
+}
+
 #[test]
 fn readme_configuration_table_documents_exactly_what_the_binaries_read() {
     let read = read_by_binaries();
-    let documented = readme_table();
-    assert_eq!(
-        (
-            difference(&read, &documented),
-            difference(&documented, &read)
-        ),
-        (vec![], vec![]),
-        "(read but not in the README's table, in the table but read by no binary)"
-    );
+    assert_names_what_is_read(&read, &readme_table(), "the README's table");
 }
 
 #[test]
@@ -189,11 +190,7 @@ fn compose_sets_every_variable_the_binaries_read_and_no_other() {
         &repo_file("docker-compose.api.yaml"),
         "x-deployguard-env: &deployguard-env",
     );
-    assert_eq!(
-        (difference(&read, &compose), difference(&compose, &read)),
-        (vec![], vec![]),
-        "(read but not set in compose, set in compose but read by no binary)"
-    );
+    assert_names_what_is_read(&read, &compose, "compose");
 }
 
 #[test]
@@ -216,14 +213,7 @@ fn kubernetes_configmap_and_secret_carry_every_variable_and_credentials_only_in_
         .cloned()
         .collect();
     let deployed: BTreeSet<String> = configmap.union(&secret).cloned().collect();
-    assert_eq!(
-        (
-            difference(&expected, &deployed),
-            difference(&deployed, &expected)
-        ),
-        (vec![], vec![]),
-        "(read but not in the ConfigMap or Secret, in them but read by no binary)"
-    );
+    assert_names_what_is_read(&expected, &deployed, "the ConfigMap or Secret");
 }
 
 #[test]

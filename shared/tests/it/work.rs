@@ -20,14 +20,6 @@ async fn pending_job(env: &TestEnv, task_id: Option<Uuid>) -> Uuid {
     id
 }
 
-async fn status(env: &TestEnv, id: Uuid) -> String {
-    sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
-        .bind(id)
-        .fetch_one(&env.db)
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn only_the_message_a_job_was_queued_with_begins_its_work() {
     let env = TestEnv::new().await;
@@ -42,7 +34,7 @@ async fn only_the_message_a_job_was_queued_with_begins_its_work() {
         skipped.is_none(),
         "a superseded copy must not start the job"
     );
-    assert_eq!(status(&env, job).await, "pending");
+    assert_eq!(env.job_status(job).await, "pending");
 
     let started = work::begin(&env.db, job, scan, "cloning", current)
         .await

@@ -36,14 +36,6 @@ async fn job(env: &TestEnv, status: &str, expires: &str) -> Uuid {
     id
 }
 
-async fn status(env: &TestEnv, id: Uuid) -> String {
-    sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
-        .bind(id)
-        .fetch_one(&env.db)
-        .await
-        .unwrap()
-}
-
 /// Stores the objects a job has after its scan.
 async fn store(env: &TestEnv, id: &str) -> Vec<String> {
     let keys = vec![
@@ -100,9 +92,9 @@ async fn expiry_expires_exactly_the_jobs_past_their_time_and_deletes_their_objec
     assert_eq!(result["expired"], 3, "{result}");
     assert_eq!(result["objects_deleted"], 9, "{result}");
     for id in [waiting, busy, failed] {
-        assert_eq!(status(&env, id).await, "expired");
+        assert_eq!(env.job_status(id).await, "expired");
     }
-    assert_eq!(status(&env, live).await, "awaiting_selection");
+    assert_eq!(env.job_status(live).await, "awaiting_selection");
     assert_eq!(all_keys(&env).await, {
         let mut keys = live_keys.clone();
         keys.sort();
@@ -177,8 +169,8 @@ async fn storage_cleanup_deletes_exactly_the_objects_no_live_job_owns() {
     kept.sort();
     assert_eq!(all_keys(&env).await, kept);
     // The jobs themselves are untouched.
-    assert_eq!(status(&env, live).await, "cleaned");
-    assert_eq!(status(&env, cancelled).await, "cancelled");
+    assert_eq!(env.job_status(live).await, "cleaned");
+    assert_eq!(env.job_status(cancelled).await, "cancelled");
 
     let again = run(&env, &worker, STORAGE_CLEANUP_TASK).await;
     assert_eq!(again["objects_deleted"], 0, "{again}");
@@ -222,7 +214,7 @@ async fn a_run_fired_by_beat_is_carried_out_and_its_outcome_recorded() {
     })
     .await;
     assert!(recorded, "{}", worker.log());
-    assert_eq!(status(&env, expired).await, "expired");
+    assert_eq!(env.job_status(expired).await, "expired");
     let published_at: Vec<Option<chrono::DateTime<chrono::Utc>>> =
         sqlx::query_scalar("SELECT published_at FROM beat_runs")
             .fetch_all(&env.db)
