@@ -115,7 +115,7 @@ import hashlib, hmac, json, os, struct, sys
 planted_path, scanned_path, secrets_path, expr_path, values_path, replacement = sys.argv[1:]
 
 def fingerprint(rule, value):
-    # HashKey::builtin().fingerprint (shared/src/scan/report.rs): HMAC-SHA-256 over
+    # HashKey::builtin().fingerprint (engine/src/scan/report.rs): HMAC-SHA-256 over
     # length-prefixed parts, first 16 bytes in hex.
     mac = hmac.new(b"deployguard fingerprint key v1", digestmod=hashlib.sha256)
     for part in (b"fingerprint", rule.encode(), value.encode()):

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use deployguard::config::ApiConfig;
-use deployguard::git::remote::{RemoteKind, RemoteUrl, UrlPolicy};
 use deployguard::net::{AddressError, check_url};
+use deployguard_engine::git::remote::{RemoteKind, RemoteUrl, UrlPolicy};
 
 use crate::error::ApiError;
 

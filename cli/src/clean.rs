@@ -8,12 +8,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use deployguard::clean::{
+use deployguard_engine::clean::{
     self, ArchiveFormat, CleanProgress, CleanReport, CleanRun, DEFAULT_REPLACEMENT, Phase, Select,
     Selection,
 };
-use deployguard::git::remote::{self, Credentials, PushOptions, PushReport, RemoteUrl, UrlPolicy};
-use deployguard::github;
+use deployguard_engine::git::remote::{
+    self, Credentials, PushOptions, PushReport, RemoteUrl, UrlPolicy,
+};
+#[cfg(feature = "github")]
+use deployguard_engine::github;
 
 #[derive(Args, Debug)]
 pub(crate) struct CleanArgs {
@@ -429,7 +432,7 @@ fn push_command(args: &PushArgs) -> Result<PushReport, PushFailure> {
     // A bundle is unpacked into a temporary bare repository first.
     let _unpacked;
     let repo: PathBuf = if args.path.is_file() {
-        if deployguard::git::bundle_format(&args.path).is_none() {
+        if deployguard_engine::git::bundle_format(&args.path).is_none() {
             return Err(plain(format!(
                 "{}: not a git bundle or repository",
                 args.path.display()
@@ -440,11 +443,11 @@ fn push_command(args: &PushArgs) -> Result<PushReport, PushFailure> {
             .tempdir()
             .map_err(|e| plain(format!("temporary directory: {e}")))?;
         let repo = dir.path().join("repo.git");
-        deployguard::git::bundle::unbundle(&args.path, None, &repo)
+        deployguard_engine::git::bundle::unbundle(&args.path, None, &repo)
             .map_err(|e| plain(e.to_string()))?;
         _unpacked = dir;
         repo
-    } else if deployguard::git::is_repository(&args.path) {
+    } else if deployguard_engine::git::is_repository(&args.path) {
         args.path.clone()
     } else {
         return Err(plain(format!(
@@ -471,6 +474,20 @@ fn push_command(args: &PushArgs) -> Result<PushReport, PushFailure> {
     }
 }
 
+#[cfg(not(feature = "github"))]
+fn ensure_github_repository(
+    _args: &PushArgs,
+    _target: &RemoteUrl,
+    _credentials: Option<&Credentials>,
+) -> Result<(), String> {
+    Err(
+        "this deployguard was built without GitHub support (cargo feature `github`): \
+         create the repository yourself and push with --platform generic"
+            .into(),
+    )
+}
+
+#[cfg(feature = "github")]
 fn ensure_github_repository(
     args: &PushArgs,
     target: &RemoteUrl,

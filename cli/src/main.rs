@@ -6,7 +6,7 @@ mod scan;
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use deployguard::scan::{RuleSet, rules};
+use deployguard_engine::scan::{RuleSet, rules};
 
 /// Find leaked secrets in a git repository's whole history, remove the ones you choose
 /// by rewriting history, and push the cleaned repository.

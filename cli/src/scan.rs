@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use deployguard::scan::{self, Progress, Revisions, ScanRun, Scanner, Settings, Target, settings};
+use deployguard_engine::scan::{
+    self, Progress, Revisions, ScanRun, Scanner, Settings, Target, settings,
+};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub(crate) enum Format {

@@ -391,7 +391,7 @@ pub struct WorkerConfig {
     pub allow_http_urls: bool,
     /// `SECRET_HASH_KEY` (at least 32 characters) and `SECRET_HASH_KEY_ID`: the key of
     /// the keyed hash stored with each secret.
-    pub hash_key: crate::scan::HashKey,
+    pub hash_key: deployguard_engine::scan::HashKey,
     /// `REPORT_KEYS`: `id:base64-of-32-bytes` entries, comma-separated; the first one
     /// encrypts new scan reports, every one can decrypt (keys rotate).
     pub report_keys: crate::crypto::KeyRing,
@@ -559,7 +559,7 @@ fn url_allowlist(src: &impl Source) -> Result<crate::net::AllowList, ConfigError
         .map_err(|why| ConfigError::malformed("URL_ALLOWLIST", why))
 }
 
-fn hash_key(src: &impl Source) -> Result<crate::scan::HashKey, ConfigError> {
+fn hash_key(src: &impl Source) -> Result<deployguard_engine::scan::HashKey, ConfigError> {
     let Some(key) = src.get("SECRET_HASH_KEY") else {
         return Err(ConfigError::missing(
             "SECRET_HASH_KEY",
@@ -583,7 +583,7 @@ fn hash_key(src: &impl Source) -> Result<crate::scan::HashKey, ConfigError> {
             "must be up to 64 letters, digits, '-', '_' or '.'",
         ));
     }
-    Ok(crate::scan::HashKey::new(id, key.into_bytes()))
+    Ok(deployguard_engine::scan::HashKey::new(id, key.into_bytes()))
 }
 
 /// Logging: `LOG_LEVEL` (a level such as `INFO`, or filter directives such as

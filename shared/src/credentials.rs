@@ -7,7 +7,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use url::Url;
 
-use crate::git::remote::Credentials;
+use deployguard_engine::git::remote::Credentials;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialError {

@@ -1,18 +1,16 @@
-//! DeployGuard's library: the domain model, configuration and every adapter and engine.
-//! The binaries (`api`, `worker`, `beat`, `cli`) only wire these to their transport.
+//! DeployGuard's service library: jobs and their records, the task queue, object
+//! storage, the database, telemetry, network policy and credentials. The engines (scan,
+//! clean, git) are the `deployguard-engine` crate; the service binaries (`api`,
+//! `worker`, `beat`) wire both to their transport.
 
-pub mod clean;
 pub mod config;
 pub mod credentials;
 pub mod crypto;
 pub mod db;
-pub mod git;
-pub mod github;
 pub mod health;
 pub mod jobs;
 pub mod net;
 pub mod queue;
-pub mod scan;
 pub mod service;
 pub mod shutdown;
 pub mod storage;

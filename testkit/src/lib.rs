@@ -7,12 +7,14 @@
 //! - [`TestRepo`]: a real repository built commit by commit, with deterministic dates.
 //! - [`FakeCredentialService`], [`FakeGitHub`]: the two third-party SaaS APIs.
 
+#[cfg(feature = "services")]
 mod env;
 mod fakes;
 mod git_repo;
 mod git_server;
 mod proxy;
 
+#[cfg(feature = "services")]
 pub use env::{Services, TestEnv};
 pub use fakes::{CredentialRequest, FakeCredentialService, FakeGitHub, FakeRepository};
 pub use git_repo::{TestRepo, git_in};

@@ -35,8 +35,8 @@ async fn credential_service_answers_only_the_owner() {
 async fn github_fake_speaks_octocrab() {
     let fake = FakeGitHub::start("ghp-test-token", "octo").await;
     fake.set_clone_base("http://127.0.0.1:1");
-    let gh =
-        deployguard::github::client(&fake.url(), &SecretString::from("ghp-test-token")).unwrap();
+    let gh = deployguard_engine::github::client(&fake.url(), &SecretString::from("ghp-test-token"))
+        .unwrap();
 
     let me = gh.current().user().await.unwrap();
     assert_eq!(me.login, "octo");
@@ -68,7 +68,8 @@ async fn github_fake_speaks_octocrab() {
         "creating an existing repository must fail"
     );
 
-    let intruder = deployguard::github::client(&fake.url(), &SecretString::from("wrong")).unwrap();
+    let intruder =
+        deployguard_engine::github::client(&fake.url(), &SecretString::from("wrong")).unwrap();
     assert!(intruder.current().user().await.is_err());
     assert_eq!(
         fake.requests(),

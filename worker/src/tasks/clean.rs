@@ -6,11 +6,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use deployguard::clean::{
+use deployguard::jobs::{Job, JobStatus, work};
+use deployguard_engine::clean::{
     self, ArchiveFormat, CleanError, CleanProgress, CleanRun, DEFAULT_REPLACEMENT, Phase, Selection,
 };
-use deployguard::jobs::{Job, JobStatus, work};
-use deployguard::scan::Report;
+use deployguard_engine::scan::Report;
 use serde_json::json;
 
 use super::{Services, database, io, joined, storage};

@@ -15,14 +15,14 @@ use std::time::Duration;
 
 use deployguard::config::WorkerConfig;
 use deployguard::credentials::{CredentialError, CredentialService};
-use deployguard::git;
-use deployguard::git::remote::{Credentials, RemoteUrl, UrlPolicy};
 use deployguard::jobs::{
     CLEAN_TASK, CLEANUP_EXPIRED_TASK, Job, JobStatus, PUSH_TASK, REQUEUE_STUCK_TASK, SCAN_TASK,
     STORAGE_CLEANUP_TASK, work,
 };
 use deployguard::net::{AddressError, check_url};
 use deployguard::storage::{Storage, StorageError};
+use deployguard_engine::git;
+use deployguard_engine::git::remote::{Credentials, RemoteUrl, UrlPolicy};
 use serde_json::json;
 use uuid::Uuid;
 

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use deployguard::git::remote;
-use deployguard::github;
 use deployguard::jobs::{Job, JobStatus, work};
+use deployguard_engine::git::remote;
+use deployguard_engine::github;
 use secrecy::ExposeSecret;
 use serde_json::json;
 

@@ -5,10 +5,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use deployguard::git::{self, remote};
 use deployguard::jobs::work::{self, FoundSecret, ScanOutcome};
 use deployguard::jobs::{Job, JobStatus};
-use deployguard::scan::{self, Progress, Report, Revisions, ScanRun, Scanner, Settings, Target};
+use deployguard_engine::git::{self, remote};
+use deployguard_engine::scan::{
+    self, Progress, Report, Revisions, ScanRun, Scanner, Settings, Target,
+};
 use serde_json::json;
 
 use super::{Services, database, io, joined, storage};

@@ -6,10 +6,10 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
-use deployguard::clean::{
+use deployguard_engine::clean::{
     self, ArchiveFormat, CleanError, CleanReport, CleanRun, Select, Selection,
 };
-use deployguard::scan::{Revisions, ScanRun, Scanner, Settings, Target};
+use deployguard_engine::scan::{Revisions, ScanRun, Scanner, Settings, Target};
 use deployguard_testkit::{TestRepo, git_in as git};
 
 const GITHUB: &str = "ghp_GPFbD22W7cEq1vCZbSpadtSYtPSdN5T5IA4B";
@@ -655,8 +655,8 @@ fn packed_repository(format: &str, ref_deltas: bool) -> tempfile::TempDir {
 
 #[test]
 fn the_pack_reader_yields_every_object_once_with_content_matching_its_id() {
-    use deployguard::git::objects::ObjectFormat;
-    use deployguard::git::pack::ObjectStore;
+    use deployguard_engine::git::objects::ObjectFormat;
+    use deployguard_engine::git::pack::ObjectStore;
     for (name, format, ref_deltas) in [
         ("sha1", ObjectFormat::Sha1, false),
         ("sha1", ObjectFormat::Sha1, true),
@@ -687,7 +687,7 @@ fn the_pack_reader_yields_every_object_once_with_content_matching_its_id() {
                 dir.path(),
                 2,
                 |oid, kind, data| (oid, format.hash(kind, data)),
-                |(oid, hashed)| -> Result<(), deployguard::git::GitError> {
+                |(oid, hashed)| -> Result<(), deployguard_engine::git::GitError> {
                     assert_eq!(
                         oid, hashed,
                         "{name}: content of {oid} does not hash to its id"

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::AtomicBool;
 
-use deployguard::scan::{
+use deployguard_engine::scan::{
     OccurrenceKind, Report, Revisions, ScanError, ScanRun, Scanner, Secret, Settings, SkipReason,
     Target,
 };

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use deployguard::clean::{self, CleanRun, Selection};
-use deployguard::git::remote::{
+use deployguard_engine::clean::{self, CleanRun, Selection};
+use deployguard_engine::git::remote::{
     self, Credentials, PushError, PushOptions, PushReport, RefOutcome, RemoteUrl, UrlPolicy,
 };
 use deployguard_testkit::{GitServer, TestRepo, git_in};

@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use deployguard::clean::{self, CleanRun, Selection};
-use deployguard::git::bundle::{self, Header};
-use deployguard::git::objects::ObjectFormat;
+use deployguard_engine::clean::{self, CleanRun, Selection};
+use deployguard_engine::git::bundle::{self, Header};
+use deployguard_engine::git::objects::ObjectFormat;
 use deployguard_testkit::{TestRepo, git_in as git};
 
 fn text(dir: &Path, args: &[&str]) -> String {
