@@ -12,7 +12,7 @@
 #     (DeployGuard's own scanner, `deployguard scan --no-git`).
 # Before trusting a pass, each checker is shown a broken file and must reject it.
 # scripts/test.sh runs this; the drift test (environment variables against the
-# binaries) is a Rust test: shared/tests/it/deploy_config.rs.
+# binaries) is a Rust test: worker/tests/it/deploy_config.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -49,7 +49,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
         &state.db,
         &state.broker,
         &state.storage,
-        state.config.readiness_timeout,
+        state.api.readiness_timeout,
     )
     .await;
     let message = services.describe_down();

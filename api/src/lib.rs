@@ -11,8 +11,6 @@ use axum::http::{HeaderName, Method, StatusCode};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use deployguard::Config;
-use deployguard::config::{ApiConfig, CorsOrigins};
 use deployguard::queue::{Broker, Publisher};
 use deployguard::storage::Storage;
 use sqlx::PgPool;
@@ -31,9 +29,11 @@ pub mod jobs;
 pub mod metrics;
 mod middleware;
 pub mod openapi;
+pub mod settings;
 mod validate;
 
 use error::ApiError;
+use settings::{ApiConfig, CorsOrigins, Settings};
 
 /// What every handler may use; one reference count to clone (each layer and extractor
 /// takes its own copy, per request).
@@ -49,7 +49,6 @@ impl std::ops::Deref for AppState {
 }
 
 pub struct AppInner {
-    pub config: Arc<Config>,
     pub api: Arc<ApiConfig>,
     pub db: PgPool,
     pub broker: Arc<Broker>,
@@ -61,17 +60,16 @@ pub struct AppInner {
 
 impl AppState {
     /// Builds the clients; no connection is opened yet.
-    pub fn new(config: Config, api: ApiConfig) -> anyhow::Result<Self> {
-        let broker = Arc::new(Broker::new(&config.broker, "deployguard-api"));
+    pub fn new(settings: &Settings) -> anyhow::Result<Self> {
+        let broker = Arc::new(Broker::new(&settings.broker, "deployguard-api"));
         Ok(Self(Arc::new(AppInner {
-            db: deployguard::db::pool(&config.database)?,
+            db: deployguard::db::pool(&settings.database)?,
             publisher: Arc::new(Publisher::new(Arc::clone(&broker))),
             broker,
-            storage: Storage::new(&config.storage),
+            storage: Storage::new(&settings.storage),
             metrics: Arc::new(metrics::Metrics::new()),
-            auth: Arc::new(auth::Authenticator::new(&api.auth)?),
-            config: Arc::new(config),
-            api: Arc::new(api),
+            auth: Arc::new(auth::Authenticator::new(&settings.api.auth)?),
+            api: Arc::new(settings.api.clone()),
         })))
     }
 }
@@ -170,7 +168,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.api.max_request_bytes))
         .layer(from_fn_with_state(state.clone(), metrics::track))
         .layer(from_fn_with_state(state.clone(), auth::origin));
-    if let Some(cors) = cors(&state.config.cors_origins) {
+    if let Some(cors) = cors(&state.api.cors_origins) {
         router = router.layer(cors);
     }
     router.with_state(state)
@@ -213,8 +211,8 @@ fn spawn_background(
             secret,
             retry_base: state.api.callback_retry_base,
             max_attempts: state.api.callback_max_attempts,
-            allow: state.api.url_allowlist.clone(),
-            allow_http: state.api.allow_http_urls,
+            allow: state.api.outbound.allowlist.clone(),
+            allow_http: state.api.outbound.allow_http,
             timeout: Duration::from_secs(10),
         };
         tasks.push(tokio::spawn(deployguard::jobs::callbacks::run(

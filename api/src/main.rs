@@ -1,8 +1,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use deployguard::config::{self, ApiConfig, Config, DatabaseConfig, LogConfig};
-use deployguard::{db, service, telemetry};
+use deployguard::{db, env, service, telemetry};
+use deployguard_api::settings::{AuthConfig, MigrateSettings, Settings};
 
 const PROGRAM: &str = "deployguard-api";
 
@@ -25,28 +25,28 @@ enum Command {
 fn main() -> ExitCode {
     match Args::parse().command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            let api = config::or_exit(PROGRAM, ApiConfig::from_env());
-            service::main(PROGRAM, move |config| serve(config, api))
+            let settings = env::or_exit(PROGRAM, Settings::from_env());
+            service::main(PROGRAM, settings, serve)
         }
         Command::Migrate => {
-            telemetry::init(&config::or_exit(PROGRAM, LogConfig::from_env()));
-            let database = config::or_exit(PROGRAM, DatabaseConfig::from_env());
+            let settings = env::or_exit(PROGRAM, MigrateSettings::from_env());
+            telemetry::init(&settings.log);
             service::run(PROGRAM, async move {
-                Ok(db::migrate_and_report(&database).await?)
+                Ok(db::migrate_and_report(&settings.database).await?)
             })
         }
     }
 }
 
-async fn serve(config: Config, api: ApiConfig) -> anyhow::Result<()> {
-    if matches!(api.auth, config::AuthConfig::Gateway { token: None }) {
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    if matches!(settings.api.auth, AuthConfig::Gateway { token: None }) {
         tracing::warn!(
             "AUTH_MODE=gateway without GATEWAY_TOKEN: any client that reaches this port can \
              claim any identity; expose the API only through the gateway, or set GATEWAY_TOKEN"
         );
     }
-    let state = deployguard_api::AppState::new(config, api)?;
-    if state.config.storage.create_bucket {
+    let state = deployguard_api::AppState::new(&settings)?;
+    if settings.storage.create_bucket {
         state.storage.ensure_bucket().await?;
     }
     // The API answers 503 for broker work while RabbitMQ is away, so the topology is
@@ -57,7 +57,7 @@ async fn serve(config: Config, api: ApiConfig) -> anyhow::Result<()> {
             tracing::error!(error = %err, "broker topology conflict; tasks cannot be published");
         }
     });
-    let addr = state.config.api_addr;
+    let addr = settings.api.addr;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (API_ADDR): {e}"))?;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use deployguard::config::ApiConfig;
+use crate::settings::ApiConfig;
 use deployguard::net::{AddressError, check_url};
 use deployguard_engine::git::remote::{RemoteKind, RemoteUrl, UrlPolicy};
 
@@ -21,7 +21,7 @@ pub async fn repository_url(api: &ApiConfig, field: &str, raw: &str) -> Result<S
         )));
     }
     let policy = UrlPolicy {
-        allow_http: api.allow_http_urls,
+        allow_http: api.outbound.allow_http,
         allow_ssh: false,
         allow_local: false,
     };
@@ -74,7 +74,7 @@ pub async fn callback_url(api: &ApiConfig, raw: &str) -> Result<String, ApiError
     })?;
     match url.scheme() {
         "https" => {}
-        "http" if api.allow_http_urls => {}
+        "http" if api.outbound.allow_http => {}
         _ => {
             return Err(ApiError::new(
                 axum::http::StatusCode::BAD_REQUEST,
@@ -107,7 +107,7 @@ async fn reachable(api: &ApiConfig, field: &str, url: &str) -> Result<(), ApiErr
             format!("{field}: {e}"),
         )
     })?;
-    check_url(&parsed, &api.url_allowlist, RESOLVE_TIMEOUT)
+    check_url(&parsed, &api.outbound.allowlist, RESOLVE_TIMEOUT)
         .await
         .map(drop)
         .map_err(|e| {

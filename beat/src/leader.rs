@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use deployguard::config::{DatabaseConfig, Schedule};
+use deployguard::db::DatabaseConfig;
+
+use crate::settings::Schedule;
 use deployguard::queue::Publisher;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::Notify;

@@ -15,3 +15,4 @@
 pub mod fire;
 pub mod leader;
 pub mod metrics;
+pub mod settings;

@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use deployguard::config::BeatConfig;
 use deployguard::queue::{self, Broker, Publisher};
-use deployguard::{Config, config, service, shutdown};
+use deployguard::{env, service, shutdown};
 use deployguard_beat::leader::Scheduler;
 use deployguard_beat::metrics::{self, Metrics};
+use deployguard_beat::settings::Settings;
 use tokio::sync::Notify;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
@@ -22,18 +22,24 @@ struct Args {}
 
 fn main() -> ExitCode {
     Args::parse();
-    let beat = config::or_exit(PROGRAM, BeatConfig::from_env());
-    service::main(PROGRAM, move |config| run(config, beat))
+    let settings = env::or_exit(PROGRAM, Settings::from_env());
+    service::main(PROGRAM, settings, run)
 }
 
-async fn run(config: Config, beat: BeatConfig) -> anyhow::Result<()> {
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let Settings {
+        database,
+        broker: broker_config,
+        beat,
+        ..
+    } = settings;
     // Beat publishes to the default queue: its topology must exist (and match).
-    let broker = Arc::new(Broker::new(&config.broker, PROGRAM));
+    let broker = Arc::new(Broker::new(&broker_config, PROGRAM));
     tokio::select! {
         declared = queue::declare_when_reachable(&broker) => declared?,
         () = shutdown::signal() => return Ok(()),
     }
-    let db = deployguard::db::pool(&config.database)?;
+    let db = deployguard::db::pool(&database)?;
     let metrics = Arc::new(Metrics::new());
     let addr = metrics::serve(
         beat.metrics_addr,
@@ -67,7 +73,7 @@ async fn run(config: Config, beat: BeatConfig) -> anyhow::Result<()> {
     );
     let scheduler = Scheduler {
         db,
-        lock_db: config.database.clone(),
+        lock_db: database,
         publisher: Publisher::new(Arc::clone(&broker)),
         schedules: beat.schedules,
         instance,

@@ -5,14 +5,70 @@
 //! connection, so several replicas starting at once apply each migration exactly once;
 //! if the process dies mid-way the session ends and PostgreSQL releases the lock.
 
+use std::fmt;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 
-use crate::config::DatabaseConfig;
+use crate::env::{self, ConfigError, Source};
+
+/// PostgreSQL: `DATABASE_URL` (required), `DATABASE_MAX_CONNECTIONS` and
+/// `RUN_MIGRATIONS` (whether a binary migrates when it starts).
+#[derive(Clone)]
+pub struct DatabaseConfig {
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub run_migrations: bool,
+}
+
+impl DatabaseConfig {
+    pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
+        const VAR: &str = "DATABASE_URL";
+        let raw = src.get(VAR).ok_or_else(|| {
+            ConfigError::missing(VAR, "postgresql://user:password@host:5432/deployguard")
+        })?;
+        let url = env::secret_url(VAR, &raw, &["postgres", "postgresql"])?;
+        if url.host_str().is_none_or(str::is_empty) && !url.query_pairs().any(|(k, _)| k == "host")
+        {
+            return Err(ConfigError::malformed(VAR, "the URL names no host"));
+        }
+        let max_connections = env::parse_or(
+            src,
+            "DATABASE_MAX_CONNECTIONS",
+            Some(10u32),
+            "a positive number",
+        )?;
+        if max_connections == 0 {
+            return Err(ConfigError::malformed(
+                "DATABASE_MAX_CONNECTIONS",
+                "must be at least 1",
+            ));
+        }
+        Ok(Self {
+            url: SecretString::from(raw),
+            max_connections,
+            run_migrations: env::parse_bool(src, "RUN_MIGRATIONS", true)?,
+        })
+    }
+
+    /// The URL with its password masked, for log lines.
+    pub fn display_url(&self) -> String {
+        env::redact_url(self.url.expose_secret())
+    }
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &self.display_url())
+            .field("max_connections", &self.max_connections)
+            .field("run_migrations", &self.run_migrations)
+            .finish()
+    }
+}
 
 /// The advisory-lock key of schema migrations (`'deployguard:migrate'` as a number).
 pub const MIGRATION_LOCK_KEY: i64 = 0x6467_5f6d_6967_7261;
@@ -117,12 +173,12 @@ pub async fn ping(pool: &PgPool) -> Result<(), DbError> {
 }
 
 /// What a service binary does at start: apply migrations unless disabled.
-pub async fn migrate_at_start(config: &crate::Config) -> Result<(), DbError> {
+pub async fn migrate_at_start(config: &DatabaseConfig) -> Result<(), DbError> {
     if !config.run_migrations {
         tracing::info!("RUN_MIGRATIONS=false: not migrating");
         return Ok(());
     }
-    migrate_and_report(&config.database).await
+    migrate_and_report(config).await
 }
 
 /// Migrates, waiting up to a minute for PostgreSQL to come up, and logs the version.
@@ -130,4 +186,46 @@ pub async fn migrate_and_report(config: &DatabaseConfig) -> Result<(), DbError> 
     let version = migrate(config, Duration::from_secs(60)).await?;
     tracing::info!(version, "database schema is up to date");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn the_url_is_required_and_never_echoed() {
+        let err = DatabaseConfig::from_source(&HashMap::<&str, &str>::new()).unwrap_err();
+        assert_eq!(err.var, "DATABASE_URL");
+        assert!(err.to_string().starts_with("DATABASE_URL is not set"));
+        for bad in ["mysql://root:hunter2-db@db/x", "hunter2-db not a url"] {
+            let env = HashMap::from([("DATABASE_URL", bad)]);
+            let msg = DatabaseConfig::from_source(&env).unwrap_err().to_string();
+            assert!(
+                msg.contains("is malformed") && !msg.contains("hunter2"),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_and_bad_values() {
+        let url = "postgresql://dg:db-pass-123@db:5432/deployguard";
+        let config = DatabaseConfig::from_source(&HashMap::from([("DATABASE_URL", url)])).unwrap();
+        assert_eq!(config.max_connections, 10);
+        assert!(config.run_migrations);
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("db-pass-123") && shown.contains("db:5432"),
+            "{shown}"
+        );
+        for (var, bad) in [
+            ("DATABASE_MAX_CONNECTIONS", "0"),
+            ("RUN_MIGRATIONS", "maybe"),
+        ] {
+            let env = HashMap::from([("DATABASE_URL", url), (var, bad)]);
+            assert_eq!(DatabaseConfig::from_source(&env).unwrap_err().var, var);
+        }
+    }
 }

@@ -3,10 +3,10 @@
 //! clean, git) are the `deployguard-engine` crate; the service binaries (`api`,
 //! `worker`, `beat`) wire both to their transport.
 
-pub mod config;
 pub mod credentials;
 pub mod crypto;
 pub mod db;
+pub mod env;
 pub mod health;
 pub mod jobs;
 pub mod net;
@@ -15,5 +15,3 @@ pub mod service;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
-
-pub use config::Config;

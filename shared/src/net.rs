@@ -10,6 +10,27 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::env::{self, ConfigError, Source};
+
+/// What user-given URLs may reach, as the API and the worker both check it:
+/// `URL_ALLOWLIST` (hosts and networks allowed although internal) and `ALLOW_HTTP_URLS`
+/// (plain http repository and callback URLs).
+#[derive(Debug, Clone, Default)]
+pub struct OutboundConfig {
+    pub allowlist: AllowList,
+    pub allow_http: bool,
+}
+
+impl OutboundConfig {
+    pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            allowlist: AllowList::parse(&src.get("URL_ALLOWLIST").unwrap_or_default())
+                .map_err(|why| ConfigError::malformed("URL_ALLOWLIST", why))?,
+            allow_http: env::parse_bool(src, "ALLOW_HTTP_URLS", false)?,
+        })
+    }
+}
+
 /// Hosts and networks exempt from the address check (`URL_ALLOWLIST`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllowList {

@@ -1,22 +1,30 @@
-//! The common start of every service binary: configuration (or exit 2 with one line),
-//! telemetry, the async runtime, migrations at start, and one way to report failure.
+//! The common start of every service binary: telemetry, the async runtime, migrations
+//! at start, and one way to report failure. Each binary loads its own settings first
+//! (or exits 2 with one line naming the variable).
 
 use std::process::ExitCode;
 
-use crate::config::{self, Config};
+use crate::db::DatabaseConfig;
+use crate::telemetry::LogConfig;
 
-/// Runs `body` as the program's main and turns its outcome into an exit code:
-/// 2 for bad configuration, 1 for a runtime failure, 0 after a clean shutdown.
-pub fn main<F, Fut>(program: &'static str, body: F) -> ExitCode
+/// The sections every service binary's settings hold.
+pub trait ServiceSettings {
+    fn log(&self) -> &LogConfig;
+    fn database(&self) -> &DatabaseConfig;
+}
+
+/// Runs `body` as the program's main and turns its outcome into an exit code: 1 for a
+/// runtime failure, 0 after a clean shutdown.
+pub fn main<S, F, Fut>(program: &'static str, settings: S, body: F) -> ExitCode
 where
-    F: FnOnce(Config) -> Fut,
+    S: ServiceSettings,
+    F: FnOnce(S) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let config = config::or_exit(program, Config::from_env());
-    crate::telemetry::init(&config.log);
+    crate::telemetry::init(settings.log());
     run(program, async move {
-        crate::db::migrate_at_start(&config).await?;
-        body(config).await
+        crate::db::migrate_at_start(settings.database()).await?;
+        body(settings).await
     })
 }
 

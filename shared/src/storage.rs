@@ -7,9 +7,90 @@ use aws_sdk_s3::config::{
     timeout::TimeoutConfig,
 };
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
 
-use crate::config::StorageConfig;
+use crate::env::{self, ConfigError, Source};
+
+/// S3 or an S3-compatible store such as MinIO.
+#[derive(Clone)]
+pub struct StorageConfig {
+    /// `S3_ENDPOINT_URL`; unset means AWS S3 itself.
+    pub endpoint: Option<Url>,
+    /// `S3_PUBLIC_ENDPOINT_URL`: the host put into presigned URLs handed to users, when the
+    /// store is reachable under another name from outside (MinIO inside a cluster).
+    pub public_endpoint: Option<Url>,
+    pub region: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: SecretString,
+    /// Path-style addressing (`host/bucket/key`); the default whenever an endpoint is set.
+    pub force_path_style: bool,
+    /// `S3_CREATE_BUCKET`: create the bucket at start if it does not exist.
+    pub create_bucket: bool,
+}
+
+impl StorageConfig {
+    pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
+        let endpoint = env::optional_http_url(src, "S3_ENDPOINT_URL")?;
+        let public_endpoint = env::optional_http_url(src, "S3_PUBLIC_ENDPOINT_URL")?;
+        let bucket = src.get("S3_BUCKET").unwrap_or_else(|| "deployguard".into());
+        validate_bucket_name(&bucket).map_err(|why| ConfigError::malformed("S3_BUCKET", why))?;
+        let access_key = src
+            .get("S3_ACCESS_KEY")
+            .ok_or_else(|| ConfigError::missing("S3_ACCESS_KEY", "minioadmin"))?;
+        let secret_key = src
+            .get("S3_SECRET_KEY")
+            .ok_or_else(|| ConfigError::missing("S3_SECRET_KEY", "a secret from your store"))?;
+        let force_path_style = env::parse_bool(src, "S3_FORCE_PATH_STYLE", endpoint.is_some())?;
+        Ok(Self {
+            endpoint,
+            public_endpoint,
+            region: src.get("S3_REGION").unwrap_or_else(|| "us-east-1".into()),
+            bucket,
+            access_key,
+            secret_key: SecretString::from(secret_key),
+            force_path_style,
+            create_bucket: env::parse_bool(src, "S3_CREATE_BUCKET", false)?,
+        })
+    }
+}
+
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("endpoint", &self.endpoint.as_ref().map(Url::as_str))
+            .field(
+                "public_endpoint",
+                &self.public_endpoint.as_ref().map(Url::as_str),
+            )
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("access_key", &self.access_key)
+            .field("secret_key", &"***")
+            .field("force_path_style", &self.force_path_style)
+            .field("create_bucket", &self.create_bucket)
+            .finish()
+    }
+}
+
+/// S3 bucket naming rules (the subset every S3-compatible store enforces).
+pub fn validate_bucket_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    let edges_ok = name
+        .bytes()
+        .next()
+        .zip(name.bytes().last())
+        .is_some_and(|(a, z)| a.is_ascii_alphanumeric() && z.is_ascii_alphanumeric());
+    if !(3..=63).contains(&name.len()) || !ok_chars || !edges_ok || name.contains("..") {
+        return Err(format!(
+            "{name:?} is not a valid bucket name (3-63 lowercase letters, digits, '-' or '.')"
+        ));
+    }
+    Ok(())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -508,5 +589,41 @@ impl Storage {
             deleted += self.delete_prefix(&prefix).await?;
         }
         Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn base() -> HashMap<&'static str, &'static str> {
+        HashMap::from([
+            ("S3_ENDPOINT_URL", "http://minio:9000"),
+            ("S3_ACCESS_KEY", "minioadmin"),
+            ("S3_SECRET_KEY", "s3-secret-789"),
+        ])
+    }
+
+    #[test]
+    fn an_endpoint_implies_path_style_and_the_secret_is_never_shown() {
+        let config = StorageConfig::from_source(&base()).unwrap();
+        assert_eq!(config.bucket, "deployguard");
+        assert!(config.force_path_style);
+        assert!(!format!("{config:?}").contains("s3-secret-789"));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, bad) in [
+            ("S3_BUCKET", "Bad_Bucket"),
+            ("S3_ENDPOINT_URL", "minio:9000"),
+            ("S3_ACCESS_KEY", "  "),
+        ] {
+            let mut env = base();
+            env.insert(var, bad);
+            assert_eq!(StorageConfig::from_source(&env).unwrap_err().var, var);
+        }
     }
 }

@@ -4,7 +4,45 @@
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
-use crate::config::{LogConfig, LogFormat};
+use crate::env::{ConfigError, Source};
+
+/// Logging: `LOG_LEVEL` (a level such as `INFO`, or filter directives such as
+/// `info,sqlx=warn`) and `LOG_FORMAT` (`text` or `json`).
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogConfig {
+    pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
+        let filter = src.get("LOG_LEVEL").unwrap_or_else(|| "info".into());
+        let filter =
+            validate_filter(&filter).map_err(|why| ConfigError::malformed("LOG_LEVEL", why))?;
+        let format = match src
+            .get("LOG_FORMAT")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+        {
+            None => LogFormat::Text,
+            Some(f) if f == "text" || f == "pretty" => LogFormat::Text,
+            Some(f) if f == "json" => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::malformed(
+                    "LOG_FORMAT",
+                    format!("{other:?} is neither \"text\" nor \"json\""),
+                ));
+            }
+        };
+        Ok(Self { filter, format })
+    }
+}
 
 /// Normalises `LOG_LEVEL` and checks it parses. The specification's style (`INFO`,
 /// `WARNING`) is accepted beside `tracing` filter directives (`info,sqlx=warn`).
@@ -70,6 +108,26 @@ mod tests {
             validate_filter("info,deployguard=debug").unwrap(),
             "info,deployguard=debug"
         );
+    }
+
+    #[test]
+    fn log_settings_default_to_text_at_info_and_name_a_bad_value() {
+        use std::collections::HashMap;
+        let config = LogConfig::from_source(&HashMap::<&str, &str>::new()).unwrap();
+        assert_eq!(
+            (config.filter.as_str(), config.format),
+            ("info", LogFormat::Text)
+        );
+        let env = HashMap::from([("LOG_LEVEL", "info,sqlx=warn"), ("LOG_FORMAT", "JSON")]);
+        let config = LogConfig::from_source(&env).unwrap();
+        assert_eq!(
+            (config.filter.as_str(), config.format),
+            ("info,sqlx=warn", LogFormat::Json)
+        );
+        for (var, bad) in [("LOG_LEVEL", "loud"), ("LOG_FORMAT", "xml")] {
+            let env = HashMap::from([(var, bad)]);
+            assert_eq!(LogConfig::from_source(&env).unwrap_err().var, var);
+        }
     }
 
     #[test]

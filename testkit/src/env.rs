@@ -7,13 +7,21 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use deployguard::Config;
-use deployguard::config::DatabaseConfig;
-use deployguard::storage::Storage;
+use deployguard::db::DatabaseConfig;
+use deployguard::queue::BrokerConfig;
+use deployguard::storage::{Storage, StorageConfig};
 use secrecy::SecretString;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use url::Url;
+
+/// The settings sections of the service library a test talks to its services with.
+#[derive(Debug, Clone)]
+pub struct Sections {
+    pub database: DatabaseConfig,
+    pub broker: BrokerConfig,
+    pub storage: StorageConfig,
+}
 
 /// Where the shared services of the test machine are. `scripts/test.sh` starts them;
 /// each can be pointed elsewhere with the variable named beside it.
@@ -121,6 +129,7 @@ impl TestEnv {
         let db_config = DatabaseConfig {
             url: SecretString::from(database_url(&services.postgres, &database, None)),
             max_connections: 5,
+            run_migrations: true,
         };
         deployguard::db::migrate(&db_config, Duration::from_secs(10))
             .await
@@ -179,14 +188,18 @@ impl TestEnv {
         )
     }
 
-    /// The service configuration for this test, loaded through the same validation as
-    /// the binaries use.
-    pub fn config(&self) -> Config {
+    /// The service library's settings for this test, loaded through the same
+    /// validation as the binaries use.
+    pub fn config(&self) -> Sections {
         Self::config_from(&self.vars())
     }
 
-    pub fn config_from(vars: &HashMap<String, String>) -> Config {
-        Config::from_source(vars).expect("test configuration is valid")
+    pub fn config_from(vars: &HashMap<String, String>) -> Sections {
+        Sections {
+            database: DatabaseConfig::from_source(vars).expect("test database settings"),
+            broker: BrokerConfig::from_source(vars).expect("test broker settings"),
+            storage: StorageConfig::from_source(vars).expect("test storage settings"),
+        }
     }
 
     /// Creates another, empty database (no schema) that is dropped with this env;

@@ -15,7 +15,7 @@ mod git_server;
 mod proxy;
 
 #[cfg(feature = "services")]
-pub use env::{Services, TestEnv};
+pub use env::{Sections, Services, TestEnv};
 pub use fakes::{CredentialRequest, FakeCredentialService, FakeGitHub, FakeRepository};
 pub use git_repo::{TestRepo, git_in};
 pub use git_server::{GitServer, run_git};

@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use deployguard::config::{BrokerConfig, DatabaseConfig};
+use deployguard::db::DatabaseConfig;
+use deployguard::queue::BrokerConfig;
 use deployguard::queue::topology::work_queue_arguments;
 use deployguard::queue::{Broker, Publisher, TaskBody, TaskMessage, WorkQueue, parse_amqp_uri};
 use deployguard_worker::records;

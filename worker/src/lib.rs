@@ -8,5 +8,6 @@ pub mod metrics;
 pub mod records;
 pub mod registry;
 pub mod runtime;
+pub mod settings;
 pub mod tasks;
 pub mod workdir;

@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use deployguard::config::{self, WorkerConfig};
 use deployguard::credentials::CredentialService;
 use deployguard::queue::{self, Broker, Publisher, WorkQueue, outbox};
 use deployguard::storage::Storage;
-use deployguard::{Config, service, shutdown};
+use deployguard::{env, service, shutdown};
 use deployguard_worker::metrics::{self, Metrics};
 use deployguard_worker::registry::Registry;
 use deployguard_worker::runtime::{Runtime, Signals};
+use deployguard_worker::settings::Settings;
 use deployguard_worker::tasks::{self, Services};
 use deployguard_worker::workdir::WorkArea;
 use deployguard_worker::{diagnostic, listen};
@@ -35,10 +35,10 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let mut worker = config::or_exit(PROGRAM, WorkerConfig::from_env());
+    let mut settings = env::or_exit(PROGRAM, Settings::from_env());
     if let Some(raw) = &args.queues {
         match WorkQueue::parse_list(raw) {
-            Ok(queues) => worker.queues = queues,
+            Ok(queues) => settings.worker.queues = queues,
             Err(why) => {
                 eprintln!("{PROGRAM}: --queues: {why}");
                 return ExitCode::from(2);
@@ -50,15 +50,22 @@ fn main() -> ExitCode {
             eprintln!("{PROGRAM}: --concurrency must be 1 to 256");
             return ExitCode::from(2);
         }
-        worker.concurrency = n;
+        settings.worker.concurrency = n;
     }
-    service::main(PROGRAM, move |config| run(config, worker))
+    service::main(PROGRAM, settings, run)
 }
 
-async fn run(config: Config, worker: WorkerConfig) -> anyhow::Result<()> {
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    let Settings {
+        broker: broker_config,
+        database,
+        storage,
+        worker,
+        ..
+    } = settings;
     let identity = identity();
-    let broker = Arc::new(Broker::new(&config.broker, format!("{PROGRAM} {identity}")));
-    let db = deployguard::db::pool(&config.database)?;
+    let broker = Arc::new(Broker::new(&broker_config, format!("{PROGRAM} {identity}")));
+    let db = deployguard::db::pool(&database)?;
     let metrics = Arc::new(Metrics::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (abandon_tx, abandon_rx) = watch::channel(false);
@@ -71,14 +78,13 @@ async fn run(config: Config, worker: WorkerConfig) -> anyhow::Result<()> {
             "removed work directories left by a crashed worker"
         );
     }
-    let storage = Storage::new(&config.storage);
+    let storage = Storage::new(&storage);
     let mut registry = Registry::default();
     tasks::register(
         &mut registry,
         &Arc::new(Services {
             storage,
-            credentials: CredentialService::new(config.auth_service_url.clone()),
-            github_api: config.github_api_url.clone(),
+            credentials: CredentialService::new(worker.auth_service_url.clone()),
             config: worker.clone(),
             work,
             broker: Arc::clone(&broker),
@@ -121,7 +127,7 @@ async fn run(config: Config, worker: WorkerConfig) -> anyhow::Result<()> {
         }
     }
     tracing::info!(
-        broker = %config.broker.display_url(),
+        broker = %broker_config.display_url(),
         queues = ?worker.queues.iter().map(|q| q.name()).collect::<Vec<_>>(),
         concurrency = worker.concurrency,
         tasks = ?registry.names(),
@@ -133,7 +139,7 @@ async fn run(config: Config, worker: WorkerConfig) -> anyhow::Result<()> {
     // broker in flow control blocks a publishing connection, and the slots' acks must
     // still get through to drain the queues.
     let publishing = Arc::new(Broker::new(
-        &config.broker,
+        &broker_config,
         format!("{PROGRAM} {identity} publisher"),
     ));
     let publisher = Arc::new(Publisher::new(Arc::clone(&publishing)));

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use deployguard::config::WorkerConfig;
+use crate::settings::WorkerConfig;
 use deployguard::queue::message::Poison;
 use deployguard::queue::{Broker, Publisher, TaskMessage, WorkQueue};
 use futures_util::StreamExt;

@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use deployguard_api::AppState;
+use deployguard_api::settings::Settings;
 use deployguard_testkit::TestEnv;
 use tokio::sync::oneshot;
 
@@ -16,8 +17,8 @@ pub struct TestApp {
 impl TestApp {
     /// Spawns the API with `vars` as its environment.
     pub async fn spawn(vars: &HashMap<String, String>) -> Self {
-        let api = deployguard::config::ApiConfig::from_source(vars).expect("API configuration");
-        let state = AppState::new(TestEnv::config_from(vars), api).expect("app state");
+        let settings = Settings::from_source(vars).expect("API settings");
+        let state = AppState::new(&settings).expect("app state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();

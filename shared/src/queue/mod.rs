@@ -24,7 +24,7 @@ use lapin::{Connection, ConnectionProperties};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 
-use crate::config::BrokerConfig;
+use crate::env::{ConfigError, Source};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -40,6 +40,43 @@ impl QueueError {
     /// reply codes, never credentials.
     pub fn from_lapin(err: &lapin::Error) -> Self {
         Self::Unavailable(err.to_string())
+    }
+}
+
+/// RabbitMQ: `AMQP_URL`, or the specification's `CELERY_BROKER_URL`.
+#[derive(Clone)]
+pub struct BrokerConfig {
+    pub url: SecretString,
+}
+
+impl BrokerConfig {
+    pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
+        let (var, raw) = match (src.get("AMQP_URL"), src.get("CELERY_BROKER_URL")) {
+            (Some(v), _) => ("AMQP_URL", v),
+            (None, Some(v)) => ("CELERY_BROKER_URL", v),
+            (None, None) => {
+                return Err(ConfigError::missing(
+                    "AMQP_URL",
+                    "amqp://user:password@rabbitmq:5672/%2f; CELERY_BROKER_URL is accepted too",
+                ));
+            }
+        };
+        parse_amqp_uri(&raw).map_err(|why| ConfigError::malformed(var, why))?;
+        Ok(Self {
+            url: SecretString::from(raw),
+        })
+    }
+
+    pub fn display_url(&self) -> String {
+        crate::env::redact_url(self.url.expose_secret())
+    }
+}
+
+impl std::fmt::Debug for BrokerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerConfig")
+            .field("url", &self.display_url())
+            .finish()
     }
 }
 
@@ -197,6 +234,36 @@ mod tests {
         assert_eq!(uri.authority.host, "rabbitmq");
         assert_eq!(uri.vhost, "/");
         assert_eq!(uri.authority.userinfo.username, "guest");
+    }
+
+    fn broker(vars: &[(&'static str, &'static str)]) -> Result<BrokerConfig, ConfigError> {
+        BrokerConfig::from_source(
+            &vars
+                .iter()
+                .copied()
+                .collect::<std::collections::HashMap<_, _>>(),
+        )
+    }
+
+    #[test]
+    fn celery_broker_url_is_accepted_with_kombu_vhost_syntax() {
+        let config = broker(&[("CELERY_BROKER_URL", "amqp://u:p@rabbitmq:5672//")]).unwrap();
+        let uri = parse_amqp_uri(config.url.expose_secret()).unwrap();
+        assert_eq!(uri.vhost, "/");
+    }
+
+    #[test]
+    fn amqp_url_wins_over_celery_broker_url() {
+        let config = broker(&[
+            ("AMQP_URL", "amqp://dg:mq-pass-456@rabbitmq:5672/%2f"),
+            ("CELERY_BROKER_URL", "amqp://other:5672//"),
+        ])
+        .unwrap();
+        assert!(config.url.expose_secret().contains("rabbitmq"));
+        assert!(!format!("{config:?}").contains("mq-pass-456"));
+        assert_eq!(broker(&[]).unwrap_err().var, "AMQP_URL");
+        let err = broker(&[("AMQP_URL", "http://u:hunter2-mq@rabbitmq/")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 mod broker;
-mod deploy_config;
 mod migrations;
 mod queue;
 mod schema;

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use deployguard::config::DatabaseConfig;
+use deployguard::db::DatabaseConfig;
 use deployguard_testkit::TestEnv;
 use secrecy::SecretString;
 
@@ -11,6 +11,7 @@ async fn replicas_migrating_at_once_apply_each_migration_exactly_once() {
     let config = DatabaseConfig {
         url: SecretString::from(url.clone()),
         max_connections: 2,
+        run_migrations: true,
     };
     let wait = Duration::from_secs(10);
     let (a, b, c) = tokio::join!(
@@ -46,6 +47,7 @@ async fn migrate_gives_up_with_a_clear_error_when_postgres_is_unreachable() {
         // Nothing listens on port 1.
         url: SecretString::from("postgres://u:topsecret@127.0.0.1:1/db".to_owned()),
         max_connections: 1,
+        run_migrations: true,
     };
     let err = deployguard::db::migrate(&config, Duration::from_millis(600))
         .await

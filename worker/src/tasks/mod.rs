@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use deployguard::config::WorkerConfig;
+use crate::settings::WorkerConfig;
 use deployguard::credentials::{CredentialError, CredentialService};
 use deployguard::jobs::{
     CLEAN_TASK, CLEANUP_EXPIRED_TASK, Job, JobStatus, PUSH_TASK, REQUEUE_STUCK_TASK, SCAN_TASK,
@@ -33,7 +33,6 @@ use crate::workdir::WorkArea;
 pub struct Services {
     pub storage: Storage,
     pub credentials: CredentialService,
-    pub github_api: url::Url,
     pub config: WorkerConfig,
     pub work: WorkArea,
     /// For looking at queue depths (requeue_stuck_jobs).
@@ -217,21 +216,23 @@ async fn reachable(
     raw: &str,
 ) -> Result<(RemoteUrl, Vec<SocketAddr>), TaskError> {
     let policy = UrlPolicy {
-        allow_http: services.config.allow_http_urls,
+        allow_http: services.config.outbound.allow_http,
         ..UrlPolicy::service()
     };
     let remote = RemoteUrl::parse(raw, policy)
         .map_err(|e| TaskError::fatal("invalid_url", e.to_string()))?;
     let url = url::Url::parse(remote.as_str())
         .map_err(|e| TaskError::fatal("invalid_url", e.to_string()))?;
-    let addrs = check_url(&url, &services.config.url_allowlist, Duration::from_secs(5))
-        .await
-        .map_err(|e| match e {
-            AddressError::Unresolvable(_) => {
-                TaskError::retryable("unresolvable_host", e.to_string())
-            }
-            AddressError::Forbidden { .. } => TaskError::fatal("forbidden_address", e.to_string()),
-        })?;
+    let addrs = check_url(
+        &url,
+        &services.config.outbound.allowlist,
+        Duration::from_secs(5),
+    )
+    .await
+    .map_err(|e| match e {
+        AddressError::Unresolvable(_) => TaskError::retryable("unresolvable_host", e.to_string()),
+        AddressError::Forbidden { .. } => TaskError::fatal("forbidden_address", e.to_string()),
+    })?;
     Ok((remote, addrs))
 }
 

@@ -78,7 +78,7 @@ async fn push(
                     "a GitHub target needs target_credentials_id",
                 )
             })?;
-        let client = github::client(&services.github_api, &token)
+        let client = github::client(&services.config.github_api_url, &token)
             .map_err(|e| TaskError::fatal("github_failed", e.to_string()))?;
         let ensured = github::ensure_repository(&client, &owner, &name, true)
             .await

@@ -2,6 +2,7 @@
 //! database, driven by task messages published the way the API publishes them.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod deploy_config;
 mod maintenance;
 mod runtime;
 mod service;

@@ -64,9 +64,8 @@ impl Stack {
         {
             vars.insert(k.into(), v.into());
         }
-        let api_config = deployguard::config::ApiConfig::from_source(&vars).unwrap();
-        let state =
-            deployguard_api::AppState::new(TestEnv::config_from(&vars), api_config).unwrap();
+        let settings = deployguard_api::settings::Settings::from_source(&vars).unwrap();
+        let state = deployguard_api::AppState::new(&settings).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = format!("http://{}/api/v2", listener.local_addr().unwrap());
         let served = tokio::spawn(deployguard_api::serve(

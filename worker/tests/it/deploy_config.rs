@@ -2,17 +2,16 @@
 //! the README documents, docker-compose.api.yaml sets and the Kubernetes ConfigMap and
 //! Secret template carry.
 //!
-//! What the binaries read is observed, not listed: each binary's configuration is
-//! loaded (as its `main` does) from a source that records every name asked for, in
-//! every mode that reads different names (gateway and JWT authentication).
+//! What the binaries read is observed, not listed: each binary's settings are loaded
+//! (as its `main` does) from a source that records every name asked for, in every mode
+//! that reads different names (gateway and JWT authentication). It lives with the
+//! worker's tests because they link all three service binaries.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
-use deployguard::config::{
-    ApiConfig, BeatConfig, Config, DatabaseConfig, LogConfig, Source, WorkerConfig,
-};
+use deployguard::env::{ConfigError, Source};
 
 /// Names that carry credentials: they belong in the Secret, never in the ConfigMap.
 const CREDENTIALS: [&str; 9] = [
@@ -72,12 +71,10 @@ fn read_by_binaries() -> BTreeSet<String> {
             asked: RefCell::default(),
         };
         // deployguard-api serve; deployguard-api migrate; the worker; beat.
-        Config::from_source(&src).unwrap();
-        ApiConfig::from_source(&src).unwrap();
-        LogConfig::from_source(&src).unwrap();
-        DatabaseConfig::from_source(&src).unwrap();
-        WorkerConfig::from_source(&src).unwrap();
-        BeatConfig::from_source(&src).unwrap();
+        deployguard_api::settings::Settings::from_source(&src).unwrap();
+        deployguard_api::settings::MigrateSettings::from_source(&src).unwrap();
+        deployguard_worker::settings::Settings::from_source(&src).unwrap();
+        deployguard_beat::settings::Settings::from_source(&src).unwrap();
         names.extend(src.asked.into_inner());
     }
     names
@@ -133,11 +130,11 @@ fn yaml_block_keys(text: &str, header: &str) -> BTreeSet<String> {
 /// Loads every binary's configuration from `values`, as their `main`s do.
 fn every_binary_accepts(values: &BTreeMap<String, String>) -> Result<(), String> {
     let src: HashMap<String, String> = values.clone().into_iter().collect();
-    let fail = |e: deployguard::config::ConfigError| e.to_string();
-    Config::from_source(&src).map_err(fail)?;
-    ApiConfig::from_source(&src).map_err(fail)?;
-    WorkerConfig::from_source(&src).map_err(fail)?;
-    BeatConfig::from_source(&src).map_err(fail)?;
+    let fail = |e: ConfigError| e.to_string();
+    deployguard_api::settings::Settings::from_source(&src).map_err(fail)?;
+    deployguard_api::settings::MigrateSettings::from_source(&src).map_err(fail)?;
+    deployguard_worker::settings::Settings::from_source(&src).map_err(fail)?;
+    deployguard_beat::settings::Settings::from_source(&src).map_err(fail)?;
     Ok(())
 }
 
@@ -342,19 +339,18 @@ fn kubernetes_configmaps_with_a_filled_secret_are_a_configuration_every_binary_a
 #[test]
 fn service_binaries_read_the_environment_only_through_the_loaders_observed_here() {
     // The loaders read_by_binaries() runs; a binary calling another would escape it.
-    let observed = [
-        "Config",
-        "ApiConfig",
-        "LogConfig",
-        "DatabaseConfig",
-        "WorkerConfig",
-        "BeatConfig",
-    ];
+    let observed = ["Settings", "MigrateSettings"];
     // Set by the platform, not configuration: the pod or host name, and git's own
     // variable for the CLI's --staged scan.
     let not_settings = ["HOSTNAME", "GIT_INDEX_FILE"];
     let mut loaders = BTreeSet::new();
-    for dir in ["api/src", "worker/src", "beat/src", "shared/src"] {
+    for dir in [
+        "api/src",
+        "worker/src",
+        "beat/src",
+        "shared/src",
+        "engine/src",
+    ] {
         for path in rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir)) {
             let text = std::fs::read_to_string(&path).unwrap();
             for (at, _) in text.match_indices("::from_env()") {
@@ -366,7 +362,8 @@ fn service_binaries_read_the_environment_only_through_the_loaders_observed_here(
                     loaders.insert(name.to_owned());
                 }
             }
-            if path.ends_with("config.rs") {
+            // The environment plumbing itself.
+            if path.ends_with("shared/src/env.rs") {
                 continue;
             }
             for (at, _) in text.match_indices("env::var") {
@@ -375,7 +372,7 @@ fn service_binaries_read_the_environment_only_through_the_loaders_observed_here(
                     not_settings
                         .iter()
                         .any(|v| call.contains(&format!("\"{v}\""))),
-                    "{}: reads the environment outside config.rs: {call:?}",
+                    "{}: reads the environment outside shared/src/env.rs: {call:?}",
                     path.display()
                 );
             }
@@ -389,7 +386,7 @@ fn service_binaries_read_the_environment_only_through_the_loaders_observed_here(
         unobserved.is_empty(),
         "loaders the drift tests do not run: {unobserved:?}"
     );
-    assert!(loaders.contains("WorkerConfig") && loaders.contains("BeatConfig"));
+    assert!(loaders.contains("Settings") && loaders.contains("MigrateSettings"));
 }
 
 fn rust_files(dir: &Path) -> Vec<std::path::PathBuf> {
