@@ -7,11 +7,12 @@ use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
-use deployguard::jobs::audit::{AuditEntry, AuditFilter};
-use deployguard::jobs::{self, AuditRecord, JobFilter, JobStatus, Outcome, Stats};
+use deployguard::audit::{self, AuditEntry, AuditFilter, AuditRecord, Outcome};
+use deployguard::jobs::{self, JobFilter, JobStatus, Stats};
 use deployguard::queue::message::{ORIGINAL_QUEUE_HEADER, REASON_HEADER};
 use deployguard::queue::topology::DEAD_LETTER_QUEUE;
 use deployguard::queue::{TaskMessage, WorkQueue};
+use deployguard::tasks::JobTask;
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueuePurgeOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use serde::{Deserialize, Serialize};
@@ -285,16 +286,6 @@ pub struct Requeued {
     pub jobs_reset: Vec<Uuid>,
 }
 
-/// The status a job must be in for `task` to run.
-fn status_for_task(task: &str) -> Option<JobStatus> {
-    match task {
-        crate::jobs::SCAN_TASK => Some(JobStatus::Pending),
-        crate::jobs::CLEAN_TASK => Some(JobStatus::Cleaning),
-        crate::jobs::PUSH_TASK => Some(JobStatus::Pushing),
-        _ => None,
-    }
-}
-
 /// Ids of requeued tasks are derived from the parked task's id, so requeueing one
 /// message twice (an ack lost, a retried request) yields one task id, which the worker
 /// runs once. A task parked again after its requeued run gets a new id the next time.
@@ -311,28 +302,32 @@ async fn requeue_one(state: &AppState, old: TaskMessage, reset: &mut Vec<Uuid>) 
     task.published_at_ms = None;
     task.expires = None;
     let mut previous: Option<(Uuid, JobStatus, Option<String>, Option<String>)> = None;
-    if let (Some(job_id), Some(needed)) = (old.body.job_id, status_for_task(&old.task)) {
+    if let (Some(job_id), Some(needed)) = (
+        old.body.job_id,
+        JobTask::named(&old.task).map(JobTask::due_status),
+    ) {
         let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(
-            "WITH old AS (SELECT error_code, error FROM jobs WHERE id = $1 AND status = 'failed'
+            "WITH old AS (SELECT error_code, error FROM jobs WHERE id = $1 AND status = $3
                           FOR UPDATE)
              UPDATE jobs SET status = $2, stage = 'queued', error = NULL, error_code = NULL,
                     finished_at = NULL
-             FROM old WHERE jobs.id = $1 AND jobs.status = 'failed'
+             FROM old WHERE jobs.id = $1 AND jobs.status = $3
              RETURNING old.error_code, old.error",
         )
         .bind(job_id)
-        .bind(needed.as_str())
+        .bind(needed)
+        .bind(JobStatus::Failed)
         .fetch_optional(&state.db)
         .await?;
         match row {
             Some((code, error)) => previous = Some((job_id, needed, code, error)),
             None => {
-                let status: Option<String> =
+                let status: Option<JobStatus> =
                     sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
                         .bind(job_id)
                         .fetch_optional(&state.db)
                         .await?;
-                if status.as_deref() != Some(needed.as_str()) {
+                if status != Some(needed) {
                     // Gone, or moved on: running the task now would do nothing useful.
                     return Ok(false);
                 }
@@ -343,14 +338,15 @@ async fn requeue_one(state: &AppState, old: TaskMessage, reset: &mut Vec<Uuid>) 
         if let Some((job_id, needed, code, error)) = previous {
             // Put the job back the way it was, unless something else moved it meanwhile.
             let _ = sqlx::query(
-                "UPDATE jobs SET status = 'failed', error_code = $3,
+                "UPDATE jobs SET status = $5, error_code = $3,
                         error = coalesce($4, 'requeue failed'), finished_at = now()
                  WHERE id = $1 AND status = $2",
             )
             .bind(job_id)
-            .bind(needed.as_str())
+            .bind(needed)
             .bind(code)
             .bind(error)
+            .bind(JobStatus::Failed)
             .execute(&state.db)
             .await;
         }
@@ -396,7 +392,7 @@ async fn requeue_matching(
                 "complete": walked.is_ok(),
             }),
         };
-        jobs::audit::insert(&state.db, &audit).await?;
+        audit::insert(&state.db, &audit).await?;
     }
     walked.map(|()| outcome)
 }
@@ -513,7 +509,7 @@ pub async fn purge(
         outcome: Outcome::Success,
         details: serde_json::json!({"purged": purged}),
     };
-    jobs::audit::insert(&state.db, &audit).await?;
+    audit::insert(&state.db, &audit).await?;
     Ok(Json(Purged { purged }))
 }
 
@@ -565,7 +561,7 @@ pub async fn audit(
         before_id: query.cursor,
         limit: limit + 1,
     };
-    let mut entries = jobs::audit::list(&state.db, &filter).await?;
+    let mut entries = audit::list(&state.db, &filter).await?;
     let next_cursor = next_page(&mut entries, limit, |e| e.id);
     Ok(Json(AuditPage {
         entries,

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use deployguard::jobs::TransitionError;
+use deployguard::jobs::{JobStatus, TransitionError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -117,7 +117,7 @@ impl ApiError {
     }
 
     /// The 409 for an action a job's status does not allow.
-    pub fn wrong_state(action: &str, status: &str, needs: &str) -> Self {
+    pub fn wrong_state(action: &str, status: JobStatus, needs: &str) -> Self {
         Self::conflict(format!(
             "cannot {action}: the job is {status}; this needs a job that is {needs}"
         ))
@@ -128,7 +128,7 @@ impl ApiError {
     pub fn transition(err: TransitionError, action: &str, needs: &str) -> Self {
         match err {
             TransitionError::NotFound => Self::not_found(),
-            TransitionError::WrongState(status) => Self::wrong_state(action, &status, needs),
+            TransitionError::WrongState(status) => Self::wrong_state(action, status, needs),
             TransitionError::Database(e) => Self::database(&e),
         }
     }

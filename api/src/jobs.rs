@@ -10,12 +10,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use chrono::{DateTime, Utc};
+use deployguard::audit::{self, AuditRecord, Outcome};
 use deployguard::jobs::{
-    self, AuditRecord, Job, JobFilter, JobStatus, NewJob, Outcome, Platform, PushTarget, Secret,
+    self, Job, JobFilter, JobStatus, NewJob, Platform, PushTarget, RequestTask, Secret,
     SecretSummary, SelectError, Selection, TransitionError,
 };
-use deployguard::queue::outbox::Staged;
-use deployguard::queue::{PublishError, WorkQueue};
+use deployguard::queue::{EnqueueError, OnRefusal, enqueue};
+use deployguard::tasks::{JobRef, JobTask};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -25,8 +26,6 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, JobId};
 use crate::validate;
-
-pub use deployguard::jobs::{CLEAN_TASK, PUSH_TASK, SCAN_TASK};
 
 /// Secrets returned inline with a job; more are paged through `/secrets`.
 const INLINE_SECRETS: i64 = 1000;
@@ -63,8 +62,7 @@ pub struct CreateJob {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobCreated {
     pub id: Uuid,
-    #[schema(value_type = JobStatus)]
-    pub status: String,
+    pub status: JobStatus,
     pub progress_percent: i16,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -150,36 +148,12 @@ pub async fn create(
         expires_at: Utc::now()
             + chrono::Duration::from_std(state.api.job_ttl).unwrap_or(chrono::Duration::days(7)),
     };
-    let task = jobs::job_task(SCAN_TASK, WorkQueue::Scan, id, &caller.user_id, priority);
-    let staged = Staged::new(&task).map_err(|e| ApiError::internal(&e))?;
-    // Cheap refusal while the broker is known to be away: nothing is written.
-    if state.publisher.broker().connection().await.is_err() {
-        state.metrics.publish_failures.inc();
-        return Err(ApiError::broker_unavailable());
-    }
+    let task = JobTask::Scan
+        .message(JobRef::new(id, &caller.user_id), priority)
+        .map_err(|e| ApiError::internal(&e))?;
     let job = detached({
         let (state, caller) = (state.clone(), Arc::clone(&caller));
         async move {
-            let job = jobs::create(&state.db, &new, &staged).await?;
-            let confirmed = match state.publisher.publish(&task).await {
-                Ok(()) => true,
-                // The broker may have the task or not: the staged copy stays, the relay
-                // publishes it (again) after its grace, and the worker runs a task id
-                // once. The job exists either way.
-                Err(PublishError::Timeout(_)) => {
-                    tracing::warn!(job_id = %id, "no confirm for the scan task; the relay takes over");
-                    false
-                }
-                Err(err) => {
-                    state.metrics.publish_failures.inc();
-                    tracing::warn!(job_id = %id, error = %err, "scan task not published; job withdrawn");
-                    if let Err(db_err) = jobs::discard_unpublished(&state.db, id, task.id).await {
-                        // The relay publishes it later; the job is not lost, only late.
-                        tracing::error!(job_id = %id, error = %db_err, "could not withdraw the job");
-                    }
-                    return Err(ApiError::broker_unavailable());
-                }
-            };
             let audit = AuditRecord {
                 actor: caller.actor(),
                 action: "job.create",
@@ -190,12 +164,24 @@ pub async fn create(
                     "priority": priority,
                 }),
             };
-            if let Err(err) = record_published(&state, confirmed, task.id, &audit).await {
-                // The task is out and the job committed: the request succeeded. The relay
-                // will publish a duplicate, which the worker ignores.
-                tracing::warn!(job_id = %id, error = %err, "could not mark the scan task published");
+            let created = enqueue(
+                &state.db,
+                &state.publisher,
+                &task,
+                &jobs::Create(&new),
+                OnRefusal::Undo,
+                Some(&audit),
+            )
+            .await;
+            match created {
+                Ok(enqueued) => Ok(enqueued.output),
+                Err(EnqueueError::Unavailable(_)) => {
+                    state.metrics.publish_failures.inc();
+                    Err(ApiError::broker_unavailable())
+                }
+                Err(EnqueueError::Stage(err)) => Err(err.into()),
+                Err(err @ EnqueueError::Outbox(_)) => Err(ApiError::internal(&err)),
             }
-            Ok(job)
         }
     })
     .await?;
@@ -225,21 +211,6 @@ pub(crate) async fn detached<T: Send + 'static>(
     tokio::spawn(work)
         .await
         .unwrap_or_else(|e| Err(ApiError::internal(&e)))
-}
-
-/// The audit row of a queued task, with the staged copy marked published when the
-/// broker confirmed it (otherwise the relay publishes it).
-async fn record_published(
-    state: &AppState,
-    confirmed: bool,
-    message_id: Uuid,
-    audit: &AuditRecord<'_>,
-) -> Result<(), sqlx::Error> {
-    if confirmed {
-        jobs::confirm_published(&state.db, message_id, audit).await
-    } else {
-        jobs::audit::insert(&state.db, audit).await
-    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -477,7 +448,7 @@ pub async fn select(
     .await
     .map_err(|e| match e {
         SelectError::Transition(t) => {
-            ApiError::transition(t, "select secrets", "awaiting_selection")
+            ApiError::transition(t, "select secrets", JobStatus::AwaitingSelection.as_str())
         }
         SelectError::Unknown(ids) => ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -502,67 +473,35 @@ pub async fn select(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TaskQueued {
     pub id: Uuid,
-    #[schema(value_type = JobStatus)]
-    pub status: String,
+    pub status: JobStatus,
     pub progress_percent: i16,
 }
 
-/// Moves a job into `to`, stages and publishes the task, and undoes the move if the
+/// Moves a job on to where `task` works on it (clean: `awaiting_selection` →
+/// `cleaning`; push: `cleaned` → `pushing`), queues the task, and undoes the move if the
 /// broker does not take it.
-#[allow(clippy::too_many_arguments)]
 async fn queue_task(
     state: &AppState,
     caller: &Caller,
     id: Uuid,
-    (from, to): (JobStatus, JobStatus),
+    task: JobTask,
     target: Option<&PushTarget>,
-    (name, queue, action): (&str, WorkQueue, &'static str),
     priority: i16,
     details: serde_json::Value,
 ) -> ApiResult<Response> {
-    let task = jobs::job_task(name, queue, id, &caller.user_id, priority);
-    let staged = Staged::new(&task).map_err(|e| ApiError::internal(&e))?;
-    if state.publisher.broker().connection().await.is_err() {
-        state.metrics.publish_failures.inc();
-        return Err(ApiError::broker_unavailable());
-    }
+    let (from, action, verb) = match task {
+        JobTask::Clean => (JobStatus::AwaitingSelection, "job.clean", "start cleaning"),
+        JobTask::Push => (JobStatus::Cleaned, "job.push", "push"),
+        JobTask::Scan => (JobStatus::Pending, "job.create", "scan"),
+    };
+    let message = task
+        .message(JobRef::new(id, &caller.user_id), priority)
+        .map_err(|e| ApiError::internal(&e))?;
     let target = target.cloned();
     let caller = caller.clone();
     let job = detached({
         let state = state.clone();
         async move {
-            let job = jobs::request_task(
-                &state.db,
-                id,
-                caller.owner_filter(),
-                (from, to),
-                target.as_ref(),
-                to == JobStatus::Cleaning,
-                &staged,
-            )
-            .await
-            .map_err(|e| match e {
-                // Still in `from`: the selection was emptied meanwhile.
-                TransitionError::WrongState(status) if status == from.as_str() => {
-                    ApiError::conflict(NOTHING_SELECTED)
-                }
-                other => ApiError::transition(other, action_verb(action), from.as_str()),
-            })?;
-            let confirmed = match state.publisher.publish(&task).await {
-                Ok(()) => true,
-                Err(PublishError::Timeout(_)) => {
-                    tracing::warn!(job_id = %id, "no confirm for the task; the relay takes over");
-                    false
-                }
-                Err(err) => {
-                    state.metrics.publish_failures.inc();
-                    tracing::warn!(job_id = %id, error = %err, "task not published; request undone");
-                    if let Err(db_err) = jobs::revert_request(&state.db, id, (from, to), task.id).await {
-                        tracing::error!(job_id = %id, error = %db_err, "could not undo the request");
-                    }
-                    return Err(ApiError::broker_unavailable());
-                }
-            };
             let audit = AuditRecord {
                 actor: caller.actor(),
                 action,
@@ -570,10 +509,40 @@ async fn queue_task(
                 outcome: Outcome::Success,
                 details,
             };
-            if let Err(err) = record_published(&state, confirmed, task.id, &audit).await {
-                tracing::warn!(job_id = %id, error = %err, "could not mark the task published");
+            let request = RequestTask {
+                job_id: id,
+                owner: caller.owner_filter(),
+                from,
+                to: task.due_status(),
+                target: target.as_ref(),
+                needs_selection: task == JobTask::Clean,
+            };
+            let queued = enqueue(
+                &state.db,
+                &state.publisher,
+                &message,
+                &request,
+                OnRefusal::Undo,
+                Some(&audit),
+            )
+            .await;
+            match queued {
+                Ok(enqueued) => Ok(enqueued.output),
+                Err(EnqueueError::Unavailable(_)) => {
+                    state.metrics.publish_failures.inc();
+                    Err(ApiError::broker_unavailable())
+                }
+                // Still in `from`: the selection was emptied meanwhile.
+                Err(EnqueueError::Stage(TransitionError::WrongState(status)))
+                    if status == from && task == JobTask::Clean =>
+                {
+                    Err(ApiError::conflict(NOTHING_SELECTED))
+                }
+                Err(EnqueueError::Stage(err)) => {
+                    Err(ApiError::transition(err, verb, from.as_str()))
+                }
+                Err(err @ EnqueueError::Outbox(_)) => Err(ApiError::internal(&err)),
             }
-            Ok(job)
         }
     })
     .await?;
@@ -588,14 +557,6 @@ async fn queue_task(
         Json(queued),
     )
         .into_response())
-}
-
-fn action_verb(action: &str) -> &'static str {
-    match action {
-        "job.clean" => "start cleaning",
-        "job.push" => "push",
-        _ => "do this",
-    }
 }
 
 const NOTHING_SELECTED: &str = "cannot start cleaning: no secret is selected; select at \
@@ -619,11 +580,11 @@ pub async fn clean(
     let job = jobs::get(&state.db, id, caller.owner_filter())
         .await?
         .ok_or_else(ApiError::not_found)?;
-    if job.status != JobStatus::AwaitingSelection.as_str() {
+    if job.status != JobStatus::AwaitingSelection {
         return Err(ApiError::wrong_state(
             "start cleaning",
-            &job.status,
-            "awaiting_selection",
+            job.status,
+            JobStatus::AwaitingSelection.as_str(),
         ));
     }
     if job.secrets_selected == 0 {
@@ -633,9 +594,8 @@ pub async fn clean(
         &state,
         &caller,
         id,
-        (JobStatus::AwaitingSelection, JobStatus::Cleaning),
+        JobTask::Clean,
         None,
-        (CLEAN_TASK, WorkQueue::Clean, "job.clean"),
         job.priority,
         serde_json::json!({"secrets_selected": job.secrets_selected}),
     )
@@ -688,8 +648,12 @@ pub async fn push(
     let job = jobs::get(&state.db, id, caller.owner_filter())
         .await?
         .ok_or_else(ApiError::not_found)?;
-    if job.status != JobStatus::Cleaned.as_str() {
-        return Err(ApiError::wrong_state("push", &job.status, "cleaned"));
+    if job.status != JobStatus::Cleaned {
+        return Err(ApiError::wrong_state(
+            "push",
+            job.status,
+            JobStatus::Cleaned.as_str(),
+        ));
     }
     let url = validate::repository_url(&state.api, "target_url", &body.target_url).await?;
     let target = PushTarget {
@@ -702,9 +666,8 @@ pub async fn push(
         &state,
         &caller,
         id,
-        (JobStatus::Cleaned, JobStatus::Pushing),
+        JobTask::Push,
         Some(&target),
-        (PUSH_TASK, WorkQueue::Push, "job.push"),
         job.priority,
         serde_json::json!({"target_platform": target.platform.as_str(), "force_push": target.force}),
     )
@@ -801,12 +764,12 @@ pub async fn download(
     let job = jobs::get(&state.db, id, caller.owner_filter())
         .await?
         .ok_or_else(ApiError::not_found)?;
-    let ready = matches!(
-        job.status(),
-        Some(JobStatus::Cleaned | JobStatus::Pushing | JobStatus::Pushed)
-    );
-    if !ready {
-        return Err(ApiError::wrong_state("download", &job.status, "cleaned"));
+    if !job.status.has_cleaned_repository() {
+        return Err(ApiError::wrong_state(
+            "download",
+            job.status,
+            JobStatus::Cleaned.as_str(),
+        ));
     }
     let (file, name) = match query.format.unwrap_or(ArchiveFormat::Zip) {
         ArchiveFormat::Zip => ("cleaned.zip", format!("{id}.zip")),
@@ -839,7 +802,7 @@ pub async fn download(
         outcome: Outcome::Success,
         details: serde_json::json!({"format": file}),
     };
-    jobs::audit::insert(&state.db, &audit).await?;
+    audit::insert(&state.db, &audit).await?;
     let mut headers = HeaderMap::new();
     headers.insert(
         header::LOCATION,

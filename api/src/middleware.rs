@@ -8,8 +8,8 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use deployguard::audit::{AuditRecord, Outcome};
 use deployguard::jobs::idempotency::{self, Claim};
-use deployguard::jobs::{AuditRecord, Outcome};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -66,7 +66,7 @@ pub async fn audit_refusals(State(state): State<AppState>, req: Request, next: N
             },
             details: serde_json::json!({"status": status.as_u16(), "error_code": code}),
         };
-        if let Err(err) = deployguard::jobs::audit::insert(&state.db, &record).await {
+        if let Err(err) = deployguard::audit::insert(&state.db, &record).await {
             tracing::warn!(error = %err, action, "could not write the audit row of a refused request");
         }
     }

@@ -1,9 +1,11 @@
 //! Claiming a scheduled time and publishing its task.
 
 use chrono::{DateTime, Utc};
-use deployguard::queue::outbox::{self, OutboxError};
-use deployguard::queue::{Publisher, TaskBody, TaskMessage, WorkQueue};
+use deployguard::queue::outbox::{self, Staged};
+use deployguard::queue::{Delivery, EnqueueError, OnRefusal, Publisher, Stage, enqueue};
+use deployguard::tasks::Periodic;
 use sqlx::PgPool;
+use uuid::Uuid;
 
 /// What became of a scheduled time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,49 +18,77 @@ pub enum Fired {
     AlreadyClaimed,
 }
 
+/// Claiming `(task, slot)` in `beat_runs` with its message staged, in one statement;
+/// `None` when it was claimed before. Never undone: a claimed time is published by the
+/// relay if not now.
+struct Claim<'a> {
+    task: Periodic,
+    slot: DateTime<Utc>,
+    instance: &'a str,
+}
+
+impl Stage for Claim<'_> {
+    type Output = Option<i64>;
+    type Error = sqlx::Error;
+
+    async fn write(&self, db: &PgPool, staged: &Staged) -> Result<Option<i64>, sqlx::Error> {
+        let sql = format!(
+            "WITH claimed AS (
+                INSERT INTO beat_runs (task_name, scheduled_for, instance, task_id)
+                VALUES ($1, $2, $3, $4)
+                ON CONFLICT (task_name, scheduled_for) DO NOTHING
+                RETURNING id
+             ), staged AS ({})
+             SELECT id FROM claimed",
+            outbox::insert_sql(5, "claimed")
+        );
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(self.task.name())
+            .bind(self.slot)
+            .bind(self.instance)
+            .bind(staged.message_id)
+            .bind(staged.param())
+            .fetch_optional(db)
+            .await
+    }
+
+    async fn undo(&self, _db: &PgPool, _message_id: Uuid) -> Result<bool, sqlx::Error> {
+        Ok(false)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FireError {
+    #[error(transparent)]
+    Enqueue(#[from] EnqueueError<sqlx::Error>),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Payload(#[from] deployguard::queue::PayloadError),
+}
+
 /// Claims `(task, slot)` and publishes the task to the default queue, its message
 /// carrying the scheduled time (`args.scheduled_for`).
 pub async fn fire(
     db: &PgPool,
     publisher: &Publisher,
     instance: &str,
-    task: &str,
+    task: Periodic,
     slot: DateTime<Utc>,
-) -> Result<Fired, OutboxError> {
-    let mut args = serde_json::Map::new();
-    args.insert("scheduled_for".into(), slot.to_rfc3339().into());
-    let message = TaskMessage::new(
+) -> Result<Fired, FireError> {
+    let message = task.message(slot)?;
+    let claim = Claim {
         task,
-        WorkQueue::Default,
-        TaskBody {
-            job_id: None,
-            user_id: None,
-            args,
-        },
-    );
-    let mut tx = db.begin().await?;
-    let claimed: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO beat_runs (task_name, scheduled_for, instance, task_id)
-         VALUES ($1, $2, $3, $4)
-         ON CONFLICT (task_name, scheduled_for) DO NOTHING
-         RETURNING id",
-    )
-    .bind(task)
-    .bind(slot)
-    .bind(instance)
-    .bind(message.id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(run) = claimed else {
+        slot,
+        instance,
+    };
+    let enqueued = enqueue(db, publisher, &message, &claim, OnRefusal::Relay, None).await?;
+    let Some(run) = enqueued.output else {
         return Ok(Fired::AlreadyClaimed);
     };
-    outbox::stage(&mut tx, &message).await?;
-    tx.commit().await?;
-    if let Err(err) = publisher.publish(&message).await {
-        tracing::warn!(task, scheduled_for = %slot, error = %err, "publishing failed; the outbox relay will");
+    if enqueued.delivery == Delivery::Relayed {
         return Ok(Fired::Staged);
     }
-    outbox::mark_published(db, message.id).await?;
     sqlx::query(
         "UPDATE beat_runs SET status = 'published', published_at = now()
          WHERE id = $1 AND status = 'claimed'",

@@ -130,7 +130,8 @@ impl Scheduler {
             let Ok(slot) = schedule.cron.find_previous_occurrence(&now, true) else {
                 continue;
             };
-            if fired.get(schedule.task).is_some_and(|last| *last >= slot) {
+            let task = schedule.task.name();
+            if fired.get(task).is_some_and(|last| *last >= slot) {
                 continue;
             }
             match fire::fire(
@@ -143,15 +144,15 @@ impl Scheduler {
             .await
             {
                 Ok(outcome) => {
-                    fired.insert(schedule.task, slot);
+                    fired.insert(task, slot);
                     if outcome != Fired::AlreadyClaimed {
-                        tracing::info!(task = schedule.task, scheduled_for = %slot, ?outcome, "periodic task fired");
-                        self.metrics.fired(schedule.task, slot);
+                        tracing::info!(task, scheduled_for = %slot, ?outcome, "periodic task fired");
+                        self.metrics.fired(task, slot);
                     }
                 }
                 Err(err) => {
-                    tracing::warn!(task = schedule.task, error = %err, "firing a periodic task failed; next tick tries again");
-                    self.metrics.failed(schedule.task);
+                    tracing::warn!(task, error = %err, "firing a periodic task failed; next tick tries again");
+                    self.metrics.failed(task);
                 }
             }
         }

@@ -62,7 +62,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             Box::pin(async move { wake.notify_one() })
         })?)
         .await?;
-        tracing::info!(task = schedule.task, schedule = %pattern, "scheduled");
+        tracing::info!(task = schedule.task.name(), schedule = %pattern, "scheduled");
     }
     cron.start().await?;
 

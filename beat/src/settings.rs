@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 
 use deployguard::db::DatabaseConfig;
 use deployguard::env::{self, ConfigError, Environment, Source};
-use deployguard::jobs::{CLEANUP_EXPIRED_TASK, REQUEUE_STUCK_TASK, STORAGE_CLEANUP_TASK};
 use deployguard::queue::BrokerConfig;
 use deployguard::service::ServiceSettings;
+use deployguard::tasks::Periodic;
 use deployguard::telemetry::LogConfig;
 
 /// Everything `deployguard-beat` reads.
@@ -47,8 +47,7 @@ impl ServiceSettings for Settings {
 /// One periodic task and when beat publishes it.
 #[derive(Debug, Clone)]
 pub struct Schedule {
-    /// The task's registered name.
-    pub task: &'static str,
+    pub task: Periodic,
     /// The variable that set it.
     pub var: &'static str,
     /// A cron expression with seconds (`sec min hour day month weekday`).
@@ -74,17 +73,17 @@ impl BeatConfig {
         let mut schedules = Vec::new();
         for (task, var, default) in [
             (
-                CLEANUP_EXPIRED_TASK,
+                Periodic::CleanupExpiredJobs,
                 "BEAT_CLEANUP_EXPIRED_JOBS_CRON",
                 "0 0 * * * *",
             ),
             (
-                STORAGE_CLEANUP_TASK,
+                Periodic::StorageCleanup,
                 "BEAT_STORAGE_CLEANUP_CRON",
                 "0 30 3 * * *",
             ),
             (
-                REQUEUE_STUCK_TASK,
+                Periodic::RequeueStuckJobs,
                 "BEAT_REQUEUE_STUCK_JOBS_CRON",
                 "0 */5 * * * *",
             ),

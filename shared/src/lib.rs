@@ -3,6 +3,7 @@
 //! clean, git) are the `deployguard-engine` crate; the service binaries (`api`,
 //! `worker`, `beat`) wire both to their transport.
 
+pub mod audit;
 pub mod credentials;
 pub mod crypto;
 pub mod db;
@@ -14,4 +15,5 @@ pub mod queue;
 pub mod service;
 pub mod shutdown;
 pub mod storage;
+pub mod tasks;
 pub mod telemetry;

@@ -1,24 +1,75 @@
 //! Diagnostic tasks, registered only with `WORKER_DIAGNOSTIC_TASKS=true`: what tests
-//! and benchmarks run through the real runtime.
-//!
-//! - `deployguard.diagnostic.noop`: returns at once (recorded in `task_results`).
-//! - `deployguard.diagnostic.noop_unrecorded`: the same without bookkeeping.
-//! - `deployguard.diagnostic.sleep`: `{seconds, child, ignore_cancel, pid_file}`; sleeps,
-//!   optionally in a `sleep` child process whose pid is written to `pid_file`.
-//! - `deployguard.diagnostic.fail`: `{times, retryable}`; fails the first `times`
-//!   attempts, then succeeds; each attempt writes an audit row (for backoff checks).
-//! - `deployguard.diagnostic.effect`: `{seconds}`; waits, then writes one audit row for
-//!   its task id (at most one, whatever the redeliveries).
+//! and benchmarks run through the real runtime. Each is a [`Task`] type below; their names are `deployguard.diagnostic.*`.
 
 use std::time::Duration;
 
+use deployguard::queue::{Task, WorkQueue};
+use serde::{Deserialize, Serialize};
+
 use crate::registry::{Registry, RetryPolicy, TaskContext, TaskError, TaskSpec};
 
-pub const NOOP: &str = "deployguard.diagnostic.noop";
-pub const NOOP_UNRECORDED: &str = "deployguard.diagnostic.noop_unrecorded";
-pub const SLEEP: &str = "deployguard.diagnostic.sleep";
-pub const FAIL: &str = "deployguard.diagnostic.fail";
-pub const EFFECT: &str = "deployguard.diagnostic.effect";
+/// Returns at once (recorded in `task_results`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Noop {}
+
+impl Task for Noop {
+    const NAME: &'static str = "deployguard.diagnostic.noop";
+    const QUEUE: WorkQueue = WorkQueue::Default;
+}
+
+/// Returns at once, without bookkeeping.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NoopUnrecorded {}
+
+impl Task for NoopUnrecorded {
+    const NAME: &'static str = "deployguard.diagnostic.noop_unrecorded";
+    const QUEUE: WorkQueue = WorkQueue::Default;
+}
+
+/// Sleeps `seconds`, optionally in a `sleep` child process whose pid goes to
+/// `pid_file`; stops when cancelled unless `ignore_cancel`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Sleep {
+    pub seconds: f64,
+    pub child: bool,
+    pub ignore_cancel: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid_file: Option<String>,
+}
+
+impl Task for Sleep {
+    const NAME: &'static str = "deployguard.diagnostic.sleep";
+    const QUEUE: WorkQueue = WorkQueue::Default;
+}
+
+/// Fails the first `times` attempts (every one when absent), retryably unless
+/// `retryable` is false, then succeeds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Fail {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub times: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retryable: Option<bool>,
+}
+
+impl Task for Fail {
+    const NAME: &'static str = "deployguard.diagnostic.fail";
+    const QUEUE: WorkQueue = WorkQueue::Default;
+}
+
+/// Waits `seconds`, then writes one audit row for its task id.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Effect {
+    pub seconds: f64,
+}
+
+impl Task for Effect {
+    const NAME: &'static str = "deployguard.diagnostic.effect";
+    const QUEUE: WorkQueue = WorkQueue::Default;
+}
 
 /// The retry policy of `fail`: quick, so tests see several retries.
 pub const FAIL_POLICY: RetryPolicy = RetryPolicy {
@@ -29,22 +80,21 @@ pub const FAIL_POLICY: RetryPolicy = RetryPolicy {
 };
 
 pub fn register(registry: &mut Registry) {
-    registry.register(TaskSpec::new(NOOP, RetryPolicy::NEVER, |_| async {
+    registry.register(TaskSpec::of(RetryPolicy::NEVER, |_, _: Noop| async {
         Ok(serde_json::Value::Null)
     }));
     registry.register(
-        TaskSpec::new(NOOP_UNRECORDED, RetryPolicy::NEVER, |_| async {
+        TaskSpec::of(RetryPolicy::NEVER, |_, _: NoopUnrecorded| async {
             Ok(serde_json::Value::Null)
         })
         .unrecorded(),
     );
-    registry.register(TaskSpec::new(SLEEP, RetryPolicy::NEVER, sleep));
-    registry.register(TaskSpec::new(FAIL, FAIL_POLICY, fail));
-    registry.register(TaskSpec::new(EFFECT, RetryPolicy::NEVER, effect));
+    registry.register(TaskSpec::of(RetryPolicy::NEVER, sleep));
+    registry.register(TaskSpec::of(FAIL_POLICY, fail));
+    registry.register(TaskSpec::of(RetryPolicy::NEVER, effect));
 }
 
-fn seconds(ctx: &TaskContext) -> Result<Duration, TaskError> {
-    let secs: f64 = ctx.arg("seconds")?.unwrap_or(0.0);
+fn seconds(secs: f64) -> Result<Duration, TaskError> {
     if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
         return Err(TaskError::fatal(
             "bad_arguments",
@@ -54,13 +104,11 @@ fn seconds(ctx: &TaskContext) -> Result<Duration, TaskError> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-async fn sleep(ctx: TaskContext) -> Result<serde_json::Value, TaskError> {
-    let duration = seconds(&ctx)?;
-    let ignore_cancel: bool = ctx.arg("ignore_cancel")?.unwrap_or(false);
-    let in_child: bool = ctx.arg("child")?.unwrap_or(false);
-    let pid_file: Option<String> = ctx.arg("pid_file")?;
+async fn sleep(ctx: TaskContext, args: Sleep) -> Result<serde_json::Value, TaskError> {
+    let duration = seconds(args.seconds)?;
+    let pid_file = args.pid_file;
     let wait = async {
-        if in_child {
+        if args.child {
             let mut child = tokio::process::Command::new("sleep")
                 .arg(format!("{:.3}", duration.as_secs_f64()))
                 .kill_on_drop(true)
@@ -80,7 +128,7 @@ async fn sleep(ctx: TaskContext) -> Result<serde_json::Value, TaskError> {
         }
         Ok(())
     };
-    if ignore_cancel {
+    if args.ignore_cancel {
         wait.await?;
     } else {
         tokio::select! {
@@ -93,9 +141,9 @@ async fn sleep(ctx: TaskContext) -> Result<serde_json::Value, TaskError> {
     Ok(serde_json::json!({"slept_s": duration.as_secs_f64()}))
 }
 
-async fn fail(ctx: TaskContext) -> Result<serde_json::Value, TaskError> {
-    let times: u32 = ctx.arg("times")?.unwrap_or(u32::MAX);
-    let retryable: bool = ctx.arg("retryable")?.unwrap_or(true);
+async fn fail(ctx: TaskContext, args: Fail) -> Result<serde_json::Value, TaskError> {
+    let times = args.times.unwrap_or(u32::MAX);
+    let retryable = args.retryable.unwrap_or(true);
     // Each attempt leaves a timestamped row, so tests can check the backoff.
     sqlx::query(
         "INSERT INTO audit_logs (actor_id, action, details)
@@ -117,8 +165,8 @@ async fn fail(ctx: TaskContext) -> Result<serde_json::Value, TaskError> {
     Ok(serde_json::json!({"attempt": ctx.attempt}))
 }
 
-async fn effect(ctx: TaskContext) -> Result<serde_json::Value, TaskError> {
-    let duration = seconds(&ctx)?;
+async fn effect(ctx: TaskContext, args: Effect) -> Result<serde_json::Value, TaskError> {
+    let duration = seconds(args.seconds)?;
     tokio::select! {
         () = tokio::time::sleep(duration) => {}
         () = ctx.cancel.cancelled() => return Err(TaskError::fatal("cancelled", "stopped on request")),

@@ -79,6 +79,14 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         );
     }
     let storage = Storage::new(&storage);
+    // Publishing (retries, deferrals, requeued tasks, the outbox relay) has a connection
+    // of its own: a broker in flow control blocks a publishing connection, and the
+    // slots' acks must still get through to drain the queues.
+    let publishing = Arc::new(Broker::new(
+        &broker_config,
+        format!("{PROGRAM} {identity} publisher"),
+    ));
+    let publisher = Arc::new(Publisher::new(Arc::clone(&publishing)));
     let mut registry = Registry::default();
     tasks::register(
         &mut registry,
@@ -88,6 +96,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             config: worker.clone(),
             work,
             broker: Arc::clone(&broker),
+            publisher: Arc::clone(&publisher),
         }),
     );
     if worker.diagnostic_tasks {
@@ -135,14 +144,6 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         "consuming"
     );
 
-    // Publishing (retries, deferrals, the outbox relay) has a connection of its own: a
-    // broker in flow control blocks a publishing connection, and the slots' acks must
-    // still get through to drain the queues.
-    let publishing = Arc::new(Broker::new(
-        &broker_config,
-        format!("{PROGRAM} {identity} publisher"),
-    ));
-    let publisher = Arc::new(Publisher::new(Arc::clone(&publishing)));
     let grace = worker.shutdown_grace;
     let runtime = Arc::new(Runtime::new(
         Arc::clone(&broker),

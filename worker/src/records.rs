@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use deployguard::jobs::JobStatus;
 use deployguard::queue::TaskMessage;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
@@ -18,7 +19,7 @@ pub enum Claim {
     /// task's job, if it has one.
     Granted {
         attempt: u32,
-        job_status: Option<String>,
+        job_status: Option<JobStatus>,
     },
     /// Already finished (`success`, `failure`, `dead_lettered`, `revoked`): do nothing.
     Finished(String),
@@ -92,7 +93,7 @@ pub async fn heartbeat(
     db: &PgPool,
     task_id: Uuid,
     worker: &str,
-) -> Result<Option<Option<String>>, sqlx::Error> {
+) -> Result<Option<Option<JobStatus>>, sqlx::Error> {
     let row = sqlx::query(
         "UPDATE task_results SET updated_at = now()
          WHERE task_id = $1 AND worker = $2 AND state = 'started'
@@ -102,7 +103,7 @@ pub async fn heartbeat(
     .bind(worker)
     .fetch_optional(db)
     .await?;
-    row.map(|r| r.try_get::<Option<String>, _>("job_status"))
+    row.map(|r| r.try_get::<Option<JobStatus>, _>("job_status"))
         .transpose()
 }
 
@@ -230,30 +231,26 @@ pub async fn fail_job(
     message: &str,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE jobs SET status = 'failed', error_code = $2, error = $3, stage = NULL,
+        "UPDATE jobs SET status = $4, error_code = $2, error = $3, stage = NULL,
                          finished_at = now()
-         WHERE id = $1
-           AND status NOT IN ('completed', 'pushed', 'failed', 'cancelled', 'expired')",
+         WHERE id = $1 AND status <> ALL($5)",
     )
     .bind(job_id)
     .bind(clip(code, 100))
     .bind(clip(message, 4000))
+    .bind(JobStatus::Failed)
+    .bind(&JobStatus::FINAL[..])
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// The job's status, if it exists.
-pub async fn job_status(db: &PgPool, job_id: Uuid) -> Result<Option<String>, sqlx::Error> {
+pub async fn job_status(db: &PgPool, job_id: Uuid) -> Result<Option<JobStatus>, sqlx::Error> {
     sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1")
         .bind(job_id)
         .fetch_optional(db)
         .await
-}
-
-/// Job states in which no task should run any more.
-pub fn job_is_stopped(status: &str) -> bool {
-    matches!(status, "cancelled" | "expired" | "failed")
 }
 
 fn clip(text: &str, max_chars: usize) -> String {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
-use deployguard::queue::TaskMessage;
+use deployguard::queue::{Task, TaskMessage};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
@@ -164,24 +164,13 @@ pub struct TaskContext {
     pub worker: String,
 }
 
-impl TaskContext {
-    /// A typed argument from the message body's `args`.
-    pub fn arg<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>, TaskError> {
-        match self.message.body.args.get(name) {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(value) => serde_json::from_value(value.clone())
-                .map(Some)
-                .map_err(|e| TaskError::fatal("bad_arguments", format!("argument {name}: {e}"))),
-        }
-    }
-}
-
 pub type TaskFuture = Pin<Box<dyn Future<Output = Result<serde_json::Value, TaskError>> + Send>>;
 type Handler = Arc<dyn Fn(TaskContext) -> TaskFuture + Send + Sync>;
 
-/// One registered task.
+/// One registered task kind.
 #[derive(Clone)]
 pub struct TaskSpec {
+    /// `T::NAME` of the [`Task`] it runs.
     pub name: &'static str,
     pub policy: RetryPolicy,
     /// Record the task in `task_results` (and so dedupe it by task id). Off only for
@@ -191,16 +180,27 @@ pub struct TaskSpec {
 }
 
 impl TaskSpec {
-    pub fn new<F, Fut>(name: &'static str, policy: RetryPolicy, handler: F) -> Self
+    /// Runs tasks of kind `T`: the handler gets the payload read from the message. A
+    /// message whose body is not a `T` fails at once (`bad_arguments`, never retried).
+    pub fn of<T, F, Fut>(policy: RetryPolicy, handler: F) -> Self
     where
-        F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
+        T: Task,
+        F: Fn(TaskContext, T) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<serde_json::Value, TaskError>> + Send + 'static,
     {
+        let handler = Arc::new(handler);
         Self {
-            name,
+            name: T::NAME,
             policy,
             recorded: true,
-            handler: Arc::new(move |ctx| Box::pin(handler(ctx))),
+            handler: Arc::new(move |ctx| {
+                let handler = Arc::clone(&handler);
+                Box::pin(async move {
+                    let payload = T::from_message(&ctx.message)
+                        .map_err(|e| TaskError::fatal("bad_arguments", e.to_string()))?;
+                    handler(ctx, payload).await
+                })
+            }),
         }
     }
 

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::settings::WorkerConfig;
+use deployguard::jobs::JobStatus;
 use deployguard::queue::message::Poison;
 use deployguard::queue::{Broker, Publisher, TaskMessage, WorkQueue};
 use futures_util::StreamExt;
@@ -367,8 +368,8 @@ impl Runtime {
                 }
             }
         }
-        if let Some(status) = job_status.filter(|s| records::job_is_stopped(s)) {
-            tracing::info!(parent: &span, status, "job already stopped; task not run");
+        if let Some(status) = job_status.filter(|s| s.is_stopped()) {
+            tracing::info!(parent: &span, status = status.as_str(), "job already stopped; task not run");
             let recorded = records::finish(
                 &self.db,
                 message.id,
@@ -501,7 +502,7 @@ impl Runtime {
                 Ok(None) => cancel.fire(StopReason::LeaseLost),
                 Ok(Some(status)) => {
                     last_beat = Instant::now();
-                    if status.as_deref().is_some_and(records::job_is_stopped) {
+                    if status.is_some_and(JobStatus::is_stopped) {
                         cancel.fire(StopReason::JobCancelled);
                     }
                 }

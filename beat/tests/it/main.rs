@@ -7,8 +7,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use deployguard::jobs::{CLEANUP_EXPIRED_TASK, REQUEUE_STUCK_TASK, STORAGE_CLEANUP_TASK};
 use deployguard::queue::WorkQueue;
+use deployguard::tasks::Periodic;
 use deployguard_testkit::TestEnv;
 use lapin::options::BasicGetOptions;
 
@@ -101,7 +101,7 @@ async fn runs(env: &TestEnv) -> Vec<(String, DateTime<Utc>, String)> {
 }
 
 /// Every message waiting in the default queue, as `(task, scheduled_for)`.
-async fn published(env: &TestEnv) -> Vec<(String, String)> {
+async fn published(env: &TestEnv) -> Vec<(String, DateTime<Utc>)> {
     let conn = env.amqp_connection().await;
     let channel = conn.create_channel().await.unwrap();
     let mut out = Vec::new();
@@ -122,9 +122,12 @@ async fn published(env: &TestEnv) -> Vec<(String, String)> {
             .unwrap()
             .to_string();
         let body: serde_json::Value = serde_json::from_slice(&message.delivery.data).unwrap();
+        let at = body["args"]["scheduled_for"].as_str().unwrap();
         out.push((
             task,
-            body["args"]["scheduled_for"].as_str().unwrap().to_owned(),
+            DateTime::parse_from_rfc3339(at)
+                .unwrap()
+                .with_timezone(&Utc),
         ));
     }
     out
@@ -134,11 +137,7 @@ async fn published(env: &TestEnv) -> Vec<(String, String)> {
 /// published exactly once.
 async fn assert_each_time_once(env: &TestEnv) -> Vec<(String, DateTime<Utc>, String)> {
     let rows = runs(env).await;
-    for task in [
-        CLEANUP_EXPIRED_TASK,
-        STORAGE_CLEANUP_TASK,
-        REQUEUE_STUCK_TASK,
-    ] {
+    for task in Periodic::ALL.map(Periodic::name) {
         let times: Vec<DateTime<Utc>> = rows
             .iter()
             .filter(|(t, _, _)| t == task)
@@ -154,11 +153,11 @@ async fn assert_each_time_once(env: &TestEnv) -> Vec<(String, DateTime<Utc>, Str
         }
     }
     let messages = published(env).await;
-    let unique: BTreeSet<(String, String)> = messages.iter().cloned().collect();
+    let unique: BTreeSet<(String, DateTime<Utc>)> = messages.iter().cloned().collect();
     assert_eq!(unique.len(), messages.len(), "a time published twice");
-    let claimed: BTreeSet<(String, String)> = rows
+    let claimed: BTreeSet<(String, DateTime<Utc>)> = rows
         .iter()
-        .map(|(task, at, _)| (task.clone(), at.to_rfc3339()))
+        .map(|(task, at, _)| (task.clone(), *at))
         .collect();
     assert_eq!(unique, claimed, "published ≠ claimed");
     rows

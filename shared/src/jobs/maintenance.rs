@@ -4,6 +4,10 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::JobStatus;
+use crate::queue::Stage;
+use crate::queue::outbox::{self, Staged};
+
 /// Who the audit trail names for what the periodic tasks do.
 pub const SYSTEM_ACTOR: &str = "system:beat";
 
@@ -11,7 +15,7 @@ pub const SYSTEM_ACTOR: &str = "system:beat";
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Expired {
     pub id: Uuid,
-    pub previous_status: String,
+    pub previous_status: JobStatus,
 }
 
 /// Expires up to `batch` jobs past their `expires_at`, earliest first, in one statement:
@@ -22,12 +26,12 @@ pub async fn expire_due(db: &PgPool, batch: i64) -> Result<Vec<Expired>, sqlx::E
     sqlx::query_as::<_, Expired>(
         "WITH due AS (
             SELECT id, status FROM jobs
-            WHERE status <> 'expired' AND expires_at <= now()
+            WHERE status <> $3 AND expires_at <= now()
             ORDER BY expires_at
             LIMIT $1
             FOR UPDATE SKIP LOCKED
          ), expired AS (
-            UPDATE jobs j SET status = 'expired', stage = NULL,
+            UPDATE jobs j SET status = $3, stage = NULL,
                    finished_at = coalesce(j.finished_at, greatest(now(), j.started_at))
             FROM due WHERE j.id = due.id
             RETURNING j.id, due.status AS previous_status
@@ -44,6 +48,7 @@ pub async fn expire_due(db: &PgPool, batch: i64) -> Result<Vec<Expired>, sqlx::E
     )
     .bind(batch)
     .bind(SYSTEM_ACTOR)
+    .bind(JobStatus::Expired)
     .fetch_all(db)
     .await
 }
@@ -51,12 +56,11 @@ pub async fn expire_due(db: &PgPool, batch: i64) -> Result<Vec<Expired>, sqlx::E
 /// Of `ids`, the jobs whose stored objects must stay: those that exist and are neither
 /// expired nor cancelled.
 pub async fn live_jobs(db: &PgPool, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT id FROM jobs WHERE id = ANY($1) AND status NOT IN ('expired', 'cancelled')",
-    )
-    .bind(ids)
-    .fetch_all(db)
-    .await
+    sqlx::query_scalar("SELECT id FROM jobs WHERE id = ANY($1) AND status <> ALL($2)")
+        .bind(ids)
+        .bind(&JobStatus::GONE[..])
+        .fetch_all(db)
+        .await
 }
 
 /// A job whose task is not running and will not run by itself: queued long ago and
@@ -65,7 +69,7 @@ pub async fn live_jobs(db: &PgPool, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Err
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Stuck {
     pub id: Uuid,
-    pub status: String,
+    pub status: JobStatus,
     pub owner_id: String,
     pub priority: i16,
     pub updated_at: chrono::DateTime<chrono::Utc>,
@@ -88,14 +92,14 @@ pub async fn stuck_jobs(
                  WHERE a.job_id = j.id AND a.action = 'job.requeue'
                    AND a.details->>'status' = j.status) AS requeued
          FROM jobs j
-         WHERE j.status IN ('pending', 'scanning', 'cleaning', 'pushing')
+         WHERE j.status = ANY($4)
            AND (
-             ((j.status = 'pending' OR j.stage = 'queued')
+             ((j.status = $5 OR j.stage = 'queued')
               AND j.updated_at < now() - make_interval(secs => $1)
               AND NOT EXISTS (SELECT 1 FROM task_results t WHERE t.job_id = j.id
                               AND t.updated_at > now() - make_interval(secs => $1)))
              OR
-             (j.status <> 'pending' AND j.stage IS DISTINCT FROM 'queued'
+             (j.status <> $5 AND j.stage IS DISTINCT FROM 'queued'
               AND j.updated_at < now() - make_interval(secs => $2)
               AND NOT EXISTS (SELECT 1 FROM task_results t WHERE t.job_id = j.id
                               AND t.updated_at > now() - make_interval(secs => $2)))
@@ -106,52 +110,55 @@ pub async fn stuck_jobs(
     .bind(queued_secs)
     .bind(silent_secs)
     .bind(limit)
+    .bind(&JobStatus::WORKING[..])
+    .bind(JobStatus::Pending)
     .fetch_all(db)
     .await
 }
 
-/// Queues `stuck`'s task again: stage `queued`, `task` staged in the outbox for the
-/// relay to publish at once, an audit row (`job.requeue`). False when the job changed
-/// since it was found stuck.
-pub async fn requeue(
-    db: &PgPool,
-    stuck: &Stuck,
-    task: &crate::queue::TaskMessage,
-) -> Result<bool, sqlx::Error> {
-    let staged = crate::queue::outbox::Staged::new(task)
-        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-    let moved: Option<Uuid> = sqlx::query_scalar(
-        "WITH moved AS (
-            UPDATE jobs SET stage = 'queued', task_id = $4
-            WHERE id = $1 AND status = $2 AND updated_at = $3
-            RETURNING id
-         ), staged AS (
-            INSERT INTO outbox (message_id, job_id, exchange, routing_key, headers, body,
-                                priority, available_at)
-            SELECT $4, id, $5, $6, $7, $8, $9, now() FROM moved
-         ), audited AS (
-            INSERT INTO audit_logs (actor_id, action, job_id, details, outcome)
-            SELECT $10, 'job.requeue', id,
-                   jsonb_build_object('status', $2::text, 'requeued_before', $11::bigint),
-                   'success'
-            FROM moved
-         )
-         SELECT id FROM moved",
-    )
-    .bind(stuck.id)
-    .bind(&stuck.status)
-    .bind(stuck.updated_at)
-    .bind(staged.message_id)
-    .bind(staged.exchange)
-    .bind(staged.routing_key)
-    .bind(&staged.headers)
-    .bind(&staged.body)
-    .bind(staged.priority)
-    .bind(SYSTEM_ACTOR)
-    .bind(stuck.requeued)
-    .fetch_optional(db)
-    .await?;
-    Ok(moved.is_some())
+/// Queuing a stuck job's task again: stage `queued`, the task staged, an audit row
+/// (`job.requeue`), in one statement. Writes nothing when the job changed since it was
+/// found stuck (the output is then `false`). Never undone: the relay publishes what the
+/// broker refused.
+pub struct Requeue<'a>(pub &'a Stuck);
+
+impl Stage for Requeue<'_> {
+    type Output = bool;
+    type Error = sqlx::Error;
+
+    async fn write(&self, db: &PgPool, staged: &Staged) -> Result<bool, sqlx::Error> {
+        let stuck = self.0;
+        let sql = format!(
+            "WITH moved AS (
+                UPDATE jobs SET stage = 'queued', task_id = $4
+                WHERE id = $1 AND status = $2 AND updated_at = $3
+                RETURNING id
+             ), staged AS ({}), audited AS (
+                INSERT INTO audit_logs (actor_id, action, job_id, details, outcome)
+                SELECT $6, 'job.requeue', id,
+                       jsonb_build_object('status', $2::text, 'requeued_before', $7::bigint),
+                       'success'
+                FROM moved
+             )
+             SELECT id FROM moved",
+            outbox::insert_sql(5, "moved")
+        );
+        let moved: Option<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(stuck.id)
+            .bind(stuck.status)
+            .bind(stuck.updated_at)
+            .bind(staged.message_id)
+            .bind(staged.param())
+            .bind(SYSTEM_ACTOR)
+            .bind(stuck.requeued)
+            .fetch_optional(db)
+            .await?;
+        Ok(moved.is_some())
+    }
+
+    async fn undo(&self, _db: &PgPool, _message_id: Uuid) -> Result<bool, sqlx::Error> {
+        Ok(false)
+    }
 }
 
 /// Fails a stuck job with `code` and `reason` (and an audit row, `job.fail`). False
@@ -164,7 +171,7 @@ pub async fn fail_stuck(
 ) -> Result<bool, sqlx::Error> {
     let failed: Option<Uuid> = sqlx::query_scalar(
         "WITH failed AS (
-            UPDATE jobs SET status = 'failed', stage = NULL, error_code = $4, error = $5,
+            UPDATE jobs SET status = $7, stage = NULL, error_code = $4, error = $5,
                    finished_at = greatest(now(), started_at)
             WHERE id = $1 AND status = $2 AND updated_at = $3
             RETURNING id
@@ -176,11 +183,12 @@ pub async fn fail_stuck(
          SELECT id FROM failed",
     )
     .bind(stuck.id)
-    .bind(&stuck.status)
+    .bind(stuck.status)
     .bind(stuck.updated_at)
     .bind(code)
     .bind(reason)
     .bind(SYSTEM_ACTOR)
+    .bind(JobStatus::Failed)
     .fetch_optional(db)
     .await?;
     Ok(failed.is_some())

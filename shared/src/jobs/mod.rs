@@ -3,7 +3,6 @@
 //! guarded by the status it expects, so two requests racing on one job cannot both win.
 //! No HTTP here: callers map the errors to their transport.
 
-pub mod audit;
 pub mod callbacks;
 pub mod idempotency;
 pub mod maintenance;
@@ -15,38 +14,9 @@ use sqlx::{PgExecutor, PgPool};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::queue::outbox::Staged;
-
-pub use audit::{Actor, AuditRecord, Outcome};
-
-/// The job tasks' registered names: the API publishes them, workers run them.
-pub const SCAN_TASK: &str = "deployguard.scan_repository";
-pub const CLEAN_TASK: &str = "deployguard.clean_repository";
-pub const PUSH_TASK: &str = "deployguard.push_repository";
-/// The periodic tasks' names: beat publishes them to the default queue.
-pub const CLEANUP_EXPIRED_TASK: &str = "deployguard.cleanup_expired_jobs";
-pub const STORAGE_CLEANUP_TASK: &str = "deployguard.storage_cleanup";
-pub const REQUEUE_STUCK_TASK: &str = "deployguard.requeue_stuck_jobs";
-
-/// The message that runs task `name` for a job, as its owner, at the job's priority.
-pub fn job_task(
-    name: &str,
-    queue: crate::queue::WorkQueue,
-    job_id: Uuid,
-    user: &str,
-    priority: i16,
-) -> crate::queue::TaskMessage {
-    crate::queue::TaskMessage::new(
-        name,
-        queue,
-        crate::queue::TaskBody {
-            job_id: Some(job_id),
-            user_id: Some(user.to_owned()),
-            args: serde_json::Map::new(),
-        },
-    )
-    .with_job_priority(priority)
-}
+use crate::audit::{self, AuditRecord};
+use crate::queue::Stage;
+use crate::queue::outbox::{self, Staged};
 
 /// Where a job is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -101,11 +71,79 @@ impl JobStatus {
     }
 
     /// Nothing more happens to the job by itself.
+    pub const FINAL: [JobStatus; 5] = [
+        Self::Completed,
+        Self::Pushed,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Expired,
+    ];
+
+    /// A task is queued or running for the job.
+    pub const WORKING: [JobStatus; 4] =
+        [Self::Pending, Self::Scanning, Self::Cleaning, Self::Pushing];
+
+    /// The job was stopped from outside (or failed): a running task must stop.
+    pub const STOPPED: [JobStatus; 3] = [Self::Cancelled, Self::Expired, Self::Failed];
+
+    /// The job's stored objects are no longer kept.
+    pub const GONE: [JobStatus; 2] = [Self::Cancelled, Self::Expired];
+
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            Self::Completed | Self::Pushed | Self::Failed | Self::Cancelled | Self::Expired
-        )
+        Self::FINAL.contains(&self)
+    }
+
+    pub fn is_stopped(self) -> bool {
+        Self::STOPPED.contains(&self)
+    }
+
+    pub fn is_gone(self) -> bool {
+        Self::GONE.contains(&self)
+    }
+
+    /// Whether the cleaned repository is there to download or push.
+    pub fn has_cleaned_repository(self) -> bool {
+        matches!(self, Self::Cleaned | Self::Pushing | Self::Pushed)
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// Stored as text (the schema's CHECK lists the same names): read and bound directly,
+// so no query compares statuses as strings.
+impl sqlx::Type<sqlx::Postgres> for JobStatus {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <&str as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <&str as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl sqlx::postgres::PgHasArrayType for JobStatus {
+    fn array_type_info() -> sqlx::postgres::PgTypeInfo {
+        <&str as sqlx::postgres::PgHasArrayType>::array_type_info()
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::Postgres> for JobStatus {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <&str as sqlx::Encode<sqlx::Postgres>>::encode(self.as_str(), buf)
+    }
+}
+
+impl sqlx::Decode<'_, sqlx::Postgres> for JobStatus {
+    fn decode(value: sqlx::postgres::PgValueRef<'_>) -> Result<Self, sqlx::error::BoxDynError> {
+        let raw = <&str as sqlx::Decode<sqlx::Postgres>>::decode(value)?;
+        Self::parse(raw).ok_or_else(|| format!("unknown job status {raw:?}").into())
     }
 }
 
@@ -138,8 +176,7 @@ impl Platform {
 pub struct Job {
     pub id: Uuid,
     pub owner_id: String,
-    #[schema(value_type = JobStatus)]
-    pub status: String,
+    pub status: JobStatus,
     /// What the worker is doing right now ("cloning", "scanning 120/400 blobs" …).
     pub stage: Option<String>,
     pub progress_percent: i16,
@@ -171,12 +208,6 @@ pub struct Job {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub expires_at: DateTime<Utc>,
-}
-
-impl Job {
-    pub fn status(&self) -> Option<JobStatus> {
-        JobStatus::parse(&self.status)
-    }
 }
 
 const JOB_COLUMNS: &str = "id, owner_id, status, stage, progress_percent, source_platform, \
@@ -246,100 +277,66 @@ pub enum TransitionError {
     NotFound,
     /// The job exists but its status does not allow the action.
     #[error("the job is {0}")]
-    WrongState(String),
+    WrongState(JobStatus),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
 
-/// Inserts the job and stages its first task in the outbox, in one statement (so one
-/// round trip and one commit). The caller publishes the task next and then calls
-/// [`confirm_published`], or [`discard_unpublished`] if the broker refused it.
-pub async fn create(db: &PgPool, job: &NewJob, task: &Staged) -> Result<Job, sqlx::Error> {
-    let sql = format!(
-        "WITH job AS (
-            INSERT INTO jobs (id, owner_id, source_platform, source_url, source_branch,
-                              source_credentials_id, priority, callback_url, expires_at,
-                              task_id)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-            RETURNING {JOB_COLUMNS}
-         ), staged AS (
-            INSERT INTO outbox (message_id, job_id, exchange, routing_key, headers, body,
-                                priority, available_at)
-            SELECT $10, job.id, $11, $12, $13, $14, $15, now() + make_interval(secs => $16)
-            FROM job
-         )
-         SELECT * FROM job"
-    );
-    sqlx::query_as::<_, Job>(sqlx::AssertSqlSafe(sql))
-        .bind(job.id)
-        .bind(&job.owner_id)
-        .bind(job.source_platform.as_str())
-        .bind(&job.source_url)
-        .bind(&job.source_branch)
-        .bind(&job.source_credentials_id)
-        .bind(job.priority)
-        .bind(&job.callback_url)
-        .bind(job.expires_at)
-        .bind(task.message_id)
-        .bind(task.exchange)
-        .bind(task.routing_key)
-        .bind(&task.headers)
-        .bind(&task.body)
-        .bind(task.priority)
-        .bind(task.grace_secs)
-        .fetch_one(db)
-        .await
-}
+/// Creating a job and staging its first task (the scan), in one statement (so one
+/// round trip and one commit). Undone when the task cannot be published: the staged
+/// task and the job disappear, unless the relay published the task meanwhile or
+/// something moved the job on (then the job stays and runs).
+pub struct Create<'a>(pub &'a NewJob);
 
-/// After the broker confirmed the task: marks it published (the relay leaves it alone)
-/// and writes the audit row, in one statement.
-pub async fn confirm_published(
-    db: &PgPool,
-    message_id: Uuid,
-    audit: &AuditRecord<'_>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH published AS (
-            UPDATE outbox SET published_at = now()
-            WHERE message_id = $1 AND published_at IS NULL
-         )
-         INSERT INTO audit_logs (actor_id, action, job_id, client_ip, user_agent, details, outcome)
-         VALUES ($2, $3, $4, $5::inet, $6, $7, $8)",
-    )
-    .bind(message_id)
-    .bind(audit.actor.user_id)
-    .bind(audit.action)
-    .bind(audit.job_id)
-    .bind(audit.actor.client_ip.map(|ip| ip.to_string()))
-    .bind(audit.actor.user_agent)
-    .bind(&audit.details)
-    .bind(audit.outcome.as_str())
-    .execute(db)
-    .await?;
-    Ok(())
-}
+impl Stage for Create<'_> {
+    type Output = Job;
+    type Error = sqlx::Error;
 
-/// Undoes [`create`] when the task could not be published: the staged task and the job
-/// disappear, unless the relay published the task meanwhile or something moved the job
-/// on (then the job stays and runs).
-pub async fn discard_unpublished(
-    db: &PgPool,
-    job_id: Uuid,
-    message_id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "WITH dropped AS (
-            DELETE FROM outbox WHERE message_id = $2 AND published_at IS NULL
-            RETURNING job_id
-         )
-         DELETE FROM jobs WHERE id = $1 AND status = 'pending'
-           AND EXISTS (SELECT 1 FROM dropped)",
-    )
-    .bind(job_id)
-    .bind(message_id)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    async fn write(&self, db: &PgPool, staged: &Staged) -> Result<Job, sqlx::Error> {
+        let job = self.0;
+        let sql = format!(
+            "WITH job AS (
+                INSERT INTO jobs (id, owner_id, source_platform, source_url, source_branch,
+                                  source_credentials_id, priority, callback_url, expires_at,
+                                  task_id)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                RETURNING {JOB_COLUMNS}
+             ), staged AS ({})
+             SELECT * FROM job",
+            outbox::insert_sql(11, "job")
+        );
+        sqlx::query_as::<_, Job>(sqlx::AssertSqlSafe(sql))
+            .bind(job.id)
+            .bind(&job.owner_id)
+            .bind(job.source_platform.as_str())
+            .bind(&job.source_url)
+            .bind(&job.source_branch)
+            .bind(&job.source_credentials_id)
+            .bind(job.priority)
+            .bind(&job.callback_url)
+            .bind(job.expires_at)
+            .bind(staged.message_id)
+            .bind(staged.param())
+            .fetch_one(db)
+            .await
+    }
+
+    async fn undo(&self, db: &PgPool, message_id: Uuid) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "WITH dropped AS (
+                DELETE FROM outbox WHERE message_id = $2 AND published_at IS NULL
+                RETURNING job_id
+             )
+             DELETE FROM jobs WHERE id = $1 AND status = $3
+               AND EXISTS (SELECT 1 FROM dropped)",
+        )
+        .bind(self.0.id)
+        .bind(message_id)
+        .bind(JobStatus::Pending)
+        .execute(db)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
 }
 
 /// A job of `owner` (any owner's when `owner` is `None`: the admin panel).
@@ -470,7 +467,7 @@ pub async fn list(db: &PgPool, filter: &JobFilter<'_>) -> Result<Vec<Job>, sqlx:
     let (after_at, after_id) = filter.after.unzip();
     sqlx::query_as::<_, Job>(sqlx::AssertSqlSafe(sql))
         .bind(filter.owner)
-        .bind(filter.status.map(JobStatus::as_str))
+        .bind(filter.status)
         .bind(filter.created_after)
         .bind(filter.created_before)
         .bind(after_at)
@@ -536,7 +533,7 @@ pub async fn select(
     audit: &AuditRecord<'_>,
 ) -> Result<Selection, SelectError> {
     let mut tx = db.begin().await?;
-    let status: Option<String> = sqlx::query_scalar(
+    let status: Option<JobStatus> = sqlx::query_scalar(
         "SELECT status FROM jobs WHERE id = $1 AND ($2::text IS NULL OR owner_id = $2)
          FOR UPDATE",
     )
@@ -544,10 +541,10 @@ pub async fn select(
     .bind(owner)
     .fetch_optional(&mut *tx)
     .await?;
-    match status.as_deref() {
+    match status {
         None => return Err(TransitionError::NotFound.into()),
-        Some("awaiting_selection") => {}
-        Some(other) => return Err(TransitionError::WrongState(other.to_owned()).into()),
+        Some(JobStatus::AwaitingSelection) => {}
+        Some(other) => return Err(TransitionError::WrongState(other).into()),
     }
     let wanted: Vec<Uuid> = selected.iter().chain(false_positives).copied().collect();
     let unknown: Vec<Uuid> = sqlx::query_scalar(
@@ -600,92 +597,85 @@ pub struct PushTarget {
     pub force: bool,
 }
 
-/// Moves the job from `from` to `to` and stages `task`, in one statement. With `target`
-/// the push target is recorded too; with `needs_selection` the job must have a secret
-/// selected (a job without one stays put, reported as [`TransitionError::WrongState`]
-/// with its unchanged status). Used for clean (`awaiting_selection` → `cleaning`) and
-/// push (`cleaned` → `pushing`).
-pub async fn request_task(
-    db: &PgPool,
-    job_id: Uuid,
-    owner: Option<&str>,
-    (from, to): (JobStatus, JobStatus),
-    target: Option<&PushTarget>,
-    needs_selection: bool,
-    task: &Staged,
-) -> Result<Job, TransitionError> {
-    let sql = format!(
-        "WITH moved AS (
-            UPDATE jobs SET status = $3, stage = 'queued', progress_percent = 0,
-                   error = NULL, error_code = NULL, task_id = $9,
-                   target_platform = coalesce($4, target_platform),
-                   target_url = coalesce($5, target_url),
-                   target_credentials_id = CASE WHEN $4 IS NULL THEN target_credentials_id
-                                                ELSE $6 END,
-                   force_push = coalesce($7, force_push)
-            WHERE id = $1 AND status = $2 AND ($8::text IS NULL OR owner_id = $8)
-              AND (NOT $16 OR secrets_selected > 0)
-            RETURNING {JOB_COLUMNS}
-         ), staged AS (
-            INSERT INTO outbox (message_id, job_id, exchange, routing_key, headers, body,
-                                priority, available_at)
-            SELECT $9, moved.id, $10, $11, $12, $13, $14, now() + make_interval(secs => $15)
-            FROM moved
-         )
-         SELECT * FROM moved"
-    );
-    let moved = sqlx::query_as::<_, Job>(sqlx::AssertSqlSafe(sql))
-        .bind(job_id)
-        .bind(from.as_str())
-        .bind(to.as_str())
-        .bind(target.map(|t| t.platform.as_str()))
-        .bind(target.map(|t| t.url.as_str()))
-        .bind(target.and_then(|t| t.credentials_id.as_deref()))
-        .bind(target.map(|t| t.force))
-        .bind(owner)
-        .bind(task.message_id)
-        .bind(task.exchange)
-        .bind(task.routing_key)
-        .bind(&task.headers)
-        .bind(&task.body)
-        .bind(task.priority)
-        .bind(task.grace_secs)
-        .bind(needs_selection)
-        .fetch_optional(db)
-        .await?;
-    match moved {
-        Some(job) => Ok(job),
-        None => match get(db, job_id, owner).await? {
-            None => Err(TransitionError::NotFound),
-            Some(job) => Err(TransitionError::WrongState(job.status)),
-        },
-    }
+/// Moving a job from `from` to `to` and staging the task that works on it there, in one
+/// statement: clean (`awaiting_selection` → `cleaning`) and push (`cleaned` →
+/// `pushing`). With `target` the push target is recorded too; with `needs_selection`
+/// the job must have a secret selected (a job without one stays put, reported as
+/// [`TransitionError::WrongState`] with its unchanged status). Undone (back to `from`,
+/// the staged task removed) when the task cannot be published, unless the relay sent
+/// it meanwhile or a worker moved the job on.
+pub struct RequestTask<'a> {
+    pub job_id: Uuid,
+    /// Only this owner's job (any owner's when `None`: the admin panel).
+    pub owner: Option<&'a str>,
+    pub from: JobStatus,
+    pub to: JobStatus,
+    pub target: Option<&'a PushTarget>,
+    pub needs_selection: bool,
 }
 
-/// Undoes [`request_task`] when its task could not be published: back to `from`, and
-/// the staged task removed, only if that task was still unpublished (the relay may have
-/// sent it meanwhile) and no worker moved the job on.
-pub async fn revert_request(
-    db: &PgPool,
-    job_id: Uuid,
-    (from, to): (JobStatus, JobStatus),
-    message_id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "WITH dropped AS (
-            DELETE FROM outbox WHERE message_id = $4 AND published_at IS NULL
-            RETURNING job_id
-         )
-         UPDATE jobs SET status = $2, stage = NULL
-         WHERE id = $1 AND status = $3 AND EXISTS (SELECT 1 FROM dropped)",
-    )
-    .bind(job_id)
-    .bind(from.as_str())
-    .bind(to.as_str())
-    .bind(message_id)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
+impl Stage for RequestTask<'_> {
+    type Output = Job;
+    type Error = TransitionError;
+
+    async fn write(&self, db: &PgPool, staged: &Staged) -> Result<Job, TransitionError> {
+        let sql = format!(
+            "WITH moved AS (
+                UPDATE jobs SET status = $3, stage = 'queued', progress_percent = 0,
+                       error = NULL, error_code = NULL, task_id = $9,
+                       target_platform = coalesce($4, target_platform),
+                       target_url = coalesce($5, target_url),
+                       target_credentials_id = CASE WHEN $4 IS NULL THEN target_credentials_id
+                                                    ELSE $6 END,
+                       force_push = coalesce($7, force_push)
+                WHERE id = $1 AND status = $2 AND ($8::text IS NULL OR owner_id = $8)
+                  AND (NOT $10 OR secrets_selected > 0)
+                RETURNING {JOB_COLUMNS}
+             ), staged AS ({})
+             SELECT * FROM moved",
+            outbox::insert_sql(11, "moved")
+        );
+        let target = self.target;
+        let moved = sqlx::query_as::<_, Job>(sqlx::AssertSqlSafe(sql))
+            .bind(self.job_id)
+            .bind(self.from)
+            .bind(self.to)
+            .bind(target.map(|t| t.platform.as_str()))
+            .bind(target.map(|t| t.url.as_str()))
+            .bind(target.and_then(|t| t.credentials_id.as_deref()))
+            .bind(target.map(|t| t.force))
+            .bind(self.owner)
+            .bind(staged.message_id)
+            .bind(self.needs_selection)
+            .bind(staged.param())
+            .fetch_optional(db)
+            .await?;
+        match moved {
+            Some(job) => Ok(job),
+            None => match get(db, self.job_id, self.owner).await? {
+                None => Err(TransitionError::NotFound),
+                Some(job) => Err(TransitionError::WrongState(job.status)),
+            },
+        }
+    }
+
+    async fn undo(&self, db: &PgPool, message_id: Uuid) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "WITH dropped AS (
+                DELETE FROM outbox WHERE message_id = $4 AND published_at IS NULL
+                RETURNING job_id
+             )
+             UPDATE jobs SET status = $2, stage = NULL
+             WHERE id = $1 AND status = $3 AND EXISTS (SELECT 1 FROM dropped)",
+        )
+        .bind(self.job_id)
+        .bind(self.from)
+        .bind(self.to)
+        .bind(message_id)
+        .execute(db)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
 }
 
 /// Cancels a job: any status but `expired` becomes `cancelled` (a running task hears
@@ -699,10 +689,10 @@ pub async fn cancel(
 ) -> Result<(Job, bool), TransitionError> {
     let sql = format!(
         "WITH cancelled AS (
-            UPDATE jobs SET status = 'cancelled', stage = NULL,
+            UPDATE jobs SET status = $9, stage = NULL,
                    finished_at = coalesce(finished_at, now())
             WHERE id = $1 AND ($2::text IS NULL OR owner_id = $2)
-              AND status NOT IN ('cancelled', 'expired')
+              AND status <> ALL($10)
             RETURNING {JOB_COLUMNS}
          ), audited AS (
             INSERT INTO audit_logs (actor_id, action, job_id, client_ip, user_agent, details,
@@ -723,6 +713,8 @@ pub async fn cancel(
         .bind(audit.actor.user_agent)
         .bind(&audit.details)
         .bind(audit.outcome.as_str())
+        .bind(JobStatus::Cancelled)
+        .bind(&JobStatus::GONE[..])
         .fetch_optional(db)
         .await?;
     if let Some(job) = cancelled {
@@ -730,7 +722,7 @@ pub async fn cancel(
     }
     match get(db, job_id, owner).await? {
         None => Err(TransitionError::NotFound),
-        Some(job) if job.status == "cancelled" => Ok((job, false)),
+        Some(job) if job.status == JobStatus::Cancelled => Ok((job, false)),
         Some(job) => Err(TransitionError::WrongState(job.status)),
     }
 }
@@ -763,7 +755,7 @@ pub async fn stats(
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
 ) -> Result<Stats, sqlx::Error> {
-    let by_status: Vec<(String, i64)> = sqlx::query_as(
+    let by_status: Vec<(JobStatus, i64)> = sqlx::query_as(
         "SELECT status, count(*) FROM jobs
          WHERE ($1::timestamptz IS NULL OR created_at >= $1)
            AND ($2::timestamptz IS NULL OR created_at < $2)
@@ -807,7 +799,7 @@ pub async fn stats(
         .map(|s| (s.as_str().to_owned(), 0))
         .collect();
     for (status, n) in by_status {
-        jobs_by_status.insert(status, n);
+        jobs_by_status.insert(status.as_str().to_owned(), n);
     }
     Ok(Stats {
         jobs_total: jobs_by_status.values().sum(),

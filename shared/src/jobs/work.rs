@@ -27,8 +27,8 @@ pub async fn begin(
     );
     sqlx::query_as::<_, Job>(sqlx::AssertSqlSafe(sql))
         .bind(id)
-        .bind(from.as_str())
-        .bind(working.as_str())
+        .bind(from)
+        .bind(working)
         .bind(stage)
         .bind(task_id)
         .fetch_optional(db)
@@ -49,7 +49,7 @@ pub async fn progress(
            AND (progress_percent IS DISTINCT FROM $3 OR stage IS DISTINCT FROM left($4, 200))",
     )
     .bind(id)
-    .bind(working.as_str())
+    .bind(working)
     .bind(i16::from(percent.min(100)))
     .bind(stage)
     .execute(db)
@@ -66,7 +66,7 @@ pub async fn still(db: &PgPool, id: Uuid, status: JobStatus) -> Result<bool, sql
         "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND status = $2)",
     )
     .bind(id)
-    .bind(status.as_str())
+    .bind(status)
     .fetch_one(db)
     .await
 }
@@ -103,8 +103,9 @@ pub async fn finish_scan(
 ) -> Result<Option<JobStatus>, sqlx::Error> {
     let mut tx = db.begin().await?;
     let locked: Option<Uuid> =
-        sqlx::query_scalar("SELECT id FROM jobs WHERE id = $1 AND status = 'scanning' FOR UPDATE")
+        sqlx::query_scalar("SELECT id FROM jobs WHERE id = $1 AND status = $2 FOR UPDATE")
             .bind(id)
+            .bind(JobStatus::Scanning)
             .fetch_optional(&mut *tx)
             .await?;
     if locked.is_none() {
@@ -157,7 +158,7 @@ pub async fn finish_scan(
          WHERE id = $1",
     )
     .bind(id)
-    .bind(next.as_str())
+    .bind(next)
     .bind(i32::try_from(s.len()).unwrap_or(i32::MAX))
     .bind(outcome.blobs_scanned)
     .bind(outcome.blobs_skipped)
@@ -186,13 +187,15 @@ pub async fn finish_clean(
     commits_rewritten: i64,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE jobs SET status = 'cleaned', stage = NULL, progress_percent = 100,
+        "UPDATE jobs SET status = $4, stage = NULL, progress_percent = 100,
                 secrets_cleaned = $2, commits_rewritten = $3, finished_at = now()
-         WHERE id = $1 AND status = 'cleaning'",
+         WHERE id = $1 AND status = $5",
     )
     .bind(id)
     .bind(secrets_cleaned)
     .bind(commits_rewritten)
+    .bind(JobStatus::Cleaned)
+    .bind(JobStatus::Cleaning)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -205,12 +208,14 @@ pub async fn finish_push(
     result: &serde_json::Value,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "UPDATE jobs SET status = 'pushed', stage = NULL, progress_percent = 100,
+        "UPDATE jobs SET status = $3, stage = NULL, progress_percent = 100,
                 push_result = $2, finished_at = now()
-         WHERE id = $1 AND status = 'pushing'",
+         WHERE id = $1 AND status = $4",
     )
     .bind(id)
     .bind(sqlx::types::Json(result))
+    .bind(JobStatus::Pushed)
+    .bind(JobStatus::Pushing)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -7,13 +7,17 @@
 //! while delivery tags of the old connection are void anyway. Owners of channels (the
 //! publisher, the worker's slots) notice the dead channel and open a new one instead.
 
+pub mod enqueue;
 pub mod message;
 pub mod outbox;
 pub mod publish;
+pub mod task;
 pub mod topology;
 
+pub use enqueue::{Delivery, EnqueueError, Enqueued, OnRefusal, Stage, enqueue};
 pub use message::{TaskBody, TaskMessage};
 pub use publish::{PublishError, Publisher};
+pub use task::{PayloadError, Task};
 pub use topology::{WorkQueue, declare_topology};
 
 use std::sync::Arc;

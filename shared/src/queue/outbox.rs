@@ -26,9 +26,9 @@ pub enum OutboxError {
 /// so the stager's decision about a message it could not publish stands.
 pub const RELAY_GRACE: Duration = Duration::from_secs(30);
 
-/// A message as the outbox stores it, for callers that insert the row in a statement of
-/// their own (a job and its first task in one round trip).
-#[derive(Debug, Clone)]
+/// A message as the outbox stores it. Callers write it in the statement that makes the
+/// change needing it ([`insert_sql`]), so the change and its task commit together.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Staged {
     pub message_id: Uuid,
     pub job_id: Option<Uuid>,
@@ -54,26 +54,37 @@ impl Staged {
             grace_secs: RELAY_GRACE.as_secs_f64(),
         })
     }
+
+    /// The value to bind to the parameter named in [`insert_sql`].
+    pub fn param(&self) -> sqlx::types::Json<&Self> {
+        sqlx::types::Json(self)
+    }
 }
 
-/// Records `message` for publishing, inside the caller's transaction. The caller
-/// publishes it after the commit and calls [`mark_published`]; if it dies first, the
-/// relay publishes it after [`RELAY_GRACE`].
-pub async fn stage(conn: &mut PgConnection, message: &TaskMessage) -> Result<(), OutboxError> {
-    let staged = Staged::new(message)?;
-    sqlx::query(
+/// The one statement that writes to the outbox: an `INSERT` of the staged message bound
+/// to `$param` ([`Staged::param`]), once for each row of `rows` (a CTE of the caller's
+/// statement, so nothing is staged when its change did not happen). Used as a CTE body.
+pub fn insert_sql(param: usize, rows: &str) -> String {
+    format!(
         "INSERT INTO outbox (message_id, job_id, exchange, routing_key, headers, body, priority,
                              available_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))",
+         SELECT (m->>'message_id')::uuid, (m->>'job_id')::uuid, m->>'exchange',
+                m->>'routing_key', m->'headers', m->'body', (m->>'priority')::smallint,
+                now() + make_interval(secs => (m->>'grace_secs')::float8)
+         FROM {rows}, (SELECT ${param}::jsonb AS m) AS message"
     )
-    .bind(staged.message_id)
-    .bind(staged.job_id)
-    .bind(staged.exchange)
-    .bind(staged.routing_key)
-    .bind(staged.headers)
-    .bind(staged.body)
-    .bind(staged.priority)
-    .bind(staged.grace_secs)
+}
+
+/// Stages `message` inside the caller's transaction, for a change written in statements
+/// of its own. The caller publishes it after the commit and calls [`mark_published`];
+/// if it dies first, the relay publishes it after [`RELAY_GRACE`].
+pub async fn stage(conn: &mut PgConnection, message: &TaskMessage) -> Result<(), OutboxError> {
+    let staged = Staged::new(message)?;
+    let sql = insert_sql(1, "(VALUES (1)) AS one");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH staged AS ({sql}) SELECT 1"
+    )))
+    .bind(staged.param())
     .execute(conn)
     .await?;
     Ok(())

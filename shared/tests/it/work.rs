@@ -39,7 +39,7 @@ async fn only_the_message_a_job_was_queued_with_begins_its_work() {
     let started = work::begin(&env.db, job, scan, "cloning", current)
         .await
         .unwrap();
-    assert_eq!(started.map(|j| j.status), Some("scanning".to_owned()));
+    assert_eq!(started.map(|j| j.status), Some(JobStatus::Scanning));
     // Its redelivery resumes it; the superseded copy still does not.
     assert!(
         work::begin(&env.db, job, scan, "cloning", current)

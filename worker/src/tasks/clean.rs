@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use deployguard::jobs::{Job, JobStatus, work};
+use deployguard::tasks::JobRef;
 use deployguard_engine::clean::{
     self, ArchiveFormat, CleanError, CleanProgress, CleanRun, DEFAULT_REPLACEMENT, Phase, Selection,
 };
@@ -21,8 +22,9 @@ const WORKING: JobStatus = JobStatus::Cleaning;
 pub(super) async fn run(
     services: Arc<Services>,
     ctx: TaskContext,
+    job: JobRef,
 ) -> Result<serde_json::Value, TaskError> {
-    let job = match super::begin(&ctx, WORKING, WORKING, "downloading").await? {
+    let job = match super::begin(&ctx, &job, WORKING, WORKING, "downloading").await? {
         Ok(job) => job,
         Err(skipped) => return Ok(skipped),
     };

@@ -6,8 +6,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use deployguard::jobs::{self, CLEAN_TASK, PUSH_TASK, SCAN_TASK, maintenance};
-use deployguard::queue::WorkQueue;
+use deployguard::jobs::maintenance::{self, Requeue};
+use deployguard::queue::{OnRefusal, WorkQueue, enqueue};
+use deployguard::tasks::{JobRef, JobTask, RequeueStuckJobs};
 use futures_util::StreamExt;
 use serde_json::json;
 use uuid::Uuid;
@@ -139,16 +140,16 @@ const MAX_REQUEUES: i64 = 3;
 /// Finds jobs whose task will not run by itself (see [`maintenance::stuck_jobs`]) and
 /// queues their task again when its queue is empty (otherwise the message may just be
 /// waiting; counted as `waiting`), or fails them (`task_lost`) once they were requeued
-/// [`MAX_REQUEUES`] times in their present status. Arguments: `queued_secs` (default 3600) and `silent_secs`
-/// (default: the hard time limit plus three leases).
+/// [`MAX_REQUEUES`] times in their present status.
 pub(super) async fn requeue_stuck_jobs(
     services: Arc<Services>,
     ctx: TaskContext,
+    args: RequeueStuckJobs,
 ) -> Result<serde_json::Value, TaskError> {
     let config = &services.config;
     let silent_default = (config.hard_time_limit + 3 * config.lease).as_secs_f64();
-    let queued_secs: f64 = ctx.arg("queued_secs")?.unwrap_or(3600.0);
-    let silent_secs: f64 = ctx.arg("silent_secs")?.unwrap_or(silent_default);
+    let queued_secs = args.queued_secs.unwrap_or(3600.0);
+    let silent_secs = args.silent_secs.unwrap_or(silent_default);
     if !(queued_secs > 0.0 && silent_secs > 0.0) {
         return Err(TaskError::fatal(
             "bad_arguments",
@@ -178,12 +179,10 @@ pub(super) async fn requeue_stuck_jobs(
             }
             continue;
         }
-        let (name, queue) = match job.status.as_str() {
-            "pending" | "scanning" => (SCAN_TASK, WorkQueue::Scan),
-            "cleaning" => (CLEAN_TASK, WorkQueue::Clean),
-            "pushing" => (PUSH_TASK, WorkQueue::Push),
-            _ => continue,
+        let Some(task) = JobTask::for_status(job.status) else {
+            continue;
         };
+        let queue = task.queue();
         let depth = match depths.get(&queue) {
             Some(depth) => *depth,
             None => {
@@ -196,12 +195,21 @@ pub(super) async fn requeue_stuck_jobs(
             waiting += 1;
             continue;
         }
-        let message = jobs::job_task(name, queue, job.id, &job.owner_id, job.priority);
-        if maintenance::requeue(&ctx.db, job, &message)
-            .await
-            .map_err(database)?
-        {
-            tracing::warn!(job_id = %job.id, status = %job.status, task = name, "stuck job requeued");
+        let message = task
+            .message(JobRef::new(job.id, &job.owner_id), job.priority)
+            .map_err(|e| TaskError::fatal("internal_error", e.to_string()))?;
+        let enqueued = enqueue(
+            &ctx.db,
+            &services.publisher,
+            &message,
+            &Requeue(job),
+            OnRefusal::Relay,
+            None,
+        )
+        .await
+        .map_err(|e| TaskError::retryable("database_unavailable", e.to_string()))?;
+        if enqueued.output {
+            tracing::warn!(job_id = %job.id, status = %job.status, task = task.name(), "stuck job requeued");
             requeued += 1;
         }
     }

@@ -15,12 +15,13 @@ use std::time::Duration;
 
 use crate::settings::WorkerConfig;
 use deployguard::credentials::{CredentialError, CredentialService};
-use deployguard::jobs::{
-    CLEAN_TASK, CLEANUP_EXPIRED_TASK, Job, JobStatus, PUSH_TASK, REQUEUE_STUCK_TASK, SCAN_TASK,
-    STORAGE_CLEANUP_TASK, work,
-};
+use deployguard::jobs::{Job, JobStatus, work};
 use deployguard::net::{AddressError, check_url};
 use deployguard::storage::{Storage, StorageError};
+use deployguard::tasks::{
+    CleanRepository, CleanupExpiredJobs, JobRef, PushRepository, RequeueStuckJobs, ScanRepository,
+    StorageCleanup,
+};
 use deployguard_engine::git;
 use deployguard_engine::git::remote::{Credentials, RemoteUrl, UrlPolicy};
 use serde_json::json;
@@ -37,6 +38,8 @@ pub struct Services {
     pub work: WorkArea,
     /// For looking at queue depths (requeue_stuck_jobs).
     pub broker: Arc<deployguard::queue::Broker>,
+    /// For queuing tasks again (requeue_stuck_jobs).
+    pub publisher: Arc<deployguard::queue::Publisher>,
 }
 
 /// Network and storage hiccups are retried a few times, a little apart.
@@ -47,39 +50,52 @@ const POLICY: RetryPolicy = RetryPolicy {
     jitter: 0.2,
 };
 
+/// Registers the task kind `T` with the shared services and the common retry policy.
+fn with_services<T, Fut>(
+    registry: &mut Registry,
+    services: &Arc<Services>,
+    run: fn(Arc<Services>, TaskContext, T) -> Fut,
+) where
+    T: deployguard::queue::Task,
+    Fut: Future<Output = Result<serde_json::Value, TaskError>> + Send + 'static,
+{
+    let services = Arc::clone(services);
+    registry.register(TaskSpec::of(POLICY, move |ctx, task: T| {
+        run(Arc::clone(&services), ctx, task)
+    }));
+}
+
 pub fn register(registry: &mut Registry, services: &Arc<Services>) {
-    let with = |name: &'static str,
-                run: fn(Arc<Services>, TaskContext) -> crate::registry::TaskFuture| {
-        let services = Arc::clone(services);
-        TaskSpec::new(name, POLICY, move |ctx| run(Arc::clone(&services), ctx))
-    };
-    registry.register(with(SCAN_TASK, |s, ctx| Box::pin(scan::run(s, ctx))));
-    registry.register(with(CLEAN_TASK, |s, ctx| Box::pin(clean::run(s, ctx))));
-    registry.register(with(PUSH_TASK, |s, ctx| Box::pin(push::run(s, ctx))));
-    registry.register(with(CLEANUP_EXPIRED_TASK, |s, ctx| {
-        Box::pin(maintenance::cleanup_expired_jobs(s, ctx))
-    }));
-    registry.register(with(STORAGE_CLEANUP_TASK, |s, ctx| {
-        Box::pin(maintenance::storage_cleanup(s, ctx))
-    }));
-    registry.register(with(REQUEUE_STUCK_TASK, |s, ctx| {
-        Box::pin(maintenance::requeue_stuck_jobs(s, ctx))
-    }));
+    with_services(registry, services, |s, ctx, ScanRepository(job)| {
+        scan::run(s, ctx, job)
+    });
+    with_services(registry, services, |s, ctx, CleanRepository(job)| {
+        clean::run(s, ctx, job)
+    });
+    with_services(registry, services, |s, ctx, PushRepository(job)| {
+        push::run(s, ctx, job)
+    });
+    with_services(registry, services, |s, ctx, _: CleanupExpiredJobs| {
+        maintenance::cleanup_expired_jobs(s, ctx)
+    });
+    with_services(registry, services, |s, ctx, _: StorageCleanup| {
+        maintenance::storage_cleanup(s, ctx)
+    });
+    with_services(registry, services, |s, ctx, args: RequeueStuckJobs| {
+        maintenance::requeue_stuck_jobs(s, ctx, args)
+    });
 }
 
 /// A task's job, moved into `working`; `Err(Ok(value))` when there is nothing to do.
 async fn begin(
     ctx: &TaskContext,
+    job: &JobRef,
     from: JobStatus,
     working: JobStatus,
     stage: &str,
 ) -> Result<Result<Job, serde_json::Value>, TaskError> {
-    let job_id = ctx
-        .message
-        .body
-        .job_id
-        .ok_or_else(|| TaskError::fatal("bad_arguments", "the message names no job"))?;
-    let Some(job) = work::begin(&ctx.db, job_id, (from, working), stage, ctx.message.id)
+    let job_id = job.job_id;
+    let Some(found) = work::begin(&ctx.db, job_id, (from, working), stage, ctx.message.id)
         .await
         .map_err(database)?
     else {
@@ -90,13 +106,13 @@ async fn begin(
     };
     // The message's user must own the job: a forged message cannot borrow someone
     // else's credentials.
-    if ctx.message.body.user_id.as_deref() != Some(job.owner_id.as_str()) {
+    if job.user_id != found.owner_id {
         return Err(TaskError::fatal(
             "bad_arguments",
             "the message's user does not own the job",
         ));
     }
-    Ok(Ok(job))
+    Ok(Ok(found))
 }
 
 pub(crate) fn database(err: sqlx::Error) -> TaskError {
@@ -276,7 +292,7 @@ async fn tidy(services: &Services, ctx: &TaskContext, job: Uuid, own: &[&str]) {
         .await
         .ok()
         .flatten();
-    let stopped = matches!(status.as_deref(), None | Some("cancelled" | "expired"));
+    let stopped = status.is_none_or(JobStatus::is_gone);
     let result = if stopped {
         services.storage.delete_job_artifacts(job).await.map(drop)
     } else {

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use deployguard::jobs::work::{self, FoundSecret, ScanOutcome};
 use deployguard::jobs::{Job, JobStatus};
+use deployguard::tasks::JobRef;
 use deployguard_engine::git::{self, remote};
 use deployguard_engine::scan::{
     self, Progress, Report, Revisions, ScanRun, Scanner, Settings, Target,
@@ -21,8 +22,9 @@ const WORKING: JobStatus = JobStatus::Scanning;
 pub(super) async fn run(
     services: Arc<Services>,
     ctx: TaskContext,
+    job: JobRef,
 ) -> Result<serde_json::Value, TaskError> {
-    let job = match super::begin(&ctx, JobStatus::Pending, WORKING, "cloning").await? {
+    let job = match super::begin(&ctx, &job, JobStatus::Pending, WORKING, "cloning").await? {
         Ok(job) => job,
         Err(skipped) => return Ok(skipped),
     };

@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use chrono::SubsecRound;
-use deployguard::jobs::{CLEANUP_EXPIRED_TASK, REQUEUE_STUCK_TASK, STORAGE_CLEANUP_TASK};
+use deployguard::queue::Task;
 use deployguard::queue::WorkQueue;
+use deployguard::tasks::{CleanupExpiredJobs, Periodic, RequeueStuckJobs, StorageCleanup};
 use deployguard_testkit::TestEnv;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -88,7 +89,7 @@ async fn expiry_expires_exactly_the_jobs_past_their_time_and_deletes_their_objec
     let live_keys = store(&env, &live.to_string()).await;
     let worker = Worker::start(&env, &[], &[]).await;
 
-    let result = run(&env, &worker, CLEANUP_EXPIRED_TASK).await;
+    let result = run(&env, &worker, CleanupExpiredJobs::NAME).await;
     assert_eq!(result["expired"], 3, "{result}");
     assert_eq!(result["objects_deleted"], 9, "{result}");
     for id in [waiting, busy, failed] {
@@ -121,7 +122,7 @@ async fn expiry_expires_exactly_the_jobs_past_their_time_and_deletes_their_objec
     );
 
     // Again: nothing more to do, nothing more deleted.
-    let again = run(&env, &worker, CLEANUP_EXPIRED_TASK).await;
+    let again = run(&env, &worker, CleanupExpiredJobs::NAME).await;
     assert_eq!(
         again,
         json!({"expired": 0, "objects_deleted": 0, "jobs_with_objects_left": 0})
@@ -164,7 +165,7 @@ async fn storage_cleanup_deletes_exactly_the_objects_no_live_job_owns() {
         .await;
     let worker = Worker::start(&env, &[], &[]).await;
 
-    let result = run(&env, &worker, STORAGE_CLEANUP_TASK).await;
+    let result = run(&env, &worker, StorageCleanup::NAME).await;
     assert_eq!(result["objects_deleted"], 3 + 3 + 1 + 1_100, "{result}");
     kept.sort();
     assert_eq!(all_keys(&env).await, kept);
@@ -172,7 +173,7 @@ async fn storage_cleanup_deletes_exactly_the_objects_no_live_job_owns() {
     assert_eq!(env.job_status(live).await, "cleaned");
     assert_eq!(env.job_status(cancelled).await, "cancelled");
 
-    let again = run(&env, &worker, STORAGE_CLEANUP_TASK).await;
+    let again = run(&env, &worker, StorageCleanup::NAME).await;
     assert_eq!(again["objects_deleted"], 0, "{again}");
 }
 
@@ -183,7 +184,7 @@ async fn a_run_fired_by_beat_is_carried_out_and_its_outcome_recorded() {
     let worker = Worker::start(&env, &[], &[]).await;
     let publisher = publisher(&env);
     let slot = chrono::Utc::now().trunc_subsecs(0);
-    for task in [CLEANUP_EXPIRED_TASK, STORAGE_CLEANUP_TASK] {
+    for task in [Periodic::CleanupExpiredJobs, Periodic::StorageCleanup] {
         let fired = deployguard_beat::fire::fire(&env.db, &publisher, "test-beat", task, slot)
             .await
             .unwrap();
@@ -194,7 +195,7 @@ async fn a_run_fired_by_beat_is_carried_out_and_its_outcome_recorded() {
         &env.db,
         &publisher,
         "other-beat",
-        CLEANUP_EXPIRED_TASK,
+        Periodic::CleanupExpiredJobs,
         slot,
     )
     .await
@@ -286,7 +287,7 @@ async fn stuck_jobs_are_queued_again_and_failed_after_three_tries() {
     // This worker serves the default queue only: requeued job tasks stay queued.
     let worker = Worker::start(&env, &["--queues", "default"], &[]).await;
     let message = task(
-        REQUEUE_STUCK_TASK,
+        RequeueStuckJobs::NAME,
         WorkQueue::Default,
         json!({"queued_secs": 600, "silent_secs": 3600}),
     );
@@ -353,7 +354,7 @@ async fn stuck_jobs_are_queued_again_and_failed_after_three_tries() {
     // messages: its own may be among them.
     let behind = job_updated(&env, "pending", "queued", "2 hours").await;
     let again = task(
-        REQUEUE_STUCK_TASK,
+        RequeueStuckJobs::NAME,
         WorkQueue::Default,
         json!({"queued_secs": 600, "silent_secs": 3600}),
     );

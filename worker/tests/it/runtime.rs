@@ -1,10 +1,11 @@
 use std::time::{Duration, Instant};
 
+use deployguard::queue::Task;
 use deployguard::queue::message::REASON_HEADER;
 use deployguard::queue::topology::DEAD_LETTER_QUEUE;
 use deployguard::queue::{TaskMessage, WorkQueue};
 use deployguard_testkit::TestEnv;
-use deployguard_worker::diagnostic::{EFFECT, FAIL, FAIL_POLICY, NOOP, SLEEP};
+use deployguard_worker::diagnostic::{Effect, FAIL_POLICY, Fail, Noop, Sleep};
 use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, BasicPublishOptions};
 use serde_json::json;
@@ -20,7 +21,7 @@ async fn tasks_run_once_are_recorded_and_counted_in_metrics() {
     let worker = Worker::start(&env, &["--concurrency", "2"], &[]).await;
     let publisher = publisher(&env);
     let messages: Vec<TaskMessage> = (0..20)
-        .map(|_| task(NOOP, WorkQueue::Default, json!({})))
+        .map(|_| task(Noop::NAME, WorkQueue::Default, json!({})))
         .collect();
     for outcome in publisher.publish_many(&messages).await {
         outcome.unwrap();
@@ -42,7 +43,10 @@ async fn tasks_run_once_are_recorded_and_counted_in_metrics() {
     assert_eq!((workers, unfinished), (1, 0));
 
     let text = worker.metrics_text().await;
-    let line = format!("deployguard_worker_tasks_succeeded_total{{task=\"{NOOP}\"}} 20");
+    let line = format!(
+        "deployguard_worker_tasks_succeeded_total{{task=\"{}\"}} 20",
+        Noop::NAME
+    );
     assert!(text.contains(&line), "{text}");
     assert!(
         text.contains("deployguard_worker_publish_to_start_seconds_count 20"),
@@ -64,7 +68,7 @@ async fn a_worker_killed_mid_task_loses_nothing_and_the_effect_happens_once() {
     let env = TestEnv::new().await;
     let mut first = Worker::start(&env, &[], &[]).await;
     let publisher = publisher(&env);
-    let message = task(EFFECT, WorkQueue::Clean, json!({"seconds": 2.5}));
+    let message = task(Effect::NAME, WorkQueue::Clean, json!({"seconds": 2.5}));
     publisher.publish(&message).await.unwrap();
     assert!(
         wait_state(&env, message.id, "started", 10 * SECS).await,
@@ -109,7 +113,7 @@ async fn poison_and_unknown_messages_are_dead_lettered_with_a_reason_and_fail_th
     let publisher = publisher(&env);
     // Make sure the topology exists before raw publishing.
     publisher
-        .publish(&task(NOOP, WorkQueue::Scan, json!({})))
+        .publish(&task(Noop::NAME, WorkQueue::Scan, json!({})))
         .await
         .unwrap();
 
@@ -215,11 +219,11 @@ async fn retries_follow_the_backoff_policy_then_dead_letter_and_fail_the_job() {
     let publisher = publisher(&env);
 
     // Fails twice, then succeeds: two retries, 1 s and 2 s (±20 %) apart.
-    let recovering = task(FAIL, WorkQueue::Push, json!({"times": 2}));
+    let recovering = task(Fail::NAME, WorkQueue::Push, json!({"times": 2}));
     publisher.publish(&recovering).await.unwrap();
     // Always fails: four attempts, then the dead-letter queue.
     let job = insert_job(&env).await;
-    let mut hopeless = task(FAIL, WorkQueue::Push, json!({"times": 99}));
+    let mut hopeless = task(Fail::NAME, WorkQueue::Push, json!({"times": 99}));
     hopeless.body.job_id = Some(job);
     publisher.publish(&hopeless).await.unwrap();
 
@@ -261,7 +265,8 @@ async fn retries_follow_the_backoff_policy_then_dead_letter_and_fail_the_job() {
     let text = worker.metrics_text().await;
     assert!(
         text.contains(&format!(
-            "deployguard_worker_tasks_retried_total{{task=\"{FAIL}\"}} 5"
+            "deployguard_worker_tasks_retried_total{{task=\"{}\"}} 5",
+            Fail::NAME
         )),
         "{text}"
     );
@@ -282,7 +287,7 @@ async fn work_is_taken_by_queue_order_then_by_message_priority() {
     ] {
         let mut in_queue = Vec::new();
         for priority in [1, 9, 5] {
-            let message = task(NOOP, queue, json!({})).with_job_priority(priority);
+            let message = task(Noop::NAME, queue, json!({})).with_job_priority(priority);
             in_queue.push((priority, message.id));
             messages.push(message);
         }
@@ -316,7 +321,7 @@ async fn a_single_queue_worker_takes_higher_priorities_first() {
     // Job priorities; 0 and 3 share the broker's low level and keep their order.
     let messages: Vec<TaskMessage> = [0, 3, 9, 6]
         .into_iter()
-        .map(|p| task(NOOP, WorkQueue::Scan, json!({})).with_job_priority(p))
+        .map(|p| task(Noop::NAME, WorkQueue::Scan, json!({})).with_job_priority(p))
         .collect();
     for outcome in publisher.publish_many(&messages).await {
         outcome.unwrap();
@@ -357,14 +362,14 @@ async fn time_limits_stop_then_kill_a_task_and_free_its_slot() {
     // Ignores the soft limit, in a child process: killed at the hard limit.
     let hanging_job = insert_job(&env).await;
     let mut hanging = task(
-        SLEEP,
+        Sleep::NAME,
         WorkQueue::Scan,
         json!({"seconds": 600, "child": true, "ignore_cancel": true, "pid_file": pid_file}),
     );
     hanging.body.job_id = Some(hanging_job);
     // Stops when asked at the soft limit.
-    let polite = task(SLEEP, WorkQueue::Scan, json!({"seconds": 600}));
-    let after = task(NOOP, WorkQueue::Scan, json!({}));
+    let polite = task(Sleep::NAME, WorkQueue::Scan, json!({"seconds": 600}));
+    let after = task(Noop::NAME, WorkQueue::Scan, json!({}));
     for message in [&hanging, &polite, &after] {
         publisher.publish(message).await.unwrap();
     }
@@ -415,7 +420,7 @@ async fn cancelling_a_job_stops_its_running_task_promptly() {
     let env = TestEnv::new().await;
     let worker = Worker::start(&env, &[], &[("TASK_LEASE_SECS", "60")]).await;
     let job = insert_job(&env).await;
-    let mut message = task(SLEEP, WorkQueue::Scan, json!({"seconds": 600}));
+    let mut message = task(Sleep::NAME, WorkQueue::Scan, json!({"seconds": 600}));
     message.body.job_id = Some(job);
     publisher(&env).publish(&message).await.unwrap();
     assert!(
@@ -440,7 +445,7 @@ async fn cancelling_a_job_stops_its_running_task_promptly() {
     assert_eq!(job_row(&env, job).await.0, "cancelled");
 
     // A task of the cancelled job that is still queued never runs.
-    let mut late = task(EFFECT, WorkQueue::Scan, json!({"seconds": 0}));
+    let mut late = task(Effect::NAME, WorkQueue::Scan, json!({"seconds": 0}));
     late.body.job_id = Some(job);
     publisher(&env).publish(&late).await.unwrap();
     assert!(
@@ -461,13 +466,13 @@ async fn sigterm_finishes_short_tasks_and_hands_back_the_rest() {
     )
     .await;
     let publisher = publisher(&env);
-    let short = task(SLEEP, WorkQueue::Clean, json!({"seconds": 1.5}));
-    let long = task(SLEEP, WorkQueue::Clean, json!({"seconds": 600}));
+    let short = task(Sleep::NAME, WorkQueue::Clean, json!({"seconds": 1.5}));
+    let long = task(Sleep::NAME, WorkQueue::Clean, json!({"seconds": 600}));
     publisher.publish(&short).await.unwrap();
     publisher.publish(&long).await.unwrap();
     assert!(wait_state(&env, short.id, "started", 10 * SECS).await);
     assert!(wait_state(&env, long.id, "started", 10 * SECS).await);
-    let queued = task(NOOP, WorkQueue::Clean, json!({}));
+    let queued = task(Noop::NAME, WorkQueue::Clean, json!({}));
     publisher.publish(&queued).await.unwrap();
 
     worker.signal("TERM");
@@ -510,7 +515,7 @@ async fn sigterm_finishes_short_tasks_and_hands_back_the_rest() {
 async fn a_task_staged_in_the_outbox_is_published_by_the_relay() {
     let env = TestEnv::new().await;
     let job = insert_job(&env).await;
-    let mut message = task(NOOP, WorkQueue::Scan, json!({}));
+    let mut message = task(Noop::NAME, WorkQueue::Scan, json!({}));
     message.body.job_id = Some(job);
     // Committed with the job, and the process "died" before publishing.
     let mut tx = env.db.begin().await.unwrap();
@@ -550,9 +555,9 @@ async fn exclusive_rabbitmq_restart_mid_run_loses_no_task() {
     let publisher = publisher(&env);
     // Two in flight across the restart (their acks die with the connection), thirty queued.
     let mut messages: Vec<TaskMessage> = (0..2)
-        .map(|_| task(EFFECT, WorkQueue::Scan, json!({"seconds": 3})))
+        .map(|_| task(Effect::NAME, WorkQueue::Scan, json!({"seconds": 3})))
         .collect();
-    messages.extend((0..30).map(|_| task(NOOP, WorkQueue::Clean, json!({}))));
+    messages.extend((0..30).map(|_| task(Noop::NAME, WorkQueue::Clean, json!({}))));
     for outcome in publisher.publish_many(&messages).await {
         outcome.unwrap();
     }
@@ -591,7 +596,7 @@ async fn a_late_copy_of_a_failed_attempt_does_not_run_again() {
     let env = TestEnv::new().await;
     let worker = Worker::start(&env, &[], &[]).await;
     let publisher = publisher(&env);
-    let message = task(FAIL, WorkQueue::Push, json!({"times": 99}));
+    let message = task(Fail::NAME, WorkQueue::Push, json!({"times": 99}));
     publisher.publish(&message).await.unwrap();
     assert!(
         wait_state(&env, message.id, "retry", 10 * SECS).await,
@@ -616,7 +621,8 @@ async fn a_late_copy_of_a_failed_attempt_does_not_run_again() {
     let text = worker.metrics_text().await;
     assert!(
         text.contains(&format!(
-            "deployguard_worker_tasks_duplicates_total{{task=\"{FAIL}\"}} 1"
+            "deployguard_worker_tasks_duplicates_total{{task=\"{}\"}} 1",
+            Fail::NAME
         )),
         "{text}"
     );

@@ -904,7 +904,7 @@ async fn a_scan_delivered_again_after_its_job_moved_on_changes_nothing() {
     // A second scan message for the same job, as a duplicate publish would make.
     let job_id: uuid::Uuid = id.parse().unwrap();
     let mut duplicate = crate::task(
-        deployguard::jobs::SCAN_TASK,
+        <deployguard::tasks::ScanRepository as deployguard::queue::Task>::NAME,
         deployguard::queue::WorkQueue::Scan,
         json!({}),
     );

@@ -64,7 +64,7 @@ pub async fn insert(db: impl PgExecutor<'_>, record: &AuditRecord<'_>) -> Result
     Ok(())
 }
 
-fn clip(text: &str, max_chars: usize) -> String {
+pub(crate) fn clip(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()
 }
 

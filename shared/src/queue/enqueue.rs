@@ -1,0 +1,177 @@
+//! The one way a task leaves a process. [`enqueue`] writes the change that needs the
+//! task together with its outbox row (a [`Stage`]), publishes the message with
+//! confirms, then marks it published and writes the audit row (one statement). When
+//! the broker refuses it, a request's change is undone and the caller answers
+//! "unavailable" ([`OnRefusal::Undo`]); scheduled and maintenance work leave it to the
+//! outbox relay ([`OnRefusal::Relay`]). A publish whose confirm never came is left to
+//! the relay either way: the broker may have it, and the worker runs a task id once.
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::message::TaskMessage;
+use super::outbox::{self, OutboxError, Staged};
+use super::publish::{PublishError, Publisher};
+use crate::audit::{AuditRecord, clip};
+
+/// The change a task is queued for, written with its outbox row.
+pub trait Stage: Send + Sync {
+    /// What the write returns (the job as it now is, a claimed run …).
+    type Output: Send;
+    type Error: From<sqlx::Error> + Send;
+
+    /// Writes the change and `staged` (through [`outbox::insert_sql`]) in one statement or
+    /// transaction, so both commit or neither does.
+    fn write(
+        &self,
+        db: &PgPool,
+        staged: &Staged,
+    ) -> impl Future<Output = Result<Self::Output, Self::Error>> + Send;
+
+    /// Takes the change back after the broker refused `message_id`, but only while that
+    /// message is still unpublished (the relay may have sent it meanwhile) and nothing
+    /// moved the state on. Returns whether it was taken back. Only called under
+    /// [`OnRefusal::Undo`].
+    fn undo(
+        &self,
+        db: &PgPool,
+        message_id: Uuid,
+    ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
+}
+
+/// What a refused publish means for the change that was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRefusal {
+    /// A person's request: with the broker away nothing is written (it is asked first),
+    /// and a refused publish undoes the change, so the caller can answer 503 truthfully.
+    Undo,
+    /// Scheduled or maintenance work: the change stands and the outbox relay publishes
+    /// the message once the broker is back.
+    Relay,
+}
+
+/// How the message left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// The broker confirmed it.
+    Published,
+    /// The outbox relay publishes it (no confirm, or the broker refused it under
+    /// [`OnRefusal::Relay`]).
+    Relayed,
+}
+
+#[derive(Debug)]
+pub struct Enqueued<T> {
+    pub output: T,
+    pub delivery: Delivery,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError<E: std::error::Error> {
+    /// The broker is away: under [`OnRefusal::Undo`] nothing stays written.
+    #[error("the broker is unavailable: {0}")]
+    Unavailable(String),
+    /// The change itself was refused (a wrong state, a conflict) or failed.
+    #[error(transparent)]
+    Stage(E),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+}
+
+/// Queues `message` with the change `stage` makes; `audit` (if any) is written once the
+/// message is out or handed to the relay.
+pub async fn enqueue<S>(
+    db: &PgPool,
+    publisher: &Publisher,
+    message: &TaskMessage,
+    stage: &S,
+    on_refusal: OnRefusal,
+    audit: Option<&AuditRecord<'_>>,
+) -> Result<Enqueued<S::Output>, EnqueueError<S::Error>>
+where
+    S: Stage,
+    S::Error: std::error::Error,
+{
+    let staged = Staged::new(message)?;
+    if on_refusal == OnRefusal::Undo
+        && let Err(err) = publisher.broker().connection().await
+    {
+        // Cheap refusal while the broker is known to be away: nothing is written.
+        return Err(EnqueueError::Unavailable(err.to_string()));
+    }
+    let output = stage
+        .write(db, &staged)
+        .await
+        .map_err(EnqueueError::Stage)?;
+    let (task, job_id) = (message.task.as_str(), message.body.job_id);
+    let delivery = match publisher.publish(message).await {
+        Ok(()) => Delivery::Published,
+        Err(PublishError::Timeout(_)) => {
+            tracing::warn!(
+                task,
+                ?job_id,
+                "no confirm for the task; the outbox relay takes over"
+            );
+            Delivery::Relayed
+        }
+        Err(err) if on_refusal == OnRefusal::Relay => {
+            tracing::warn!(task, ?job_id, error = %err, "publishing failed; the outbox relay will");
+            Delivery::Relayed
+        }
+        Err(err) => {
+            tracing::warn!(task, ?job_id, error = %err, "task not published; its change is undone");
+            if let Err(db_err) = stage.undo(db, message.id).await {
+                // The relay publishes it later: late, not lost.
+                tracing::error!(task, ?job_id, error = %db_err, "could not undo the change");
+            }
+            return Err(EnqueueError::Unavailable(err.to_string()));
+        }
+    };
+    let recorded = match (delivery, audit) {
+        (Delivery::Published, Some(audit)) => mark_published_and_audit(db, message.id, audit).await,
+        (Delivery::Published, None) => {
+            outbox::mark_published(db, message.id)
+                .await
+                .map_err(|e| match e {
+                    OutboxError::Database(e) => e,
+                    OutboxError::Encoding(e) => sqlx::Error::Protocol(e.to_string()),
+                })
+        }
+        (Delivery::Relayed, Some(audit)) => crate::audit::insert(db, audit).await,
+        (Delivery::Relayed, None) => Ok(()),
+    };
+    if let Err(err) = recorded {
+        // The task is out and the change committed: the enqueue succeeded. The relay
+        // publishes a duplicate, which the worker ignores.
+        tracing::warn!(task, ?job_id, error = %err, "could not mark the task published");
+    }
+    Ok(Enqueued { output, delivery })
+}
+
+/// After the broker confirmed the message: marks it published (the relay leaves it
+/// alone) and writes the audit row, in one statement.
+async fn mark_published_and_audit(
+    db: &PgPool,
+    message_id: Uuid,
+    audit: &AuditRecord<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "WITH published AS (
+            UPDATE outbox SET published_at = now()
+            WHERE message_id = $1 AND published_at IS NULL
+         )
+         INSERT INTO audit_logs (actor_id, action, job_id, client_ip, user_agent, details, outcome)
+         VALUES ($2, $3, $4, $5::inet, $6, $7, $8)",
+    )
+    .bind(message_id)
+    .bind(clip(audit.actor.user_id, 255))
+    .bind(audit.action)
+    .bind(audit.job_id)
+    .bind(audit.actor.client_ip.map(|ip| ip.to_string()))
+    .bind(audit.actor.user_agent.map(|ua| clip(ua, 512)))
+    .bind(&audit.details)
+    .bind(audit.outcome.as_str())
+    .execute(db)
+    .await?;
+    Ok(())
+}
