@@ -16,6 +16,7 @@ use deployguard::jobs::{
     SecretSummary, SelectError, Selection, TransitionError,
 };
 use deployguard::queue::{EnqueueError, OnRefusal, enqueue};
+use deployguard::storage::ObjectKey;
 use deployguard::tasks::{JobRef, JobTask};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -174,7 +175,8 @@ pub async fn create(
             )
             .await;
             match created {
-                Ok(enqueued) => Ok(enqueued.output),
+                Ok(Some(enqueued)) => Ok(enqueued.output),
+                Ok(None) => Err(ApiError::internal(&"the job was not created")),
                 Err(EnqueueError::Unavailable(_)) => {
                     state.metrics.publish_failures.inc();
                     Err(ApiError::broker_unavailable())
@@ -527,7 +529,8 @@ async fn queue_task(
             )
             .await;
             match queued {
-                Ok(enqueued) => Ok(enqueued.output),
+                Ok(Some(enqueued)) => Ok(enqueued.output),
+                Ok(None) => Err(ApiError::internal(&"the job was not moved")),
                 Err(EnqueueError::Unavailable(_)) => {
                     state.metrics.publish_failures.inc();
                     Err(ApiError::broker_unavailable())
@@ -727,13 +730,13 @@ pub async fn cancel(
     }))
 }
 
+/// What the clean task stores for download.
 #[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
 pub enum ArchiveFormat {
-    #[serde(rename = "zip")]
+    /// Every branch checked out, with the history as a bundle inside.
     Zip,
-    #[serde(rename = "tar.gz")]
-    TarGz,
-    #[serde(rename = "bundle")]
+    /// A git bundle of every ref.
     Bundle,
 }
 
@@ -741,7 +744,7 @@ pub enum ArchiveFormat {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct DownloadQuery {
-    /// `zip` (default), `tar.gz` or `bundle` (a git bundle of every ref).
+    /// `zip` (default) or `bundle` (a git bundle of every ref).
     #[param(inline)]
     pub format: Option<ArchiveFormat>,
 }
@@ -771,13 +774,12 @@ pub async fn download(
             JobStatus::Cleaned.as_str(),
         ));
     }
-    let (file, name) = match query.format.unwrap_or(ArchiveFormat::Zip) {
-        ArchiveFormat::Zip => ("cleaned.zip", format!("{id}.zip")),
-        ArchiveFormat::TarGz => ("cleaned.tar.gz", format!("{id}.tar.gz")),
-        ArchiveFormat::Bundle => ("cleaned.bundle", format!("{id}.bundle")),
+    let (key, name) = match query.format.unwrap_or(ArchiveFormat::Zip) {
+        ArchiveFormat::Zip => (ObjectKey::Archive(id), format!("{id}.zip")),
+        ArchiveFormat::Bundle => (ObjectKey::CleanedBundle(id), format!("{id}.bundle")),
     };
-    let key = format!("cleaned/{id}/{file}");
-    let exists = state.storage.exists(&key).await.map_err(|e| {
+    let file = key.file_name();
+    let exists = state.storage.exists(key).await.map_err(|e| {
         tracing::warn!(job_id = %id, error = %e, "object storage unavailable");
         ApiError::storage_unavailable()
     })?;
@@ -792,7 +794,7 @@ pub async fn download(
     }
     let url = state
         .storage
-        .presign_get(&key, state.api.download_url_ttl, &name)
+        .presign_get(key, state.api.download_url_ttl, &name)
         .await
         .map_err(|_| ApiError::storage_unavailable())?;
     let audit = AuditRecord {

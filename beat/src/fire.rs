@@ -18,9 +18,9 @@ pub enum Fired {
     AlreadyClaimed,
 }
 
-/// Claiming `(task, slot)` in `beat_runs` with its message staged, in one statement;
-/// `None` when it was claimed before. Never undone: a claimed time is published by the
-/// relay if not now.
+/// Claiming `(task, slot)` in `beat_runs` with its message staged, in one statement
+/// (the run's id); nothing when it was claimed before. Never undone: a claimed time is
+/// published by the relay if not now.
 struct Claim<'a> {
     task: Periodic,
     slot: DateTime<Utc>,
@@ -28,7 +28,7 @@ struct Claim<'a> {
 }
 
 impl Stage for Claim<'_> {
-    type Output = Option<i64>;
+    type Output = i64;
     type Error = sqlx::Error;
 
     async fn write(&self, db: &PgPool, staged: &Staged) -> Result<Option<i64>, sqlx::Error> {
@@ -82,10 +82,11 @@ pub async fn fire(
         slot,
         instance,
     };
-    let enqueued = enqueue(db, publisher, &message, &claim, OnRefusal::Relay, None).await?;
-    let Some(run) = enqueued.output else {
+    let Some(enqueued) = enqueue(db, publisher, &message, &claim, OnRefusal::Relay, None).await?
+    else {
         return Ok(Fired::AlreadyClaimed);
     };
+    let run = enqueued.output;
     if enqueued.delivery == Delivery::Relayed {
         return Ok(Fired::Staged);
     }

@@ -1,5 +1,6 @@
 //! Object storage (S3 or an S3-compatible store such as MinIO) for job artifacts.
 
+use std::fmt;
 use std::time::Duration;
 
 use aws_sdk_s3::config::{
@@ -9,6 +10,7 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
+use uuid::Uuid;
 
 use crate::env::{self, ConfigError, Source};
 
@@ -181,13 +183,93 @@ impl Drop for PendingUpload {
     }
 }
 
+/// Every object the service stores, one constructor per kind: the only place a key is
+/// spelled. All of a job's objects live under its three prefixes ([`job_prefixes`]),
+/// which is what cancel, expiry and the storage sweep delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ObjectKey {
+    /// `repos/{job}/source.bundle`: the scanned repository, every ref.
+    SourceBundle(Uuid),
+    /// `repos/{job}/source.idx`: the index of the source bundle's pack.
+    SourceIndex(Uuid),
+    /// `reports/{job}/report.json.enc`: the scan report with full values, encrypted.
+    EncryptedReport(Uuid),
+    /// `reports/{job}/report.sarif`: the scan report as SARIF, previews only.
+    Sarif(Uuid),
+    /// `cleaned/{job}/cleaned.bundle`: the rewritten repository, every ref.
+    CleanedBundle(Uuid),
+    /// `cleaned/{job}/cleaned.idx`: the index of the cleaned bundle's pack.
+    CleanedIndex(Uuid),
+    /// `cleaned/{job}/cleaned.zip`: the download archive (every branch checked out).
+    Archive(Uuid),
+}
+
+/// The top-level prefixes of job objects.
+pub const JOB_PREFIXES: [&str; 3] = ["repos/", "reports/", "cleaned/"];
+
+impl ObjectKey {
+    pub fn job(self) -> Uuid {
+        match self {
+            Self::SourceBundle(job)
+            | Self::SourceIndex(job)
+            | Self::EncryptedReport(job)
+            | Self::Sarif(job)
+            | Self::CleanedBundle(job)
+            | Self::CleanedIndex(job)
+            | Self::Archive(job) => job,
+        }
+    }
+
+    /// The index stored beside a bundle.
+    pub fn index(self) -> Option<Self> {
+        match self {
+            Self::SourceBundle(job) => Some(Self::SourceIndex(job)),
+            Self::CleanedBundle(job) => Some(Self::CleanedIndex(job)),
+            _ => None,
+        }
+    }
+
+    /// The file name part of the key.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Self::SourceBundle(_) => "source.bundle",
+            Self::SourceIndex(_) => "source.idx",
+            Self::EncryptedReport(_) => "report.json.enc",
+            Self::Sarif(_) => "report.sarif",
+            Self::CleanedBundle(_) => "cleaned.bundle",
+            Self::CleanedIndex(_) => "cleaned.idx",
+            Self::Archive(_) => "cleaned.zip",
+        }
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::SourceBundle(_) | Self::SourceIndex(_) => JOB_PREFIXES[0],
+            Self::EncryptedReport(_) | Self::Sarif(_) => JOB_PREFIXES[1],
+            Self::CleanedBundle(_) | Self::CleanedIndex(_) | Self::Archive(_) => JOB_PREFIXES[2],
+        }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}/{}", self.prefix(), self.job(), self.file_name())
+    }
+}
+
 /// The prefixes under which a job's objects live.
-pub fn job_prefixes(job_id: uuid::Uuid) -> [String; 3] {
-    [
-        format!("repos/{job_id}/"),
-        format!("reports/{job_id}/"),
-        format!("cleaned/{job_id}/"),
-    ]
+pub fn job_prefixes(job_id: Uuid) -> [String; 3] {
+    JOB_PREFIXES.map(|prefix| format!("{prefix}{job_id}/"))
+}
+
+/// The job a stored key belongs to: `{prefix}/{job id}/…` under a job prefix.
+pub fn job_of(key: &str) -> Option<Uuid> {
+    let rest = JOB_PREFIXES.iter().find_map(|p| key.strip_prefix(p))?;
+    let (id, name) = rest.split_once('/')?;
+    if name.is_empty() {
+        return None;
+    }
+    Uuid::parse_str(id).ok()
 }
 
 impl Storage {
@@ -289,7 +371,8 @@ impl Storage {
 
 impl Storage {
     /// Whether an object exists.
-    pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+    pub async fn exists(&self, key: ObjectKey) -> Result<bool, StorageError> {
+        let key = key.to_string();
         match self
             .client
             .head_object()
@@ -315,10 +398,11 @@ impl Storage {
     /// endpoint; `filename` becomes the download's name.
     pub async fn presign_get(
         &self,
-        key: &str,
+        key: ObjectKey,
         ttl: Duration,
         filename: &str,
     ) -> Result<String, StorageError> {
+        let key = key.to_string();
         let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(ttl)
             .map_err(|e| StorageError::Unavailable(e.to_string()))?;
         let request = self
@@ -377,7 +461,13 @@ impl Storage {
 
     /// Uploads the file at `path` as `key`: in one request, or in parts (several at once)
     /// when it is larger than the part size. Returns its size.
-    pub async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<u64, StorageError> {
+    pub async fn put_file(
+        &self,
+        key: ObjectKey,
+        path: &std::path::Path,
+    ) -> Result<u64, StorageError> {
+        let key = key.to_string();
+        let key = key.as_str();
         let unreadable = |e: &dyn std::fmt::Display| {
             StorageError::Unavailable(format!("{}: {e}", path.display()))
         };
@@ -505,7 +595,8 @@ impl Storage {
     }
 
     /// Uploads `bytes` as `key`.
-    pub async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+    pub async fn put_bytes(&self, key: ObjectKey, bytes: Vec<u8>) -> Result<(), StorageError> {
+        let key = key.to_string();
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -538,8 +629,12 @@ impl Storage {
     }
 
     /// Downloads `key` into a new file at `path`, streaming; returns its size.
-    pub async fn get_file(&self, key: &str, path: &std::path::Path) -> Result<u64, StorageError> {
-        let object = self.get(key).await?;
+    pub async fn get_file(
+        &self,
+        key: ObjectKey,
+        path: &std::path::Path,
+    ) -> Result<u64, StorageError> {
+        let object = self.get(&key.to_string()).await?;
         let io = |e: std::io::Error| StorageError::Unavailable(format!("{}: {e}", path.display()));
         let mut file = tokio::fs::File::create(path).await.map_err(io)?;
         let mut body = object.body.into_async_read();
@@ -551,8 +646,8 @@ impl Storage {
     }
 
     /// Downloads `key` into memory (small objects: reports).
-    pub async fn get_bytes(&self, key: &str) -> Result<Vec<u8>, StorageError> {
-        let object = self.get(key).await?;
+    pub async fn get_bytes(&self, key: ObjectKey) -> Result<Vec<u8>, StorageError> {
+        let object = self.get(&key.to_string()).await?;
         let data = object
             .body
             .collect()
@@ -561,7 +656,7 @@ impl Storage {
         Ok(data.into_bytes().to_vec())
     }
 
-    /// Deletes one object (no error when it is already gone).
+    /// Deletes one object by the key a listing gave (no error when it is already gone).
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.client
             .delete_object()
@@ -583,7 +678,7 @@ impl Storage {
     }
 
     /// Deletes every object of a job; returns how many there were.
-    pub async fn delete_job_artifacts(&self, job_id: uuid::Uuid) -> Result<usize, StorageError> {
+    pub async fn delete_job_artifacts(&self, job_id: Uuid) -> Result<usize, StorageError> {
         let mut deleted = 0;
         for prefix in job_prefixes(job_id) {
             deleted += self.delete_prefix(&prefix).await?;
@@ -597,6 +692,55 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+
+    #[test]
+    fn the_layout_of_a_jobs_objects() {
+        let job = Uuid::nil();
+        let keys: Vec<String> = [
+            ObjectKey::SourceBundle(job),
+            ObjectKey::SourceIndex(job),
+            ObjectKey::EncryptedReport(job),
+            ObjectKey::Sarif(job),
+            ObjectKey::CleanedBundle(job),
+            ObjectKey::CleanedIndex(job),
+            ObjectKey::Archive(job),
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        let id = job.to_string();
+        assert_eq!(
+            keys,
+            [
+                format!("repos/{id}/source.bundle"),
+                format!("repos/{id}/source.idx"),
+                format!("reports/{id}/report.json.enc"),
+                format!("reports/{id}/report.sarif"),
+                format!("cleaned/{id}/cleaned.bundle"),
+                format!("cleaned/{id}/cleaned.idx"),
+                format!("cleaned/{id}/cleaned.zip"),
+            ]
+        );
+        for key in &keys {
+            assert_eq!(job_of(key), Some(job), "{key}");
+            assert!(job_prefixes(job).iter().any(|p| key.starts_with(p)));
+        }
+        assert_eq!(
+            ObjectKey::CleanedBundle(job).index(),
+            Some(ObjectKey::CleanedIndex(job))
+        );
+    }
+
+    #[test]
+    fn a_key_names_its_job_only_in_the_layout() {
+        let id = Uuid::now_v7();
+        assert_eq!(job_of(&format!("reports/{id}/x/y")), Some(id));
+        assert_eq!(job_of(&format!("repos/{id}")), None);
+        assert_eq!(job_of(&format!("repos/{id}/")), None);
+        assert_eq!(job_of(&format!("other/{id}/file")), None);
+        assert_eq!(job_of("repos/not-a-job/source.bundle"), None);
+        assert_eq!(job_of("repos/"), None);
+    }
 
     fn base() -> HashMap<&'static str, &'static str> {
         HashMap::from([

@@ -244,6 +244,34 @@ impl TestEnv {
         Storage::new(&self.config().storage)
     }
 
+    /// Stores `bytes` under any `key`, in or outside the service's layout (orphans,
+    /// foreign objects), straight through the S3 client.
+    pub async fn put_object(&self, key: &str, bytes: &[u8]) {
+        let storage = self.storage();
+        storage
+            .client()
+            .put_object()
+            .bucket(storage.bucket())
+            .key(key)
+            .body(bytes.to_vec().into())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("storing {key}: {e}"));
+    }
+
+    /// Whether an object exists under any `key`.
+    pub async fn object_exists(&self, key: &str) -> bool {
+        let storage = self.storage();
+        storage
+            .client()
+            .head_object()
+            .bucket(storage.bucket())
+            .key(key)
+            .send()
+            .await
+            .is_ok()
+    }
+
     /// A fresh AMQP connection to this test's vhost.
     pub async fn amqp_connection(&self) -> lapin::Connection {
         let uri = deployguard::queue::parse_amqp_uri(&self.amqp_url(None)).expect("AMQP URL");

@@ -1,5 +1,6 @@
 //! The job endpoints over HTTP against the real database, broker and object store.
 
+use deployguard::storage::ObjectKey;
 use reqwest::Method;
 use serde_json::json;
 
@@ -551,22 +552,15 @@ async fn cancel_stops_the_job_deletes_its_artifacts_and_can_be_repeated() {
     let id = api.create_job("alice").await;
     let other = api.create_job("alice").await;
     let storage = api.env.storage();
+    let (job, other_job): (uuid::Uuid, uuid::Uuid) = (id.parse().unwrap(), other.parse().unwrap());
     let keys = [
-        format!("repos/{id}/source.bundle"),
-        format!("reports/{id}/report.json.enc"),
-        format!("cleaned/{id}/cleaned.zip"),
-        format!("repos/{other}/source.bundle"),
+        ObjectKey::SourceBundle(job),
+        ObjectKey::EncryptedReport(job),
+        ObjectKey::Archive(job),
+        ObjectKey::SourceBundle(other_job),
     ];
-    for key in &keys {
-        storage
-            .client()
-            .put_object()
-            .bucket(storage.bucket())
-            .key(key)
-            .body(b"data".to_vec().into())
-            .send()
-            .await
-            .unwrap();
+    for key in keys {
+        storage.put_bytes(key, b"data".to_vec()).await.unwrap();
     }
     // Workers hear of it on the notification channel.
     let mut listener = sqlx::postgres::PgListener::connect(&api.env.database_url(None))
@@ -584,10 +578,10 @@ async fn cancel_stops_the_job_deletes_its_artifacts_and_can_be_repeated() {
         .unwrap();
     assert_eq!(note.payload(), id);
     for key in &keys[..3] {
-        assert!(!storage.exists(key).await.unwrap(), "{key} survived");
+        assert!(!storage.exists(*key).await.unwrap(), "{key} survived");
     }
     assert!(
-        storage.exists(&keys[3]).await.unwrap(),
+        storage.exists(keys[3]).await.unwrap(),
         "another job's object was deleted"
     );
 
@@ -626,14 +620,10 @@ async fn download_redirects_to_a_presigned_url_on_the_public_host() {
     assert_eq!(status, 410, "no archive stored: {body}");
     assert_eq!(body["error"]["code"], "artifact_gone");
 
-    let storage = api.env.storage();
-    storage
-        .client()
-        .put_object()
-        .bucket(storage.bucket())
-        .key(format!("cleaned/{id}/cleaned.zip"))
-        .body(b"PK-cleaned-archive".to_vec().into())
-        .send()
+    let job: uuid::Uuid = id.parse().unwrap();
+    api.env
+        .storage()
+        .put_bytes(ObjectKey::Archive(job), b"PK-cleaned-archive".to_vec())
         .await
         .unwrap();
     let no_redirects = reqwest::Client::builder()
@@ -667,11 +657,21 @@ async fn download_redirects_to_a_presigned_url_on_the_public_host() {
     ))
     .await;
     assert_eq!(status, 400);
-    let (status, _) = send(api.call(
+    // No task writes a tar.gz: the format is not offered, rather than always gone.
+    let (status, body) = send(api.call(
         "alice",
         Method::GET,
         &format!("/jobs/{id}/download?format=tar.gz"),
     ))
     .await;
-    assert_eq!(status, 410);
+    assert_eq!(status, 400, "{body}");
+    // The bundle is a format the clean writes; this job has none stored.
+    let (status, body) = send(api.call(
+        "alice",
+        Method::GET,
+        &format!("/jobs/{id}/download?format=bundle"),
+    ))
+    .await;
+    assert_eq!(status, 410, "{body}");
+    assert_eq!(body["error"]["code"], "artifact_gone");
 }

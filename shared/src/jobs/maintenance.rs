@@ -118,15 +118,14 @@ pub async fn stuck_jobs(
 
 /// Queuing a stuck job's task again: stage `queued`, the task staged, an audit row
 /// (`job.requeue`), in one statement. Writes nothing when the job changed since it was
-/// found stuck (the output is then `false`). Never undone: the relay publishes what the
-/// broker refused.
+/// found stuck. Never undone: the relay publishes what the broker refused.
 pub struct Requeue<'a>(pub &'a Stuck);
 
 impl Stage for Requeue<'_> {
-    type Output = bool;
+    type Output = Uuid;
     type Error = sqlx::Error;
 
-    async fn write(&self, db: &PgPool, staged: &Staged) -> Result<bool, sqlx::Error> {
+    async fn write(&self, db: &PgPool, staged: &Staged) -> Result<Option<Uuid>, sqlx::Error> {
         let stuck = self.0;
         let sql = format!(
             "WITH moved AS (
@@ -143,7 +142,7 @@ impl Stage for Requeue<'_> {
              SELECT id FROM moved",
             outbox::insert_sql(5, "moved")
         );
-        let moved: Option<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(stuck.id)
             .bind(stuck.status)
             .bind(stuck.updated_at)
@@ -152,8 +151,7 @@ impl Stage for Requeue<'_> {
             .bind(SYSTEM_ACTOR)
             .bind(stuck.requeued)
             .fetch_optional(db)
-            .await?;
-        Ok(moved.is_some())
+            .await
     }
 
     async fn undo(&self, _db: &PgPool, _message_id: Uuid) -> Result<bool, sqlx::Error> {

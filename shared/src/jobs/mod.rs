@@ -292,7 +292,7 @@ impl Stage for Create<'_> {
     type Output = Job;
     type Error = sqlx::Error;
 
-    async fn write(&self, db: &PgPool, staged: &Staged) -> Result<Job, sqlx::Error> {
+    async fn write(&self, db: &PgPool, staged: &Staged) -> Result<Option<Job>, sqlx::Error> {
         let job = self.0;
         let sql = format!(
             "WITH job AS (
@@ -319,6 +319,7 @@ impl Stage for Create<'_> {
             .bind(staged.param())
             .fetch_one(db)
             .await
+            .map(Some)
     }
 
     async fn undo(&self, db: &PgPool, message_id: Uuid) -> Result<bool, sqlx::Error> {
@@ -618,7 +619,7 @@ impl Stage for RequestTask<'_> {
     type Output = Job;
     type Error = TransitionError;
 
-    async fn write(&self, db: &PgPool, staged: &Staged) -> Result<Job, TransitionError> {
+    async fn write(&self, db: &PgPool, staged: &Staged) -> Result<Option<Job>, TransitionError> {
         let sql = format!(
             "WITH moved AS (
                 UPDATE jobs SET status = $3, stage = 'queued', progress_percent = 0,
@@ -651,7 +652,7 @@ impl Stage for RequestTask<'_> {
             .fetch_optional(db)
             .await?;
         match moved {
-            Some(job) => Ok(job),
+            Some(job) => Ok(Some(job)),
             None => match get(db, self.job_id, self.owner).await? {
                 None => Err(TransitionError::NotFound),
                 Some(job) => Err(TransitionError::WrongState(job.status)),

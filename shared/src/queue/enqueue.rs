@@ -21,12 +21,14 @@ pub trait Stage: Send + Sync {
     type Error: From<sqlx::Error> + Send;
 
     /// Writes the change and `staged` (through [`outbox::insert_sql`]) in one statement or
-    /// transaction, so both commit or neither does.
+    /// transaction, so both commit or neither does. `None`: the change was not needed
+    /// (a time claimed already, a job that moved on) and nothing was staged, so nothing
+    /// is published.
     fn write(
         &self,
         db: &PgPool,
         staged: &Staged,
-    ) -> impl Future<Output = Result<Self::Output, Self::Error>> + Send;
+    ) -> impl Future<Output = Result<Option<Self::Output>, Self::Error>> + Send;
 
     /// Takes the change back after the broker refused `message_id`, but only while that
     /// message is still unpublished (the relay may have sent it meanwhile) and nothing
@@ -79,7 +81,7 @@ pub enum EnqueueError<E: std::error::Error> {
 }
 
 /// Queues `message` with the change `stage` makes; `audit` (if any) is written once the
-/// message is out or handed to the relay.
+/// message is out or handed to the relay. `None` when the stage found nothing to do.
 pub async fn enqueue<S>(
     db: &PgPool,
     publisher: &Publisher,
@@ -87,7 +89,7 @@ pub async fn enqueue<S>(
     stage: &S,
     on_refusal: OnRefusal,
     audit: Option<&AuditRecord<'_>>,
-) -> Result<Enqueued<S::Output>, EnqueueError<S::Error>>
+) -> Result<Option<Enqueued<S::Output>>, EnqueueError<S::Error>>
 where
     S: Stage,
     S::Error: std::error::Error,
@@ -99,10 +101,13 @@ where
         // Cheap refusal while the broker is known to be away: nothing is written.
         return Err(EnqueueError::Unavailable(err.to_string()));
     }
-    let output = stage
+    let Some(output) = stage
         .write(db, &staged)
         .await
-        .map_err(EnqueueError::Stage)?;
+        .map_err(EnqueueError::Stage)?
+    else {
+        return Ok(None);
+    };
     let (task, job_id) = (message.task.as_str(), message.body.job_id);
     let delivery = match publisher.publish(message).await {
         Ok(()) => Delivery::Published,
@@ -145,7 +150,7 @@ where
         // publishes a duplicate, which the worker ignores.
         tracing::warn!(task, ?job_id, error = %err, "could not mark the task published");
     }
-    Ok(Enqueued { output, delivery })
+    Ok(Some(Enqueued { output, delivery }))
 }
 
 /// After the broker confirmed the message: marks it published (the relay leaves it

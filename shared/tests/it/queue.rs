@@ -178,3 +178,159 @@ async fn the_outbox_relay_publishes_staged_tasks_and_keeps_them_while_the_broker
         "published once"
     );
 }
+
+fn new_job(owner: &str) -> deployguard::jobs::NewJob {
+    deployguard::jobs::NewJob {
+        id: uuid::Uuid::now_v7(),
+        owner_id: owner.into(),
+        source_platform: deployguard::jobs::Platform::Generic,
+        source_url: "https://git.example/r.git".into(),
+        source_branch: None,
+        source_credentials_id: None,
+        priority: 5,
+        callback_url: None,
+        expires_at: chrono::Utc::now() + chrono::Duration::days(1),
+    }
+}
+
+fn audit_of(job: uuid::Uuid) -> deployguard::audit::AuditRecord<'static> {
+    deployguard::audit::AuditRecord {
+        actor: deployguard::audit::Actor {
+            user_id: "user-1",
+            client_ip: None,
+            user_agent: None,
+        },
+        action: "job.create",
+        job_id: Some(job),
+        outcome: deployguard::audit::Outcome::Success,
+        details: serde_json::json!({}),
+    }
+}
+
+/// `(jobs, unpublished outbox rows, published outbox rows, audit rows)` of a job.
+async fn traces(env: &TestEnv, job: uuid::Uuid) -> (i64, i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT count(*) FROM jobs WHERE id = $1),
+                (SELECT count(*) FROM outbox WHERE job_id = $1 AND published_at IS NULL),
+                (SELECT count(*) FROM outbox WHERE job_id = $1 AND published_at IS NOT NULL),
+                (SELECT count(*) FROM audit_logs WHERE job_id = $1)",
+    )
+    .bind(job)
+    .fetch_one(&env.db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_publishes_and_audits_or_undoes_or_leaves_the_task_to_the_relay() {
+    use deployguard::jobs::Create;
+    use deployguard::queue::{Delivery, EnqueueError, OnRefusal, enqueue};
+    use deployguard::tasks::{JobRef, JobTask};
+
+    let env = TestEnv::new().await;
+    let (proxy, publisher) = publisher_through_proxy(&env).await;
+    let message_for = |job: &deployguard::jobs::NewJob| {
+        JobTask::Scan
+            .message(JobRef::new(job.id, &job.owner_id), job.priority)
+            .unwrap()
+    };
+
+    // The broker takes it: the change, the published row and the audit row.
+    let job = new_job("user-1");
+    let message = message_for(&job);
+    let audit = audit_of(job.id);
+    let enqueued = enqueue(
+        &env.db,
+        &publisher,
+        &message,
+        &Create(&job),
+        OnRefusal::Undo,
+        Some(&audit),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(enqueued.delivery, Delivery::Published);
+    assert_eq!(enqueued.output.id, job.id);
+    assert_eq!(traces(&env, job.id).await, (1, 0, 1, 1));
+    assert_eq!(env.ready_messages("deployguard.scan").await, 1);
+
+    // The broker is away: a request leaves nothing behind.
+    proxy.cut().await;
+    let job = new_job("user-1");
+    let refused = enqueue(
+        &env.db,
+        &publisher,
+        &message_for(&job),
+        &Create(&job),
+        OnRefusal::Undo,
+        Some(&audit_of(job.id)),
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(EnqueueError::Unavailable(_))),
+        "{refused:?}"
+    );
+    assert_eq!(traces(&env, job.id).await, (0, 0, 0, 0));
+
+    // Scheduled work keeps its change; the relay publishes the staged task later.
+    let job = new_job("user-1");
+    let relayed = enqueue(
+        &env.db,
+        &publisher,
+        &message_for(&job),
+        &Create(&job),
+        OnRefusal::Relay,
+        Some(&audit_of(job.id)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(relayed.delivery, Delivery::Relayed);
+    assert_eq!(traces(&env, job.id).await, (1, 1, 0, 1));
+    proxy.restore().await;
+    assert_eq!(env.ready_messages("deployguard.scan").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_publishes_nothing_when_its_change_was_not_needed() {
+    use deployguard::jobs::maintenance::{Requeue, Stuck};
+    use deployguard::queue::{OnRefusal, enqueue};
+    use deployguard::tasks::{JobRef, JobTask};
+
+    let env = TestEnv::new().await;
+    let broker = Arc::new(Broker::new(&env.config().broker, "queue-test"));
+    deployguard::queue::declare_when_reachable(&broker)
+        .await
+        .unwrap();
+    let publisher = Publisher::new(broker);
+    // A stuck job as seen a while ago; it has been updated since.
+    let stuck = Stuck {
+        id: uuid::Uuid::now_v7(),
+        status: deployguard::jobs::JobStatus::Pending,
+        owner_id: "user-1".into(),
+        priority: 5,
+        updated_at: chrono::Utc::now() - chrono::Duration::hours(2),
+        requeued: 0,
+    };
+    let message = JobTask::Scan
+        .message(JobRef::new(stuck.id, "user-1"), 5)
+        .unwrap();
+    let nothing = enqueue(
+        &env.db,
+        &publisher,
+        &message,
+        &Requeue(&stuck),
+        OnRefusal::Relay,
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(nothing.is_none());
+    let staged: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&env.db)
+        .await
+        .unwrap();
+    assert_eq!(staged, 0);
+    assert_eq!(env.ready_messages("deployguard.scan").await, 0);
+}

@@ -1,4 +1,4 @@
-use deployguard::storage::{Storage, StorageError};
+use deployguard::storage::{ObjectKey, Storage, StorageError};
 use deployguard_testkit::{TcpProxy, TestEnv};
 
 #[tokio::test]
@@ -66,12 +66,12 @@ async fn a_file_larger_than_a_part_goes_up_in_parts_and_comes_back_the_same() {
     let length = 2 * MIN_PART_SIZE as usize + 12_345;
     let data: Vec<u8> = (0..length).map(|i| (i / 4099 % 251) as u8).collect();
     std::fs::write(&path, &data).unwrap();
-    let key = format!("repos/{}/source.bundle", uuid::Uuid::now_v7());
+    let key = ObjectKey::SourceBundle(uuid::Uuid::now_v7());
 
-    assert_eq!(storage.put_file(&key, &path).await.unwrap(), length as u64);
+    assert_eq!(storage.put_file(key, &path).await.unwrap(), length as u64);
 
     let back = dir.path().join("back.bin");
-    assert_eq!(storage.get_file(&key, &back).await.unwrap(), length as u64);
+    assert_eq!(storage.get_file(key, &back).await.unwrap(), length as u64);
     assert!(std::fs::read(&back).unwrap() == data, "the object differs");
 
     // A store that cannot be reached: a plain error, and nothing stored.
@@ -81,8 +81,8 @@ async fn a_file_larger_than_a_part_goes_up_in_parts_and_comes_back_the_same() {
     vars.insert("S3_ENDPOINT_URL".into(), env.s3_url(Some(proxy.addr())));
     let unreachable =
         Storage::new(&TestEnv::config_from(&vars).storage).with_part_size(MIN_PART_SIZE);
-    let other = format!("repos/{}/source.bundle", uuid::Uuid::now_v7());
-    let err = unreachable.put_file(&other, &path).await.unwrap_err();
+    let other = ObjectKey::SourceBundle(uuid::Uuid::now_v7());
+    let err = unreachable.put_file(other, &path).await.unwrap_err();
     assert!(matches!(err, StorageError::Unavailable(_)), "{err}");
-    assert!(!storage.exists(&other).await.unwrap());
+    assert!(!storage.exists(other).await.unwrap());
 }

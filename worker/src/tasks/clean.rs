@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use deployguard::jobs::{Job, JobStatus, work};
+use deployguard::storage::ObjectKey;
 use deployguard::tasks::JobRef;
 use deployguard_engine::clean::{
     self, ArchiveFormat, CleanError, CleanProgress, CleanRun, DEFAULT_REPLACEMENT, Phase, Selection,
@@ -30,7 +31,13 @@ pub(super) async fn run(
     };
     let result = clean(&services, &ctx, &job).await;
     if result.is_err() {
-        super::tidy(&services, &ctx, job.id, &["cleaned"]).await;
+        let id = job.id;
+        let own = [
+            ObjectKey::CleanedBundle(id),
+            ObjectKey::CleanedIndex(id),
+            ObjectKey::Archive(id),
+        ];
+        super::tidy(&services, &ctx, id, &own).await;
     }
     result
 }
@@ -62,7 +69,7 @@ async fn clean(
     }
     let sealed = services
         .storage
-        .get_bytes(&format!("reports/{id}/report.json.enc"))
+        .get_bytes(ObjectKey::EncryptedReport(id))
         .await
         .map_err(storage)?;
     let plain = services
@@ -99,7 +106,7 @@ async fn clean(
 
     super::stage(ctx, id, WORKING, 5, "downloading the repository").await;
     let source =
-        super::get_repository(services, &dir, &format!("repos/{id}/source"), "source.git").await?;
+        super::get_repository(services, &dir, ObjectKey::SourceBundle(id), "source.git").await?;
     let download_ms = started.elapsed().as_millis() as u64;
 
     // Rewrite, verify, package.
@@ -158,13 +165,17 @@ async fn clean(
 
     super::stage(ctx, id, WORKING, 80, "uploading the cleaned repository").await;
     let upload_started = Instant::now();
-    let stem = format!("cleaned/{id}/cleaned");
     tokio::try_join!(
-        super::put_bundle(services, &stem, &cleaned, report.bundle_index.as_deref()),
+        super::put_bundle(
+            services,
+            ObjectKey::CleanedBundle(id),
+            &cleaned,
+            report.bundle_index.as_deref()
+        ),
         async {
             services
                 .storage
-                .put_file(&format!("cleaned/{id}/cleaned.zip"), &archive)
+                .put_file(ObjectKey::Archive(id), &archive)
                 .await
                 .map_err(storage)
         },

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use deployguard::jobs::maintenance::{self, Requeue};
 use deployguard::queue::{OnRefusal, WorkQueue, enqueue};
+use deployguard::storage::{JOB_PREFIXES, job_of};
 use deployguard::tasks::{JobRef, JobTask, RequeueStuckJobs};
 use futures_util::StreamExt;
 use serde_json::json;
@@ -71,7 +72,7 @@ pub(super) async fn storage_cleanup(
     ctx: TaskContext,
 ) -> Result<serde_json::Value, TaskError> {
     let (mut listed, mut deleted, mut failed) = (0usize, 0usize, 0usize);
-    for prefix in ["repos/", "reports/", "cleaned/"] {
+    for prefix in JOB_PREFIXES {
         let mut token = None;
         loop {
             if ctx.cancel.is_cancelled() {
@@ -208,7 +209,7 @@ pub(super) async fn requeue_stuck_jobs(
         )
         .await
         .map_err(|e| TaskError::retryable("database_unavailable", e.to_string()))?;
-        if enqueued.output {
+        if enqueued.is_some() {
             tracing::warn!(job_id = %job.id, status = %job.status, task = task.name(), "stuck job requeued");
             requeued += 1;
         }
@@ -239,28 +240,4 @@ async fn ready_messages(
         .map_err(|e| unavailable(&e));
     let _ = channel.close(200, "done".into()).await;
     Ok(declared?.message_count())
-}
-
-/// The job a key belongs to: `{prefix}/{job id}/…`.
-fn job_of(key: &str) -> Option<Uuid> {
-    let mut parts = key.split('/');
-    let _prefix = parts.next()?;
-    let id = parts.next()?;
-    parts.next()?;
-    Uuid::parse_str(id).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_key_names_its_job_only_in_the_layout() {
-        let id = Uuid::now_v7();
-        assert_eq!(job_of(&format!("repos/{id}/source.bundle")), Some(id));
-        assert_eq!(job_of(&format!("reports/{id}/x/y")), Some(id));
-        assert_eq!(job_of(&format!("repos/{id}")), None);
-        assert_eq!(job_of("repos/not-a-job/source.bundle"), None);
-        assert_eq!(job_of("repos/"), None);
-    }
 }

@@ -17,7 +17,7 @@ use crate::settings::WorkerConfig;
 use deployguard::credentials::{CredentialError, CredentialService};
 use deployguard::jobs::{Job, JobStatus, work};
 use deployguard::net::{AddressError, check_url};
-use deployguard::storage::{Storage, StorageError};
+use deployguard::storage::{ObjectKey, Storage, StorageError};
 use deployguard::tasks::{
     CleanRepository, CleanupExpiredJobs, JobRef, PushRepository, RequeueStuckJobs, ScanRepository,
     StorageCleanup,
@@ -138,49 +138,50 @@ fn joined<T>(result: Result<T, tokio::task::JoinError>) -> Result<T, TaskError> 
     result.map_err(|_| TaskError::fatal("internal_error", "a worker thread crashed"))
 }
 
-/// Stores a bundle at `{stem}.bundle` and its pack's index at `{stem}.idx`, side by
-/// side; returns the bundle's size.
+/// Stores a bundle as `key` and its pack's index beside it ([`ObjectKey::index`]);
+/// returns the bundle's size.
 async fn put_bundle(
     services: &Services,
-    stem: &str,
+    key: ObjectKey,
     bundle: &Path,
     index: Option<&Path>,
 ) -> Result<u64, TaskError> {
-    let bundle_key = format!("{stem}.bundle");
-    let index_key = format!("{stem}.idx");
     let put_index = async {
-        match index {
-            Some(index) => services.storage.put_file(&index_key, index).await.map(drop),
-            None => Ok(()),
+        match (index, key.index()) {
+            (Some(index), Some(index_key)) => {
+                services.storage.put_file(index_key, index).await.map(drop)
+            }
+            _ => Ok(()),
         }
     };
-    let (bytes, ()) = tokio::try_join!(services.storage.put_file(&bundle_key, bundle), put_index)
-        .map_err(storage)?;
+    let (bytes, ()) =
+        tokio::try_join!(services.storage.put_file(key, bundle), put_index).map_err(storage)?;
     Ok(bytes)
 }
 
-/// Fetches the bundle stored at `{stem}.bundle` (with its index when one is stored) and
-/// makes the bare repository `dir/name` of it; the downloaded files are removed after.
+/// Fetches the bundle stored as `key` (with its index when one is stored) and makes the
+/// bare repository `dir/name` of it; the downloaded files are removed after.
 async fn get_repository(
     services: &Services,
     dir: &Arc<tempfile::TempDir>,
-    stem: &str,
+    key: ObjectKey,
     name: &str,
 ) -> Result<PathBuf, TaskError> {
     let bundle = dir.path().join(format!("{name}.bundle"));
     let index = dir.path().join(format!("{name}.idx"));
-    let bundle_key = format!("{stem}.bundle");
-    let index_key = format!("{stem}.idx");
     let get_index = async {
-        match services.storage.get_file(&index_key, &index).await {
+        let Some(index_key) = key.index() else {
+            return Ok(false);
+        };
+        match services.storage.get_file(index_key, &index).await {
             Ok(_) => Ok(true),
             // A job scanned or cleaned before indexes were kept.
             Err(StorageError::NoSuchKey(_)) => Ok(false),
             Err(err) => Err(err),
         }
     };
-    let (_, indexed) = tokio::try_join!(services.storage.get_file(&bundle_key, &bundle), get_index)
-        .map_err(storage)?;
+    let (_, indexed) =
+        tokio::try_join!(services.storage.get_file(key, &bundle), get_index).map_err(storage)?;
     let repo = dir.path().join(name);
     let unbundled = {
         let (dir, repo) = (Arc::clone(dir), repo.clone());
@@ -197,7 +198,7 @@ async fn get_repository(
     joined(unbundled.await)?.map_err(|e| {
         TaskError::fatal(
             "repository_unreadable",
-            format!("the stored repository {stem}.bundle cannot be opened: {e}"),
+            format!("the stored repository {key} cannot be opened: {e}"),
         )
     })?;
     Ok(repo)
@@ -285,9 +286,9 @@ async fn stage(ctx: &TaskContext, job: Uuid, working: JobStatus, percent: u8, st
 
 /// After a failed or stopped attempt: objects this task uploaded are removed when the
 /// job was cancelled or expired meanwhile (the API deleted what existed when it
-/// cancelled; an upload may have landed after that), or when `own` prefixes are given
+/// cancelled; an upload may have landed after that), or else the task's `own` objects
 /// (a failed attempt's partial output; a retry writes it again).
-async fn tidy(services: &Services, ctx: &TaskContext, job: Uuid, own: &[&str]) {
+async fn tidy(services: &Services, ctx: &TaskContext, job: Uuid, own: &[ObjectKey]) {
     let status = crate::records::job_status(&ctx.db, job)
         .await
         .ok()
@@ -297,9 +298,8 @@ async fn tidy(services: &Services, ctx: &TaskContext, job: Uuid, own: &[&str]) {
         services.storage.delete_job_artifacts(job).await.map(drop)
     } else {
         let mut result = Ok(());
-        for prefix in own {
-            let prefix = format!("{prefix}/{job}/");
-            if let Err(err) = services.storage.delete_prefix(&prefix).await {
+        for key in own {
+            if let Err(err) = services.storage.delete(&key.to_string()).await {
                 result = Err(err);
             }
         }

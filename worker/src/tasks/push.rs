@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use deployguard::jobs::{Job, JobStatus, work};
+use deployguard::storage::ObjectKey;
 use deployguard::tasks::JobRef;
 use deployguard_engine::git::remote;
 use deployguard_engine::github;
@@ -51,7 +52,7 @@ async fn push(
     let started = Instant::now();
 
     let repo =
-        super::get_repository(services, &dir, &format!("cleaned/{id}/cleaned"), "repo.git").await?;
+        super::get_repository(services, &dir, ObjectKey::CleanedBundle(id), "repo.git").await?;
     let download_ms = started.elapsed().as_millis() as u64;
 
     let credentials = super::credentials(

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use deployguard::jobs::work::{self, FoundSecret, ScanOutcome};
 use deployguard::jobs::{Job, JobStatus};
+use deployguard::storage::ObjectKey;
 use deployguard::tasks::JobRef;
 use deployguard_engine::git::{self, remote};
 use deployguard_engine::scan::{
@@ -30,7 +31,14 @@ pub(super) async fn run(
     };
     let result = scan(&services, &ctx, &job).await;
     if result.is_err() {
-        super::tidy(&services, &ctx, job.id, &["repos", "reports"]).await;
+        let id = job.id;
+        let own = [
+            ObjectKey::SourceBundle(id),
+            ObjectKey::SourceIndex(id),
+            ObjectKey::Sarif(id),
+            ObjectKey::EncryptedReport(id),
+        ];
+        super::tidy(&services, &ctx, id, &own).await;
     }
     result
 }
@@ -174,17 +182,12 @@ async fn scan(
             )
         })?
     };
-    let bundle_bytes = super::put_bundle(
-        services,
-        &format!("repos/{id}/source"),
-        &bundle,
-        Some(&index),
-    )
-    .await?;
+    let bundle_bytes =
+        super::put_bundle(services, ObjectKey::SourceBundle(id), &bundle, Some(&index)).await?;
     super::stage(ctx, id, WORKING, 95, "uploading the reports").await;
     services
         .storage
-        .put_bytes(&format!("reports/{id}/report.sarif"), sarif.into_bytes())
+        .put_bytes(ObjectKey::Sarif(id), sarif.into_bytes())
         .await
         .map_err(storage)?;
     let outcome = outcome(&report);
@@ -197,7 +200,7 @@ async fn scan(
     drop(full);
     services
         .storage
-        .put_bytes(&format!("reports/{id}/report.json.enc"), sealed)
+        .put_bytes(ObjectKey::EncryptedReport(id), sealed)
         .await
         .map_err(storage)?;
     mark("upload", &mut lap);
@@ -224,9 +227,10 @@ async fn scan(
     }))
 }
 
-/// What the encrypted report is bound to: another job's report does not decrypt here.
+/// What the encrypted report is bound to (its key): another job's report does not
+/// decrypt here.
 pub(super) fn report_context(job: uuid::Uuid) -> String {
-    format!("reports/{job}/report.json.enc")
+    ObjectKey::EncryptedReport(job).to_string()
 }
 
 fn clone_error(err: remote::CloneError) -> TaskError {

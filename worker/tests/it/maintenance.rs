@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::SubsecRound;
 use deployguard::queue::Task;
 use deployguard::queue::WorkQueue;
+use deployguard::storage::ObjectKey;
 use deployguard::tasks::{CleanupExpiredJobs, Periodic, RequeueStuckJobs, StorageCleanup};
 use deployguard_testkit::TestEnv;
 use futures_util::StreamExt;
@@ -38,16 +39,16 @@ async fn job(env: &TestEnv, status: &str, expires: &str) -> Uuid {
 }
 
 /// Stores the objects a job has after its scan.
-async fn store(env: &TestEnv, id: &str) -> Vec<String> {
-    let keys = vec![
-        format!("repos/{id}/source.bundle"),
-        format!("repos/{id}/source.idx"),
-        format!("reports/{id}/report.sarif"),
+async fn store(env: &TestEnv, id: Uuid) -> Vec<String> {
+    let keys = [
+        ObjectKey::SourceBundle(id),
+        ObjectKey::SourceIndex(id),
+        ObjectKey::Sarif(id),
     ];
-    for key in &keys {
+    for key in keys {
         env.storage().put_bytes(key, b"x".to_vec()).await.unwrap();
     }
-    keys
+    keys.iter().map(ToString::to_string).collect()
 }
 
 async fn all_keys(env: &TestEnv) -> Vec<String> {
@@ -84,9 +85,9 @@ async fn expiry_expires_exactly_the_jobs_past_their_time_and_deletes_their_objec
     let live = job(&env, "awaiting_selection", "1 hour").await;
     let mut expired_keys = Vec::new();
     for id in [waiting, busy, failed] {
-        expired_keys.extend(store(&env, &id.to_string()).await);
+        expired_keys.extend(store(&env, id).await);
     }
-    let live_keys = store(&env, &live.to_string()).await;
+    let live_keys = store(&env, live).await;
     let worker = Worker::start(&env, &[], &[]).await;
 
     let result = run(&env, &worker, CleanupExpiredJobs::NAME).await;
@@ -137,31 +138,21 @@ async fn storage_cleanup_deletes_exactly_the_objects_no_live_job_owns() {
     let failed = job(&env, "failed", "1 day").await;
     let cancelled = job(&env, "cancelled", "1 day").await;
     let expired = job(&env, "expired", "-1 day").await;
-    let mut kept = store(&env, &live.to_string()).await;
-    kept.extend(store(&env, &failed.to_string()).await);
+    let mut kept = store(&env, live).await;
+    kept.extend(store(&env, failed).await);
     kept.push("other/not-ours.txt".into());
-    env.storage()
-        .put_bytes("other/not-ours.txt", b"x".to_vec())
-        .await
-        .unwrap();
+    env.put_object("other/not-ours.txt", b"x").await;
     for id in [cancelled, expired] {
-        store(&env, &id.to_string()).await;
+        store(&env, id).await;
     }
-    env.storage()
-        .put_bytes("repos/not-a-job/file", b"x".to_vec())
-        .await
-        .unwrap();
+    env.put_object("repos/not-a-job/file", b"x").await;
     // A job that no longer exists, with more objects than one listing page holds.
     let gone = Uuid::now_v7();
     let orphans: Vec<String> = (0..1_100)
         .map(|i| format!("cleaned/{gone}/part-{i:04}"))
         .collect();
-    let storage = env.storage();
     futures_util::stream::iter(&orphans)
-        .for_each_concurrent(16, |key| {
-            let storage = storage.clone();
-            async move { storage.put_bytes(key, b"x".to_vec()).await.unwrap() }
-        })
+        .for_each_concurrent(16, |key| env.put_object(key, b"x"))
         .await;
     let worker = Worker::start(&env, &[], &[]).await;
 

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use deployguard::storage::ObjectKey;
 use deployguard_testkit::{
     FakeCredentialService, FakeGitHub, GitServer, TestEnv, TestRepo, git_in,
 };
@@ -388,7 +389,7 @@ async fn a_private_repository_is_scanned_cleaned_downloaded_and_pushed_over_the_
     let sealed = stack
         .env
         .storage()
-        .get_bytes(&format!("reports/{id}/report.json.enc"))
+        .get_bytes(ObjectKey::EncryptedReport(id.parse().unwrap()))
         .await
         .unwrap();
     assert!(sealed.starts_with(b"DGENC1"));
@@ -474,7 +475,7 @@ async fn a_private_repository_is_scanned_cleaned_downloaded_and_pushed_over_the_
     stack
         .env
         .storage()
-        .get_file(&format!("cleaned/{id}/cleaned.bundle"), &bundle)
+        .get_file(ObjectKey::CleanedBundle(id.parse().unwrap()), &bundle)
         .await
         .unwrap();
     git_in(
@@ -653,13 +654,13 @@ async fn a_stored_repository_without_its_index_is_cleaned_and_a_damaged_one_fail
         .create(&stack.git.url("stored"), Some("source-cred"))
         .await;
     stack.wait_for(&id, "awaiting_selection").await;
-    let key = format!("repos/{id}/source.bundle");
+    let key = ObjectKey::SourceBundle(id.parse().unwrap());
     // One byte inside the pack: the stored index still names the pack's trailer, so
     // only the checksum over the whole pack tells.
-    let mut damaged = storage.get_bytes(&key).await.unwrap();
+    let mut damaged = storage.get_bytes(key).await.unwrap();
     let middle = damaged.len() - 1000;
     damaged[middle] ^= 0x55;
-    storage.put_bytes(&key, damaged).await.unwrap();
+    storage.put_bytes(key, damaged).await.unwrap();
     stack.select_all_and_clean(&id).await;
     let failed = eventually(Duration::from_secs(60), || async {
         stack.job(&id).await["status"] == "failed"
