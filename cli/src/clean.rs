@@ -90,8 +90,8 @@ fn selection(args: &CleanArgs) -> Result<Selection, String> {
             );
         }
     };
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Selection::from_secrets_file(&text, &select, replacement)
+    let file = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Selection::from_secrets(&file, &select, replacement)
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 

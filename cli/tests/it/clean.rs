@@ -60,6 +60,67 @@ fn scan(repo: &TestRepo, dir: &Path) -> (String, String) {
 }
 
 #[test]
+fn a_secret_that_is_not_utf8_goes_from_scan_to_clean_as_bytes() {
+    let password: &[u8] = b"Z\xe4hler-Kennwort-81QpXv";
+    let mut repo = TestRepo::new();
+    let mut env = b"DB_PASSWORD='".to_vec();
+    env.extend_from_slice(password);
+    env.extend_from_slice(b"'\n");
+    repo.write("deploy/latin1.env", env);
+    repo.commit("deployment settings");
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets.json");
+    let out = deployguard(
+        &[
+            "scan",
+            &repo.path().to_string_lossy(),
+            "--secrets-out",
+            &secrets.to_string_lossy(),
+        ],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let file: Value = serde_json::from_slice(&std::fs::read(&secrets).unwrap()).unwrap();
+    assert!(
+        file["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["value_base64"].is_string()),
+        "{file}"
+    );
+    let out = deployguard(
+        &[
+            "clean",
+            &repo.path().to_string_lossy(),
+            "--secrets",
+            &secrets.to_string_lossy(),
+            "--all",
+            "-o",
+            "cleaned.bundle",
+        ],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let clone = dir.path().join("clone.git");
+    git(
+        dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--mirror",
+            "cleaned.bundle",
+            &clone.to_string_lossy(),
+        ],
+    );
+    let objects = git_in(&clone, &["cat-file", "--batch-all-objects", "--batch"]);
+    assert!(!objects.windows(password.len()).any(|w| w == password));
+    assert!(objects.windows(13).any(|w| w == b"***REMOVED***"));
+}
+
+#[test]
 fn scan_select_clean_removes_only_the_chosen_secret() {
     let repo = repo_with_secrets();
     let dir = tempfile::tempdir().unwrap();

@@ -5,6 +5,8 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::bytes::Regex;
 use serde::Deserialize;
 
+use crate::scan::SecretValue;
+
 /// What a removed value becomes unless an expression names its own replacement.
 pub const DEFAULT_REPLACEMENT: &str = "***REMOVED***";
 
@@ -23,6 +25,8 @@ pub enum SelectionError {
     SecretsFileVersion(u64),
     #[error("no secret with id {0} in the secrets file")]
     UnknownId(String),
+    #[error("{wanted} secrets are selected, {found} of them are in the secrets file or report")]
+    Missing { wanted: usize, found: usize },
     #[error("selected secret {0} has an empty value")]
     EmptyValue(String),
     #[error("the replacement for {what} contains a selected value, so it could never be removed")]
@@ -56,13 +60,20 @@ pub struct Selection {
     regexes: Vec<(Regex, Vec<u8>)>,
 }
 
-/// Which secrets of a secrets file to remove.
+/// Which secrets of a secrets file (or a report with its values) to remove.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Select {
     All,
+    /// By fingerprint; a unique prefix of one is enough (what people type).
     Ids(Vec<String>),
+    /// By `(rule_id, hash)`, the hash hex as the report and the service's database keep
+    /// it; every one must be there.
+    Hashes(Vec<(String, String)>),
 }
 
+/// What a secrets file (`scan --secrets-out`) and a report with revealed values (the
+/// service's encrypted report) have in common: version 1, and each secret's id, rule,
+/// value hash and value.
 #[derive(Deserialize)]
 struct SecretsFile {
     version: u64,
@@ -73,7 +84,11 @@ struct SecretsFile {
 #[derive(Deserialize)]
 struct SecretEntry {
     id: String,
-    value: String,
+    rule_id: String,
+    #[serde(default)]
+    hash: Option<String>,
+    #[serde(flatten)]
+    value: SecretValue,
 }
 
 impl Selection {
@@ -100,15 +115,16 @@ impl Selection {
         Self::build(expressions)
     }
 
-    /// The secrets a scan wrote with `--secrets-out`: all of them, or those with the
-    /// given ids (a unique prefix of an id is enough).
-    pub fn from_secrets_file(
-        json: &str,
+    /// The secrets chosen from a secrets file (`scan --secrets-out`) or a report with its
+    /// values revealed (what the service stores, encrypted): the one way both are read.
+    /// Values are bytes, UTF-8 or not.
+    pub fn from_secrets(
+        json: &[u8],
         select: &Select,
         replacement: &[u8],
     ) -> Result<Self, SelectionError> {
         // serde_json's messages can quote the offending value; say only where it is.
-        let file: SecretsFile = serde_json::from_str(json).map_err(|e| {
+        let file: SecretsFile = serde_json::from_slice(json).map_err(|e| {
             SelectionError::SecretsFile(format!(
                 "{} error at line {} column {}",
                 match e.classify() {
@@ -145,6 +161,26 @@ impl Selection {
                             )));
                         }
                     }
+                }
+                chosen
+            }
+            Select::Hashes(wanted) => {
+                let chosen: Vec<&SecretEntry> = file
+                    .secrets
+                    .iter()
+                    .filter(|s| {
+                        s.hash.as_ref().is_some_and(|hash| {
+                            wanted
+                                .iter()
+                                .any(|(rule, h)| *rule == s.rule_id && h.eq_ignore_ascii_case(hash))
+                        })
+                    })
+                    .collect();
+                if chosen.len() != wanted.len() {
+                    return Err(SelectionError::Missing {
+                        wanted: wanted.len(),
+                        found: chosen.len(),
+                    });
                 }
                 chosen
             }
@@ -460,28 +496,65 @@ mod tests {
 
     #[test]
     fn secrets_files_select_by_id_prefix_or_all() {
-        let json = r#"{"version":1,"hash_key_id":"builtin-v1","secrets":[
+        let json = br#"{"version":1,"hash_key_id":"builtin-v1","secrets":[
             {"id":"aa11","rule_id":"r","value":"first-secret"},
             {"id":"bb22","rule_id":"r","value":"second-secret"}]}"#;
-        let one = Selection::from_secrets_file(json, &Select::Ids(vec!["bb".into()]), b"X")
-            .expect("valid");
+        let one =
+            Selection::from_secrets(json, &Select::Ids(vec!["bb".into()]), b"X").expect("valid");
         assert_eq!(
             replace(&one, "first-secret second-secret"),
             "first-secret X"
         );
-        let all = Selection::from_secrets_file(json, &Select::All, b"X").expect("valid");
+        let all = Selection::from_secrets(json, &Select::All, b"X").expect("valid");
         assert_eq!(replace(&all, "first-secret second-secret"), "X X");
         assert_eq!(
-            Selection::from_secrets_file(json, &Select::Ids(vec!["cc".into()]), b"X").err(),
+            Selection::from_secrets(json, &Select::Ids(vec!["cc".into()]), b"X").err(),
             Some(SelectionError::UnknownId("cc".into()))
         );
         assert!(matches!(
-            Selection::from_secrets_file(r#"{"version":2,"secrets":[]}"#, &Select::All, b"X"),
+            Selection::from_secrets(br#"{"version":2,"secrets":[]}"#, &Select::All, b"X"),
             Err(SelectionError::SecretsFileVersion(2))
         ));
         assert!(matches!(
-            Selection::from_secrets_file("not json", &Select::All, b"X"),
+            Selection::from_secrets(b"not json", &Select::All, b"X"),
             Err(SelectionError::SecretsFile(_))
         ));
+    }
+
+    #[test]
+    fn a_report_with_values_is_read_by_rule_and_hash_bytes_and_all() {
+        // As the service stores it: the whole report, a value that is not UTF-8 in base64.
+        let json = br#"{"version":1,"tool":{"name":"deployguard","version":"0.1.0"},
+            "hash_key_id":"k1","secrets":[
+            {"id":"aa11","rule_id":"r1","hash":"AB01","preview":"f...t","occurrences":[],
+             "value":"first-secret"},
+            {"id":"bb22","rule_id":"r2","hash":"cd02","preview":"G...e","occurrences":[],
+             "value_base64":"R3L831Rl"}]}"#;
+        let latin1 = b"Gr\xfc\xdfTe".as_slice();
+        let both = Selection::from_secrets(
+            json,
+            &Select::Hashes(vec![
+                ("r1".into(), "ab01".into()),
+                ("r2".into(), "cd02".into()),
+            ]),
+            b"X",
+        )
+        .expect("valid");
+        let mut data = b"a first-secret b ".to_vec();
+        data.extend_from_slice(latin1);
+        assert_eq!(both.replace(&data).expect("changed"), b"a X b X");
+        // The same hash under another rule is another secret.
+        assert_eq!(
+            Selection::from_secrets(
+                json,
+                &Select::Hashes(vec![("r2".into(), "ab01".into())]),
+                b"X"
+            )
+            .err(),
+            Some(SelectionError::Missing {
+                wanted: 1,
+                found: 0
+            })
+        );
     }
 }

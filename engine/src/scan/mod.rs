@@ -21,7 +21,8 @@ use std::time::Instant;
 pub use crate::git::{clone_mirror, redact_url_userinfo};
 pub use detect::{Allowlist, Detector, Hit};
 pub use report::{
-    HashKey, Occurrence, OccurrenceKind, Report, Secret, SkipReason, Skipped, Source, Stats,
+    HashKey, Occurrence, OccurrenceKind, Report, Secret, SecretValue, SkipReason, Skipped, Source,
+    Stats,
 };
 pub use rules::{Confidence, Kind, Rule, RuleError, RuleSet, RuleSpec};
 pub use settings::Settings;
@@ -394,13 +395,10 @@ impl Context<'_> {
                 }
                 counted_to = hit.start;
             }
-            let Ok(value) = std::str::from_utf8(&data[hit.start..hit.end]) else {
-                continue;
-            };
             let column = u32::try_from(hit.start - line_start + 1).unwrap_or(u32::MAX);
             findings.add(
                 hit.rule,
-                value.to_owned(),
+                data[hit.start..hit.end].to_vec(),
                 Occurrence {
                     path: origin.path.clone(),
                     line,

@@ -6,8 +6,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
+use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::Sha256;
 
 use super::rules::{Confidence, Rule};
@@ -112,17 +115,116 @@ pub struct Secret {
     pub hash: String,
     pub confidence: Confidence,
     pub occurrences: Vec<Occurrence>,
-    /// The full value: only present when the caller asked (`--show-secrets`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-    #[serde(skip)]
-    pub(crate) secret_value: String,
+    /// The full value, rendered only once revealed (`--show-secrets`, the secrets file,
+    /// the service's encrypted report).
+    #[serde(flatten)]
+    pub value: SecretValue,
 }
 
-impl Secret {
-    /// The full value, for the clean step and the secrets file.
-    pub fn secret_value(&self) -> &str {
-        &self.secret_value
+/// A secret's full value: the bytes as found, which need not be UTF-8. It is kept from
+/// detection to the clean, and written out only once [revealed](SecretValue::reveal):
+/// as `value` when it is UTF-8, as `value_base64` when it is not. `Debug` never shows it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretValue {
+    bytes: Vec<u8>,
+    revealed: bool,
+}
+
+impl SecretValue {
+    /// A value found by a scan (not revealed).
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Self {
+            bytes: bytes.into(),
+            revealed: false,
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The value as text for a person to read (invalid UTF-8 shown as `\u{FFFD}`).
+    pub fn to_text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+
+    /// Lets the value be written out.
+    pub fn reveal(&mut self) {
+        self.revealed = true;
+    }
+
+    pub fn is_revealed(&self) -> bool {
+        self.revealed
+    }
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretValue({} bytes)", self.bytes.len())
+    }
+}
+
+impl Serialize for SecretValue {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let shown = self.revealed.then_some(&self.bytes);
+        let mut map = serializer.serialize_map(Some(usize::from(shown.is_some())))?;
+        if let Some(bytes) = shown {
+            match std::str::from_utf8(bytes) {
+                Ok(text) => map.serialize_entry("value", text)?,
+                Err(_) => map.serialize_entry(
+                    "value_base64",
+                    &base64::engine::general_purpose::STANDARD.encode(bytes),
+                )?,
+            }
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = SecretValue;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a secret's fields")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SecretValue, A::Error> {
+                let mut found: Option<Vec<u8>> = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "value" => found = Some(map.next_value::<String>()?.into_bytes()),
+                        "value_base64" => {
+                            let encoded = map.next_value::<String>()?;
+                            let bytes = base64::engine::general_purpose::STANDARD
+                                .decode(encoded.trim())
+                                // The message must not quote the value.
+                                .map_err(|_| {
+                                    serde::de::Error::custom("value_base64 is not base64")
+                                })?;
+                            found = Some(bytes);
+                        }
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(match found {
+                    Some(bytes) => SecretValue {
+                        bytes,
+                        revealed: true,
+                    },
+                    None => SecretValue::default(),
+                })
+            }
+        }
+        deserializer.deserialize_map(Fields)
     }
 }
 
@@ -198,8 +300,9 @@ impl Tool {
 }
 
 /// First and last few characters, never more than a third of the value.
-pub fn preview(value: &str) -> String {
-    let chars: Vec<char> = value.chars().collect();
+pub fn preview(value: &[u8]) -> String {
+    let text = String::from_utf8_lossy(value);
+    let chars: Vec<char> = text.chars().collect();
     let shown = (chars.len() / 6).min(3);
     if shown == 0 {
         return "…".into();
@@ -212,11 +315,11 @@ pub fn preview(value: &str) -> String {
 /// Collects raw findings into secrets.
 #[derive(Default)]
 pub(crate) struct Findings {
-    by_secret: BTreeMap<(usize, String), Vec<Occurrence>>,
+    by_secret: BTreeMap<(usize, Vec<u8>), Vec<Occurrence>>,
 }
 
 impl Findings {
-    pub(crate) fn add(&mut self, rule: usize, value: String, occurrence: Occurrence) {
+    pub(crate) fn add(&mut self, rule: usize, value: Vec<u8>, occurrence: Occurrence) {
         self.by_secret
             .entry((rule, value))
             .or_default()
@@ -240,7 +343,7 @@ impl Findings {
         let mut secrets: Vec<Secret> = Vec::new();
         for ((rule_index, value), mut occurrences) in self.by_secret {
             let rule = &rules[rule_index];
-            let id = key.fingerprint(&rule.id, value.as_bytes());
+            let id = key.fingerprint(&rule.id, &value);
             if suppressed.contains(&id) {
                 dropped += 1;
                 continue;
@@ -253,11 +356,10 @@ impl Findings {
                 secret_type: rule.name.clone(),
                 category: rule.category.clone(),
                 preview: preview(&value),
-                hash: hex::encode(key.value_hash(value.as_bytes())),
+                hash: hex::encode(key.value_hash(&value)),
                 confidence: rule.confidence,
                 occurrences,
-                value: None,
-                secret_value: value,
+                value: SecretValue::new(value),
             });
         }
         secrets.sort_by(|a, b| {
@@ -274,7 +376,7 @@ impl Report {
     /// Puts the full values into the rendered report (`--show-secrets`).
     pub fn reveal_values(&mut self) {
         for secret in &mut self.secrets {
-            secret.value = Some(secret.secret_value.clone());
+            secret.value.reveal();
         }
     }
 
@@ -282,12 +384,30 @@ impl Report {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     }
 
-    /// The file the clean step reads: fingerprint, rule and full value of every secret.
+    /// The file the clean step reads: fingerprint, rule, value hash and full value of
+    /// every secret (`value`, or `value_base64` for a value that is not UTF-8).
     pub fn secrets_file(&self) -> String {
-        let secrets: Vec<serde_json::Value> = self
+        #[derive(Serialize)]
+        struct Entry<'a> {
+            id: &'a str,
+            rule_id: &'a str,
+            hash: &'a str,
+            #[serde(flatten)]
+            value: SecretValue,
+        }
+        let secrets: Vec<Entry<'_>> = self
             .secrets
             .iter()
-            .map(|s| serde_json::json!({"id": s.id, "rule_id": s.rule_id, "value": s.secret_value}))
+            .map(|s| {
+                let mut value = s.value.clone();
+                value.reveal();
+                Entry {
+                    id: &s.id,
+                    rule_id: &s.rule_id,
+                    hash: &s.hash,
+                    value,
+                }
+            })
             .collect();
         let file = serde_json::json!({"version": SECRETS_FILE_VERSION, "hash_key_id": self.hash_key_id, "secrets": secrets});
         serde_json::to_string_pretty(&file).unwrap_or_default()
@@ -372,7 +492,13 @@ impl Report {
         let mut out = String::new();
         let occurrences: usize = self.secrets.iter().map(|s| s.occurrences.len()).sum();
         for secret in &self.secrets {
-            let value = secret.value.as_deref().unwrap_or(&secret.preview);
+            let shown;
+            let value = if secret.value.is_revealed() {
+                shown = secret.value.to_text();
+                shown.as_str()
+            } else {
+                secret.preview.as_str()
+            };
             let _ = writeln!(
                 out,
                 "{} {}  {}  [{}]  id {}",
@@ -504,11 +630,54 @@ mod tests {
     #[test]
     fn preview_never_shows_more_than_a_third() {
         assert_eq!(
-            preview("ghp_R8d2kQx7TnV4bLm9ZpW3cY6sJf1HgA5eUo0i"),
+            preview(b"ghp_R8d2kQx7TnV4bLm9ZpW3cY6sJf1HgA5eUo0i"),
             "ghp…o0i"
         );
-        assert_eq!(preview("Vq8rT2mLx9Kd"), "Vq…Kd");
-        assert_eq!(preview("short"), "…");
+        assert_eq!(preview(b"Vq8rT2mLx9Kd"), "Vq…Kd");
+        assert_eq!(preview(b"short"), "…");
+    }
+
+    fn secret_with(value: &[u8]) -> Secret {
+        Secret {
+            id: "f1".into(),
+            rule_id: "custom".into(),
+            secret_type: "Custom".into(),
+            category: "generic".into(),
+            preview: preview(value),
+            hash: hex::encode(HashKey::builtin().value_hash(value)),
+            confidence: Confidence::High,
+            occurrences: Vec::new(),
+            value: SecretValue::new(value),
+        }
+    }
+
+    #[test]
+    fn values_are_written_only_once_revealed_and_bytes_survive_a_round_trip() {
+        let latin1 = b"Gr\xfc\xdfe-geheim-2026".to_vec();
+        for value in [b"plain-utf8-value".to_vec(), latin1] {
+            let mut secret = secret_with(&value);
+            let hidden = serde_json::to_value(&secret).unwrap();
+            assert!(hidden.get("value").is_none() && hidden.get("value_base64").is_none());
+            assert!(!format!("{secret:?}").contains("geheim"));
+            secret.value.reveal();
+            let shown = serde_json::to_string(&secret).unwrap();
+            let field = if std::str::from_utf8(&value).is_ok() {
+                "\"value\""
+            } else {
+                "\"value_base64\""
+            };
+            assert!(shown.contains(field), "{shown}");
+            let back: Secret = serde_json::from_str(&shown).unwrap();
+            assert_eq!(back.value.as_bytes(), value.as_slice());
+            assert!(back.value.is_revealed());
+        }
+        let err = serde_json::from_str::<Secret>(
+            &serde_json::to_string(&secret_with(b"x"))
+                .unwrap()
+                .replace('}', ",\"value_base64\":\"hunter2!!\"}"),
+        )
+        .unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -100,7 +100,7 @@ fn secrets_file(repo: &TestRepo) -> (String, Vec<String>) {
     let ids = report
         .secrets
         .iter()
-        .filter(|s| SELECTED.contains(&s.secret_value()))
+        .filter(|s| SELECTED.iter().any(|v| v.as_bytes() == s.value.as_bytes()))
         .map(|s| s.id.clone())
         .collect::<Vec<_>>();
     assert_eq!(
@@ -167,7 +167,7 @@ fn cleaning_removes_every_selected_value_from_every_ref_and_keeps_everything_els
     );
     let (file, ids) = secrets_file(&repo);
     let selection =
-        Selection::from_secrets_file(&file, &Select::Ids(ids), b"***REMOVED***").unwrap();
+        Selection::from_secrets(file.as_bytes(), &Select::Ids(ids), b"***REMOVED***").unwrap();
     let cleaned = clean_into(source, &selection).map_err(|(e, _)| e).unwrap();
     let clone = &cleaned.clone;
 
@@ -762,4 +762,60 @@ fn a_value_in_a_ref_name_is_refused_without_naming_the_ref() {
     assert!(message.contains("1 ref(s) (tags)"), "{message}");
     assert!(!message.contains(AWS), "{message}");
     assert!(!work.path().join("cleaned.bundle").exists());
+}
+
+#[test]
+fn a_value_that_is_not_utf8_is_found_and_cleaned_as_bytes() {
+    // A Latin-1 configuration file: the password holds bytes that are not UTF-8.
+    let password: &[u8] = b"Gr\xfc\xdfe-Geheim-9x7Qk2Lm";
+    let mut repo = TestRepo::new();
+    let mut file = b"DB_PASSWORD=\"".to_vec();
+    file.extend_from_slice(password);
+    file.extend_from_slice(b"\"\nDB_HOST=db\n");
+    repo.write("config/app.env", file);
+    repo.commit("add configuration");
+    repo.write("config/app.env", "DB_HOST=db\n");
+    repo.commit("move the password out");
+
+    let scanner = Scanner::new(&Settings::default()).unwrap();
+    let report = scanner
+        .scan(
+            &Target::Git {
+                repo: repo.path().to_path_buf(),
+                revisions: Revisions::All,
+            },
+            &ScanRun::default(),
+        )
+        .unwrap();
+    let found = report
+        .secrets
+        .iter()
+        .find(|s| s.value.as_bytes() == password)
+        .unwrap_or_else(|| panic!("the Latin-1 password is not found: {:#?}", report.secrets));
+    // The secrets file carries it as base64; read back, it is the same bytes.
+    let file = report.secrets_file();
+    assert!(file.contains("value_base64"), "{file}");
+    let selection =
+        Selection::from_secrets(file.as_bytes(), &Select::Ids(vec![found.id.clone()]), b"X")
+            .unwrap();
+    let cleaned = clean_into(repo.path(), &selection)
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let objects = git(
+        &cleaned.clone,
+        &["cat-file", "--batch-all-objects", "--batch"],
+    );
+    assert!(
+        !objects.windows(password.len()).any(|w| w == password),
+        "the password survives in an object"
+    );
+    let first = text(&cleaned.clone, &["log", "--reverse", "--format=%H", "main"]);
+    let first = first.lines().next().unwrap();
+    assert_eq!(
+        git(
+            &cleaned.clone,
+            &["show", &format!("{first}:config/app.env")]
+        ),
+        b"DB_PASSWORD=\"X\"\nDB_HOST=db\n"
+    );
 }

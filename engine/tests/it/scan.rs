@@ -39,12 +39,12 @@ fn secret<'a>(report: &'a Report, value: &str) -> &'a Secret {
     report
         .secrets
         .iter()
-        .find(|s| s.secret_value() == value)
+        .find(|s| s.value.as_bytes() == value.as_bytes())
         .unwrap_or_else(|| panic!("{value} not found in {:#?}", report.secrets))
 }
 
-fn values(report: &Report) -> Vec<&str> {
-    let mut values: Vec<&str> = report.secrets.iter().map(Secret::secret_value).collect();
+fn values(report: &Report) -> Vec<String> {
+    let mut values: Vec<String> = report.secrets.iter().map(|s| s.value.to_text()).collect();
     values.sort_unstable();
     values
 }
@@ -455,7 +455,7 @@ fn look_alikes_of_secrets_are_not_reported() {
             format!(
                 "{} {} at {:?}",
                 s.rule_id,
-                s.secret_value(),
+                s.value.to_text(),
                 s.occurrences[0].path
             )
         })

@@ -2,7 +2,6 @@
 //! ref's history without the selected secrets (the engine re-reads the result and fails
 //! if any survives), store the cleaned bundle and a download archive, job → `cleaned`.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,9 +9,9 @@ use deployguard::jobs::{Job, JobStatus, work};
 use deployguard::storage::ObjectKey;
 use deployguard::tasks::JobRef;
 use deployguard_engine::clean::{
-    self, ArchiveFormat, CleanError, CleanProgress, CleanRun, DEFAULT_REPLACEMENT, Phase, Selection,
+    self, ArchiveFormat, CleanError, CleanProgress, CleanRun, DEFAULT_REPLACEMENT, Phase, Select,
+    Selection, SelectionError,
 };
-use deployguard_engine::scan::Report;
 use serde_json::json;
 
 use super::{Services, database, io, joined, storage};
@@ -54,8 +53,9 @@ async fn clean(
         .task_dir("clean", id)
         .map_err(io("work directory"))?;
 
-    // The values to remove: the selected rows, matched in the decrypted report.
-    let chosen: HashSet<(String, String)> = work::selected(&ctx.db, id)
+    // The values to remove: the selected rows, read from the decrypted report by the
+    // engine's one selection function.
+    let chosen: Vec<(String, String)> = work::selected(&ctx.db, id)
         .await
         .map_err(database)?
         .into_iter()
@@ -77,32 +77,19 @@ async fn clean(
         .report_keys
         .open(super::scan::report_context(id).as_bytes(), &sealed)
         .map_err(|e| TaskError::fatal("report_unreadable", e.to_string()))?;
-    let report: Report = serde_json::from_slice(&plain)
-        .map_err(|e| TaskError::fatal("report_unreadable", e.to_string()))?;
-    drop(plain);
-    let values: Vec<String> = report
-        .secrets
-        .iter()
-        .filter(|s| chosen.contains(&(s.rule_id.clone(), s.hash.clone())))
-        .filter_map(|s| s.value.clone())
-        .collect();
-    if values.len() != chosen.len() {
-        return Err(TaskError::fatal(
-            "report_mismatch",
-            format!(
-                "{} selected secrets, {} of them found in the stored report",
-                chosen.len(),
-                values.len()
-            ),
-        ));
-    }
-    drop(report);
-    let selection = Selection::from_values(
-        values.iter().map(String::as_bytes),
+    let selection = Selection::from_secrets(
+        &plain,
+        &Select::Hashes(chosen),
         DEFAULT_REPLACEMENT.as_bytes(),
     )
-    .map_err(|e| TaskError::fatal("selection_invalid", e.to_string()))?;
-    drop(values);
+    .map_err(|e| match e {
+        SelectionError::Missing { .. } => TaskError::fatal("report_mismatch", e.to_string()),
+        SelectionError::SecretsFile(_) | SelectionError::SecretsFileVersion(_) => {
+            TaskError::fatal("report_unreadable", e.to_string())
+        }
+        other => TaskError::fatal("selection_invalid", other.to_string()),
+    })?;
+    drop(plain);
 
     super::stage(ctx, id, WORKING, 5, "downloading the repository").await;
     let source =
