@@ -30,6 +30,9 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "no import circle between the modules of a crate"
+scripts/module-cycles.py
+
 step "tests"
 cargo nextest run --workspace --locked --no-fail-fast "$@"
 

@@ -6,12 +6,18 @@
 //! - [`GitServer`]: git smart-HTTP with basic auth over bare repositories.
 //! - [`TestRepo`]: a real repository built commit by commit, with deterministic dates.
 //! - [`FakeCredentialService`], [`FakeGitHub`]: the two third-party SaaS APIs.
+//! - [`Process`]: a service binary run as operators run it; [`JobRow`]: a job row in any
+//!   state; [`fixtures`]: the repository with planted secrets.
 
 #[cfg(feature = "services")]
 mod env;
 mod fakes;
+pub mod fixtures;
 mod git_repo;
 mod git_server;
+#[cfg(feature = "services")]
+mod jobs;
+mod process;
 mod proxy;
 
 #[cfg(feature = "services")]
@@ -19,6 +25,9 @@ pub use env::{Sections, Services, TestEnv};
 pub use fakes::{CredentialRequest, FakeCredentialService, FakeGitHub, FakeRepository};
 pub use git_repo::{TestRepo, git_in};
 pub use git_server::{GitServer, run_git};
+#[cfg(feature = "services")]
+pub use jobs::JobRow;
+pub use process::{Process, free_addr};
 pub use proxy::TcpProxy;
 
 /// Runs `rabbitmqctl -q ACTION` on the machine's broker (`stop_app`, `start_app`), for

@@ -3,36 +3,26 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::collections::{BTreeSet, HashMap};
-use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deployguard::queue::WorkQueue;
 use deployguard::tasks::Periodic;
-use deployguard_testkit::TestEnv;
+use deployguard_testkit::{Process, TestEnv, free_addr};
 use lapin::options::BasicGetOptions;
 
 const SECS: Duration = Duration::from_secs(1);
 const EVERY_2S: &str = "*/2 * * * * *";
 
 struct Beat {
-    child: tokio::process::Child,
-    pid: u32,
+    process: Process,
     /// Its `/metrics` and health probes.
     http: String,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 impl Beat {
     fn start(env: &TestEnv, cron: &str) -> Self {
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .to_string();
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("beat.log");
+        let addr = free_addr().to_string();
         let mut vars: HashMap<String, String> = env.vars();
         for (k, v) in [
             ("BEAT_CLEANUP_EXPIRED_JOBS_CRON", cron),
@@ -43,22 +33,9 @@ impl Beat {
         ] {
             vars.insert(k.into(), v.into());
         }
-        let file = std::fs::File::create(&log).unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_deployguard-beat"))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .envs(vars)
-            .stdout(Stdio::from(file.try_clone().unwrap()))
-            .stderr(Stdio::from(file))
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
         Self {
+            process: Process::start(env!("CARGO_BIN_EXE_deployguard-beat"), &[], &vars),
             http: format!("http://{addr}"),
-            pid: child.id().unwrap(),
-            child,
-            log,
-            _dir: dir,
         }
     }
 
@@ -69,23 +46,18 @@ impl Beat {
 
     /// The end of this beat's instance name in `beat_runs`.
     fn instance_suffix(&self) -> String {
-        format!(":{}", self.pid)
+        format!(":{}", self.process.pid())
     }
 
     fn signal(&self, name: &str) {
-        let pid = self.pid.to_string();
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.process.signal(name);
     }
 
     async fn stop(mut self) -> String {
         self.signal("TERM");
-        let exited = tokio::time::timeout(10 * SECS, self.child.wait()).await;
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        assert!(exited.is_ok_and(|s| s.unwrap().success()), "{log}");
+        let exited = self.process.exited(10 * SECS).await;
+        let log = self.process.log();
+        assert!(exited.is_some_and(|s| s.success()), "{log}");
         log
     }
 }
@@ -218,7 +190,7 @@ async fn when_the_leader_is_killed_the_other_takes_over_without_losing_a_time() 
     let second = Beat::start(&env, EVERY_2S);
     tokio::time::sleep(4 * SECS).await;
     first.signal("KILL");
-    first.child.wait().await.unwrap();
+    assert!(first.process.exited(10 * SECS).await.is_some());
     tokio::time::sleep(7 * SECS).await;
     let (first_name, second_name) = (first.instance_suffix(), second.instance_suffix());
     let log = second.stop().await;

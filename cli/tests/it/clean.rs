@@ -6,26 +6,14 @@ use std::process::Output;
 
 use crate::{deployguard_blocking, deployguard_with as deployguard, stderr, stdout};
 
+use deployguard_testkit::fixtures::{
+    PLANTED_AWS_KEY_ID as AWS, PLANTED_GITHUB_TOKEN as GITHUB, repo_with_secrets,
+};
 use deployguard_testkit::{FakeGitHub, GitServer, TestRepo, git_in};
 use serde_json::Value;
 
-const GITHUB: &str = "ghp_GPFbD22W7cEq1vCZbSpadtSYtPSdN5T5IA4B";
-const AWS: &str = "AKIAM6COX6AQXF6LI3U3";
-
 fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&git_in(dir, args)).into_owned()
-}
-
-fn repo_with_secrets() -> TestRepo {
-    let mut repo = TestRepo::new();
-    repo.write("config/app.env", format!("AWS_ACCESS_KEY_ID={AWS}\n"));
-    repo.commit("config");
-    repo.write("ci/token.txt", format!("{GITHUB}\n"));
-    repo.commit("ci");
-    repo.remove("ci/token.txt");
-    repo.commit("remove token");
-    repo.tag_annotated("v1", "release");
-    repo
 }
 
 /// Scans `repo` and returns (the secrets file, the id of the GitHub token).

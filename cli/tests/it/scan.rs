@@ -5,11 +5,12 @@ use std::process::{Command, Output};
 
 use crate::{deployguard_with, stderr, stdout};
 
+use deployguard_testkit::fixtures::{
+    PLANTED_AWS_KEY_ID as AWS, PLANTED_GITHUB_TOKEN as GITHUB, repo_with_secrets,
+};
 use deployguard_testkit::{GitServer, TestRepo};
 use serde_json::Value;
 
-const GITHUB: &str = "ghp_GPFbD22W7cEq1vCZbSpadtSYtPSdN5T5IA4B";
-const AWS: &str = "AKIAM6COX6AQXF6LI3U3";
 const STRIPE: &str = "sk_live_YqDRV8SKN8qU577SGwdUoxkr";
 
 fn deployguard(args: &[&str], cwd: &Path) -> Output {
@@ -18,17 +19,6 @@ fn deployguard(args: &[&str], cwd: &Path) -> Output {
 
 fn json(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(output)))
-}
-
-fn repo_with_secrets() -> TestRepo {
-    let mut repo = TestRepo::new();
-    repo.write("config/app.env", format!("AWS_ACCESS_KEY_ID={AWS}\n"));
-    repo.commit("config");
-    repo.write("ci/token.txt", format!("{GITHUB}\n"));
-    repo.commit("ci");
-    repo.remove("ci/token.txt");
-    repo.commit("remove token");
-    repo
 }
 
 #[test]

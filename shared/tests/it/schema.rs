@@ -1,17 +1,12 @@
-use deployguard_testkit::TestEnv;
+use deployguard_testkit::{JobRow, TestEnv};
 use uuid::Uuid;
 
 async fn job(env: &TestEnv) -> Uuid {
-    let id = Uuid::new_v4();
-    sqlx::query(
-        "INSERT INTO jobs (id, owner_id, source_platform, source_url, expires_at)
-         VALUES ($1, 'u', 'github', 'https://github.com/o/r.git', now() + interval '7 days')",
-    )
-    .bind(id)
-    .execute(&env.db)
-    .await
-    .unwrap();
-    id
+    JobRow::new()
+        .owner("u")
+        .platform("github", "https://github.com/o/r.git")
+        .insert(env)
+        .await
 }
 
 fn is_check_violation(err: sqlx::Error) -> bool {

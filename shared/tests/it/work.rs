@@ -2,22 +2,11 @@
 
 use deployguard::jobs::JobStatus;
 use deployguard::jobs::work;
-use deployguard_testkit::TestEnv;
+use deployguard_testkit::{JobRow, TestEnv};
 use uuid::Uuid;
 
 async fn pending_job(env: &TestEnv, task_id: Option<Uuid>) -> Uuid {
-    let id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO jobs (id, owner_id, source_platform, source_url, expires_at, task_id)
-         VALUES ($1, 'user-1', 'generic', 'https://git.example/r.git',
-                 now() + interval '1 day', $2)",
-    )
-    .bind(id)
-    .bind(task_id)
-    .execute(&env.db)
-    .await
-    .unwrap();
-    id
+    JobRow::new().task_id(task_id).insert(env).await
 }
 
 #[tokio::test]

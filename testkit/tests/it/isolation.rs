@@ -1,18 +1,16 @@
-use deployguard_testkit::TestEnv;
+use deployguard_testkit::{JobRow, TestEnv};
 use lapin::BasicProperties;
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 
 async fn insert_job(env: &TestEnv, id: uuid::Uuid, url: &str) {
-    sqlx::query(
-        "INSERT INTO jobs (id, owner_id, source_platform, source_url, expires_at)
-         VALUES ($1, 'user-1', 'generic', $2, now() + interval '7 days')",
-    )
-    .bind(id)
-    .bind(url)
-    .execute(&env.db)
-    .await
-    .unwrap();
+    JobRow {
+        id,
+        ..JobRow::new()
+    }
+    .platform("generic", url)
+    .insert(env)
+    .await;
 }
 
 async fn declare(channel: &lapin::Channel, name: &str) -> u32 {

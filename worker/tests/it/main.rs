@@ -9,28 +9,22 @@ mod service;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deployguard::queue::{Broker, Publisher, TaskBody, TaskMessage, WorkQueue};
-use deployguard_testkit::TestEnv;
+use deployguard_testkit::{JobRow, Process, TestEnv, free_addr};
 use uuid::Uuid;
 
-/// A `deployguard-worker` process with its log in a temporary file.
+/// A `deployguard-worker` process, with its own scratch directory and log.
 pub struct Worker {
-    child: tokio::process::Child,
+    process: Process,
     pub metrics: SocketAddr,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 impl Worker {
     /// Starts a worker with diagnostic tasks and short leases; `extra` overrides.
     pub async fn start(env: &TestEnv, args: &[&str], extra: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("worker.log");
         let metrics = free_addr();
         let mut vars: HashMap<String, String> = env.vars();
         for (k, v) in [
@@ -45,53 +39,31 @@ impl Worker {
             vars.insert(k.into(), v.into());
         }
         vars.insert("WORKER_METRICS_ADDR".into(), metrics.to_string());
-        let file = std::fs::File::create(&log).unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_deployguard-worker"))
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .envs(vars)
-            .stdout(Stdio::from(file.try_clone().unwrap()))
-            .stderr(Stdio::from(file))
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let worker = Self {
-            child,
-            metrics,
-            log,
-            _dir: dir,
-        };
-        let ready = eventually(Duration::from_secs(20), || async {
-            worker.log().contains("\"consuming\"") || worker.log().contains("consuming")
-        })
-        .await;
+        let process = Process::start(env!("CARGO_BIN_EXE_deployguard-worker"), args, &vars);
+        let worker = Self { process, metrics };
+        let ready = worker
+            .process
+            .wait_for_log("consuming", Duration::from_secs(20))
+            .await;
         assert!(ready, "worker did not start consuming:\n{}", worker.log());
         worker
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id().unwrap()
+        self.process.pid()
     }
 
     pub fn signal(&self, name: &str) {
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.process.signal(name);
     }
 
     /// Waits for the process to exit; `None` if it is still running after `within`.
     pub async fn exited(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        tokio::time::timeout(within, self.child.wait())
-            .await
-            .ok()
-            .map(Result::unwrap)
+        self.process.exited(within).await
     }
 
     pub async fn metrics_text(&self) -> String {
@@ -102,11 +74,6 @@ impl Worker {
             .await
             .unwrap()
     }
-}
-
-fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
 }
 
 /// Polls `check` every 50 ms until it holds or `within` passes.
@@ -143,18 +110,12 @@ pub fn task(name: &str, queue: WorkQueue, args: serde_json::Value) -> TaskMessag
     )
 }
 
-/// A job row in `pending`, as the API creates it.
+/// A job row being scanned, for tasks that name a job.
 pub async fn insert_job(env: &TestEnv) -> Uuid {
-    let id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO jobs (id, owner_id, status, source_platform, source_url, expires_at)
-         VALUES ($1, 'user-1', 'scanning', 'generic', 'https://git.example/r.git', now() + interval '1 day')",
-    )
-    .bind(id)
-    .execute(&env.db)
-    .await
-    .unwrap();
-    id
+    JobRow::new()
+        .status(deployguard::jobs::JobStatus::Scanning)
+        .insert(env)
+        .await
 }
 
 pub async fn task_state(env: &TestEnv, task_id: Uuid) -> Option<String> {

@@ -5,11 +5,12 @@
 use std::time::Duration;
 
 use chrono::SubsecRound;
+use deployguard::jobs::JobStatus;
 use deployguard::queue::Task;
 use deployguard::queue::WorkQueue;
 use deployguard::storage::ObjectKey;
 use deployguard::tasks::{CleanupExpiredJobs, Periodic, RequeueStuckJobs, StorageCleanup};
-use deployguard_testkit::TestEnv;
+use deployguard_testkit::{JobRow, TestEnv};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -18,24 +19,18 @@ use crate::{Worker, publisher, task, wait_state};
 
 const SECS: Duration = Duration::from_secs(1);
 
-/// A job row in `status`, created two days ago, expiring `expires` from now (an SQL
-/// interval, negative for the past).
-async fn job(env: &TestEnv, status: &str, expires: &str) -> Uuid {
-    let id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO jobs (id, owner_id, status, source_platform, source_url, created_at,
-                           expires_at, error_code, error)
-         VALUES ($1, 'user-1', $2, 'generic', 'https://git.example/r.git',
-                 now() - interval '2 days', now() + $3::interval,
-                 CASE WHEN $2 = 'failed' THEN 'x' END, CASE WHEN $2 = 'failed' THEN 'x' END)",
-    )
-    .bind(id)
-    .bind(status)
-    .bind(expires)
-    .execute(&env.db)
-    .await
-    .unwrap();
-    id
+const HOUR: f64 = 3600.0;
+const DAY: f64 = 86_400.0;
+
+/// A job row in `status`, created two days ago, expiring in `expires_in` seconds
+/// (negative: in the past).
+async fn job(env: &TestEnv, status: JobStatus, expires_in: f64) -> Uuid {
+    JobRow::new()
+        .status(status)
+        .created_ago(Duration::from_secs(2 * 86_400))
+        .expires_in_secs(expires_in)
+        .insert(env)
+        .await
 }
 
 /// Stores the objects a job has after its scan.
@@ -79,10 +74,10 @@ async fn run(env: &TestEnv, worker: &Worker, name: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_expires_exactly_the_jobs_past_their_time_and_deletes_their_objects() {
     let env = TestEnv::new().await;
-    let waiting = job(&env, "awaiting_selection", "-1 hour").await;
-    let busy = job(&env, "scanning", "-1 minute").await;
-    let failed = job(&env, "failed", "-1 day").await;
-    let live = job(&env, "awaiting_selection", "1 hour").await;
+    let waiting = job(&env, JobStatus::AwaitingSelection, -HOUR).await;
+    let busy = job(&env, JobStatus::Scanning, -60.0).await;
+    let failed = job(&env, JobStatus::Failed, -DAY).await;
+    let live = job(&env, JobStatus::AwaitingSelection, HOUR).await;
     let mut expired_keys = Vec::new();
     for id in [waiting, busy, failed] {
         expired_keys.extend(store(&env, id).await);
@@ -134,10 +129,10 @@ async fn expiry_expires_exactly_the_jobs_past_their_time_and_deletes_their_objec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_cleanup_deletes_exactly_the_objects_no_live_job_owns() {
     let env = TestEnv::new().await;
-    let live = job(&env, "cleaned", "1 day").await;
-    let failed = job(&env, "failed", "1 day").await;
-    let cancelled = job(&env, "cancelled", "1 day").await;
-    let expired = job(&env, "expired", "-1 day").await;
+    let live = job(&env, JobStatus::Cleaned, DAY).await;
+    let failed = job(&env, JobStatus::Failed, DAY).await;
+    let cancelled = job(&env, JobStatus::Cancelled, DAY).await;
+    let expired = job(&env, JobStatus::Expired, -DAY).await;
     let mut kept = store(&env, live).await;
     kept.extend(store(&env, failed).await);
     kept.push("other/not-ours.txt".into());
@@ -171,7 +166,7 @@ async fn storage_cleanup_deletes_exactly_the_objects_no_live_job_owns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_fired_by_beat_is_carried_out_and_its_outcome_recorded() {
     let env = TestEnv::new().await;
-    let expired = job(&env, "awaiting_selection", "-1 hour").await;
+    let expired = job(&env, JobStatus::AwaitingSelection, -HOUR).await;
     let worker = Worker::start(&env, &[], &[]).await;
     let publisher = publisher(&env);
     let slot = chrono::Utc::now().trunc_subsecs(0);
@@ -215,23 +210,15 @@ async fn a_run_fired_by_beat_is_carried_out_and_its_outcome_recorded() {
     assert!(published_at.iter().all(Option::is_some));
 }
 
-/// A job in `status` and `stage`, last updated `ago` (an SQL interval) ago.
-async fn job_updated(env: &TestEnv, status: &str, stage: &str, ago: &str) -> Uuid {
-    let id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO jobs (id, owner_id, status, stage, source_platform, source_url, created_at,
-                           updated_at, expires_at)
-         VALUES ($1, 'user-1', $2, $3, 'generic', 'https://git.example/r.git',
-                 now() - interval '1 day', now() - $4::interval, now() + interval '1 day')",
-    )
-    .bind(id)
-    .bind(status)
-    .bind(stage)
-    .bind(ago)
-    .execute(&env.db)
-    .await
-    .unwrap();
-    id
+/// A job in `status` and `stage`, created a day ago and last updated `ago` seconds ago.
+async fn job_updated(env: &TestEnv, status: JobStatus, stage: &str, ago: u64) -> Uuid {
+    JobRow::new()
+        .status(status)
+        .stage(stage)
+        .created_ago(Duration::from_secs(86_400))
+        .updated_ago(Duration::from_secs(ago))
+        .insert(env)
+        .await
 }
 
 /// A task record for `job` whose last heartbeat was `ago` ago.
@@ -253,17 +240,17 @@ async fn task_heard(env: &TestEnv, job: Uuid, ago: &str) {
 async fn stuck_jobs_are_queued_again_and_failed_after_three_tries() {
     let env = TestEnv::new().await;
     // Lost in the queue: a scan and a clean queued two hours ago, never picked up.
-    let lost_scan = job_updated(&env, "pending", "queued", "2 hours").await;
-    let lost_clean = job_updated(&env, "cleaning", "queued", "2 hours").await;
+    let lost_scan = job_updated(&env, JobStatus::Pending, "queued", 7200).await;
+    let lost_clean = job_updated(&env, JobStatus::Cleaning, "queued", 7200).await;
     // A worker that vanished mid-scan, its message not redelivered.
-    let silent = job_updated(&env, "scanning", "scanning 10/90 blobs", "3 hours").await;
+    let silent = job_updated(&env, JobStatus::Scanning, "scanning 10/90 blobs", 3 * 3600).await;
     task_heard(&env, silent, "3 hours").await;
     // Not stuck: queued a minute ago; a long scan whose worker still beats.
-    let fresh = job_updated(&env, "pending", "queued", "1 minute").await;
-    let beating = job_updated(&env, "scanning", "cloning (900 MiB)", "3 hours").await;
+    let fresh = job_updated(&env, JobStatus::Pending, "queued", 60).await;
+    let beating = job_updated(&env, JobStatus::Scanning, "cloning (900 MiB)", 3 * 3600).await;
     task_heard(&env, beating, "5 seconds").await;
     // Requeued three times already.
-    let hopeless = job_updated(&env, "pushing", "queued", "2 hours").await;
+    let hopeless = job_updated(&env, JobStatus::Pushing, "queued", 7200).await;
     for _ in 0..3 {
         sqlx::query(
             "INSERT INTO audit_logs (actor_id, action, job_id, details, outcome)
@@ -343,7 +330,7 @@ async fn stuck_jobs_are_queued_again_and_failed_after_three_tries() {
     // Run again at once: the requeued jobs were just touched, so nothing moves. A job
     // lost in the queue meanwhile is left alone too while the scan queue holds
     // messages: its own may be among them.
-    let behind = job_updated(&env, "pending", "queued", "2 hours").await;
+    let behind = job_updated(&env, JobStatus::Pending, "queued", 7200).await;
     let again = task(
         RequeueStuckJobs::NAME,
         WorkQueue::Default,

@@ -627,3 +627,23 @@ async fn a_late_copy_of_a_failed_attempt_does_not_run_again() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_started_together_on_one_work_dir_all_start_and_sweep_only_the_dead() {
+    let env = TestEnv::new().await;
+    let base = tempfile::tempdir().unwrap();
+    let work_dir = base.path().display().to_string();
+    let vars = [("WORK_DIR", work_dir.as_str())];
+    for round in 0..3 {
+        // A worker that was killed outright left its area behind, unlocked.
+        let crashed = base.path().join(format!("worker-crashed-{round}"));
+        std::fs::create_dir_all(crashed.join("scan-x")).unwrap();
+        std::fs::write(crashed.join(".lock"), b"").unwrap();
+        let starting = (0..4).map(|_| Worker::start(&env, &[], &vars));
+        let workers = futures_util::future::join_all(starting).await;
+        assert!(!crashed.exists(), "round {round}: the dead area stays");
+        let areas = std::fs::read_dir(base.path()).unwrap().count();
+        assert_eq!(areas, workers.len(), "round {round}: one area per worker");
+        drop(workers);
+    }
+}

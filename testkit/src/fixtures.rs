@@ -1,0 +1,25 @@
+//! The repository with planted secrets that several crates' tests scan and clean.
+
+use crate::TestRepo;
+
+/// A GitHub classic token (valid checksum) and an AWS access key id, planted below.
+pub const PLANTED_GITHUB_TOKEN: &str = "ghp_GPFbD22W7cEq1vCZbSpadtSYtPSdN5T5IA4B";
+pub const PLANTED_AWS_KEY_ID: &str = "AKIAM6COX6AQXF6LI3U3";
+
+/// Three commits on `main`: the AWS key in `config/app.env`, the GitHub token in
+/// `ci/token.txt`, then that file deleted (the token lives on in history only); and an
+/// annotated tag `v1` on the last commit.
+pub fn repo_with_secrets() -> TestRepo {
+    let mut repo = TestRepo::new();
+    repo.write(
+        "config/app.env",
+        format!("AWS_ACCESS_KEY_ID={PLANTED_AWS_KEY_ID}\n"),
+    );
+    repo.commit("config");
+    repo.write("ci/token.txt", format!("{PLANTED_GITHUB_TOKEN}\n"));
+    repo.commit("ci");
+    repo.remove("ci/token.txt");
+    repo.commit("remove token");
+    repo.tag_annotated("v1", "release");
+    repo
+}
