@@ -310,13 +310,15 @@ async fn requeue_one(state: &AppState, old: TaskMessage, reset: &mut Vec<Uuid>) 
             "WITH old AS (SELECT error_code, error FROM jobs WHERE id = $1 AND status = $3
                           FOR UPDATE)
              UPDATE jobs SET status = $2, stage = 'queued', error = NULL, error_code = NULL,
-                    finished_at = NULL
+                    finished_at = NULL, task_id = $4
              FROM old WHERE jobs.id = $1 AND jobs.status = $3
              RETURNING old.error_code, old.error",
         )
         .bind(job_id)
         .bind(needed)
         .bind(JobStatus::Failed)
+        // The revived job runs the requeued message, not the one it failed with.
+        .bind(task.id)
         .fetch_optional(&state.db)
         .await?;
         match row {

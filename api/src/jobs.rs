@@ -15,7 +15,7 @@ use deployguard::jobs::{
     self, Job, JobFilter, JobStatus, NewJob, Platform, PushTarget, RequestTask, Secret,
     SecretSummary, SelectError, Selection, TransitionError,
 };
-use deployguard::queue::{EnqueueError, OnRefusal, enqueue};
+use deployguard::queue::{EnqueueError, OnRefusal, Stage, TaskMessage, enqueue};
 use deployguard::storage::ObjectKey;
 use deployguard::tasks::{JobRef, JobTask};
 use serde::{Deserialize, Serialize};
@@ -165,25 +165,7 @@ pub async fn create(
                     "priority": priority,
                 }),
             };
-            let created = enqueue(
-                &state.db,
-                &state.publisher,
-                &task,
-                &jobs::Create(&new),
-                OnRefusal::Undo,
-                Some(&audit),
-            )
-            .await;
-            match created {
-                Ok(Some(enqueued)) => Ok(enqueued.output),
-                Ok(None) => Err(ApiError::internal(&"the job was not created")),
-                Err(EnqueueError::Unavailable(_)) => {
-                    state.metrics.publish_failures.inc();
-                    Err(ApiError::broker_unavailable())
-                }
-                Err(EnqueueError::Stage(err)) => Err(err.into()),
-                Err(err @ EnqueueError::Outbox(_)) => Err(ApiError::internal(&err)),
-            }
+            request(&state, &task, &jobs::Create(&new), &audit, ApiError::from).await
         }
     })
     .await?;
@@ -202,6 +184,41 @@ pub async fn create(
         Json(created),
     )
         .into_response())
+}
+
+/// Queues `message` with the change `stage` makes, as a person's request: undone, and
+/// answered 503, when the broker does not take it; `refused` maps the change's own
+/// refusal (a wrong state, a conflict).
+async fn request<S>(
+    state: &AppState,
+    message: &TaskMessage,
+    stage: &S,
+    audit: &AuditRecord<'_>,
+    refused: impl FnOnce(S::Error) -> ApiError,
+) -> ApiResult<S::Output>
+where
+    S: Stage,
+    S::Error: std::error::Error,
+{
+    let queued = enqueue(
+        &state.db,
+        &state.publisher,
+        message,
+        stage,
+        OnRefusal::Undo,
+        Some(audit),
+    )
+    .await;
+    match queued {
+        Ok(Some(enqueued)) => Ok(enqueued.output),
+        Ok(None) => Err(ApiError::internal(&"the request changed nothing")),
+        Err(EnqueueError::Unavailable(_)) => {
+            state.metrics.publish_failures.inc();
+            Err(ApiError::broker_unavailable())
+        }
+        Err(EnqueueError::Stage(err)) => Err(refused(err)),
+        Err(err @ EnqueueError::Outbox(_)) => Err(ApiError::internal(&err)),
+    }
 }
 
 /// Runs `work` to its end even if the client hangs up meanwhile: once a job is
@@ -494,7 +511,8 @@ async fn queue_task(
     let (from, action, verb) = match task {
         JobTask::Clean => (JobStatus::AwaitingSelection, "job.clean", "start cleaning"),
         JobTask::Push => (JobStatus::Cleaned, "job.push", "push"),
-        JobTask::Scan => (JobStatus::Pending, "job.create", "scan"),
+        // A scan is queued by creating its job.
+        JobTask::Scan => return Err(ApiError::internal(&"a scan is queued by create")),
     };
     let message = task
         .message(JobRef::new(id, &caller.user_id), priority)
@@ -511,7 +529,7 @@ async fn queue_task(
                 outcome: Outcome::Success,
                 details,
             };
-            let request = RequestTask {
+            let move_job = RequestTask {
                 job_id: id,
                 owner: caller.owner_filter(),
                 from,
@@ -519,33 +537,14 @@ async fn queue_task(
                 target: target.as_ref(),
                 needs_selection: task == JobTask::Clean,
             };
-            let queued = enqueue(
-                &state.db,
-                &state.publisher,
-                &message,
-                &request,
-                OnRefusal::Undo,
-                Some(&audit),
-            )
-            .await;
-            match queued {
-                Ok(Some(enqueued)) => Ok(enqueued.output),
-                Ok(None) => Err(ApiError::internal(&"the job was not moved")),
-                Err(EnqueueError::Unavailable(_)) => {
-                    state.metrics.publish_failures.inc();
-                    Err(ApiError::broker_unavailable())
-                }
+            request(&state, &message, &move_job, &audit, |err| match err {
                 // Still in `from`: the selection was emptied meanwhile.
-                Err(EnqueueError::Stage(TransitionError::WrongState(status)))
-                    if status == from && task == JobTask::Clean =>
-                {
-                    Err(ApiError::conflict(NOTHING_SELECTED))
+                TransitionError::WrongState(status) if status == from && task == JobTask::Clean => {
+                    ApiError::conflict(NOTHING_SELECTED)
                 }
-                Err(EnqueueError::Stage(err)) => {
-                    Err(ApiError::transition(err, verb, from.as_str()))
-                }
-                Err(err @ EnqueueError::Outbox(_)) => Err(ApiError::internal(&err)),
-            }
+                other => ApiError::transition(other, verb, from.as_str()),
+            })
+            .await
         }
     })
     .await?;

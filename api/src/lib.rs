@@ -61,9 +61,9 @@ pub struct AppInner {
 impl AppState {
     /// Builds the clients; no connection is opened yet.
     pub fn new(settings: &Settings) -> anyhow::Result<Self> {
-        let broker = Arc::new(Broker::new(&settings.broker, "deployguard-api"));
+        let broker = Arc::new(Broker::new(&settings.common.broker, "deployguard-api"));
         Ok(Self(Arc::new(AppInner {
-            db: deployguard::db::pool(&settings.database)?,
+            db: deployguard::db::pool(&settings.common.database)?,
             publisher: Arc::new(Publisher::new(Arc::clone(&broker))),
             broker,
             storage: Storage::new(&settings.storage),

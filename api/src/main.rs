@@ -1,7 +1,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use deployguard::{db, env, service, telemetry};
+use deployguard::env::{self, Load};
+use deployguard::{db, service, telemetry};
 use deployguard_api::settings::{AuthConfig, MigrateSettings, Settings};
 
 const PROGRAM: &str = "deployguard-api";

@@ -6,10 +6,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use deployguard::db::DatabaseConfig;
-use deployguard::env::{self, ConfigError, Environment, Source};
+use deployguard::env::{self, ConfigError, Load, Source};
 use deployguard::net::OutboundConfig;
-use deployguard::queue::BrokerConfig;
-use deployguard::service::ServiceSettings;
+use deployguard::service::Common;
 use deployguard::storage::StorageConfig;
 use deployguard::telemetry::LogConfig;
 use secrecy::{ExposeSecret, SecretString};
@@ -18,36 +17,24 @@ use url::Url;
 /// Everything `deployguard-api serve` reads.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub log: LogConfig,
-    pub database: DatabaseConfig,
-    pub broker: BrokerConfig,
+    pub common: Common,
     pub storage: StorageConfig,
     pub api: ApiConfig,
 }
 
-impl Settings {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_source(&Environment)
-    }
-
-    pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
+impl Load for Settings {
+    fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
         Ok(Self {
-            log: LogConfig::from_source(src)?,
-            database: DatabaseConfig::from_source(src)?,
-            broker: BrokerConfig::from_source(src)?,
+            common: Common::from_source(src)?,
             storage: StorageConfig::from_source(src)?,
             api: ApiConfig::from_source(src)?,
         })
     }
 }
 
-impl ServiceSettings for Settings {
-    fn log(&self) -> &LogConfig {
-        &self.log
-    }
-
-    fn database(&self) -> &DatabaseConfig {
-        &self.database
+impl AsRef<Common> for Settings {
+    fn as_ref(&self) -> &Common {
+        &self.common
     }
 }
 
@@ -58,12 +45,8 @@ pub struct MigrateSettings {
     pub database: DatabaseConfig,
 }
 
-impl MigrateSettings {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_source(&Environment)
-    }
-
-    pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
+impl Load for MigrateSettings {
+    fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
         Ok(Self {
             log: LogConfig::from_source(src)?,
             database: DatabaseConfig::from_source(src)?,
@@ -384,7 +367,7 @@ mod tests {
             AuthConfig::Gateway { token: None }
         ));
         assert_eq!(settings.api.max_request_bytes, 1 << 20);
-        assert!(settings.database.run_migrations);
+        assert!(settings.common.database.run_migrations);
     }
 
     #[test]

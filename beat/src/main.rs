@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use deployguard::env::{self, Load};
 use deployguard::queue::{self, Broker, Publisher};
-use deployguard::{env, service, shutdown};
+use deployguard::{service, shutdown};
 use deployguard_beat::leader::Scheduler;
 use deployguard_beat::metrics::{self, Metrics};
 use deployguard_beat::settings::Settings;
@@ -27,12 +28,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
-    let Settings {
-        database,
-        broker: broker_config,
-        beat,
-        ..
-    } = settings;
+    let Settings { common, beat } = settings;
+    let (broker_config, database) = (common.broker, common.database);
     // Beat publishes to the default queue: its topology must exist (and match).
     let broker = Arc::new(Broker::new(&broker_config, PROGRAM));
     tokio::select! {

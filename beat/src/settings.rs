@@ -3,44 +3,29 @@
 
 use std::net::SocketAddr;
 
-use deployguard::db::DatabaseConfig;
-use deployguard::env::{self, ConfigError, Environment, Source};
-use deployguard::queue::BrokerConfig;
-use deployguard::service::ServiceSettings;
+use deployguard::env::{self, ConfigError, Load, Source};
+use deployguard::service::Common;
 use deployguard::tasks::Periodic;
-use deployguard::telemetry::LogConfig;
 
 /// Everything `deployguard-beat` reads.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub log: LogConfig,
-    pub database: DatabaseConfig,
-    pub broker: BrokerConfig,
+    pub common: Common,
     pub beat: BeatConfig,
 }
 
-impl Settings {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_source(&Environment)
-    }
-
-    pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
+impl Load for Settings {
+    fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
         Ok(Self {
-            log: LogConfig::from_source(src)?,
-            database: DatabaseConfig::from_source(src)?,
-            broker: BrokerConfig::from_source(src)?,
+            common: Common::from_source(src)?,
             beat: BeatConfig::from_source(src)?,
         })
     }
 }
 
-impl ServiceSettings for Settings {
-    fn log(&self) -> &LogConfig {
-        &self.log
-    }
-
-    fn database(&self) -> &DatabaseConfig {
-        &self.database
+impl AsRef<Common> for Settings {
+    fn as_ref(&self) -> &Common {
+        &self.common
     }
 }
 

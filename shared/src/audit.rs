@@ -47,24 +47,37 @@ pub struct AuditRecord<'a> {
     pub details: serde_json::Value,
 }
 
+/// The columns [`AuditRecord::bind`] fills, in its order (`client_ip` as `$n::inet`).
+pub const COLUMNS: &str = "actor_id, action, job_id, client_ip, user_agent, details, outcome";
+
+impl<'a> AuditRecord<'a> {
+    /// Binds the record's [`COLUMNS`] as the query's next seven parameters.
+    pub fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(clip(self.actor.user_id, 255))
+            .bind(self.action)
+            .bind(self.job_id)
+            .bind(self.actor.client_ip.map(|ip| ip.to_string()))
+            .bind(self.actor.user_agent.map(|ua| clip(ua, 512)))
+            .bind(&self.details)
+            .bind(self.outcome.as_str())
+    }
+}
+
 pub async fn insert(db: impl PgExecutor<'_>, record: &AuditRecord<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO audit_logs (actor_id, action, job_id, client_ip, user_agent, details, outcome)
-         VALUES ($1, $2, $3, $4::inet, $5, $6, $7)",
-    )
-    .bind(clip(record.actor.user_id, 255))
-    .bind(record.action)
-    .bind(record.job_id)
-    .bind(record.actor.client_ip.map(|ip| ip.to_string()))
-    .bind(record.actor.user_agent.map(|ua| clip(ua, 512)))
-    .bind(&record.details)
-    .bind(record.outcome.as_str())
-    .execute(db)
-    .await?;
+    let sql =
+        format!("INSERT INTO audit_logs ({COLUMNS}) VALUES ($1, $2, $3, $4::inet, $5, $6, $7)");
+    record
+        .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+        .execute(db)
+        .await?;
     Ok(())
 }
 
-pub(crate) fn clip(text: &str, max_chars: usize) -> String {
+fn clip(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()
 }
 

@@ -45,6 +45,15 @@ impl Source for HashMap<&str, &str> {
     }
 }
 
+/// A binary's settings, read from a [`Source`]; from the process environment by default.
+pub trait Load: Sized {
+    fn from_source(src: &impl Source) -> Result<Self, ConfigError>;
+
+    fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&Environment)
+    }
+}
+
 /// A setting that is missing or malformed. Its message names the variable and never
 /// contains the value of a secret-bearing variable.
 #[derive(Debug, thiserror::Error)]

@@ -5,25 +5,40 @@
 use std::process::ExitCode;
 
 use crate::db::DatabaseConfig;
+use crate::env::{ConfigError, Source};
+use crate::queue::BrokerConfig;
 use crate::telemetry::LogConfig;
 
-/// The sections every service binary's settings hold.
-pub trait ServiceSettings {
-    fn log(&self) -> &LogConfig;
-    fn database(&self) -> &DatabaseConfig;
+/// The settings every service binary reads: logging, the database, the broker. Each
+/// binary's own settings hold these beside their own sections.
+#[derive(Debug, Clone)]
+pub struct Common {
+    pub log: LogConfig,
+    pub database: DatabaseConfig,
+    pub broker: BrokerConfig,
+}
+
+impl Common {
+    pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
+        Ok(Self {
+            log: LogConfig::from_source(src)?,
+            database: DatabaseConfig::from_source(src)?,
+            broker: BrokerConfig::from_source(src)?,
+        })
+    }
 }
 
 /// Runs `body` as the program's main and turns its outcome into an exit code: 1 for a
 /// runtime failure, 0 after a clean shutdown.
 pub fn main<S, F, Fut>(program: &'static str, settings: S, body: F) -> ExitCode
 where
-    S: ServiceSettings,
+    S: AsRef<Common>,
     F: FnOnce(S) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    crate::telemetry::init(settings.log());
+    crate::telemetry::init(&settings.as_ref().log);
     run(program, async move {
-        crate::db::migrate_at_start(settings.database()).await?;
+        crate::db::migrate_at_start(&settings.as_ref().database).await?;
         body(settings).await
     })
 }

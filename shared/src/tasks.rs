@@ -10,9 +10,9 @@ use crate::jobs::JobStatus;
 use crate::queue::{PayloadError, Task, TaskMessage, WorkQueue};
 
 /// The job a job task works on, and whose it is: the worker checks that the user owns
-/// the job before it borrows their credentials.
+/// the job before it borrows their credentials. Other fields are ignored, so a message
+/// from a newer release with an argument more still runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct JobRef {
     pub job_id: Uuid,
     pub user_id: String,
@@ -122,8 +122,31 @@ impl JobTask {
 /// When a periodic task was due (beat's scheduled time); absent when it was run by hand.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Scheduled {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339")]
     pub scheduled_for: Option<DateTime<Utc>>,
+}
+
+/// A time as beat has always written it (`2026-12-01T03:30:00+00:00`, what
+/// `to_rfc3339` gives), so messages stay what operators and their tools know.
+mod rfc3339 {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        time: &Option<DateTime<Utc>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match time {
+            Some(time) => serializer.serialize_str(&time.to_rfc3339()),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
+        Option::<DateTime<Utc>>::deserialize(deserializer)
+    }
 }
 
 /// Expire every job past its time and delete its stored objects.
@@ -149,7 +172,7 @@ impl Task for StorageCleanup {
 /// Queue again the task of jobs whose task will not run by itself, or fail them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RequeueStuckJobs {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339")]
     pub scheduled_for: Option<DateTime<Utc>>,
     /// A job queued this long with no task activity is stuck (default 3600 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -240,7 +263,7 @@ mod tests {
         assert_eq!(message.task, "deployguard.storage_cleanup");
         assert_eq!(
             serde_json::to_value(&message.body).unwrap(),
-            serde_json::json!({"args": {"scheduled_for": "2026-12-01T03:30:00Z"}})
+            serde_json::json!({"args": {"scheduled_for": "2026-12-01T03:30:00+00:00"}})
         );
         let read = StorageCleanup::from_message(&message).unwrap();
         assert_eq!(read.0.scheduled_for, Some(slot));

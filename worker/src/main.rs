@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use deployguard::credentials::CredentialService;
+use deployguard::env::{self, Load};
 use deployguard::queue::{self, Broker, Publisher, WorkQueue, outbox};
 use deployguard::storage::Storage;
-use deployguard::{env, service, shutdown};
+use deployguard::{service, shutdown};
 use deployguard_worker::metrics::{self, Metrics};
 use deployguard_worker::registry::Registry;
 use deployguard_worker::runtime::{Runtime, Signals};
@@ -57,12 +58,11 @@ fn main() -> ExitCode {
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let Settings {
-        broker: broker_config,
-        database,
+        common,
         storage,
         worker,
-        ..
     } = settings;
+    let (broker_config, database) = (common.broker, common.database);
     let identity = identity();
     let broker = Arc::new(Broker::new(&broker_config, format!("{PROGRAM} {identity}")));
     let db = deployguard::db::pool(&database)?;
@@ -70,13 +70,16 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (abandon_tx, abandon_rx) = watch::channel(false);
 
-    let (work, stale) = WorkArea::open(&worker.work_dir, &identity)
+    let (work, swept) = WorkArea::open(&worker.work_dir, &identity)
         .map_err(|e| anyhow::anyhow!("work directory {}: {e}", worker.work_dir.display()))?;
-    if stale > 0 {
+    if swept.removed > 0 {
         tracing::info!(
-            removed = stale,
+            removed = swept.removed,
             "removed work directories left by a crashed worker"
         );
+    }
+    for (path, err) in &swept.left {
+        tracing::warn!(path = %path.display(), error = %err, "a stale work directory could not be removed");
     }
     let storage = Storage::new(&storage);
     // Publishing (retries, deferrals, requeued tasks, the outbox relay) has a connection

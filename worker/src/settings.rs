@@ -6,49 +6,35 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use deployguard::crypto::KeyRing;
-use deployguard::db::DatabaseConfig;
-use deployguard::env::{self, ConfigError, Environment, Source};
+use deployguard::env::{self, ConfigError, Load, Source};
 use deployguard::net::OutboundConfig;
-use deployguard::queue::{BrokerConfig, WorkQueue};
-use deployguard::service::ServiceSettings;
+use deployguard::queue::WorkQueue;
+use deployguard::service::Common;
 use deployguard::storage::StorageConfig;
-use deployguard::telemetry::LogConfig;
 use deployguard_engine::scan::HashKey;
 use url::Url;
 
 /// Everything `deployguard-worker` reads.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub log: LogConfig,
-    pub database: DatabaseConfig,
-    pub broker: BrokerConfig,
+    pub common: Common,
     pub storage: StorageConfig,
     pub worker: WorkerConfig,
 }
 
-impl Settings {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_source(&Environment)
-    }
-
-    pub fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
+impl Load for Settings {
+    fn from_source(src: &impl Source) -> Result<Self, ConfigError> {
         Ok(Self {
-            log: LogConfig::from_source(src)?,
-            database: DatabaseConfig::from_source(src)?,
-            broker: BrokerConfig::from_source(src)?,
+            common: Common::from_source(src)?,
             storage: StorageConfig::from_source(src)?,
             worker: WorkerConfig::from_source(src)?,
         })
     }
 }
 
-impl ServiceSettings for Settings {
-    fn log(&self) -> &LogConfig {
-        &self.log
-    }
-
-    fn database(&self) -> &DatabaseConfig {
-        &self.database
+impl AsRef<Common> for Settings {
+    fn as_ref(&self) -> &Common {
+        &self.common
     }
 }
 

@@ -32,8 +32,9 @@ pub struct WorkArea {
 
 impl WorkArea {
     /// Claims a directory for this process under `base`, then removes stale ones.
-    /// Returns the area and how many stale directories were removed.
-    pub fn open(base: &Path, identity: &str) -> io::Result<(Self, usize)> {
+    /// Returns the area and what the sweep did: a stale directory that cannot be removed
+    /// is left (and reported), never a reason not to start.
+    pub fn open(base: &Path, identity: &str) -> io::Result<(Self, Swept)> {
         std::fs::create_dir_all(base)?;
         let name: String = identity
             .chars()
@@ -71,8 +72,8 @@ impl WorkArea {
             }
         };
         let area = Self { root, _lock: lock };
-        let removed = remove_stale(base, &area.root)?;
-        Ok((area, removed))
+        let swept = remove_stale(base, &area.root);
+        Ok((area, swept))
     }
 
     pub fn root(&self) -> &Path {
@@ -95,11 +96,25 @@ impl Drop for WorkArea {
     }
 }
 
+/// What the start-up sweep removed, and what it had to leave.
+#[derive(Debug, Default)]
+pub struct Swept {
+    pub removed: usize,
+    pub left: Vec<(PathBuf, io::Error)>,
+}
+
 /// Removes every area under `base` (but `own`) whose lock is free, and staging
 /// directories a dead process left.
-fn remove_stale(base: &Path, own: &Path) -> io::Result<usize> {
-    let mut removed = 0;
-    for entry in std::fs::read_dir(base)?.flatten() {
+fn remove_stale(base: &Path, own: &Path) -> Swept {
+    let mut swept = Swept::default();
+    let entries = match std::fs::read_dir(base) {
+        Ok(entries) => entries,
+        Err(e) => {
+            swept.left.push((base.to_owned(), e));
+            return swept;
+        }
+    };
+    for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name();
         let name = name.to_string_lossy();
@@ -124,14 +139,14 @@ fn remove_stale(base: &Path, own: &Path) -> io::Result<usize> {
             continue;
         }
         match std::fs::remove_dir_all(&path) {
-            Ok(()) => removed += 1,
+            Ok(()) => swept.removed += 1,
             // Another worker's sweep removed it first.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+            Err(e) => swept.left.push((path, e)),
         }
         drop(lock);
     }
-    Ok(removed)
+    swept
 }
 
 fn older_than(path: &Path, age: Duration) -> bool {
@@ -175,7 +190,10 @@ mod tests {
                 handles
                     .into_iter()
                     .map(|h| match h.join().expect("no panic") {
-                        Ok((area, _)) => area,
+                        Ok((area, swept)) => {
+                            assert!(swept.left.is_empty(), "round {round}: {:?}", swept.left);
+                            area
+                        }
                         Err(e) => panic!("round {round}: a worker could not start: {e}"),
                     })
                     .collect()
@@ -202,12 +220,12 @@ mod tests {
         let stale = base.path().join("worker-crashed");
         std::fs::create_dir_all(stale.join("scan-x")).expect("stale dir");
         std::fs::write(stale.join(LOCK), b"").expect("stale lock");
-        let (live, removed) = WorkArea::open(base.path(), "host:1:abc").expect("first");
-        assert_eq!(removed, 1);
+        let (live, swept) = WorkArea::open(base.path(), "host:1:abc").expect("first");
+        assert_eq!(swept.removed, 1);
         assert!(!stale.exists());
 
-        let (other, removed) = WorkArea::open(base.path(), "host:2:def").expect("second");
-        assert_eq!(removed, 0, "a live worker's area is not stale");
+        let (other, swept) = WorkArea::open(base.path(), "host:2:def").expect("second");
+        assert_eq!(swept.removed, 0, "a live worker's area is not stale");
         assert!(live.root().exists());
 
         let dir = live.task_dir("scan", Uuid::nil()).expect("task dir");

@@ -29,6 +29,28 @@ async fn park(api: &Api, job_id: &str, reason: &str) -> String {
     message.id.to_string()
 }
 
+/// The task ids of the messages waiting in the scan queue (left in place).
+async fn scan_queue_task_ids(api: &Api) -> Vec<String> {
+    let conn = api.env.amqp_connection().await;
+    let channel = conn.create_channel().await.unwrap();
+    let mut ids = Vec::new();
+    while let Some(got) = channel
+        .basic_get(
+            WorkQueue::Scan.name().into(),
+            lapin::options::BasicGetOptions { no_ack: false },
+        )
+        .await
+        .unwrap()
+    {
+        if let Some(id) = got.delivery.properties.message_id() {
+            ids.push(id.to_string());
+        }
+    }
+    // Closing the channel returns every unacknowledged message to the queue.
+    let _ = conn.close(200, "done".into()).await;
+    ids
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queues_show_depth_and_consumers() {
     let api = Api::start().await;
@@ -100,6 +122,21 @@ async fn dead_letters_are_listed_requeued_with_their_job_revived_and_purged() {
     let (_, detail) = send(api.call("alice", Method::GET, &format!("/jobs/{job}"))).await;
     assert_eq!(detail["job"]["status"], "pending", "{detail}");
     assert_eq!(detail["job"]["error"], serde_json::Value::Null);
+    // The job now waits for the requeued message (a worker runs it; any other copy of
+    // its task is skipped).
+    let named: Option<String> =
+        sqlx::query_scalar("SELECT task_id::text FROM jobs WHERE id = $1::uuid")
+            .bind(&job)
+            .fetch_one(&api.db())
+            .await
+            .unwrap();
+    let queued = scan_queue_task_ids(&api).await;
+    assert!(
+        named
+            .as_ref()
+            .is_some_and(|id| *id != task && queued.contains(id)),
+        "the job names {named:?}; queued: {queued:?}"
+    );
 
     let (status, body) =
         send(api.admin(Method::POST, &format!("/admin/dead-letters/{task}/requeue"))).await;

@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use deployguard::env::Load;
 use deployguard_api::AppState;
 use deployguard_api::settings::Settings;
 use deployguard_testkit::TestEnv;

@@ -16,6 +16,16 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&git_in(dir, args)).into_owned()
 }
 
+/// A mirror clone of `bundle` (in `dir`) at `dir/clone.git`.
+fn mirror_of(dir: &Path, bundle: &str) -> std::path::PathBuf {
+    let clone = dir.join("clone.git");
+    git(
+        dir,
+        &["clone", "-q", "--mirror", bundle, &clone.to_string_lossy()],
+    );
+    clone
+}
+
 /// Scans `repo` and returns (the secrets file, the id of the GitHub token).
 fn scan(repo: &TestRepo, dir: &Path) -> (String, String) {
     let secrets = dir.join("secrets.json");
@@ -92,17 +102,7 @@ fn a_secret_that_is_not_utf8_goes_from_scan_to_clean_as_bytes() {
         &[],
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let clone = dir.path().join("clone.git");
-    git(
-        dir.path(),
-        &[
-            "clone",
-            "-q",
-            "--mirror",
-            "cleaned.bundle",
-            &clone.to_string_lossy(),
-        ],
-    );
+    let clone = mirror_of(dir.path(), "cleaned.bundle");
     let objects = git_in(&clone, &["cat-file", "--batch-all-objects", "--batch"]);
     assert!(!objects.windows(password.len()).any(|w| w == password));
     assert!(objects.windows(13).any(|w| w == b"***REMOVED***"));
@@ -139,17 +139,7 @@ fn scan_select_clean_removes_only_the_chosen_secret() {
     assert!(summary.contains("verified: none of the"), "{summary}");
     assert!(!summary.contains(GITHUB));
 
-    let clone = dir.path().join("clone.git");
-    git(
-        dir.path(),
-        &[
-            "clone",
-            "-q",
-            "--mirror",
-            "cleaned.bundle",
-            &clone.to_string_lossy(),
-        ],
-    );
+    let clone = mirror_of(dir.path(), "cleaned.bundle");
     let log = git(&clone, &["log", "--all", "-p"]);
     assert!(!log.contains(GITHUB));
     assert!(log.contains(AWS), "the unselected secret stays");

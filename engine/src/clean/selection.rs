@@ -73,7 +73,8 @@ pub enum Select {
 
 /// What a secrets file (`scan --secrets-out`) and a report with revealed values (the
 /// service's encrypted report) have in common: version 1, and each secret's id, rule,
-/// value hash and value.
+/// value hash and value. A new version of either layout must stay readable here, or
+/// jobs scanned before it cannot be cleaned.
 #[derive(Deserialize)]
 struct SecretsFile {
     version: u64,
@@ -172,7 +173,7 @@ impl Selection {
                         s.hash.as_ref().is_some_and(|hash| {
                             wanted
                                 .iter()
-                                .any(|(rule, h)| *rule == s.rule_id && h.eq_ignore_ascii_case(hash))
+                                .any(|(rule, h)| *rule == s.rule_id && h == hash)
                         })
                     })
                     .collect();
@@ -526,7 +527,7 @@ mod tests {
         // As the service stores it: the whole report, a value that is not UTF-8 in base64.
         let json = br#"{"version":1,"tool":{"name":"deployguard","version":"0.1.0"},
             "hash_key_id":"k1","secrets":[
-            {"id":"aa11","rule_id":"r1","hash":"AB01","preview":"f...t","occurrences":[],
+            {"id":"aa11","rule_id":"r1","hash":"ab01","preview":"f...t","occurrences":[],
              "value":"first-secret"},
             {"id":"bb22","rule_id":"r2","hash":"cd02","preview":"G...e","occurrences":[],
              "value_base64":"R3L831Rl"}]}"#;

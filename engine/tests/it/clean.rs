@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use deployguard_engine::clean::{
     self, ArchiveFormat, CleanError, CleanReport, CleanRun, Select, Selection,
 };
-use deployguard_engine::scan::{Revisions, ScanRun, Scanner, Settings, Target};
+use deployguard_engine::scan::{Report, Revisions, ScanRun, Scanner, Settings, Target};
 use deployguard_testkit::{TestRepo, git_in as git};
 
 const GITHUB: &str = "ghp_GPFbD22W7cEq1vCZbSpadtSYtPSdN5T5IA4B";
@@ -86,17 +86,22 @@ fn leaky_repository() -> TestRepo {
 }
 
 /// The secrets file the scan writes, as `deployguard scan --secrets-out` would.
-fn secrets_file(repo: &TestRepo) -> (String, Vec<String>) {
+/// The whole history of `repo`, scanned with the shipped rules.
+fn scan_history(repo: &Path) -> Report {
     let scanner = Scanner::new(&Settings::default()).unwrap();
-    let report = scanner
+    scanner
         .scan(
             &Target::Git {
-                repo: repo.path().to_path_buf(),
+                repo: repo.to_path_buf(),
                 revisions: Revisions::All,
             },
             &ScanRun::default(),
         )
-        .unwrap();
+        .unwrap()
+}
+
+fn secrets_file(repo: &TestRepo) -> (String, Vec<String>) {
+    let report = scan_history(repo.path());
     let ids = report
         .secrets
         .iter()
@@ -777,16 +782,7 @@ fn a_value_that_is_not_utf8_is_found_and_cleaned_as_bytes() {
     repo.write("config/app.env", "DB_HOST=db\n");
     repo.commit("move the password out");
 
-    let scanner = Scanner::new(&Settings::default()).unwrap();
-    let report = scanner
-        .scan(
-            &Target::Git {
-                repo: repo.path().to_path_buf(),
-                revisions: Revisions::All,
-            },
-            &ScanRun::default(),
-        )
-        .unwrap();
+    let report = scan_history(repo.path());
     let found = report
         .secrets
         .iter()

@@ -23,10 +23,11 @@ pub struct Expired {
 /// audit row each, and their unpublished messages dropped. Jobs another transaction
 /// holds are left for the next batch.
 pub async fn expire_due(db: &PgPool, batch: i64) -> Result<Vec<Expired>, sqlx::Error> {
-    sqlx::query_as::<_, Expired>(
+    // The expiry index is partial (`WHERE status <> 'expired'`): named literally.
+    let sql = format!(
         "WITH due AS (
             SELECT id, status FROM jobs
-            WHERE status <> $3 AND expires_at <= now()
+            WHERE status <> {expired} AND expires_at <= now()
             ORDER BY expires_at
             LIMIT $1
             FOR UPDATE SKIP LOCKED
@@ -45,12 +46,14 @@ pub async fn expire_due(db: &PgPool, batch: i64) -> Result<Vec<Expired>, sqlx::E
             WHERE job_id IN (SELECT id FROM expired) AND published_at IS NULL
          )
          SELECT id, previous_status FROM expired",
-    )
-    .bind(batch)
-    .bind(SYSTEM_ACTOR)
-    .bind(JobStatus::Expired)
-    .fetch_all(db)
-    .await
+        expired = JobStatus::sql_list(&[JobStatus::Expired]),
+    );
+    sqlx::query_as::<_, Expired>(sqlx::AssertSqlSafe(sql))
+        .bind(batch)
+        .bind(SYSTEM_ACTOR)
+        .bind(JobStatus::Expired)
+        .fetch_all(db)
+        .await
 }
 
 /// Of `ids`, the jobs whose stored objects must stay: those that exist and are neither
@@ -86,34 +89,36 @@ pub async fn stuck_jobs(
     silent_secs: f64,
     limit: i64,
 ) -> Result<Vec<Stuck>, sqlx::Error> {
-    sqlx::query_as::<_, Stuck>(
+    // The in-progress index is partial (`WHERE status IN (…)`): named literally.
+    let sql = format!(
         "SELECT j.id, j.status, j.owner_id, j.priority, j.updated_at,
                 (SELECT count(*) FROM audit_logs a
                  WHERE a.job_id = j.id AND a.action = 'job.requeue'
                    AND a.details->>'status' = j.status) AS requeued
          FROM jobs j
-         WHERE j.status = ANY($4)
+         WHERE j.status IN ({working})
            AND (
-             ((j.status = $5 OR j.stage = 'queued')
+             ((j.status = $4 OR j.stage = 'queued')
               AND j.updated_at < now() - make_interval(secs => $1)
               AND NOT EXISTS (SELECT 1 FROM task_results t WHERE t.job_id = j.id
                               AND t.updated_at > now() - make_interval(secs => $1)))
              OR
-             (j.status <> $5 AND j.stage IS DISTINCT FROM 'queued'
+             (j.status <> $4 AND j.stage IS DISTINCT FROM 'queued'
               AND j.updated_at < now() - make_interval(secs => $2)
               AND NOT EXISTS (SELECT 1 FROM task_results t WHERE t.job_id = j.id
                               AND t.updated_at > now() - make_interval(secs => $2)))
            )
          ORDER BY j.updated_at
          LIMIT $3",
-    )
-    .bind(queued_secs)
-    .bind(silent_secs)
-    .bind(limit)
-    .bind(&JobStatus::WORKING[..])
-    .bind(JobStatus::Pending)
-    .fetch_all(db)
-    .await
+        working = JobStatus::sql_list(&JobStatus::WORKING),
+    );
+    sqlx::query_as::<_, Stuck>(sqlx::AssertSqlSafe(sql))
+        .bind(queued_secs)
+        .bind(silent_secs)
+        .bind(limit)
+        .bind(JobStatus::Pending)
+        .fetch_all(db)
+        .await
 }
 
 /// Queuing a stuck job's task again: stage `queued`, the task staged, an audit row

@@ -70,7 +70,7 @@ impl JobStatus {
         Self::ALL.into_iter().find(|s| s.as_str() == raw)
     }
 
-    /// Nothing more happens to the job by itself.
+    /// The statuses in which nothing more happens to a job by itself.
     pub const FINAL: [JobStatus; 5] = [
         Self::Completed,
         Self::Pushed,
@@ -89,8 +89,19 @@ impl JobStatus {
     /// The job's stored objects are no longer kept.
     pub const GONE: [JobStatus; 2] = [Self::Cancelled, Self::Expired];
 
+    /// Nothing more happens to the job by itself.
     pub fn is_final(self) -> bool {
         Self::FINAL.contains(&self)
+    }
+
+    /// `'a', 'b'` for SQL text, where a query must name statuses literally: a partial
+    /// index's predicate (`WHERE status <> 'expired'`) is matched only by literals.
+    pub fn sql_list(statuses: &[JobStatus]) -> String {
+        statuses
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     pub fn is_stopped(self) -> bool {
@@ -680,8 +691,9 @@ impl Stage for RequestTask<'_> {
 }
 
 /// Cancels a job: any status but `expired` becomes `cancelled` (a running task hears
-/// of it through the stop notification). Returns the job and whether this call
-/// cancelled it (false: it was cancelled already).
+/// of it through the stop notification), and `audit` (naming the job) is written.
+/// Returns the job and whether this call cancelled it (false: it was cancelled
+/// already).
 pub async fn cancel(
     db: &PgPool,
     job_id: Uuid,
@@ -690,36 +702,29 @@ pub async fn cancel(
 ) -> Result<(Job, bool), TransitionError> {
     let sql = format!(
         "WITH cancelled AS (
-            UPDATE jobs SET status = $9, stage = NULL,
+            UPDATE jobs SET status = $3, stage = NULL,
                    finished_at = coalesce(finished_at, now())
             WHERE id = $1 AND ($2::text IS NULL OR owner_id = $2)
-              AND status <> ALL($10)
+              AND status <> ALL($4)
             RETURNING {JOB_COLUMNS}
          ), audited AS (
-            INSERT INTO audit_logs (actor_id, action, job_id, client_ip, user_agent, details,
-                                    outcome)
-            SELECT $3, $4, id, $5::inet, $6, $7, $8 FROM cancelled
+            INSERT INTO audit_logs ({})
+            SELECT $5, $6, $7, $8::inet, $9, $10, $11 FROM cancelled
          ), unstaged AS (
             UPDATE outbox SET published_at = now()
             WHERE job_id = $1 AND published_at IS NULL AND EXISTS (SELECT 1 FROM cancelled)
          )
-         SELECT * FROM cancelled"
+         SELECT * FROM cancelled",
+        audit::COLUMNS
     );
-    let cancelled = sqlx::query_as::<_, Job>(sqlx::AssertSqlSafe(sql))
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(job_id)
         .bind(owner)
-        .bind(audit.actor.user_id)
-        .bind(audit.action)
-        .bind(audit.actor.client_ip.map(|ip| ip.to_string()))
-        .bind(audit.actor.user_agent)
-        .bind(&audit.details)
-        .bind(audit.outcome.as_str())
         .bind(JobStatus::Cancelled)
-        .bind(&JobStatus::GONE[..])
-        .fetch_optional(db)
-        .await?;
-    if let Some(job) = cancelled {
-        return Ok((job, true));
+        .bind(&JobStatus::GONE[..]);
+    let cancelled = audit.bind(query).fetch_optional(db).await?;
+    if let Some(row) = cancelled {
+        return Ok((sqlx::FromRow::from_row(&row)?, true));
     }
     match get(db, job_id, owner).await? {
         None => Err(TransitionError::NotFound),

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::message::TaskMessage;
 use super::outbox::{self, OutboxError, Staged};
 use super::publish::{PublishError, Publisher};
-use crate::audit::{AuditRecord, clip};
+use crate::audit::AuditRecord;
 
 /// The change a task is queued for, written with its outbox row.
 pub trait Stage: Send + Sync {
@@ -121,6 +121,10 @@ where
         }
         Err(err) if on_refusal == OnRefusal::Relay => {
             tracing::warn!(task, ?job_id, error = %err, "publishing failed; the outbox relay will");
+            // Refused, so surely not on the broker: the relay need not wait its grace.
+            if let Err(db_err) = outbox::release(db, message.id).await {
+                tracing::warn!(task, ?job_id, error = %db_err, "the relay publishes it after its grace");
+            }
             Delivery::Relayed
         }
         Err(err) => {
@@ -160,23 +164,18 @@ async fn mark_published_and_audit(
     message_id: Uuid,
     audit: &AuditRecord<'_>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let sql = format!(
         "WITH published AS (
             UPDATE outbox SET published_at = now()
-            WHERE message_id = $1 AND published_at IS NULL
+            WHERE message_id = $8 AND published_at IS NULL
          )
-         INSERT INTO audit_logs (actor_id, action, job_id, client_ip, user_agent, details, outcome)
-         VALUES ($2, $3, $4, $5::inet, $6, $7, $8)",
-    )
-    .bind(message_id)
-    .bind(clip(audit.actor.user_id, 255))
-    .bind(audit.action)
-    .bind(audit.job_id)
-    .bind(audit.actor.client_ip.map(|ip| ip.to_string()))
-    .bind(audit.actor.user_agent.map(|ua| clip(ua, 512)))
-    .bind(&audit.details)
-    .bind(audit.outcome.as_str())
-    .execute(db)
-    .await?;
+         INSERT INTO audit_logs ({}) VALUES ($1, $2, $3, $4::inet, $5, $6, $7)",
+        crate::audit::COLUMNS
+    );
+    audit
+        .bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+        .bind(message_id)
+        .execute(db)
+        .await?;
     Ok(())
 }

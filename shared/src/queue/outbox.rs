@@ -75,9 +75,9 @@ pub fn insert_sql(param: usize, rows: &str) -> String {
     )
 }
 
-/// Stages `message` inside the caller's transaction, for a change written in statements
-/// of its own. The caller publishes it after the commit and calls [`mark_published`];
-/// if it dies first, the relay publishes it after [`RELAY_GRACE`].
+/// Stages `message` inside the caller's transaction, on its own (tests stage one this
+/// way; the service stages with [`super::enqueue`]). Unless someone publishes it and
+/// calls [`mark_published`], the relay publishes it after [`RELAY_GRACE`].
 pub async fn stage(conn: &mut PgConnection, message: &TaskMessage) -> Result<(), OutboxError> {
     let staged = Staged::new(message)?;
     let sql = insert_sql(1, "(VALUES (1)) AS one");
@@ -86,6 +86,17 @@ pub async fn stage(conn: &mut PgConnection, message: &TaskMessage) -> Result<(),
     )))
     .bind(staged.param())
     .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Hands a staged message to the relay at once (its stager could not publish it).
+pub async fn release(pool: &PgPool, message_id: Uuid) -> Result<(), OutboxError> {
+    sqlx::query(
+        "UPDATE outbox SET available_at = now() WHERE message_id = $1 AND published_at IS NULL",
+    )
+    .bind(message_id)
+    .execute(pool)
     .await?;
     Ok(())
 }

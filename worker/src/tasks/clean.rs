@@ -83,7 +83,9 @@ async fn clean(
         DEFAULT_REPLACEMENT.as_bytes(),
     )
     .map_err(|e| match e {
-        SelectionError::Missing { .. } => TaskError::fatal("report_mismatch", e.to_string()),
+        SelectionError::Missing { .. } | SelectionError::EmptyValue(_) => {
+            TaskError::fatal("report_mismatch", e.to_string())
+        }
         SelectionError::SecretsFile(_) | SelectionError::SecretsFileVersion(_) => {
             TaskError::fatal("report_unreadable", e.to_string())
         }

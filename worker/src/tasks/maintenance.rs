@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use deployguard::jobs::maintenance::{self, Requeue};
-use deployguard::queue::{OnRefusal, WorkQueue, enqueue};
+use deployguard::queue::{EnqueueError, OnRefusal, WorkQueue, enqueue};
 use deployguard::storage::{JOB_PREFIXES, job_of};
 use deployguard::tasks::{JobRef, JobTask, RequeueStuckJobs};
 use futures_util::StreamExt;
@@ -208,7 +208,10 @@ pub(super) async fn requeue_stuck_jobs(
             None,
         )
         .await
-        .map_err(|e| TaskError::retryable("database_unavailable", e.to_string()))?;
+        .map_err(|e| match e {
+            EnqueueError::Stage(e) => database(e),
+            other => TaskError::fatal("internal_error", other.to_string()),
+        })?;
         if enqueued.is_some() {
             tracing::warn!(job_id = %job.id, status = %job.status, task = task.name(), "stuck job requeued");
             requeued += 1;

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
-use deployguard::env::{ConfigError, Source};
+use deployguard::env::{ConfigError, Load, Source};
 
 /// Names that carry credentials: they belong in the Secret, never in the ConfigMap.
 const CREDENTIALS: [&str; 9] = [

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use deployguard::env::Load;
 use deployguard::storage::ObjectKey;
 use deployguard_testkit::{
     FakeCredentialService, FakeGitHub, GitServer, TestEnv, TestRepo, git_in,
