@@ -230,6 +230,8 @@ run_ours() { # RUN CASE TASK
     S3_ENDPOINT_URL=http://127.0.0.1:9000 S3_ACCESS_KEY=deployguard-dev \
     S3_SECRET_KEY=deployguard-dev-secret S3_BUCKET=dg-bench WORKER_DIAGNOSTIC_TASKS=true \
     WORKER_METRICS_ADDR=127.0.0.1:0 LOG_LEVEL=warn \
+    SECRET_HASH_KEY=bench-only-secret-hash-key-0123456789 \
+    REPORT_KEYS=bench:YmVuY2gtb25seSByZXBvcnQga2V5LCAzMiBieXRlcyE= \
     "$WORKER" --queues default --concurrency 2
   rate=$DRAIN_RATE
   lines=$(grep -c . "$WORK/$label.worker.log" || true)

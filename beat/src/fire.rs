@@ -42,14 +42,12 @@ impl Stage for Claim<'_> {
              SELECT id FROM claimed",
             outbox::insert_sql(5, "claimed")
         );
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        let query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(self.task.name())
             .bind(self.slot)
             .bind(self.instance)
-            .bind(staged.message_id)
-            .bind(staged.param())
-            .fetch_optional(db)
-            .await
+            .bind(staged.message_id);
+        staged.bind(query).fetch_optional(db).await
     }
 
     async fn undo(&self, _db: &PgPool, _message_id: Uuid) -> Result<bool, sqlx::Error> {

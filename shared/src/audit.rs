@@ -9,6 +9,8 @@ use sqlx::{PgExecutor, PgPool};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::db::Bind;
+
 /// Who is acting, as far as the transport can tell.
 #[derive(Debug, Clone, Copy)]
 pub struct Actor<'a> {
@@ -50,20 +52,17 @@ pub struct AuditRecord<'a> {
 /// The columns [`AuditRecord::bind`] fills, in its order (`client_ip` as `$n::inet`).
 pub const COLUMNS: &str = "actor_id, action, job_id, client_ip, user_agent, details, outcome";
 
-impl<'a> AuditRecord<'a> {
+impl AuditRecord<'_> {
     /// Binds the record's [`COLUMNS`] as the query's next seven parameters.
-    pub fn bind<'q>(
-        &'q self,
-        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    pub fn bind<'q, Q: Bind<'q>>(&'q self, query: Q) -> Q {
         query
-            .bind(clip(self.actor.user_id, 255))
-            .bind(self.action)
-            .bind(self.job_id)
-            .bind(self.actor.client_ip.map(|ip| ip.to_string()))
-            .bind(self.actor.user_agent.map(|ua| clip(ua, 512)))
-            .bind(&self.details)
-            .bind(self.outcome.as_str())
+            .bind_one(clip(self.actor.user_id, 255))
+            .bind_one(self.action)
+            .bind_one(self.job_id)
+            .bind_one(self.actor.client_ip.map(|ip| ip.to_string()))
+            .bind_one(self.actor.user_agent.map(|ua| clip(ua, 512)))
+            .bind_one(&self.details)
+            .bind_one(self.outcome.as_str())
     }
 }
 

@@ -118,6 +118,8 @@ mod tests {
             (config.filter.as_str(), config.format),
             ("info", LogFormat::Text)
         );
+        let env = HashMap::from([("LOG_LEVEL", "WARNING")]);
+        assert_eq!(LogConfig::from_source(&env).unwrap().filter, "warn");
         let env = HashMap::from([("LOG_LEVEL", "info,sqlx=warn"), ("LOG_FORMAT", "JSON")]);
         let config = LogConfig::from_source(&env).unwrap();
         assert_eq!(

@@ -139,24 +139,22 @@ impl Stage for Requeue<'_> {
                 RETURNING id
              ), staged AS ({}), audited AS (
                 INSERT INTO audit_logs (actor_id, action, job_id, details, outcome)
-                SELECT $6, 'job.requeue', id,
-                       jsonb_build_object('status', $2::text, 'requeued_before', $7::bigint),
+                SELECT $5, 'job.requeue', id,
+                       jsonb_build_object('status', $2::text, 'requeued_before', $6::bigint),
                        'success'
                 FROM moved
              )
              SELECT id FROM moved",
-            outbox::insert_sql(5, "moved")
+            outbox::insert_sql(7, "moved")
         );
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        let query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(stuck.id)
             .bind(stuck.status)
             .bind(stuck.updated_at)
             .bind(staged.message_id)
-            .bind(staged.param())
             .bind(SYSTEM_ACTOR)
-            .bind(stuck.requeued)
-            .fetch_optional(db)
-            .await
+            .bind(stuck.requeued);
+        staged.bind(query).fetch_optional(db).await
     }
 
     async fn undo(&self, _db: &PgPool, _message_id: Uuid) -> Result<bool, sqlx::Error> {

@@ -316,7 +316,7 @@ impl Stage for Create<'_> {
              SELECT * FROM job",
             outbox::insert_sql(11, "job")
         );
-        sqlx::query_as::<_, Job>(sqlx::AssertSqlSafe(sql))
+        let query = sqlx::query_as::<_, Job>(sqlx::AssertSqlSafe(sql))
             .bind(job.id)
             .bind(&job.owner_id)
             .bind(job.source_platform.as_str())
@@ -326,11 +326,8 @@ impl Stage for Create<'_> {
             .bind(job.priority)
             .bind(&job.callback_url)
             .bind(job.expires_at)
-            .bind(staged.message_id)
-            .bind(staged.param())
-            .fetch_one(db)
-            .await
-            .map(Some)
+            .bind(staged.message_id);
+        staged.bind(query).fetch_one(db).await.map(Some)
     }
 
     async fn undo(&self, db: &PgPool, message_id: Uuid) -> Result<bool, sqlx::Error> {
@@ -648,7 +645,7 @@ impl Stage for RequestTask<'_> {
             outbox::insert_sql(11, "moved")
         );
         let target = self.target;
-        let moved = sqlx::query_as::<_, Job>(sqlx::AssertSqlSafe(sql))
+        let query = sqlx::query_as::<_, Job>(sqlx::AssertSqlSafe(sql))
             .bind(self.job_id)
             .bind(self.from)
             .bind(self.to)
@@ -658,10 +655,8 @@ impl Stage for RequestTask<'_> {
             .bind(target.map(|t| t.force))
             .bind(self.owner)
             .bind(staged.message_id)
-            .bind(self.needs_selection)
-            .bind(staged.param())
-            .fetch_optional(db)
-            .await?;
+            .bind(self.needs_selection);
+        let moved = staged.bind(query).fetch_optional(db).await?;
         match moved {
             Some(job) => Ok(Some(job)),
             None => match get(db, self.job_id, self.owner).await? {

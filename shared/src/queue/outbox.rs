@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::message::{TaskBody, TaskMessage};
 use super::publish::Publisher;
 use super::topology::{MAX_PRIORITY, NORMAL_PRIORITY, WORK_EXCHANGE, WorkQueue};
+use crate::db::Bind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -28,7 +29,7 @@ pub const RELAY_GRACE: Duration = Duration::from_secs(30);
 
 /// A message as the outbox stores it. Callers write it in the statement that makes the
 /// change needing it ([`insert_sql`]), so the change and its task commit together.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct Staged {
     pub message_id: Uuid,
     pub job_id: Option<Uuid>,
@@ -55,23 +56,34 @@ impl Staged {
         })
     }
 
-    /// The value to bind to the parameter named in [`insert_sql`].
-    pub fn param(&self) -> sqlx::types::Json<&Self> {
-        sqlx::types::Json(self)
+    /// Binds the message as the next eight parameters, in the order [`insert_sql`] reads
+    /// them.
+    pub fn bind<'q, Q: Bind<'q>>(&'q self, query: Q) -> Q {
+        query
+            .bind_one(self.message_id)
+            .bind_one(self.job_id)
+            .bind_one(self.exchange)
+            .bind_one(self.routing_key)
+            .bind_one(&self.headers)
+            .bind_one(&self.body)
+            .bind_one(self.priority)
+            .bind_one(self.grace_secs)
     }
 }
 
 /// The one statement that writes to the outbox: an `INSERT` of the staged message bound
-/// to `$param` ([`Staged::param`]), once for each row of `rows` (a CTE of the caller's
-/// statement, so nothing is staged when its change did not happen). Used as a CTE body.
-pub fn insert_sql(param: usize, rows: &str) -> String {
+/// as the eight parameters from `$first` on ([`Staged::bind`]), once for each row of
+/// `rows` (a CTE of the caller's statement, so nothing is staged when its change did
+/// not happen). Used as a CTE body.
+pub fn insert_sql(first: usize, rows: &str) -> String {
+    let p: Vec<String> = (first..first + 8).map(|n| format!("${n}")).collect();
     format!(
         "INSERT INTO outbox (message_id, job_id, exchange, routing_key, headers, body, priority,
                              available_at)
-         SELECT (m->>'message_id')::uuid, (m->>'job_id')::uuid, m->>'exchange',
-                m->>'routing_key', m->'headers', m->'body', (m->>'priority')::smallint,
-                now() + make_interval(secs => (m->>'grace_secs')::float8)
-         FROM {rows}, (SELECT ${param}::jsonb AS m) AS message"
+         SELECT {}, {}::uuid, {}, {}, {}::jsonb, {}::jsonb, {}::smallint,
+                now() + make_interval(secs => {}::float8)
+         FROM {rows}",
+        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]
     )
 }
 
@@ -81,12 +93,10 @@ pub fn insert_sql(param: usize, rows: &str) -> String {
 pub async fn stage(conn: &mut PgConnection, message: &TaskMessage) -> Result<(), OutboxError> {
     let staged = Staged::new(message)?;
     let sql = insert_sql(1, "(VALUES (1)) AS one");
-    sqlx::query(sqlx::AssertSqlSafe(format!(
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
         "WITH staged AS ({sql}) SELECT 1"
-    )))
-    .bind(staged.param())
-    .execute(conn)
-    .await?;
+    )));
+    staged.bind(query).execute(conn).await?;
     Ok(())
 }
 
