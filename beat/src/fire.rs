@@ -5,7 +5,6 @@ use deployguard::queue::outbox::{self, Staged};
 use deployguard::queue::{Delivery, EnqueueError, OnRefusal, Publisher, Stage, enqueue};
 use deployguard::tasks::Periodic;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 /// What became of a scheduled time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,10 +47,6 @@ impl Stage for Claim<'_> {
             .bind(self.instance)
             .bind(staged.message_id);
         staged.bind(query).fetch_optional(db).await
-    }
-
-    async fn undo(&self, _db: &PgPool, _message_id: Uuid) -> Result<bool, sqlx::Error> {
-        Ok(false)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -12,7 +12,8 @@ pub struct Process {
     child: tokio::process::Child,
     pid: u32,
     log: PathBuf,
-    dir: tempfile::TempDir,
+    /// Its log and, unless the test named one, its `WORK_DIR`; removed with it.
+    _dir: tempfile::TempDir,
 }
 
 impl Process {
@@ -45,7 +46,7 @@ impl Process {
             pid: child.id().expect("a running child has a pid"),
             child,
             log,
-            dir,
+            _dir: dir,
         }
     }
 
@@ -56,11 +57,6 @@ impl Process {
 
     pub fn pid(&self) -> u32 {
         self.pid
-    }
-
-    /// The process's own temporary directory (removed with it).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// Sends signal `name` (`TERM`, `KILL`, `STOP` …) with kill(1).

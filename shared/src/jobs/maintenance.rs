@@ -156,10 +156,6 @@ impl Stage for Requeue<'_> {
             .bind(stuck.requeued);
         staged.bind(query).fetch_optional(db).await
     }
-
-    async fn undo(&self, _db: &PgPool, _message_id: Uuid) -> Result<bool, sqlx::Error> {
-        Ok(false)
-    }
 }
 
 /// Fails a stuck job with `code` and `reason` (and an audit row, `job.fail`). False

@@ -33,12 +33,15 @@ pub trait Stage: Send + Sync {
     /// Takes the change back after the broker refused `message_id`, but only while that
     /// message is still unpublished (the relay may have sent it meanwhile) and nothing
     /// moved the state on. Returns whether it was taken back. Only called under
-    /// [`OnRefusal::Undo`].
+    /// [`OnRefusal::Undo`]; a change only ever queued under [`OnRefusal::Relay`] keeps
+    /// this default, which undoes nothing.
     fn undo(
         &self,
-        db: &PgPool,
-        message_id: Uuid,
-    ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
+        _db: &PgPool,
+        _message_id: Uuid,
+    ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send {
+        async { Ok(false) }
+    }
 }
 
 /// What a refused publish means for the change that was written.
@@ -138,14 +141,7 @@ where
     };
     let recorded = match (delivery, audit) {
         (Delivery::Published, Some(audit)) => mark_published_and_audit(db, message.id, audit).await,
-        (Delivery::Published, None) => {
-            outbox::mark_published(db, message.id)
-                .await
-                .map_err(|e| match e {
-                    OutboxError::Database(e) => e,
-                    OutboxError::Encoding(e) => sqlx::Error::Protocol(e.to_string()),
-                })
-        }
+        (Delivery::Published, None) => outbox::mark_published(db, message.id).await,
         (Delivery::Relayed, Some(audit)) => crate::audit::insert(db, audit).await,
         (Delivery::Relayed, None) => Ok(()),
     };

@@ -101,7 +101,7 @@ pub async fn stage(conn: &mut PgConnection, message: &TaskMessage) -> Result<(),
 }
 
 /// Hands a staged message to the relay at once (its stager could not publish it).
-pub async fn release(pool: &PgPool, message_id: Uuid) -> Result<(), OutboxError> {
+pub async fn release(pool: &PgPool, message_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE outbox SET available_at = now() WHERE message_id = $1 AND published_at IS NULL",
     )
@@ -112,7 +112,7 @@ pub async fn release(pool: &PgPool, message_id: Uuid) -> Result<(), OutboxError>
 }
 
 /// Marks a staged message as published (after its confirm).
-pub async fn mark_published(pool: &PgPool, message_id: Uuid) -> Result<(), OutboxError> {
+pub async fn mark_published(pool: &PgPool, message_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE outbox SET published_at = now() WHERE message_id = $1 AND published_at IS NULL",
     )
