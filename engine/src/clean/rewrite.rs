@@ -6,37 +6,12 @@
 //! and the tags on any of those. Only these are read again and written, as one pack;
 //! everything else keeps its id.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use crate::git::objects::{
-    self, Kind, Oid, PackWriter, header_fields, split_message, tree_entries,
+    self, Kind, Oid, OidMap, PackWriter, header_fields, split_message, tree_entries,
 };
 use crate::git::pack::ObjectStore;
 
 use super::{CleanError, CleanRun, DroppedSignature, Phase, Selection, WorkRepo};
-
-/// Object ids are already uniformly random: their first bytes are the hash.
-#[derive(Default)]
-pub(crate) struct OidHasher(u64);
-
-impl Hasher for OidHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8).take(1) {
-            let mut buf = [0u8; 8];
-            buf[..chunk.len()].copy_from_slice(chunk);
-            self.0 ^= u64::from_le_bytes(buf);
-        }
-    }
-
-    fn write_u8(&mut self, _: u8) {}
-}
-
-pub(crate) type OidMap<V> = HashMap<Oid, V, BuildHasherDefault<OidHasher>>;
 
 const UNSEEN: u8 = 0;
 const COMMIT: u8 = 1;

@@ -1,8 +1,10 @@
 //! Git objects at the byte level: ids, streaming reads through `git cat-file`, tree and
 //! commit parsing, and writing new objects as a pack that `git index-pack` indexes.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -64,6 +66,28 @@ impl ObjectFormat {
         }
     }
 }
+
+/// Object ids are already uniformly random: their first bytes are the hash.
+#[derive(Default)]
+pub(crate) struct OidHasher(u64);
+
+impl Hasher for OidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8).take(1) {
+            let mut buf = [0u8; 8];
+            buf[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(buf);
+        }
+    }
+
+    fn write_u8(&mut self, _: u8) {}
+}
+
+pub(crate) type OidMap<V> = HashMap<Oid, V, BuildHasherDefault<OidHasher>>;
 
 /// An object id (SHA-1 or SHA-256), compared and hashed by value.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,5 +1,6 @@
 //! Reading every object of a repository straight from its pack files and loose objects,
-//! on several threads, for whole-repository passes (the clean's search).
+//! on several threads, for whole-repository passes (the clean's search, the history
+//! scan).
 //!
 //! `git cat-file --batch-all-objects` resolves each delta on its own and is single
 //! threaded; a pass over everything can do better by resolving deltas the way
@@ -7,9 +8,18 @@
 //! applied from it depth first, so each object's content is produced exactly once.
 //! Threads take whole delta trees from a shared counter.
 //!
+//! Packs are read with positional reads, object by object, never whole: memory grows with
+//! the number of objects (one small entry each) and the largest object, not with the
+//! pack. A pass may ask for only some objects ([`ObjectStore::read`]): delta trees that
+//! hold none of them are not inflated at all, and objects over a size cap are not
+//! inflated when nothing is built on them.
+//!
 //! [`ObjectStore::open`] fails on anything it does not understand (old index versions,
 //! unreadable files); callers then fall back to `git cat-file`.
 
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -22,7 +32,9 @@ fn error(message: impl Into<String>) -> GitError {
 
 struct Pack {
     path: PathBuf,
-    data: Vec<u8>,
+    file: File,
+    /// Where the objects end (the trailer's start).
+    end: u64,
     /// Entries in pack order.
     entries: Vec<Entry>,
 }
@@ -30,12 +42,13 @@ struct Pack {
 #[derive(Clone, Copy)]
 struct Entry {
     oid: Oid,
-    offset: usize,
+    offset: u64,
     /// Pack type: 1-4 objects, 6 offset delta, 7 reference delta.
     kind: u8,
+    /// The object's size (a delta's own size for deltas).
     size: usize,
     /// Where the zlib stream starts.
-    data_start: usize,
+    data_start: u64,
     /// For deltas: the base's index in `entries`, when it is in this pack.
     base: Option<u32>,
 }
@@ -147,6 +160,34 @@ impl ObjectStore {
         repo: &Path,
         threads: usize,
         map: impl Fn(Oid, Kind, &[u8]) -> T + Sync,
+        sink: impl FnMut(T) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        T: Send,
+        E: From<GitError>,
+    {
+        let everything = |_: &Oid, _: Kind| true;
+        self.read(
+            repo,
+            threads,
+            &everything,
+            u64::MAX,
+            |object: Object<'_>| map(object.oid, object.kind, object.data.unwrap_or_default()),
+            sink,
+        )
+    }
+
+    /// Like [`ObjectStore::for_each`], for the objects `want` accepts only: `map` sees
+    /// nothing else, and a delta tree none of whose objects is wanted is not read. An
+    /// object larger than `max_size` bytes reaches `map` without its content (and is
+    /// not inflated unless a wanted delta is built on it).
+    pub fn read<T, E>(
+        &self,
+        repo: &Path,
+        threads: usize,
+        want: &(dyn Fn(&Oid, Kind) -> bool + Sync),
+        max_size: u64,
+        map: impl Fn(Object<'_>) -> T + Sync,
         mut sink: impl FnMut(T) -> Result<(), E>,
     ) -> Result<(), E>
     where
@@ -156,28 +197,28 @@ impl ObjectStore {
         let threads = threads.max(1);
         let stop = AtomicBool::new(false);
         let (tx, rx) = crossbeam_channel::bounded::<Result<T, GitError>>(1024);
-        // Work units: (pack, root entry) for every non-delta entry, then loose objects.
-        let roots: Vec<(usize, u32)> = self
+        let children: Vec<Vec<Vec<u32>>> = self.packs.iter().map(Pack::children).collect();
+        let plans: Vec<Plan> = self
             .packs
             .iter()
-            .enumerate()
-            .flat_map(|(p, pack)| {
-                pack.entries
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, e)| e.kind < 5)
-                    .map(move |(i, _)| (p, i as u32))
-            })
+            .zip(&children)
+            .map(|(pack, children)| pack.plan(children, want))
             .collect();
-        let children: Vec<Vec<Vec<u32>>> = self.packs.iter().map(Pack::children).collect();
+        // Work units: (pack, root entry) for every delta tree holding a wanted object,
+        // then loose objects.
+        let roots: Vec<(usize, u32)> = plans
+            .iter()
+            .enumerate()
+            .flat_map(|(p, plan)| plan.roots.iter().map(move |&root| (p, root)))
+            .collect();
         let next = AtomicUsize::new(0);
-        let mut orphans: Vec<Oid> = Vec::new();
         let result = std::thread::scope(|scope| -> Result<(), E> {
             for _ in 0..threads {
                 let tx = tx.clone();
-                let (roots, children, next, stop, map) = (&roots, &children, &next, &stop, &map);
+                let (roots, children, plans, next, stop, map) =
+                    (&roots, &children, &plans, &next, &stop, &map);
                 scope.spawn(move || {
-                    let mut inflater = flate2::Decompress::new(true);
+                    let mut reader = Inflater::default();
                     let total = roots.len() + self.loose.len();
                     loop {
                         if stop.load(Ordering::Relaxed) {
@@ -189,15 +230,31 @@ impl ObjectStore {
                         }
                         let sent = if i < roots.len() {
                             let (p, root) = roots[i];
+                            let emit = &mut |object: Object<'_>| tx.send(Ok(map(object))).is_ok();
                             self.packs[p].walk(
                                 root,
                                 &children[p],
-                                &mut inflater,
-                                &mut |oid, kind, data| tx.send(Ok(map(oid, kind, data))).is_ok(),
+                                &plans[p],
+                                max_size,
+                                &mut reader,
+                                emit,
                             )
                         } else {
-                            read_loose(&self.loose[i - roots.len()], self.format, &mut inflater)
-                                .map(|(oid, kind, data)| tx.send(Ok(map(oid, kind, &data))).is_ok())
+                            read_loose(&self.loose[i - roots.len()], self.format, &mut reader.zlib)
+                                .map(|(oid, kind, data)| {
+                                    if !want(&oid, kind) {
+                                        return true;
+                                    }
+                                    let size = data.len() as u64;
+                                    let data = (size <= max_size).then_some(data.as_slice());
+                                    tx.send(Ok(map(Object {
+                                        oid,
+                                        kind,
+                                        size,
+                                        data,
+                                    })))
+                                    .is_ok()
+                                })
                         };
                         match sent {
                             Ok(true) => {}
@@ -224,6 +281,7 @@ impl ObjectStore {
         });
         result?;
         // Deltas against a base in another pack (rare: packs are normally complete).
+        let mut orphans: Vec<Oid> = Vec::new();
         for (p, pack) in self.packs.iter().enumerate() {
             let reached = pack.reachable_from_roots(&children[p]);
             for (i, entry) in pack.entries.iter().enumerate() {
@@ -234,18 +292,67 @@ impl ObjectStore {
         }
         if !orphans.is_empty() {
             super::objects::read_objects(repo, &orphans, |oid, kind, data| {
-                sink(map(oid, kind, data))
+                if !want(&oid, kind) {
+                    return Ok(());
+                }
+                let size = data.len() as u64;
+                sink(map(Object {
+                    oid,
+                    kind,
+                    size,
+                    data: (size <= max_size).then_some(data),
+                }))
             })?;
         }
         Ok(())
     }
 }
 
+/// One object as a pass sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Object<'a> {
+    pub oid: Oid,
+    pub kind: Kind,
+    pub size: u64,
+    /// The content; `None` when the object is larger than the pass's size cap.
+    pub data: Option<&'a [u8]>,
+}
+
+/// Which entries of one pack a pass reads.
+struct Plan {
+    /// The entry itself is wanted.
+    wanted: Vec<bool>,
+    /// The entry or a delta built on it (at any depth) is wanted.
+    needed: Vec<bool>,
+    /// Non-delta entries that are needed, in pack order.
+    roots: Vec<u32>,
+}
+
+/// A thread's tools for reading objects: the decompressor and the read buffer.
+struct Inflater {
+    zlib: flate2::Decompress,
+    input: Vec<u8>,
+}
+
+impl Default for Inflater {
+    fn default() -> Self {
+        Self {
+            zlib: flate2::Decompress::new(true),
+            input: Vec::new(),
+        }
+    }
+}
+
+/// Compressed bytes are read from the pack in pieces of this size.
+const READ_CHUNK: usize = 256 << 10;
+
 impl Pack {
     fn open(idx_path: &Path, path: &Path, format: ObjectFormat) -> Result<Self, GitError> {
         let idx =
             std::fs::read(idx_path).map_err(|e| error(format!("{}: {e}", idx_path.display())))?;
-        let data = std::fs::read(path).map_err(|e| error(format!("{}: {e}", path.display())))?;
+        let failed = |e: std::io::Error| error(format!("{}: {e}", path.display()));
+        let file = File::open(path).map_err(failed)?;
+        let pack_len = file.metadata().map_err(failed)?.len();
         let raw = format.raw_len();
         let be32 = |b: &[u8], at: usize| -> Option<u32> {
             Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
@@ -259,7 +366,9 @@ impl Pack {
         if idx.get(..4) != Some(b"\xfftOc".as_slice()) || be32(&idx, 4) != Some(2) {
             return Err(bad());
         }
-        if data.get(..4) != Some(b"PACK".as_slice()) || !matches!(be32(&data, 4), Some(2 | 3)) {
+        let mut signature = [0u8; 8];
+        file.read_exact_at(&mut signature, 0).map_err(|_| bad())?;
+        if &signature[..4] != b"PACK" || !matches!(be32(&signature, 4), Some(2 | 3)) {
             return Err(bad());
         }
         let count = be32(&idx, 8 + 255 * 4).ok_or_else(bad)? as usize;
@@ -271,25 +380,25 @@ impl Pack {
         let crcs_at = oids_at + count * raw;
         let offsets_at = crcs_at + count * 4;
         let large_at = offsets_at + count * 4;
-        let offset_of = |i: usize| -> Option<usize> {
+        let offset_of = |i: usize| -> Option<u64> {
             let small = be32(&idx, offsets_at + i * 4)?;
             if small & 0x8000_0000 == 0 {
-                return Some(small as usize);
+                return Some(u64::from(small));
             }
             let at = large_at + (small & 0x7fff_ffff) as usize * 8;
-            usize::try_from(u64::from_be_bytes(idx.get(at..at + 8)?.try_into().ok()?)).ok()
+            Some(u64::from_be_bytes(idx.get(at..at + 8)?.try_into().ok()?))
         };
-        let mut by_offset: Vec<(usize, Oid)> = Vec::with_capacity(count);
+        let mut by_offset: Vec<(u64, Oid)> = Vec::with_capacity(count);
         for i in 0..count {
             let oid =
                 Oid::from_raw(&idx[oids_at + i * raw..oids_at + (i + 1) * raw]).ok_or_else(bad)?;
             by_offset.push((offset_of(i).ok_or_else(bad)?, oid));
         }
         by_offset.sort_unstable_by_key(|(offset, _)| *offset);
-        let end = data.len().checked_sub(raw).ok_or_else(bad)?;
+        let end = pack_len.checked_sub(raw as u64).ok_or_else(bad)?;
         // Entries are numbered in pack order; a base is found by its offset, or (for the
         // rare reference delta) by its id in the index's sorted id table.
-        let entry_at = |offset: usize| {
+        let entry_at = |offset: u64| {
             by_offset
                 .binary_search_by_key(&offset, |(o, _)| *o)
                 .ok()
@@ -308,12 +417,31 @@ impl Pack {
             }
             None
         };
+        // The headers are read in one forward pass; what lies between them is skipped
+        // within the buffer or by seeking.
+        let mut reader = BufReader::with_capacity(64 << 10, &file);
+        let mut position = 0u64;
+        let mut header = [0u8; 64];
         let mut entries = Vec::with_capacity(count);
         for &(offset, oid) in &by_offset {
-            if offset >= end {
+            if offset >= end || offset < 12 {
                 return Err(bad());
             }
-            let mut at = offset;
+            // Backwards too: a header read may run past the next entry's start.
+            let jump = i64::try_from(offset)
+                .ok()
+                .zip(i64::try_from(position).ok())
+                .map(|(to, from)| to - from)
+                .ok_or_else(bad)?;
+            reader.seek_relative(jump).map_err(failed)?;
+            let available =
+                usize::try_from((end - offset).min(header.len() as u64)).unwrap_or(header.len());
+            reader
+                .read_exact(&mut header[..available])
+                .map_err(failed)?;
+            position = offset + available as u64;
+            let data = &header[..available];
+            let mut at = 0usize;
             let mut byte = *data.get(at).ok_or_else(bad)?;
             at += 1;
             let kind = (byte >> 4) & 7;
@@ -333,14 +461,14 @@ impl Pack {
                 6 => {
                     let mut byte = *data.get(at).ok_or_else(bad)?;
                     at += 1;
-                    let mut distance = usize::from(byte & 0x7f);
+                    let mut distance = u64::from(byte & 0x7f);
                     while byte & 0x80 != 0 {
                         byte = *data.get(at).ok_or_else(bad)?;
                         at += 1;
-                        if distance >> (usize::BITS - 8) != 0 {
+                        if distance >> (u64::BITS - 8) != 0 {
                             return Err(bad());
                         }
-                        distance = ((distance + 1) << 7) | usize::from(byte & 0x7f);
+                        distance = ((distance + 1) << 7) | u64::from(byte & 0x7f);
                     }
                     let base_offset = offset.checked_sub(distance).ok_or_else(bad)?;
                     Some(entry_at(base_offset).ok_or_else(bad)?)
@@ -359,13 +487,15 @@ impl Pack {
                 offset,
                 kind,
                 size,
-                data_start: at,
+                data_start: offset + at as u64,
                 base,
             });
         }
+        drop(reader);
         Ok(Self {
             path: path.to_path_buf(),
-            data,
+            file,
+            end,
             entries,
         })
     }
@@ -381,6 +511,42 @@ impl Pack {
         children
     }
 
+    /// What a pass that wants the objects `want` accepts must read of this pack. A
+    /// delta's type is its root's.
+    fn plan(&self, children: &[Vec<u32>], want: &(dyn Fn(&Oid, Kind) -> bool + Sync)) -> Plan {
+        let n = self.entries.len();
+        let mut plan = Plan {
+            wanted: vec![false; n],
+            needed: vec![false; n],
+            roots: Vec::new(),
+        };
+        // Depth first from each root: an entry is needed when it or any delta built on
+        // it is wanted (children are settled before their base).
+        let mut stack: Vec<(u32, usize)> = Vec::new();
+        for (root, entry) in self.entries.iter().enumerate() {
+            let Some(kind) = pack_kind(entry.kind) else {
+                continue;
+            };
+            stack.push((root as u32, 0));
+            while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+                if let Some(&child) = children[node as usize].get(*next) {
+                    *next += 1;
+                    stack.push((child, 0));
+                    continue;
+                }
+                stack.pop();
+                let i = node as usize;
+                plan.wanted[i] = want(&self.entries[i].oid, kind);
+                plan.needed[i] =
+                    plan.wanted[i] || children[i].iter().any(|&c| plan.needed[c as usize]);
+            }
+            if plan.needed[root] {
+                plan.roots.push(root as u32);
+            }
+        }
+        plan
+    }
+
     fn reachable_from_roots(&self, children: &[Vec<u32>]) -> Vec<bool> {
         let mut reached = vec![false; self.entries.len()];
         let mut stack: Vec<u32> = (0..self.entries.len() as u32)
@@ -394,34 +560,74 @@ impl Pack {
         reached
     }
 
-    fn inflate(
-        &self,
-        entry: &Entry,
-        inflater: &mut flate2::Decompress,
-    ) -> Result<Vec<u8>, GitError> {
-        inflate_exact(inflater, &self.data[entry.data_start..], entry.size).ok_or_else(|| {
+    /// Where entry `i`'s compressed data ends: where the next entry starts.
+    fn data_end(&self, i: usize) -> u64 {
+        self.entries.get(i + 1).map_or(self.end, |e| e.offset)
+    }
+
+    fn inflate(&self, i: usize, reader: &mut Inflater) -> Result<Vec<u8>, GitError> {
+        let entry = &self.entries[i];
+        let damaged = || {
             error(format!(
                 "{}: damaged object at offset {}",
                 self.path.display(),
                 entry.offset
             ))
-        })
+        };
+        let mut source = |buffer: &mut Vec<u8>, from: u64| -> Option<()> {
+            let end = self.data_end(i);
+            let at = entry.data_start.checked_add(from)?;
+            let len = usize::try_from(end.checked_sub(at)?).ok()?.min(READ_CHUNK);
+            buffer.resize(len, 0);
+            self.file.read_exact_at(buffer, at).ok()
+        };
+        inflate_exact(&mut reader.zlib, &mut reader.input, &mut source, entry.size)
+            .ok_or_else(damaged)
     }
 
-    /// Produces a base object and every delta built on it, depth first; `emit` returns
-    /// false to stop.
+    /// Produces a base object and every needed delta built on it, depth first; `emit`
+    /// (called for the wanted ones) returns false to stop.
     fn walk(
         &self,
         root: u32,
         children: &[Vec<u32>],
-        inflater: &mut flate2::Decompress,
-        emit: &mut dyn FnMut(Oid, Kind, &[u8]) -> bool,
+        plan: &Plan,
+        max_size: u64,
+        reader: &mut Inflater,
+        emit: &mut dyn FnMut(Object<'_>) -> bool,
     ) -> Result<bool, GitError> {
         let entry = &self.entries[root as usize];
         let kind = pack_kind(entry.kind).ok_or_else(|| error("unknown object type"))?;
-        let content = self.inflate(entry, inflater)?;
-        if !emit(entry.oid, kind, &content) {
-            return Ok(false);
+        let has_needed_child = |node: u32| {
+            children[node as usize]
+                .iter()
+                .any(|&c| plan.needed[c as usize])
+        };
+        let size = entry.size as u64;
+        if size > max_size && !has_needed_child(root) {
+            // Too large, and nothing is built on it: not inflated at all.
+            let object = Object {
+                oid: entry.oid,
+                kind,
+                size,
+                data: None,
+            };
+            return Ok(!plan.wanted[root as usize] || emit(object));
+        }
+        let content = self.inflate(root as usize, reader)?;
+        if plan.wanted[root as usize] {
+            let object = Object {
+                oid: entry.oid,
+                kind,
+                size,
+                data: (size <= max_size).then_some(content.as_slice()),
+            };
+            if !emit(object) {
+                return Ok(false);
+            }
+        }
+        if !has_needed_child(root) {
+            return Ok(true);
         }
         // (entry, its content, the next child to visit)
         let mut stack: Vec<(u32, Vec<u8>, usize)> = vec![(root, content, 0)];
@@ -431,16 +637,27 @@ impl Pack {
                 continue;
             };
             *next += 1;
-            let delta = self.inflate(&self.entries[child as usize], inflater)?;
-            let result = apply_delta(content, &delta)
-                .ok_or_else(|| error(format!("{}: damaged delta", self.path.display())))?;
-            if !emit(self.entries[child as usize].oid, kind, &result) {
-                return Ok(false);
-            }
-            if children[child as usize].is_empty() {
+            if !plan.needed[child as usize] {
                 continue;
             }
-            stack.push((child, result, 0));
+            let delta = self.inflate(child as usize, reader)?;
+            let result = apply_delta(content, &delta)
+                .ok_or_else(|| error(format!("{}: damaged delta", self.path.display())))?;
+            let size = result.len() as u64;
+            if plan.wanted[child as usize] {
+                let object = Object {
+                    oid: self.entries[child as usize].oid,
+                    kind,
+                    size,
+                    data: (size <= max_size).then_some(result.as_slice()),
+                };
+                if !emit(object) {
+                    return Ok(false);
+                }
+            }
+            if has_needed_child(child) {
+                stack.push((child, result, 0));
+            }
         }
         Ok(true)
     }
@@ -451,23 +668,54 @@ const RESERVE_LIMIT: usize = 64 << 20;
 
 /// Inflates one zlib stream from the start of `input` that must produce exactly `size`
 /// bytes; `None` when it is damaged or of another size.
-fn inflate_exact(inflater: &mut flate2::Decompress, input: &[u8], size: usize) -> Option<Vec<u8>> {
+fn inflate_slice(inflater: &mut flate2::Decompress, input: &[u8], size: usize) -> Option<Vec<u8>> {
+    let mut window = Vec::new();
+    let mut source = |buffer: &mut Vec<u8>, from: u64| -> Option<()> {
+        let from = usize::try_from(from).ok()?;
+        buffer.clear();
+        buffer.extend_from_slice(
+            input
+                .get(from..)?
+                .get(..READ_CHUNK.min(input.len() - from))?,
+        );
+        Some(())
+    };
+    inflate_exact(inflater, &mut window, &mut source, size)
+}
+
+/// Inflates one zlib stream that must produce exactly `size` bytes, reading it piece by
+/// piece: `source(buffer, from)` fills `buffer` with the compressed bytes from `from`
+/// on (an empty buffer at the end). `None` when the stream is damaged or of another size.
+fn inflate_exact(
+    inflater: &mut flate2::Decompress,
+    window: &mut Vec<u8>,
+    source: &mut dyn FnMut(&mut Vec<u8>, u64) -> Option<()>,
+    size: usize,
+) -> Option<Vec<u8>> {
     inflater.reset(true);
     let mut out = Vec::with_capacity(size.saturating_add(1).min(RESERVE_LIMIT));
+    // `window` holds the compressed bytes from `window_start` on.
+    let mut window_start = 0u64;
+    window.clear();
     loop {
+        let consumed = inflater.total_in();
+        let in_window = usize::try_from(consumed - window_start).ok()?;
+        if in_window >= window.len() {
+            source(window, consumed)?;
+            window_start = consumed;
+            if window.is_empty() {
+                return None;
+            }
+        }
+        let input = &window[usize::try_from(consumed - window_start).ok()?..];
         if out.len() == out.capacity() {
             // Room for one byte more than promised, to notice a stream that runs over.
             let wanted = (size + 1).saturating_sub(out.len()).clamp(1, RESERVE_LIMIT);
             out.reserve(wanted);
         }
-        let consumed = usize::try_from(inflater.total_in()).ok()?;
         let before = out.len();
         let status = inflater
-            .decompress_vec(
-                input.get(consumed..)?,
-                &mut out,
-                flate2::FlushDecompress::None,
-            )
+            .decompress_vec(input, &mut out, flate2::FlushDecompress::None)
             .ok()?;
         if out.len() > size {
             return None;
@@ -475,7 +723,7 @@ fn inflate_exact(inflater: &mut flate2::Decompress, input: &[u8], size: usize) -
         if status == flate2::Status::StreamEnd {
             return (out.len() == size).then_some(out);
         }
-        let progressed = out.len() != before || inflater.total_in() as usize != consumed;
+        let progressed = out.len() != before || inflater.total_in() != consumed;
         if !progressed && out.len() < out.capacity() {
             // No progress with room to spare: the input ended early.
             return None;
@@ -583,7 +831,7 @@ fn read_loose(
     let (kind, size) = header.split_once(' ').ok_or_else(bad)?;
     let kind = Kind::from_name(kind.as_bytes()).ok_or_else(bad)?;
     let size: usize = size.parse().map_err(|_| bad())?;
-    let mut whole = inflate_exact(inflater, &compressed, nul + 1 + size).ok_or_else(bad)?;
+    let mut whole = inflate_slice(inflater, &compressed, nul + 1 + size).ok_or_else(bad)?;
     whole.drain(..=nul);
     Ok((oid, kind, whole))
 }
