@@ -1,7 +1,10 @@
-//! Reading a repository's history through the git CLI. One `git log --raw` walk (oldest
-//! first) names every blob the first time a commit introduces it, so each distinct blob
-//! is read exactly once, attributed to its earliest commit and path; a single
-//! `git cat-file --batch` streams those blobs to the scanning threads as they are named.
+//! Reading a repository's history through the git CLI: commit ranges, the index, and the
+//! whole history of a repository whose object store the pack reader does not take (the
+//! whole history is otherwise read from the packs, see `history.rs`). One `git log --raw`
+//! walk (oldest first) names every blob the first time a commit introduces it, so each
+//! distinct blob is read exactly once, attributed to its earliest commit and path; a
+//! single `git cat-file --batch` streams those blobs to the scanning threads as they are
+//! named.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -41,6 +44,11 @@ pub(crate) fn scan_history(
             path: repo.display().to_string(),
             message: "not a git repository".into(),
         });
+    }
+    if *revisions == Revisions::All
+        && let Some(found) = super::history::scan_all(ctx, repo)?
+    {
+        return Ok(found);
     }
     let rev_args: Vec<String> = match revisions {
         Revisions::All => vec!["--all".into()],

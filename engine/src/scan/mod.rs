@@ -8,6 +8,7 @@
 pub mod detect;
 mod files;
 mod git;
+mod history;
 pub mod report;
 pub mod rules;
 pub mod settings;
@@ -292,6 +293,14 @@ impl Context<'_> {
         self.progress.commits.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a message scanned outside [`Context::scan_item`].
+    pub(crate) fn message_scanned(&self, bytes: usize) {
+        self.progress.messages.fetch_add(1, Ordering::Relaxed);
+        self.progress
+            .bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
     pub(crate) fn enumeration_done(&self) {
         self.progress
             .enumeration_done
@@ -329,7 +338,7 @@ impl Context<'_> {
                             if self.cancelled() {
                                 continue;
                             }
-                            self.scan_item(&item, &mut hits, &mut findings);
+                            self.scan_item(&item.data, &item.origin, &mut hits, &mut findings);
                         }
                         findings
                     })
@@ -359,9 +368,13 @@ impl Context<'_> {
     }
 
     /// Scans one blob, file or message, recording its findings.
-    pub(crate) fn scan_item(&self, item: &Item, hits: &mut Vec<Hit>, findings: &mut Findings) {
-        let data = item.data.as_slice();
-        let origin = &item.origin;
+    pub(crate) fn scan_item(
+        &self,
+        data: &[u8],
+        origin: &Origin,
+        hits: &mut Vec<Hit>,
+        findings: &mut Findings,
+    ) {
         if origin.kind == OccurrenceKind::File {
             if memchr::memchr(0, &data[..data.len().min(BINARY_PROBE)]).is_some() {
                 self.skip(origin, data.len() as u64, SkipReason::Binary);
@@ -374,6 +387,17 @@ impl Context<'_> {
         self.progress
             .bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.detect(data, origin, hits, findings);
+    }
+
+    /// Scans `data` into `findings`, counting nothing.
+    pub(crate) fn detect(
+        &self,
+        data: &[u8],
+        origin: &Origin,
+        hits: &mut Vec<Hit>,
+        findings: &mut Findings,
+    ) {
         hits.clear();
         self.scanner.detector.scan(
             data,

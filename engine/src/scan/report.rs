@@ -259,6 +259,8 @@ pub enum SkipReason {
     Binary,
     TooLarge,
     Unreadable,
+    /// A tree names it but the repository does not hold it (a partial clone).
+    Missing,
 }
 
 /// A blob or file not scanned, and why.

@@ -562,3 +562,185 @@ fn repository_configuration_cannot_make_a_scan_run_programs() {
         "the repository's gpg.program ran during a scan"
     );
 }
+
+/// Reads `git verify-pack -v`'s chain histogram: the longest delta chain in the packs.
+fn longest_delta_chain(repo: &mut TestRepo) -> usize {
+    let packs = std::fs::read_dir(repo.path().join(".git/objects/pack")).unwrap();
+    packs
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "idx"))
+        .map(|idx| {
+            let listing = repo.git(&["verify-pack", "-v", idx.to_str().unwrap()]);
+            listing
+                .lines()
+                .filter_map(|l| l.strip_prefix("chain length = "))
+                .filter_map(|l| l.split(':').next()?.trim().parse::<usize>().ok())
+                .max()
+                .unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn history_in_deep_delta_chains_behind_64_bit_offsets_and_in_loose_objects_is_read_whole() {
+    let mut repo = TestRepo::new();
+    // Each version changes one line of its own: only the previous version is a close
+    // base, so git chains the deltas one after another.
+    let mut lines: Vec<String> = (0..400).map(|n| format!("filler line {n}")).collect();
+    let mut introduced = String::new();
+    for i in 0..90 {
+        lines[i * 4] = format!("setting_{i} = {}", i * 13);
+        if i == 30 {
+            lines[i * 4 + 1] = format!("GITHUB_TOKEN = '{GITHUB}'");
+        }
+        repo.write("settings.conf", lines.join("\n") + "\n");
+        let commit = repo.commit(&format!("v{i}"));
+        if i == 30 {
+            introduced = commit;
+        }
+    }
+    repo.git(&[
+        "repack",
+        "-q",
+        "-a",
+        "-d",
+        "-f",
+        "--depth=250",
+        "--window=250",
+    ]);
+    assert!(longest_delta_chain(&mut repo) > 50, "the chain is not deep");
+    // Every offset but the first moved to the index's 64-bit table, as in a pack over
+    // 2 GiB (git refuses an index whose every offset is there).
+    let pack_dir = repo.path().join(".git/objects/pack");
+    let pack = std::fs::read_dir(&pack_dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "pack"))
+        .unwrap();
+    let idx = pack.with_extension("idx");
+    let wide = pack_dir.join("wide.idx");
+    repo.git(&[
+        "index-pack",
+        "--index-version=2,12",
+        "-o",
+        wide.to_str().unwrap(),
+        pack.to_str().unwrap(),
+    ]);
+    std::fs::rename(&wide, &idx).unwrap();
+    // Loose objects beside the pack.
+    repo.write("late.env", format!("AWS_ACCESS_KEY_ID={AWS}\n"));
+    let late = repo.commit("late");
+
+    let report = history(&repo);
+    assert_eq!(values(&report), sorted(&[GITHUB, AWS]));
+    let github = secret(&report, GITHUB);
+    assert_eq!(github.occurrences.len(), 60, "one per version holding it");
+    let first = github
+        .occurrences
+        .iter()
+        .map(|o| o.commit.clone())
+        .min_by_key(|c| {
+            repo.git(&["rev-list", "--count", c.as_deref().unwrap()])
+                .parse::<u32>()
+                .unwrap()
+        });
+    assert_eq!(first.flatten().as_deref(), Some(introduced.as_str()));
+    assert_eq!(
+        secret(&report, AWS).occurrences[0].commit.as_deref(),
+        Some(late.as_str())
+    );
+    assert_eq!(
+        report.stats.blobs_scanned as usize,
+        repo.reachable_blob_count()
+    );
+    assert_eq!(report.stats.commits, 91);
+}
+
+#[test]
+fn history_fetched_as_a_thin_pack_is_read_whole() {
+    let mut origin = TestRepo::new();
+    let mut text = "base line\n".repeat(200);
+    origin.write("app.cfg", &text);
+    origin.commit("base");
+    let mut clone = TestRepo::new();
+    let url = origin.path().to_str().unwrap().to_owned();
+    clone.git(&["fetch", "-q", &url, "main:refs/heads/upstream"]);
+    text.push_str(&format!("slack = {SLACK}\n"));
+    origin.write("app.cfg", &text);
+    let added = origin.commit("notify");
+    // Kept as the pack it arrived as: a thin pack, its bases appended by index-pack.
+    clone.git(&[
+        "-c",
+        "fetch.unpackLimit=1",
+        "fetch",
+        "-q",
+        &url,
+        "+main:refs/heads/upstream",
+    ]);
+    let packs = std::fs::read_dir(clone.path().join(".git/objects/pack")).unwrap();
+    assert_eq!(
+        packs
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "pack"))
+            .count(),
+        1,
+        "the fetch was not kept as a pack"
+    );
+    let report = history(&clone);
+    assert_eq!(values(&report), [SLACK]);
+    assert_eq!(
+        secret(&report, SLACK).occurrences[0].commit.as_deref(),
+        Some(added.as_str())
+    );
+    assert_eq!(
+        report.stats.blobs_scanned as usize,
+        clone.reachable_blob_count()
+    );
+}
+
+#[test]
+fn a_partial_clone_is_scanned_with_its_missing_blobs_reported_as_skipped() {
+    let mut origin = TestRepo::new();
+    origin.write("old.env", format!("STRIPE={STRIPE}\n"));
+    origin.commit(&format!("first\n\nbot token {GITHUB}"));
+    origin.remove("old.env");
+    origin.write("README.md", "hello\n");
+    origin.commit("second");
+    origin.git(&["config", "uploadpack.allowFilter", "true"]);
+    let dir = tempfile::tempdir().unwrap();
+    let partial = dir.path().join("partial");
+    let url = format!("file://{}", origin.path().display());
+    let out = std::process::Command::new("git")
+        .args(["clone", "-q", "--bare", "--filter=blob:none", &url])
+        .arg(&partial)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let report = scan_with(
+        &scanner(),
+        Target::Git {
+            repo: partial,
+            revisions: Revisions::All,
+        },
+    );
+    // The messages are there; the blobs of the first commit were never fetched.
+    assert_eq!(values(&report), [GITHUB]);
+    let missing: Vec<&str> = report
+        .skipped
+        .iter()
+        .filter(|s| s.reason == SkipReason::Missing)
+        .filter_map(|s| s.path.as_deref())
+        .collect();
+    assert!(missing.contains(&"old.env"), "{:?}", report.skipped);
+}

@@ -142,19 +142,20 @@ async fn scan(
             Ok((report, sarif))
         })
     };
+    // Until every blob to scan is known (history is read first), the share done is not
+    // known either: the stage says what is happening and the percent stays put, so it
+    // only ever rises.
     let sample = || {
         let (done, total) = (progress.done(), progress.discovered());
+        if !progress.enumeration_done() {
+            return (20, format!("reading history: {total} blobs to scan so far"));
+        }
         let fraction = if total == 0 {
-            0.0
+            1.0
         } else {
             done as f64 / total as f64
         };
-        let percent = 20 + (fraction * 65.0) as u8;
-        let total = if progress.enumeration_done() {
-            total.to_string()
-        } else {
-            format!("{total}+")
-        };
+        let percent = 20 + (fraction.min(1.0) * 65.0) as u8;
         (percent, format!("scanning {done}/{total} blobs"))
     };
     let (mut report, sarif) = joined(super::reporting(ctx, id, WORKING, sample, scanning).await)?
