@@ -17,7 +17,8 @@
 # repository, made outside the timing. filter-repo runs with --prune-empty never and
 # --prune-degenerate never so that both results keep every commit.
 #
-# Environment: BENCH_DIR (work directory, default ~/.cache/deployguard/bench),
+# Environment: SELECTION (a file of `RULE VALUE` lines to remove instead of the planted or
+# scanned values), BENCH_DIR (work directory, default ~/.cache/deployguard/bench),
 # BENCH_COMMITS / BENCH_FILES / BENCH_FILE_KIB (synthetic repository size), RUNS (runs of
 # deployguard and of the fast-export | fast-import floors, default 3; the best is
 # reported), FILTER_REPO_RUNS (default 1), DG (a deployguard binary to use instead of
@@ -100,6 +101,9 @@ SECRETS="$WORK/secrets.json" EXPR="$WORK/expressions.txt" VALUES="$WORK/values.t
 # --- the selection -------------------------------------------------------------------
 planted="$GIT_DIR_ABS/planted-secrets.txt"
 [ -f "$REPO/planted-secrets.txt" ] && planted="$REPO/planted-secrets.txt"
+# A selection of one's own, in the same `RULE VALUE` lines (a real repository has no
+# planted file, and may hold no secret worth a benchmark).
+[ -n "${SELECTION:-}" ] && planted=$(cd "$(dirname "$SELECTION")" && pwd)/$(basename "$SELECTION")
 scanned=""
 if [ "$SKIP_OURS" != 1 ]; then
   # The real secrets file, so that ids are exactly the ones `deployguard scan` gives.
