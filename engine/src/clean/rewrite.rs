@@ -7,7 +7,7 @@
 //! everything else keeps its id.
 
 use crate::git::objects::{
-    self, Kind, Oid, OidMap, PackWriter, header_fields, split_message, tree_entries,
+    self, Kind, Oid, OidMap, PackWriter, field_value, header_fields, split_message, tree_entries,
 };
 use crate::git::pack::ObjectStore;
 
@@ -261,15 +261,6 @@ pub(crate) fn rewrite(
     pack.finish(&repo.path)?;
     rewritten.rewrite_ms = super::millis(started);
     Ok(rewritten)
-}
-
-/// The value of a header field: what follows the name, without the newline.
-fn field_value(field: &[u8]) -> &[u8] {
-    let value = field
-        .iter()
-        .position(|&b| b == b' ')
-        .map_or(&field[field.len()..], |i| &field[i + 1..]);
-    value.strip_suffix(b"\n").unwrap_or(value)
 }
 
 /// The objects to write, each list in an order where what an object refers to comes

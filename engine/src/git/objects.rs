@@ -421,6 +421,15 @@ pub fn split_message(data: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// The value of a header field: what follows the name, without the newline.
+pub fn field_value(field: &[u8]) -> &[u8] {
+    let value = field
+        .iter()
+        .position(|&b| b == b' ')
+        .map_or(&field[field.len()..], |i| &field[i + 1..]);
+    value.strip_suffix(b"\n").unwrap_or(value)
+}
+
 /// Header fields of a commit or tag, continuation lines (a leading space) included in
 /// the field they continue: `(name, whole field bytes including newlines)`.
 pub fn header_fields(headers: &[u8]) -> Vec<(&[u8], &[u8])> {

@@ -23,7 +23,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::git::objects::{Kind, ObjectFormat, Oid, OidMap, header_fields, split_message};
+use crate::git::objects::{
+    Kind, ObjectFormat, Oid, OidMap, field_value, header_fields, split_message,
+};
 use crate::git::pack::{Object, ObjectStore};
 use crate::git::{GitError, output};
 
@@ -223,15 +225,6 @@ fn parse(ctx: &Context<'_>, object: Object<'_>) -> Parsed {
         }
         Kind::Blob => Parsed::Other,
     }
-}
-
-/// The value of a header field: what follows the name, without the newline.
-fn field_value(field: &[u8]) -> &[u8] {
-    let value = field
-        .iter()
-        .position(|&b| b == b' ')
-        .map_or(&field[field.len()..], |i| &field[i + 1..]);
-    value.strip_suffix(b"\n").unwrap_or(value)
 }
 
 /// The seconds of a `Name <email> 1700000000 +0000` signature; 0 when there are none.

@@ -715,16 +715,16 @@ fn a_partial_clone_is_scanned_with_its_missing_blobs_reported_as_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let partial = dir.path().join("partial");
     let url = format!("file://{}", origin.path().display());
-    let out = std::process::Command::new("git")
-        .args(["clone", "-q", "--bare", "--filter=blob:none", &url])
-        .arg(&partial)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    deployguard_testkit::git_in(
+        dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            "--filter=blob:none",
+            &url,
+            "partial",
+        ],
     );
 
     let report = scan_with(
