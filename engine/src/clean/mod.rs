@@ -300,13 +300,9 @@ pub fn clean(
         },
         ..CleanReport::default()
     };
-    let mut updates = String::new();
     let mut new_refs = Vec::with_capacity(repo.refs.len());
     for (name, old) in &repo.refs {
         let new = rewritten.new_id(old);
-        if new != *old {
-            updates.push_str(&format!("update {name} {new} {old}\n"));
-        }
         if FORGE_REF_PREFIXES.iter().any(|p| name.starts_with(p)) {
             report.forge_refs.push(name.clone());
         }
@@ -317,19 +313,18 @@ pub fn clean(
         });
         new_refs.push((name.clone(), new));
     }
+    if new_refs != repo.refs {
+        git::refs::write_packed(&repo.path, &new_refs)?;
+    }
     if let Some(head) = repo.head_detached {
         let new = rewritten.new_id(&head);
         if new != head {
-            updates.push_str(&format!("update HEAD {new} {head}\n"));
+            git::output(
+                &repo.path,
+                &["update-ref", "--no-deref", "HEAD", &new.to_hex()],
+            )?;
         }
         repo.head_detached = Some(new);
-    }
-    if !updates.is_empty() {
-        git::output_with_input(
-            &repo.path,
-            &["update-ref", "--no-deref", "--stdin"],
-            updates.as_bytes(),
-        )?;
     }
     repo.refs = new_refs;
     run.check()?;
@@ -406,18 +401,10 @@ fn prepare(source: &Path, work: &Path) -> Result<WorkRepo, CleanError> {
             source.display()
         )));
     }
-    let mut create = String::new();
-    for (name, oid) in &refs {
-        create.push_str(&format!("create {name} {oid}\n"));
-    }
+    git::refs::write_packed(&path, &refs)?;
     if let Some(head) = head_detached {
-        create.push_str(&format!("update HEAD {head}\n"));
+        git::output(&path, &["update-ref", "--no-deref", "HEAD", &head.to_hex()])?;
     }
-    git::output_with_input(
-        &path,
-        &["update-ref", "--no-deref", "--stdin"],
-        create.as_bytes(),
-    )?;
     if let Some(target) = &head_symref {
         git::output(&path, &["symbolic-ref", "HEAD", target])?;
     }

@@ -237,14 +237,14 @@ pub fn write_archive(
     // objects only they reach, cleaned like the rest, stay in the pack).
     git::output(&git_dir, &["config", "core.bare", "false"])?;
     git::output(&git_dir, &["config", "--unset", "core.logAllRefUpdates"])?;
-    let others: String = header
+    let kept: Vec<(String, Oid)> = header
         .refs
         .iter()
-        .filter(|(n, _)| !n.starts_with("refs/heads/") && !n.starts_with("refs/tags/"))
-        .map(|(n, _)| format!("delete {n}\n"))
+        .filter(|(n, _)| n.starts_with("refs/heads/") || n.starts_with("refs/tags/"))
+        .cloned()
         .collect();
-    if !others.is_empty() {
-        git::output_with_input(&git_dir, &["update-ref", "--stdin"], others.as_bytes())?;
+    if kept.len() != header.refs.len() {
+        git::refs::write_packed(&git_dir, &kept)?;
     }
     if header.head.is_some() {
         let mut checkout = git::command(&dir);

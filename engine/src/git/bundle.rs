@@ -15,7 +15,7 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::objects::{ObjectFormat, Oid};
-use super::{GitError, output, output_with_input};
+use super::{GitError, output};
 
 /// What a bundle's header says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -213,11 +213,13 @@ pub fn unbundle(bundle: &Path, index: Option<&Path>, into: &Path) -> Result<Head
     };
     if placed {
         // As `git fetch` would take them: refs/* only.
-        let mut create = String::new();
-        for (name, oid) in header.refs.iter().filter(|(n, _)| n.starts_with("refs/")) {
-            create.push_str(&format!("create {name} {oid}\n"));
-        }
-        output_with_input(into, &["update-ref", "--stdin"], create.as_bytes())?;
+        let refs: Vec<(String, Oid)> = header
+            .refs
+            .iter()
+            .filter(|(n, _)| n.starts_with("refs/"))
+            .cloned()
+            .collect();
+        super::refs::write_packed(into, &refs)?;
     } else {
         super::fetch_bundle(into, bundle)?;
     }

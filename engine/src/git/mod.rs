@@ -5,6 +5,7 @@
 pub mod bundle;
 pub mod objects;
 pub mod pack;
+pub mod refs;
 pub mod remote;
 
 use std::io::Read;
