@@ -9,7 +9,7 @@
 use crate::git::objects::{
     self, Kind, Oid, OidMap, PackWriter, field_value, header_fields, split_message, tree_entries,
 };
-use crate::git::pack::ObjectStore;
+use crate::git::pack::{ObjectStore, Placement};
 
 use super::{CleanError, CleanRun, DroppedSignature, Phase, Selection, WorkRepo};
 
@@ -153,16 +153,18 @@ pub(crate) struct Rewritten {
 }
 
 impl Rewritten {
-    /// Writes a new object, searching its exact bytes on the way: an object id names
-    /// its content, so this is as good as reading it back later.
+    /// Writes a new object (as a delta against `base`, an object written before, when
+    /// that is worth it), searching its exact bytes on the way: an object id names its
+    /// content, so this is as good as reading it back later.
     fn write(
         &mut self,
         pack: &mut PackWriter,
         selection: &Selection,
         kind: Kind,
         content: &[u8],
+        base: Option<(Oid, &[u8])>,
     ) -> Result<Oid, CleanError> {
-        let new = pack.add(kind, content)?;
+        let new = pack.add_against(kind, content, base)?;
         if !selection.is_match(content) {
             self.written_clean.insert(new, ());
         }
@@ -223,9 +225,10 @@ pub(crate) fn rewrite(
         hit: selection.is_match(data),
         data: (kind != Kind::Blob).then(|| data.to_vec()),
     };
-    match ObjectStore::open(&repo.path, format) {
-        Ok(store) => store.for_each(&repo.path, threads, look, &mut record)?,
-        Err(_) => {
+    let store = ObjectStore::open(&repo.path, format).ok();
+    match &store {
+        Some(store) => store.for_each(&repo.path, threads, look, &mut record)?,
+        None => {
             objects::for_each_object(&repo.path, |oid, kind, data| record(look(oid, kind, data)))?
         }
     }
@@ -234,7 +237,7 @@ pub(crate) fn rewrite(
     run.phase(Phase::Rewriting);
     let read_ms = super::millis(started);
     let started = std::time::Instant::now();
-    let plan = plan(&graph);
+    let mut plan = plan(&graph);
     let mut rewritten = Rewritten {
         graph,
         map: OidMap::default(),
@@ -253,9 +256,40 @@ pub(crate) fn rewrite(
     if plan.is_empty() {
         return Ok(rewritten);
     }
+    // Where the originals are stored, so that blobs and trees are written in that order,
+    // each as a delta of the rewritten version of its original's base.
+    let placement = store
+        .map(|store| {
+            let planned: OidMap<()> = (plan.blobs.iter().chain(&plan.trees))
+                .map(|&oid| (oid, ()))
+                .collect();
+            store.placement(|oid| planned.contains_key(oid))
+        })
+        .unwrap_or_default();
+    let rank = |oid: &Oid| placement.get(oid).map_or(u64::MAX, |p| p.order);
+    plan.blobs.sort_by_key(rank);
     let mut pack = PackWriter::create(&repo.path, format)?;
-    write_blobs(repo, selection, &plan.blobs, &mut rewritten, &mut pack, run)?;
-    write_trees(repo, selection, &plan.trees, &mut rewritten, &mut pack, run)?;
+    let mut pending = Pending::new(&placement);
+    write_blobs(
+        repo,
+        selection,
+        &plan.blobs,
+        &mut rewritten,
+        &mut pack,
+        &mut pending,
+        run,
+    )?;
+    pending.flush(&mut rewritten, &mut pack, selection)?;
+    write_trees(
+        repo,
+        selection,
+        &plan.trees,
+        &mut rewritten,
+        &mut pack,
+        &mut pending,
+        run,
+    )?;
+    pending.flush(&mut rewritten, &mut pack, selection)?;
     write_commits(selection, &plan.commits, &mut rewritten, &mut pack, run)?;
     write_tags(repo, selection, &plan.tags, &mut rewritten, &mut pack, run)?;
     pack.finish(&repo.path)?;
@@ -332,12 +366,82 @@ fn plan(graph: &Graph) -> Plan {
     plan
 }
 
+/// Rewritten objects held back to be written in the order the source stores their
+/// originals: git writes a delta after its base, so that order meets the rewritten
+/// version of each original's base first, and the object is written as a delta of it
+/// (a rewritten tree or blob differs from it about as little as the original did from
+/// the original base). At most [`Pending::BUDGET`] bytes wait at once.
+struct Pending<'a> {
+    placement: &'a OidMap<Placement>,
+    objects: Vec<(Oid, Kind, Vec<u8>)>,
+    bytes: usize,
+}
+
+impl<'a> Pending<'a> {
+    const BUDGET: usize = 256 << 20;
+
+    fn new(placement: &'a OidMap<Placement>) -> Self {
+        Self {
+            placement,
+            objects: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Holds the new content of `old`, whose new id the caller has already recorded.
+    fn push(
+        &mut self,
+        old: Oid,
+        kind: Kind,
+        content: Vec<u8>,
+        out: &mut Rewritten,
+        pack: &mut PackWriter,
+        selection: &Selection,
+    ) -> Result<(), CleanError> {
+        self.bytes += content.len();
+        self.objects.push((old, kind, content));
+        if self.bytes > Self::BUDGET {
+            self.flush(out, pack, selection)?;
+        }
+        Ok(())
+    }
+
+    fn flush(
+        &mut self,
+        out: &mut Rewritten,
+        pack: &mut PackWriter,
+        selection: &Selection,
+    ) -> Result<(), CleanError> {
+        let mut objects = std::mem::take(&mut self.objects);
+        self.bytes = 0;
+        let placement = self.placement;
+        objects.sort_by_key(|(old, _, _)| placement.get(old).map_or(u64::MAX, |p| p.order));
+        let at: OidMap<usize> = objects
+            .iter()
+            .enumerate()
+            .map(|(i, (old, _, _))| (*old, i))
+            .collect();
+        for (i, (old, kind, content)) in objects.iter().enumerate() {
+            // Only a base written before: deltas then never form a cycle.
+            let base = placement
+                .get(old)
+                .and_then(|p| p.base)
+                .and_then(|base| at.get(&base))
+                .filter(|&&j| j < i)
+                .map(|&j| (out.new_id(&objects[j].0), objects[j].2.as_slice()));
+            out.write(pack, selection, *kind, content, base)?;
+        }
+        Ok(())
+    }
+}
+
 fn write_blobs(
     repo: &WorkRepo,
     selection: &Selection,
     blobs: &[Oid],
     out: &mut Rewritten,
     pack: &mut PackWriter,
+    pending: &mut Pending<'_>,
     run: &CleanRun<'_>,
 ) -> Result<(), CleanError> {
     objects::read_objects(
@@ -346,9 +450,9 @@ fn write_blobs(
         |oid, _, data| -> Result<(), CleanError> {
             run.check()?;
             if let Some(cleaned) = selection.replace(data) {
-                let new = out.write(pack, selection, Kind::Blob, &cleaned)?;
-                out.map.insert(oid, new);
+                out.map.insert(oid, repo.format.hash(Kind::Blob, &cleaned));
                 out.blobs_rewritten += 1;
+                pending.push(oid, Kind::Blob, cleaned, out, pack, selection)?;
                 run.written();
             }
             Ok(())
@@ -362,6 +466,7 @@ fn write_trees(
     trees: &[Oid],
     out: &mut Rewritten,
     pack: &mut PackWriter,
+    pending: &mut Pending<'_>,
     run: &CleanRun<'_>,
 ) -> Result<(), CleanError> {
     let format = repo.format;
@@ -418,11 +523,12 @@ fn write_trees(
                     )));
                 }
             }
-            let new = out.write(pack, selection, Kind::Tree, &bytes)?;
+            let new = format.hash(Kind::Tree, &bytes);
             if new != oid {
                 out.map.insert(oid, new);
                 out.trees_rewritten += 1;
             }
+            pending.push(oid, Kind::Tree, bytes, out, pack, selection)?;
             run.written();
             Ok(())
         },
@@ -447,7 +553,7 @@ fn write_commits(
             run.check()?;
             let (rewritten, dropped) =
                 rewrite_object(selection, &out.map, oid, Kind::Commit, data)?;
-            let new = out.write(pack, selection, Kind::Commit, &rewritten)?;
+            let new = out.write(pack, selection, Kind::Commit, &rewritten, None)?;
             if dropped {
                 out.signatures_dropped.push(DroppedSignature {
                     kind: "commit",
@@ -549,7 +655,7 @@ fn write_tags(
     objects::read_objects(&repo.path, tags, |oid, _, data| -> Result<(), CleanError> {
         run.check()?;
         let (rewritten, dropped) = rewrite_object(selection, &out.map, oid, Kind::Tag, data)?;
-        let new = out.write(pack, selection, Kind::Tag, &rewritten)?;
+        let new = out.write(pack, selection, Kind::Tag, &rewritten, None)?;
         if dropped {
             out.signatures_dropped.push(DroppedSignature {
                 kind: "tag",

@@ -3,6 +3,7 @@
 //! carrying git's own message.
 
 pub mod bundle;
+pub mod delta;
 pub mod objects;
 pub mod pack;
 pub mod refs;

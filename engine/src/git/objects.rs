@@ -11,7 +11,10 @@ use std::process::Stdio;
 
 use sha1::Digest;
 
-use super::{GitError, Running, command, output};
+use super::{GitError, Running, command, delta, output};
+
+/// The pack entry type of a delta whose base is named by its id.
+const REF_DELTA: u8 = 7;
 
 /// The hash a repository names its objects with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -465,6 +468,9 @@ pub struct PackWriter {
     /// One compressor for every object: setting one up costs more than compressing a
     /// small commit.
     compress: flate2::Compress,
+    /// Every object written, so that none is written twice (and a delta's base is known
+    /// to be in the pack).
+    written: OidMap<()>,
 }
 
 impl PackWriter {
@@ -491,36 +497,64 @@ impl PackWriter {
             count: 0,
             buffer: Vec::new(),
             compress: flate2::Compress::new(flate2::Compression::fast(), true),
+            written: OidMap::default(),
         })
     }
 
-    /// Adds an object (not deltified; fast compression) and returns its id.
+    /// Adds an object (not deltified; fast compression) and returns its id. An object
+    /// already added is not written again.
     pub fn add(&mut self, kind: Kind, data: &[u8]) -> Result<Oid, GitError> {
+        self.add_against(kind, data, None)
+    }
+
+    /// Adds an object, as a delta against `base` (an object added before, and its
+    /// content) when that is less than half its size, and returns its id.
+    pub fn add_against(
+        &mut self,
+        kind: Kind,
+        data: &[u8],
+        base: Option<(Oid, &[u8])>,
+    ) -> Result<Oid, GitError> {
         let oid = self.format.hash(kind, data);
+        if self.written.insert(oid, ()).is_some() {
+            return Ok(oid);
+        }
+        let delta = base
+            .filter(|(base, _)| *base != oid && self.written.contains_key(base))
+            .and_then(|(base, content)| {
+                Some((base, delta::encode(content, data, data.len() / 2)?))
+            });
         let out = self
             .out
             .as_mut()
             .ok_or_else(|| GitError::new("write pack", "pack already finished"))?;
-        let mut size = data.len() as u64;
-        let mut byte = (kind.pack_type() << 4) | (size & 0x0f) as u8;
+        let (pack_type, payload) = match &delta {
+            Some((_, delta)) => (REF_DELTA, delta.as_slice()),
+            None => (kind.pack_type(), data),
+        };
+        let mut size = payload.len() as u64;
+        let mut byte = (pack_type << 4) | (size & 0x0f) as u8;
         size >>= 4;
-        let mut header = Vec::with_capacity(10);
+        let mut header = Vec::with_capacity(10 + self.format.raw_len());
         while size > 0 {
             header.push(byte | 0x80);
             byte = (size & 0x7f) as u8;
             size >>= 7;
         }
         header.push(byte);
+        if let Some((base, _)) = &delta {
+            header.extend_from_slice(base.as_bytes());
+        }
         out.write_all(&header).map_err(io("write pack"))?;
         self.buffer.clear();
-        self.buffer.reserve(data.len() + data.len() / 8 + 64);
+        self.buffer.reserve(payload.len() + payload.len() / 8 + 64);
         self.compress.reset();
         loop {
             let consumed = usize::try_from(self.compress.total_in()).unwrap_or(usize::MAX);
             let status = self
                 .compress
                 .compress_vec(
-                    data.get(consumed..).unwrap_or_default(),
+                    payload.get(consumed..).unwrap_or_default(),
                     &mut self.buffer,
                     flate2::FlushCompress::Finish,
                 )

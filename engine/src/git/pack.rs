@@ -23,7 +23,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use super::objects::{Kind, ObjectFormat, Oid};
+use super::objects::{Kind, ObjectFormat, Oid, OidMap};
 use super::{GitError, output};
 
 fn error(message: impl Into<String>) -> GitError {
@@ -51,6 +51,15 @@ struct Entry {
     data_start: u64,
     /// For deltas: the base's index in `entries`, when it is in this pack.
     base: Option<u32>,
+}
+
+/// Where [`ObjectStore::placement`] found an object.
+#[derive(Clone, Copy, Debug)]
+pub struct Placement {
+    /// Its rank in the store's order.
+    pub order: u64,
+    /// The object it is a delta of, when that is in the same pack.
+    pub base: Option<Oid>,
 }
 
 /// The objects of a repository and its alternates, as found on disk.
@@ -149,6 +158,25 @@ impl ObjectStore {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Where each object `want` accepts is stored, for the first copy found: its place
+    /// in the store's order (packs in turn, each in offset order; loose objects last)
+    /// and, for a delta whose base is in the same pack, that base. A writer that
+    /// follows this order meets every delta's base before the delta.
+    pub(crate) fn placement(&self, want: impl Fn(&Oid) -> bool) -> OidMap<Placement> {
+        let mut placed = OidMap::default();
+        let mut order = 0u64;
+        for pack in &self.packs {
+            for entry in &pack.entries {
+                order += 1;
+                if want(&entry.oid) && !placed.contains_key(&entry.oid) {
+                    let base = entry.base.map(|b| pack.entries[b as usize].oid);
+                    placed.insert(entry.oid, Placement { order, base });
+                }
+            }
+        }
+        placed
     }
 
     /// Calls `map` on `threads` threads with every object's content, and `sink` on the
@@ -641,7 +669,7 @@ impl Pack {
                 continue;
             }
             let delta = self.inflate(child as usize, reader)?;
-            let result = apply_delta(content, &delta)
+            let result = super::delta::apply(content, &delta)
                 .ok_or_else(|| error(format!("{}: damaged delta", self.path.display())))?;
             let size = result.len() as u64;
             if plan.wanted[child as usize] {
@@ -664,7 +692,7 @@ impl Pack {
 }
 
 /// Room reserved ahead of inflating: a size field is only a claim until the data is there.
-const RESERVE_LIMIT: usize = 64 << 20;
+pub(crate) const RESERVE_LIMIT: usize = 64 << 20;
 
 /// Inflates one zlib stream from the start of `input` that must produce exactly `size`
 /// bytes; `None` when it is damaged or of another size.
@@ -741,70 +769,6 @@ fn pack_kind(kind: u8) -> Option<Kind> {
     }
 }
 
-fn varint(delta: &[u8], at: &mut usize) -> Option<usize> {
-    let mut value = 0usize;
-    let mut shift = 0;
-    loop {
-        let byte = *delta.get(*at)?;
-        *at += 1;
-        if shift > 60 {
-            return None;
-        }
-        value |= usize::from(byte & 0x7f) << shift;
-        shift += 7;
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-}
-
-/// Applies a git delta to `base`; `None` when the delta does not fit it.
-fn apply_delta(base: &[u8], delta: &[u8]) -> Option<Vec<u8>> {
-    let mut at = 0;
-    if varint(delta, &mut at)? != base.len() {
-        return None;
-    }
-    let size = varint(delta, &mut at)?;
-    let mut out = Vec::with_capacity(size.min(RESERVE_LIMIT));
-    while at < delta.len() {
-        let op = delta[at];
-        at += 1;
-        if op & 0x80 != 0 {
-            let mut offset = 0usize;
-            let mut len = 0usize;
-            for bit in 0..4 {
-                if op & (1 << bit) != 0 {
-                    offset |= usize::from(*delta.get(at)?) << (8 * bit);
-                    at += 1;
-                }
-            }
-            for bit in 0..3 {
-                if op & (0x10 << bit) != 0 {
-                    len |= usize::from(*delta.get(at)?) << (8 * bit);
-                    at += 1;
-                }
-            }
-            if len == 0 {
-                len = 0x10000;
-            }
-            out.extend_from_slice(base.get(offset..offset.checked_add(len)?)?);
-            if out.len() > size {
-                return None;
-            }
-        } else if op != 0 {
-            let len = usize::from(op);
-            out.extend_from_slice(delta.get(at..at + len)?);
-            at += len;
-            if out.len() > size {
-                return None;
-            }
-        } else {
-            return None;
-        }
-    }
-    (out.len() == size).then_some(out)
-}
-
 fn read_loose(
     path: &Path,
     format: ObjectFormat,
@@ -834,23 +798,4 @@ fn read_loose(
     let mut whole = inflate_slice(inflater, &compressed, nul + 1 + size).ok_or_else(bad)?;
     whole.drain(..=nul);
     Ok((oid, kind, whole))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deltas_copy_and_insert() {
-        let base = b"hello, world";
-        // base size 12, result size 11: copy 5 bytes from 0, insert "!!", copy 4 from 8.
-        let delta = [12, 11, 0x90, 5, 2, b'!', b'!', 0x91, 8, 4];
-        assert_eq!(
-            apply_delta(base, &delta).as_deref(),
-            Some(&b"hello!!orld"[..])
-        );
-        // A copy beyond the base is refused, not a panic.
-        assert_eq!(apply_delta(base, &[12, 4, 0x91, 10, 4]), None);
-        assert_eq!(apply_delta(base, &[3, 0]), None);
-    }
 }

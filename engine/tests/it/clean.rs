@@ -815,3 +815,78 @@ fn a_value_that_is_not_utf8_is_found_and_cleaned_as_bytes() {
         b"DB_PASSWORD=\"X\"\nDB_HOST=db\n"
     );
 }
+
+#[test]
+fn a_cleaned_history_stays_as_small_as_the_original_and_keeps_thousands_of_refs() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path();
+    git(repo, &["init", "-q", "-b", "main"]);
+    // A large file that does not compress (each line a different pseudo-random word)
+    // holding the value in every version, edited a little per commit: whole, the 30
+    // rewritten versions would take thirty times what their deltas take.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut lines: Vec<String> = (0..6000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            format!("{state:016x}{:08x}", state.rotate_left(23) as u32)
+        })
+        .collect();
+    lines[3000] = format!("TOKEN={GITHUB}");
+    for version in 0..30 {
+        lines[version * 100] = format!("edited in version {version}");
+        std::fs::write(repo.join("data.txt"), lines.join("\n")).unwrap();
+        commit_all(repo, &format!("v{version}"));
+    }
+    // Thousands of refs, as a forge's pull requests.
+    let refs: String = (0..3000)
+        .map(|n| format!("create refs/pull/{n}/head HEAD~{}\n", n % 30))
+        .collect();
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["update-ref", "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(refs.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success());
+    git(repo, &["repack", "-q", "-a", "-d"]);
+    let source_pack: u64 = std::fs::read_dir(repo.join(".git/objects/pack"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+
+    let selection = Selection::from_values([GITHUB], b"***REMOVED***").unwrap();
+    let cleaned = clean_into(repo, &selection).map_err(|(e, _)| e).unwrap();
+    assert_eq!(cleaned.report.blobs_rewritten, 30);
+    let bundle = std::fs::metadata(&cleaned.bundle).unwrap().len();
+    assert!(
+        bundle < source_pack * 6 / 5 + 256 * 1024,
+        "bundle of {bundle} bytes from a pack of {source_pack}"
+    );
+    assert_eq!(refs_count(&cleaned.clone), 3001);
+    let fsck = Command::new("git")
+        .arg("-C")
+        .arg(&cleaned.clone)
+        .args(["fsck", "--strict", "--no-dangling"])
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+    assert!(!text(&cleaned.clone, &["log", "-p", "--all"]).contains(GITHUB));
+}
+
+fn refs_count(dir: &Path) -> usize {
+    refs(dir).len()
+}
