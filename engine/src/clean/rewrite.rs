@@ -7,9 +7,10 @@
 //! everything else keeps its id.
 
 use crate::git::objects::{
-    self, Kind, Oid, OidMap, PackWriter, field_value, header_fields, split_message, tree_entries,
+    self, Kind, Oid, OidMap, PackWriter, Prepared, field_value, header_fields, split_message,
+    tree_entries,
 };
-use crate::git::pack::{ObjectStore, Placement};
+use crate::git::pack::{Object, ObjectStore, Placement};
 
 use super::{CleanError, CleanRun, DroppedSignature, Phase, Selection, WorkRepo};
 
@@ -44,6 +45,44 @@ struct Seen {
     hit: bool,
     /// The content of trees, commits and tags (their links); blobs are not kept.
     data: Option<Vec<u8>>,
+    /// A blob holding a value, rewritten on the thread that read it.
+    blob: Option<NewBlob>,
+}
+
+/// A rewritten blob, ready for the pack.
+struct NewBlob {
+    prepared: Prepared,
+    /// The original of the blob it is a delta of (itself rewritten, so in the pack).
+    base: Option<Oid>,
+    /// The new content holds no selected value.
+    clean: bool,
+}
+
+impl NewBlob {
+    /// `data` with the selected values replaced, hashed and compressed; as a delta of
+    /// `base` rewritten when the original was read as a delta of `base` and that holds
+    /// a value too (an unchanged base is not in the pack being written). `None` when
+    /// nothing is replaced.
+    fn of(
+        format: crate::git::objects::ObjectFormat,
+        selection: &Selection,
+        data: &[u8],
+        base: Option<(Oid, &[u8])>,
+    ) -> Option<Self> {
+        let cleaned = selection.replace(data)?;
+        let base = base.and_then(|(oid, content)| Some((oid, selection.replace(content)?)));
+        let prepared = Prepared::new(
+            format,
+            Kind::Blob,
+            &cleaned,
+            base.as_ref().map(|(_, content)| content.as_slice()),
+        );
+        Some(Self {
+            base: base.filter(|_| prepared.is_delta()).map(|(oid, _)| oid),
+            clean: !selection.is_match(&cleaned),
+            prepared,
+        })
+    }
 }
 
 impl Graph {
@@ -199,8 +238,25 @@ pub(crate) fn rewrite(
     let mut bytes_read = 0u64;
     let mut commits = 0u64;
     let mut scratch: Vec<u32> = Vec::new();
-    let mut record = |seen: Seen| -> Result<(), CleanError> {
+    // Blobs are rewritten as they are read: whether one changes depends on itself only.
+    let mut pack = PackWriter::create(&repo.path, format)?;
+    let mut map: OidMap<Oid> = OidMap::default();
+    let mut written_clean: OidMap<()> = OidMap::default();
+    let mut blobs_rewritten = 0u64;
+    let mut record = |mut seen: Seen| -> Result<(), CleanError> {
         run.read(seen.size);
+        if let Some(blob) = seen.blob.take() {
+            // A delta's base was read, and so written, before it on the same thread.
+            let base = blob.base.and_then(|old| map.get(&old).copied());
+            let new = pack.add_prepared(blob.prepared, base)?;
+            if map.insert(seen.oid, new).is_none() {
+                blobs_rewritten += 1;
+                run.written();
+            }
+            if blob.clean {
+                written_clean.insert(new, ());
+            }
+        }
         let (size, is_commit) = (seen.size, seen.kind == Kind::Commit);
         if !graph.record(seen, format, &mut scratch)? {
             return Ok(());
@@ -218,35 +274,60 @@ pub(crate) fn rewrite(
     // Reading the packs directly uses every core; git's own reader is the fallback for
     // stores it does not understand.
     let threads = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
-    let look = |oid: Oid, kind: Kind, data: &[u8]| Seen {
-        oid,
-        kind,
-        size: data.len(),
-        hit: selection.is_match(data),
-        data: (kind != Kind::Blob).then(|| data.to_vec()),
+    let look = |object: Object<'_>| {
+        let data = object.data.unwrap_or_default();
+        // A blob is searched by replacing: one pass when it holds nothing.
+        let (hit, blob) = match object.kind {
+            Kind::Blob => {
+                let blob = NewBlob::of(format, selection, data, object.base);
+                (blob.is_some(), blob)
+            }
+            _ => (selection.is_match(data), None),
+        };
+        Seen {
+            oid: object.oid,
+            kind: object.kind,
+            size: data.len(),
+            hit,
+            data: (object.kind != Kind::Blob).then(|| data.to_vec()),
+            blob,
+        }
     };
     let store = ObjectStore::open(&repo.path, format).ok();
     match &store {
-        Some(store) => store.for_each(&repo.path, threads, look, &mut record)?,
-        None => {
-            objects::for_each_object(&repo.path, |oid, kind, data| record(look(oid, kind, data)))?
-        }
+        Some(store) => store.read(
+            &repo.path,
+            threads,
+            &|_, _| true,
+            u64::MAX,
+            look,
+            &mut record,
+        )?,
+        None => objects::for_each_object(&repo.path, |oid, kind, data| {
+            record(look(Object {
+                oid,
+                kind,
+                size: data.len() as u64,
+                data: Some(data),
+                base: None,
+            }))
+        })?,
     }
     run.check()?;
 
     run.phase(Phase::Rewriting);
     let read_ms = super::millis(started);
     let started = std::time::Instant::now();
-    let mut plan = plan(&graph);
+    let plan = plan(&graph);
     let mut rewritten = Rewritten {
         graph,
-        map: OidMap::default(),
-        written_clean: OidMap::default(),
+        map,
+        written_clean,
         objects_read,
         bytes_read,
         commits,
         trees_rewritten: 0,
-        blobs_rewritten: 0,
+        blobs_rewritten,
         tags_rewritten: 0,
         commit_map: Vec::new(),
         signatures_dropped: Vec::new(),
@@ -254,32 +335,18 @@ pub(crate) fn rewrite(
         rewrite_ms: 0,
     };
     if plan.is_empty() {
+        pack.finish()?;
         return Ok(rewritten);
     }
-    // Where the originals are stored, so that blobs and trees are written in that order,
-    // each as a delta of the rewritten version of its original's base.
+    // Where the original trees are stored, so that the new ones are written in that
+    // order, each as a delta of the rewritten version of its original's base.
     let placement = store
         .map(|store| {
-            let planned: OidMap<()> = (plan.blobs.iter().chain(&plan.trees))
-                .map(|&oid| (oid, ()))
-                .collect();
+            let planned: OidMap<()> = plan.trees.iter().map(|&oid| (oid, ())).collect();
             store.placement(|oid| planned.contains_key(oid))
         })
         .unwrap_or_default();
-    let rank = |oid: &Oid| placement.get(oid).map_or(u64::MAX, |p| p.order);
-    plan.blobs.sort_by_key(rank);
-    let mut pack = PackWriter::create(&repo.path, format)?;
     let mut pending = Pending::new(&placement);
-    write_blobs(
-        repo,
-        selection,
-        &plan.blobs,
-        &mut rewritten,
-        &mut pack,
-        &mut pending,
-        run,
-    )?;
-    pending.flush(&mut rewritten, &mut pack, selection)?;
     write_trees(
         repo,
         selection,
@@ -292,7 +359,7 @@ pub(crate) fn rewrite(
     pending.flush(&mut rewritten, &mut pack, selection)?;
     write_commits(selection, &plan.commits, &mut rewritten, &mut pack, run)?;
     write_tags(repo, selection, &plan.tags, &mut rewritten, &mut pack, run)?;
-    pack.finish(&repo.path)?;
+    pack.finish()?;
     rewritten.rewrite_ms = super::millis(started);
     Ok(rewritten)
 }
@@ -433,31 +500,6 @@ impl<'a> Pending<'a> {
         }
         Ok(())
     }
-}
-
-fn write_blobs(
-    repo: &WorkRepo,
-    selection: &Selection,
-    blobs: &[Oid],
-    out: &mut Rewritten,
-    pack: &mut PackWriter,
-    pending: &mut Pending<'_>,
-    run: &CleanRun<'_>,
-) -> Result<(), CleanError> {
-    objects::read_objects(
-        &repo.path,
-        blobs,
-        |oid, _, data| -> Result<(), CleanError> {
-            run.check()?;
-            if let Some(cleaned) = selection.replace(data) {
-                out.map.insert(oid, repo.format.hash(Kind::Blob, &cleaned));
-                out.blobs_rewritten += 1;
-                pending.push(oid, Kind::Blob, cleaned, out, pack, selection)?;
-                run.written();
-            }
-            Ok(())
-        },
-    )
 }
 
 fn write_trees(

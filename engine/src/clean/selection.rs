@@ -325,11 +325,12 @@ impl Selection {
         let binary = memchr::memchr(0, &data[..data.len().min(BINARY_PROBE)]).is_some();
         let mut current: Option<Vec<u8>> = None;
         if let Some(matcher) = &self.matcher
-            && matcher.is_match(data)
+            && let mut found = matcher.find_iter(data).peekable()
+            && found.peek().is_some()
         {
             let mut out = Vec::with_capacity(data.len());
             let mut last = 0;
-            for m in matcher.find_iter(data) {
+            for m in found {
                 out.extend_from_slice(&data[last..m.start()]);
                 if binary {
                     out.resize(out.len() + m.len(), b'*');

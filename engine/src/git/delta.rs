@@ -3,8 +3,9 @@
 //! rewritten object is stored as its few differences from the rewritten version of the
 //! base git had chosen for the original, rather than whole.
 //!
-//! The encoder indexes the base at every 16th byte and looks each position of the
-//! target up with a rolling hash, extending every verified match both ways. It finds
+//! The encoder copies what base and target share at their start and end, indexes the
+//! rest of the base at every 16th byte and looks each position of the rest of the
+//! target up, extending every verified match both ways. It finds
 //! fewer matches than git's own search, which also indexes overlapping windows, but a
 //! rewritten object differs from its base where the original differed from its base
 //! plus where values were replaced: long runs in common, which this finds at once.
@@ -16,8 +17,6 @@ const BLOCK: usize = 16;
 const MAX_COPY: usize = 0x10000;
 /// The longest insert one instruction carries.
 const MAX_INSERT: usize = 0x7f;
-/// Multiplier of the rolling hash; odd, so that it is invertible modulo 2^64.
-const ROLL: u64 = 0x100_0000_01b3;
 
 /// A delta that turns `base` into `target`, or `None` when it would be longer than
 /// `limit` bytes (the caller then stores `target` whole).
@@ -28,15 +27,19 @@ pub fn encode(base: &[u8], target: &[u8], limit: usize) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(limit.min(target.len() / 4 + 64));
     write_varint(&mut out, base.len());
     write_varint(&mut out, target.len());
-    let mut literal = 0usize;
-    if base.len() >= BLOCK && target.len() >= BLOCK {
-        let index = Index::new(base);
-        // ROLL^BLOCK, to take the byte leaving the window out of the hash.
-        let leaving = (0..BLOCK).fold(1u64, |acc, _| acc.wrapping_mul(ROLL));
-        let mut at = 0usize;
-        let mut hash = window_hash(&target[..BLOCK]);
+    // What the two share at their start and at their end is copied as it is (most
+    // versions of a file differ in a few places); only the rest of the target is looked
+    // up, in an index of the rest of the base.
+    let prefix = common_prefix(base, target);
+    let suffix = common_suffix(&base[prefix..], &target[prefix..]);
+    copy(&mut out, 0, prefix);
+    let (base_end, target_end) = (base.len() - suffix, target.len() - suffix);
+    let mut literal = prefix;
+    if base_end - prefix >= BLOCK && target_end - prefix >= BLOCK {
+        let index = Index::new(base, prefix..base_end);
+        let mut at = prefix;
         loop {
-            if let Some(candidate) = index.get(hash)
+            if let Some(candidate) = index.get(window_hash(&target[at..at + BLOCK]))
                 && base[candidate..candidate + BLOCK] == target[at..at + BLOCK]
             {
                 let (mut start, mut from) = (at, candidate);
@@ -44,72 +47,118 @@ pub fn encode(base: &[u8], target: &[u8], limit: usize) -> Option<Vec<u8>> {
                     start -= 1;
                     from -= 1;
                 }
-                let common = base[candidate + BLOCK..]
-                    .iter()
-                    .zip(&target[at + BLOCK..])
-                    .take_while(|(a, b)| a == b)
-                    .count();
-                let end = at + BLOCK + common;
+                let end = at
+                    + BLOCK
+                    + common_prefix(&base[candidate + BLOCK..], &target[at + BLOCK..target_end]);
                 insert(&mut out, &target[literal..start]);
                 copy(&mut out, from, end - start);
                 if out.len() > limit {
                     return None;
                 }
                 (at, literal) = (end, end);
-                if at + BLOCK > target.len() {
+                if at + BLOCK > target_end {
                     break;
                 }
-                hash = window_hash(&target[at..at + BLOCK]);
                 continue;
             }
-            if at + BLOCK >= target.len() {
+            if at + BLOCK >= target_end {
                 break;
             }
-            hash = hash
-                .wrapping_mul(ROLL)
-                .wrapping_add(u64::from(target[at + BLOCK]))
-                .wrapping_sub(u64::from(target[at]).wrapping_mul(leaving));
             at += 1;
             if out.len() + (at - literal) > limit {
                 return None;
             }
         }
     }
-    insert(&mut out, &target[literal..]);
+    insert(&mut out, &target[literal..target_end]);
+    copy(&mut out, base_end, suffix);
     (out.len() <= limit).then_some(out)
 }
 
-fn window_hash(window: &[u8]) -> u64 {
-    window.iter().fold(0u64, |h, &b| {
-        h.wrapping_mul(ROLL).wrapping_add(u64::from(b))
-    })
+/// How many bytes `a` and `b` share at their start, compared eight at a time.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let len = a.len().min(b.len());
+    let mut at = 0;
+    while at + 8 <= len {
+        let x = u64::from_le_bytes(a[at..at + 8].try_into().unwrap_or_default());
+        let y = u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or_default());
+        if x != y {
+            return at + ((x ^ y).trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at + a[at..len]
+        .iter()
+        .zip(&b[at..len])
+        .take_while(|(x, y)| x == y)
+        .count()
 }
 
-/// Where each hashed block of the base starts, one slot per hash (a later block with the
-/// same hash takes the slot).
+/// How many bytes `a` and `b` share at their end, compared eight at a time.
+fn common_suffix(a: &[u8], b: &[u8]) -> usize {
+    let len = a.len().min(b.len());
+    let (a, b) = (&a[a.len() - len..], &b[b.len() - len..]);
+    let mut done = 0;
+    while done + 8 <= len {
+        let (i, j) = (len - done - 8, len - done);
+        let x = u64::from_le_bytes(a[i..j].try_into().unwrap_or_default());
+        let y = u64::from_le_bytes(b[i..j].try_into().unwrap_or_default());
+        if x != y {
+            return done + ((x ^ y).leading_zeros() / 8) as usize;
+        }
+        done += 8;
+    }
+    done + a[..len - done]
+        .iter()
+        .rev()
+        .zip(b[..len - done].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
+/// A hash of 16 bytes from their two halves: as cheap at every position of the target
+/// as a rolling hash would be, and much cheaper for indexing the base.
+fn window_hash(window: &[u8]) -> u64 {
+    let half = |at: usize| {
+        u64::from_le_bytes(
+            window
+                .get(at..at + 8)
+                .and_then(|b| b.try_into().ok())
+                .unwrap_or_default(),
+        )
+    };
+    half(0).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ half(8).wrapping_mul(0xc2b2_ae3d_27d4_eb4f)
+}
+
+/// Where each hashed block of the base starts, one slot per hash.
 struct Index {
     slots: Vec<u32>,
     shift: u32,
 }
 
 impl Index {
-    fn new(base: &[u8]) -> Self {
-        let blocks = base.len() / BLOCK;
+    /// Indexes the blocks of `base` in `range` (at least one block long).
+    fn new(base: &[u8], range: std::ops::Range<usize>) -> Self {
+        let blocks = range.len() / BLOCK;
         let size = (blocks * 2).next_power_of_two().max(16);
         let mut index = Self {
             slots: vec![0; size],
             shift: 64 - size.trailing_zeros(),
         };
-        for start in (0..=base.len() - BLOCK).step_by(BLOCK) {
+        for start in (range.start..=range.end - BLOCK).step_by(BLOCK) {
             let slot = index.slot(window_hash(&base[start..start + BLOCK]));
-            // Stored plus one: zero marks an empty slot. The base is under 4 GiB.
-            index.slots[slot] = start as u32 + 1;
+            // Stored plus one: zero marks an empty slot. The base is under 4 GiB. The
+            // first block keeps the slot: a match there extends the furthest through
+            // repeated content.
+            if index.slots[slot] == 0 {
+                index.slots[slot] = start as u32 + 1;
+            }
         }
         index
     }
 
     fn slot(&self, hash: u64) -> usize {
-        (hash.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
+        (hash >> self.shift) as usize
     }
 
     fn get(&self, hash: u64) -> Option<usize> {
@@ -318,6 +367,46 @@ mod tests {
         ] {
             let delta = encode(base, target, usize::MAX).expect("no limit");
             assert_eq!(apply(base, &delta).as_deref(), Some(target));
+        }
+    }
+
+    #[test]
+    fn shared_starts_and_ends_are_measured_exactly() {
+        let mut bytes = Bytes(3);
+        for _ in 0..500 {
+            let len = (bytes.next() % 40) as usize;
+            let a = bytes.fill(len, 2);
+            let len = (bytes.next() % 40) as usize;
+            let b = bytes.fill(len, 2);
+            let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+            let suffix = a
+                .iter()
+                .rev()
+                .zip(b.iter().rev())
+                .take_while(|(x, y)| x == y)
+                .count();
+            assert_eq!(common_prefix(&a, &b), prefix, "{a:?} {b:?}");
+            assert_eq!(common_suffix(&a, &b), suffix, "{a:?} {b:?}");
+        }
+    }
+
+    #[test]
+    fn edits_at_either_end_and_repeated_content_round_trip() {
+        let body = b"0123456789abcdef".repeat(64);
+        let cases: Vec<(Vec<u8>, Vec<u8>)> = vec![
+            (body.clone(), [b"new start ".as_slice(), &body].concat()),
+            (body.clone(), [body.as_slice(), b" new end"].concat()),
+            (body.clone(), body[7..body.len() - 9].to_vec()),
+            (b"aaaa".repeat(50), b"aaaa".repeat(51)),
+            (
+                [body.as_slice(), b"x", &body].concat(),
+                [body.as_slice(), &body].concat(),
+            ),
+        ];
+        for (base, target) in cases {
+            let delta = encode(&base, &target, usize::MAX).expect("no limit");
+            assert_eq!(apply(&base, &delta).as_deref(), Some(&target[..]));
+            assert!(delta.len() < 64, "{} bytes", delta.len());
         }
     }
 }

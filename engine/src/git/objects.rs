@@ -458,19 +458,84 @@ pub fn header_fields(headers: &[u8]) -> Vec<(&[u8], &[u8])> {
     fields
 }
 
-/// Writes new objects into one pack, then has git index it into the repository.
+/// An object made ready for a pack, possibly on another thread: its id and its entry's
+/// compressed payload, whole or as a delta.
+pub struct Prepared {
+    pub oid: Oid,
+    /// The pack entry type: the object's own, or a delta.
+    pack_type: u8,
+    /// The payload's size before compression.
+    size: usize,
+    compressed: Vec<u8>,
+}
+
+impl Prepared {
+    /// Hashes `data` and compresses it, as a delta against `base` (the content of an
+    /// object that will be in the pack) when that is less than half its size.
+    pub fn new(format: ObjectFormat, kind: Kind, data: &[u8], base: Option<&[u8]>) -> Self {
+        Self::with(format, kind, data, base, &mut fast_compressor())
+    }
+
+    fn with(
+        format: ObjectFormat,
+        kind: Kind,
+        data: &[u8],
+        base: Option<&[u8]>,
+        compress: &mut flate2::Compress,
+    ) -> Self {
+        let delta = base.and_then(|base| delta::encode(base, data, data.len() / 2));
+        let (pack_type, payload) = match &delta {
+            Some(delta) => (REF_DELTA, delta.as_slice()),
+            None => (kind.pack_type(), data),
+        };
+        Self {
+            oid: format.hash(kind, data),
+            pack_type,
+            size: payload.len(),
+            compressed: deflate(compress, payload),
+        }
+    }
+
+    /// True when the payload is a delta: it needs its base's id to be written.
+    pub fn is_delta(&self) -> bool {
+        self.pack_type == REF_DELTA
+    }
+}
+
+fn fast_compressor() -> flate2::Compress {
+    flate2::Compress::new(flate2::Compression::fast(), true)
+}
+
+fn deflate(compress: &mut flate2::Compress, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() / 2 + 64);
+    compress.reset();
+    loop {
+        let consumed = usize::try_from(compress.total_in()).unwrap_or(usize::MAX);
+        match compress.compress_vec(
+            data.get(consumed..).unwrap_or_default(),
+            &mut out,
+            flate2::FlushCompress::Finish,
+        ) {
+            Ok(flate2::Status::StreamEnd) => return out,
+            // Compressing into memory fails only for want of room, given below.
+            _ => out.reserve(out.len().max(64)),
+        }
+    }
+}
+
+/// Writes new objects into one pack and its index, inside a repository.
 pub struct PackWriter {
     format: ObjectFormat,
     path: PathBuf,
     out: Option<BufWriter<File>>,
-    count: u32,
-    buffer: Vec<u8>,
+    /// Bytes written so far: where the next entry starts.
+    position: u64,
     /// One compressor for every object: setting one up costs more than compressing a
     /// small commit.
     compress: flate2::Compress,
-    /// Every object written, so that none is written twice (and a delta's base is known
-    /// to be in the pack).
-    written: OidMap<()>,
+    /// Every object written, with its offset and the CRC-32 of its entry (for the
+    /// index); none is written twice, and a delta's base is known to be in the pack.
+    written: OidMap<(u64, u32)>,
 }
 
 impl PackWriter {
@@ -494,9 +559,8 @@ impl PackWriter {
             format,
             path,
             out: Some(out),
-            count: 0,
-            buffer: Vec::new(),
-            compress: flate2::Compress::new(flate2::Compression::fast(), true),
+            position: 12,
+            compress: fast_compressor(),
             written: OidMap::default(),
         })
     }
@@ -516,24 +580,43 @@ impl PackWriter {
         base: Option<(Oid, &[u8])>,
     ) -> Result<Oid, GitError> {
         let oid = self.format.hash(kind, data);
-        if self.written.insert(oid, ()).is_some() {
+        if self.written.contains_key(&oid) {
             return Ok(oid);
         }
-        let delta = base
-            .filter(|(base, _)| *base != oid && self.written.contains_key(base))
-            .and_then(|(base, content)| {
-                Some((base, delta::encode(content, data, data.len() / 2)?))
-            });
+        let base = base.filter(|(base, _)| *base != oid && self.written.contains_key(base));
+        let prepared = Prepared::with(
+            self.format,
+            kind,
+            data,
+            base.map(|(_, content)| content),
+            &mut self.compress,
+        );
+        self.add_prepared(prepared, base.map(|(base, _)| base))
+    }
+
+    /// Adds an object prepared elsewhere; a delta names its base, which must have been
+    /// added before. Returns its id.
+    pub fn add_prepared(&mut self, prepared: Prepared, base: Option<Oid>) -> Result<Oid, GitError> {
+        let oid = prepared.oid;
+        if self.written.contains_key(&oid) {
+            return Ok(oid);
+        }
+        let base = match (prepared.is_delta(), base) {
+            (false, _) => None,
+            (true, Some(base)) if base != oid && self.written.contains_key(&base) => Some(base),
+            (true, _) => {
+                return Err(GitError::new(
+                    "write pack",
+                    format!("the delta base of {oid} is not in the pack"),
+                ));
+            }
+        };
         let out = self
             .out
             .as_mut()
             .ok_or_else(|| GitError::new("write pack", "pack already finished"))?;
-        let (pack_type, payload) = match &delta {
-            Some((_, delta)) => (REF_DELTA, delta.as_slice()),
-            None => (kind.pack_type(), data),
-        };
-        let mut size = payload.len() as u64;
-        let mut byte = (pack_type << 4) | (size & 0x0f) as u8;
+        let mut size = prepared.size as u64;
+        let mut byte = (prepared.pack_type << 4) | (size & 0x0f) as u8;
         size >>= 4;
         let mut header = Vec::with_capacity(10 + self.format.raw_len());
         while size > 0 {
@@ -542,94 +625,117 @@ impl PackWriter {
             size >>= 7;
         }
         header.push(byte);
-        if let Some((base, _)) = &delta {
+        if let Some(base) = &base {
             header.extend_from_slice(base.as_bytes());
         }
+        let mut crc = flate2::Crc::new();
+        crc.update(&header);
+        crc.update(&prepared.compressed);
         out.write_all(&header).map_err(io("write pack"))?;
-        self.buffer.clear();
-        self.buffer.reserve(payload.len() + payload.len() / 8 + 64);
-        self.compress.reset();
-        loop {
-            let consumed = usize::try_from(self.compress.total_in()).unwrap_or(usize::MAX);
-            let status = self
-                .compress
-                .compress_vec(
-                    payload.get(consumed..).unwrap_or_default(),
-                    &mut self.buffer,
-                    flate2::FlushCompress::Finish,
-                )
-                .map_err(|e| GitError::new("write pack", e.to_string()))?;
-            if status == flate2::Status::StreamEnd {
-                break;
-            }
-            self.buffer.reserve(self.buffer.len().max(64));
-        }
-        out.write_all(&self.buffer).map_err(io("write pack"))?;
-        self.count += 1;
+        out.write_all(&prepared.compressed)
+            .map_err(io("write pack"))?;
+        self.written.insert(oid, (self.position, crc.sum()));
+        self.position += (header.len() + prepared.compressed.len()) as u64;
         Ok(oid)
     }
 
-    pub fn count(&self) -> u32 {
-        self.count
+    pub fn count(&self) -> usize {
+        self.written.len()
     }
 
-    /// Completes the pack and indexes it into the repository. Nothing is left behind
-    /// when no object was added.
-    pub fn finish(mut self, repo: &Path) -> Result<(), GitError> {
+    /// Completes the pack and its index (written here: every id, offset and checksum
+    /// is known, so git need not read the pack again) and moves both into place.
+    /// Nothing is left behind when no object was added.
+    pub fn finish(mut self) -> Result<(), GitError> {
         let Some(out) = self.out.take() else {
             return Ok(());
         };
         let mut file = out
             .into_inner()
             .map_err(|e| GitError::new("write pack", e.error().to_string()))?;
-        if self.count == 0 {
+        if self.written.is_empty() {
             drop(file);
             let _ = std::fs::remove_file(&self.path);
             return Ok(());
         }
+        let count = u32::try_from(self.written.len())
+            .map_err(|_| GitError::new("write pack", "too many objects for one pack"))?;
         file.seek(SeekFrom::Start(8)).map_err(io("write pack"))?;
-        file.write_all(&self.count.to_be_bytes())
+        file.write_all(&count.to_be_bytes())
             .map_err(io("write pack"))?;
         file.seek(SeekFrom::Start(0)).map_err(io("write pack"))?;
         let trailer = {
             let mut reader = BufReader::with_capacity(1 << 20, &mut file);
-            match self.format {
-                ObjectFormat::Sha1 => digest_reader::<sha1::Sha1>(&mut reader),
-                ObjectFormat::Sha256 => digest_reader::<sha2::Sha256>(&mut reader),
-            }
-            .map_err(io("write pack"))?
+            self.digest(&mut reader).map_err(io("write pack"))?
         };
         file.seek(SeekFrom::End(0)).map_err(io("write pack"))?;
         file.write_all(&trailer).map_err(io("write pack"))?;
         file.sync_all().map_err(io("write pack"))?;
         drop(file);
+
         let index = self.path.with_extension("idx");
-        let mut cmd = command(repo);
-        cmd.arg("index-pack")
-            .arg("-o")
-            .arg(&index)
-            .arg(&self.path)
-            .stdout(Stdio::piped());
-        let mut running = Running::spawn(cmd, "index-pack")?;
-        let mut printed = String::new();
-        if let Some(mut pipe) = running.child().stdout.take() {
-            pipe.read_to_string(&mut printed)
-                .map_err(io("index-pack"))?;
-        }
-        running.finish()?;
-        // index-pack prints `pack\t<checksum>` (or just the checksum).
-        let checksum = printed
-            .split_whitespace()
-            .last()
-            .filter(|s| s.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| GitError::new("index-pack", "printed no pack checksum"))?
-            .to_owned();
+        let bytes = self.index_bytes(&trailer);
+        std::fs::write(&index, &bytes).map_err(io("write pack index"))?;
+        let checksum = hex::encode(&trailer);
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::rename(&index, dir.join(format!("pack-{checksum}.idx")))
-            .map_err(io("index-pack"))?;
+            .map_err(io("write pack index"))?;
         std::fs::rename(&self.path, dir.join(format!("pack-{checksum}.pack")))
-            .map_err(io("index-pack"))?;
+            .map_err(io("write pack"))?;
         Ok(())
+    }
+
+    fn digest(&self, reader: &mut impl Read) -> std::io::Result<Vec<u8>> {
+        match self.format {
+            ObjectFormat::Sha1 => digest_reader::<sha1::Sha1>(reader),
+            ObjectFormat::Sha256 => digest_reader::<sha2::Sha256>(reader),
+        }
+    }
+
+    /// A version 2 pack index: a fan-out table by first byte, the sorted ids, each
+    /// entry's CRC-32, its offset (31 bits, or an index into a table of 64-bit ones),
+    /// the pack's checksum, and the index's own.
+    fn index_bytes(&self, pack_checksum: &[u8]) -> Vec<u8> {
+        let mut entries: Vec<(&Oid, &(u64, u32))> = self.written.iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let raw = self.format.raw_len();
+        let mut out = Vec::with_capacity(8 + 1024 + entries.len() * (raw + 8) + 2 * raw);
+        out.extend_from_slice(b"\xfftOc\0\0\0\x02");
+        let mut fanout = [0u32; 256];
+        for (oid, _) in &entries {
+            fanout[usize::from(oid.as_bytes()[0])] += 1;
+        }
+        let mut total = 0u32;
+        for count in fanout {
+            total += count;
+            out.extend_from_slice(&total.to_be_bytes());
+        }
+        for (oid, _) in &entries {
+            out.extend_from_slice(oid.as_bytes());
+        }
+        for (_, (_, crc)) in &entries {
+            out.extend_from_slice(&crc.to_be_bytes());
+        }
+        let mut large: Vec<u64> = Vec::new();
+        for (_, (offset, _)) in &entries {
+            let small = match u32::try_from(*offset) {
+                Ok(small) if small < 0x8000_0000 => small,
+                _ => {
+                    large.push(*offset);
+                    0x8000_0000 | (large.len() as u32 - 1)
+                }
+            };
+            out.extend_from_slice(&small.to_be_bytes());
+        }
+        for offset in large {
+            out.extend_from_slice(&offset.to_be_bytes());
+        }
+        out.extend_from_slice(pack_checksum);
+        let own = self
+            .digest(&mut out.as_slice())
+            .unwrap_or_else(|_| unreachable!("reading memory"));
+        out.extend_from_slice(&own);
+        out
     }
 }
 

@@ -280,6 +280,7 @@ impl ObjectStore {
                                         kind,
                                         size,
                                         data,
+                                        base: None,
                                     })))
                                     .is_ok()
                                 })
@@ -329,6 +330,7 @@ impl ObjectStore {
                     kind,
                     size,
                     data: (size <= max_size).then_some(data),
+                    base: None,
                 }))
             })?;
         }
@@ -344,6 +346,9 @@ pub struct Object<'a> {
     pub size: u64,
     /// The content; `None` when the object is larger than the pass's size cap.
     pub data: Option<&'a [u8]>,
+    /// For a delta resolved in its pack: the id and content of the object it was built
+    /// on (the base git chose for it, of the same kind).
+    pub base: Option<(Oid, &'a [u8])>,
 }
 
 /// Which entries of one pack a pass reads.
@@ -639,6 +644,7 @@ impl Pack {
                 kind,
                 size,
                 data: None,
+                base: None,
             };
             return Ok(!plan.wanted[root as usize] || emit(object));
         }
@@ -649,6 +655,7 @@ impl Pack {
                 kind,
                 size,
                 data: (size <= max_size).then_some(content.as_slice()),
+                base: None,
             };
             if !emit(object) {
                 return Ok(false);
@@ -678,6 +685,7 @@ impl Pack {
                     kind,
                     size,
                     data: (size <= max_size).then_some(result.as_slice()),
+                    base: Some((self.entries[*node as usize].oid, content.as_slice())),
                 };
                 if !emit(object) {
                     return Ok(false);

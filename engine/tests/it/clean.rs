@@ -890,3 +890,72 @@ fn a_cleaned_history_stays_as_small_as_the_original_and_keeps_thousands_of_refs(
 fn refs_count(dir: &Path) -> usize {
     refs(dir).len()
 }
+
+#[test]
+fn packs_written_here_are_indexed_exactly_as_git_indexes_them() {
+    use deployguard_engine::git::objects::{Kind, ObjectFormat, PackWriter};
+    for (name, format) in [
+        ("sha1", ObjectFormat::Sha1),
+        ("sha256", ObjectFormat::Sha256),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo.git");
+        git(
+            dir.path(),
+            &[
+                "init",
+                "-q",
+                "--bare",
+                &format!("--object-format={name}"),
+                &repo.to_string_lossy(),
+            ],
+        );
+        let base: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        let mut edited = base.clone();
+        edited.splice(5000..5010, *b"replaced!!");
+        let mut pack = PackWriter::create(&repo, format).unwrap();
+        let first = pack.add(Kind::Blob, &base).unwrap();
+        let second = pack
+            .add_against(Kind::Blob, &edited, Some((first, &base)))
+            .unwrap();
+        // Written once however often it is added; a delta never names itself.
+        assert_eq!(pack.add(Kind::Blob, &base).unwrap(), first);
+        let third = pack
+            .add_against(Kind::Blob, b"small", Some((first, &base)))
+            .unwrap();
+        pack.finish().unwrap();
+
+        let packs = repo.join("objects/pack");
+        let files: Vec<_> = std::fs::read_dir(&packs)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        let pack_file = files
+            .iter()
+            .find(|p| p.extension().is_some_and(|x| x == "pack"))
+            .unwrap();
+        let ours = std::fs::read(pack_file.with_extension("idx")).unwrap();
+        let theirs = dir.path().join("theirs.idx");
+        git(
+            &repo,
+            &[
+                "index-pack",
+                "-o",
+                &theirs.to_string_lossy(),
+                &pack_file.to_string_lossy(),
+            ],
+        );
+        assert_eq!(ours, std::fs::read(&theirs).unwrap(), "{name}");
+        let verified = text(&repo, &["verify-pack", "-v", &pack_file.to_string_lossy()]);
+        // The edited version is stored as a delta of the first, at depth 1.
+        assert!(
+            verified.contains(&format!("{second} blob"))
+                && verified.contains("chain length = 1: 1 object"),
+            "{verified}"
+        );
+        assert_eq!(git(&repo, &["cat-file", "blob", &second.to_hex()]), edited);
+        assert_eq!(git(&repo, &["cat-file", "blob", &third.to_hex()]), b"small");
+    }
+}
