@@ -9,7 +9,8 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use base64::Engine as _;
 use regex::bytes::Regex;
 
-use super::rules::{Kind, Rule, RuleError, RuleSet};
+use super::memo::KeywordMemo;
+use super::rules::{Kind, Reach, Rule, RuleError, RuleSet, is_space};
 
 /// Marker that suppresses every finding on its line.
 pub const INLINE_ALLOW: &str = "deployguard:allow";
@@ -40,6 +41,9 @@ pub struct Detector {
     /// Search only around keywords (see [`Detector::search_windows`]); tests compare
     /// with whole-buffer searches.
     windowed: bool,
+    /// No keyword holds a line break, so the keyword search can be remembered piece by
+    /// piece (see [`KeywordMemo`]).
+    memoizable: bool,
 }
 
 impl Detector {
@@ -63,12 +67,14 @@ impl Detector {
             .kind(Some(AhoCorasickKind::DFA))
             .build(&words)
             .map_err(|e| RuleError::new("keywords", e.to_string()))?;
+        let memoizable = !words.iter().any(|w| w.contains('\n'));
         Ok(Self {
             rules,
             keywords,
             keyword_rules,
             allow,
             windowed: true,
+            memoizable,
         })
     }
 
@@ -87,12 +93,32 @@ impl Detector {
     /// Appends every accepted match in `data` to `hits`, ordered by position. `path`
     /// (when known) lets generic rules stay quiet in lock files.
     pub fn scan(&self, data: &[u8], path: Option<&str>, hits: &mut Vec<Hit>) {
+        self.scan_remembering(data, path, hits, None);
+    }
+
+    /// [`Detector::scan`], with the keyword search remembered in `memo` (one per scan):
+    /// the same hits, faster over many versions of the same files.
+    pub fn scan_remembering(
+        &self,
+        data: &[u8],
+        path: Option<&str>,
+        hits: &mut Vec<Hit>,
+        memo: Option<&KeywordMemo>,
+    ) {
         let first = hits.len();
         // For each rule, where its keywords occur: (start, end).
         let mut places: Vec<Vec<(usize, usize)>> = vec![Vec::new(); self.rules.len()];
-        for found in self.keywords.find_overlapping_iter(data) {
-            for &rule in &self.keyword_rules[found.pattern().as_usize()] {
-                places[rule].push((found.start(), found.end()));
+        let mut found = |start: usize, end: usize, keyword: usize| {
+            for &rule in &self.keyword_rules[keyword] {
+                places[rule].push((start, end));
+            }
+        };
+        match memo.filter(|_| self.memoizable) {
+            Some(memo) => memo.places(&self.keywords, data, &mut found),
+            None => {
+                for m in self.keywords.find_overlapping_iter(data) {
+                    found(m.start(), m.end(), m.pattern().as_usize());
+                }
             }
         }
         let lock_file = path.is_some_and(is_lock_file);
@@ -111,9 +137,10 @@ impl Detector {
     }
 
     /// Every match of a rule holds one of its keywords, so a pattern whose matches have a
-    /// bounded length only needs searching around the keywords' places: each window
-    /// reaches that length on both sides of a keyword, and ends at a line end so that
-    /// `\b` and `$` see the real text. Unbounded patterns search the whole buffer.
+    /// bounded reach (see [`Reach`]) only needs searching around the keywords' places:
+    /// each window reaches that far on both sides of a keyword, and ends at a line end
+    /// so that `\b` and `$` see the real text. Unbounded patterns search the whole
+    /// buffer.
     fn search_windows(
         &self,
         rule: &Rule,
@@ -122,17 +149,23 @@ impl Detector {
         windows: &mut Vec<(usize, usize)>,
     ) {
         windows.clear();
-        let Some(reach) = rule
-            .max_len
-            .filter(|reach| self.windowed && data.len() > 4 * reach + 1024)
-        else {
+        let reach = rule.reach.filter(|reach| {
+            let (Reach::Bytes(n) | Reach::BesidesSpace(n)) = *reach;
+            self.windowed && data.len() > 4 * n + 1024
+        });
+        let Some(reach) = reach else {
             windows.push((0, data.len()));
             return;
         };
         let mut line_end = 0;
         for &(start, end) in places {
-            let from = end.saturating_sub(reach);
-            let to = (start + reach).min(data.len());
+            let (from, to) = match reach {
+                Reach::Bytes(n) => (end.saturating_sub(n), (start + n).min(data.len())),
+                Reach::BesidesSpace(n) => (
+                    end - within(data[..end].iter().rev(), n),
+                    start + within(data[start..].iter(), n),
+                ),
+            };
             if to > line_end {
                 line_end = memchr::memchr(b'\n', &data[to..]).map_or(data.len(), |i| to + i);
             }
@@ -261,6 +294,23 @@ impl Detector {
             .windows(INLINE_ALLOW.len())
             .any(|w| w == INLINE_ALLOW.as_bytes())
     }
+}
+
+/// How many of `bytes` (taken in the order given) hold at most `n` that are not white
+/// space, white space past the last of them included.
+fn within<'a>(bytes: impl Iterator<Item = &'a u8>, n: usize) -> usize {
+    let mut taken = 0;
+    let mut solid = 0;
+    for &byte in bytes {
+        if !is_space(byte) {
+            if solid == n {
+                break;
+            }
+            solid += 1;
+        }
+        taken += 1;
+    }
+    taken
 }
 
 /// The whole line (or lines) around a span.
@@ -694,11 +744,22 @@ mod robustness {
             "\t",
             "}",
         ];
-        for _ in 0..12 {
+        for round in 0..24 {
             let mut data = Vec::new();
             while data.len() < 48 << 10 {
                 if rng.below(8) == 0 {
-                    data.extend_from_slice(examples[rng.below(examples.len())].as_bytes());
+                    let example = examples[rng.below(examples.len())].as_bytes();
+                    // Half the rounds stretch the white space inside values' lines to
+                    // long runs (across lines too), which `\s*` in a pattern matches.
+                    for &byte in example {
+                        if round % 2 == 1 && is_space(byte) {
+                            for _ in 0..rng.below(300) {
+                                data.push(b" \t\n\r"[rng.below(4)]);
+                            }
+                        } else {
+                            data.push(byte);
+                        }
+                    }
                 } else {
                     data.extend_from_slice(filler[rng.below(filler.len())].as_bytes());
                 }
@@ -738,5 +799,54 @@ mod robustness {
         ] {
             check(&detector, input);
         }
+    }
+
+    #[test]
+    fn remembered_keyword_searches_find_exactly_what_fresh_ones_find() {
+        let detector = detector();
+        assert!(detector.memoizable);
+        let memo = KeywordMemo::default();
+        let examples: Vec<&String> = detector
+            .rules()
+            .iter()
+            .flat_map(|r| r.spec().examples.iter().chain(&r.spec().negatives))
+            .collect();
+        let filler = [
+            "fn main() {",
+            "password = load()",
+            "  // api key rotation",
+            "}",
+            "token",
+        ];
+        let mut rng = Rng(0x5151_2026_0000_0001);
+        // Versions of one file, each a few edits away from the last, as a history holds.
+        let mut file: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..2000 {
+            let line = if rng.below(6) == 0 {
+                examples[rng.below(examples.len())].as_bytes().to_vec()
+            } else {
+                filler[rng.below(filler.len())].as_bytes().to_vec()
+            };
+            file.push(line);
+        }
+        let mut found_any = false;
+        for _ in 0..30 {
+            for _ in 0..3 {
+                let at = rng.below(file.len());
+                let line = examples[rng.below(examples.len())].as_bytes().to_vec();
+                if rng.below(2) == 0 {
+                    file.insert(at, line);
+                } else {
+                    file[at] = line;
+                }
+            }
+            let data = file.join(&b"\n"[..]);
+            let (mut fresh, mut remembered) = (Vec::new(), Vec::new());
+            detector.scan(&data, None, &mut fresh);
+            detector.scan_remembering(&data, None, &mut remembered, Some(&memo));
+            found_any |= !fresh.is_empty();
+            assert_eq!(fresh, remembered);
+        }
+        assert!(found_any);
     }
 }

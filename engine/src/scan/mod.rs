@@ -9,6 +9,7 @@ pub mod detect;
 mod files;
 mod git;
 mod history;
+pub mod memo;
 pub mod report;
 pub mod rules;
 pub mod settings;
@@ -176,6 +177,7 @@ impl Scanner {
             progress,
             cancel: run.cancel,
             skipped: Mutex::new(Vec::new()),
+            memo: memo::KeywordMemo::default(),
         };
         let (source, findings, refs) = match target {
             Target::Git { repo, revisions } => {
@@ -270,6 +272,8 @@ pub(crate) struct Context<'a> {
     progress: &'a Progress,
     cancel: Option<&'a AtomicBool>,
     skipped: Mutex<Vec<Skipped>>,
+    /// The keyword search over text met before in this scan.
+    memo: memo::KeywordMemo,
 }
 
 impl Context<'_> {
@@ -399,13 +403,14 @@ impl Context<'_> {
         findings: &mut Findings,
     ) {
         hits.clear();
-        self.scanner.detector.scan(
+        self.scanner.detector.scan_remembering(
             data,
             origin
                 .path
                 .as_deref()
                 .filter(|_| origin.kind == OccurrenceKind::File),
             hits,
+            Some(&self.memo),
         );
         let mut line = 1u32;
         let mut line_start = 0usize;

@@ -114,8 +114,8 @@ pub struct Rule {
     pub kind: Kind,
     pub(crate) regex: Regex,
     pub(crate) secret_group: usize,
-    /// The longest text the pattern can match, when bounded.
-    pub(crate) max_len: Option<usize>,
+    /// How far from a keyword a match can reach, when that is bounded.
+    pub(crate) reach: Option<Reach>,
     pub(crate) spec: RuleSpec,
 }
 
@@ -171,15 +171,18 @@ impl Rule {
             .capture_names()
             .position(|name| name == Some("secret"))
             .ok_or_else(|| RuleError::new(&origin, "pattern has no (?P<secret>...) group"))?;
-        let max_len = regex_syntax::ParserBuilder::new()
+        let reach = regex_syntax::ParserBuilder::new()
             .unicode(false)
             .utf8(false)
             .build()
             .parse(&spec.pattern)
             .ok()
-            .and_then(|hir| hir.properties().maximum_len());
+            .and_then(|hir| match hir.properties().maximum_len() {
+                Some(len) => Some(Reach::Bytes(len)),
+                None => reach_besides_space(&hir).map(Reach::BesidesSpace),
+            });
         Ok(Self {
-            max_len,
+            reach,
             id: spec.id.clone(),
             name: spec.name.clone(),
             category: category.to_owned(),
@@ -196,6 +199,62 @@ impl Rule {
     /// The rule as written, examples included.
     pub fn spec(&self) -> &RuleSpec {
         &self.spec
+    }
+}
+
+/// How far from one of its keywords a rule's match can reach. Every match holds a
+/// keyword, so a bounded rule is searched only around its keywords' places.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// No match is longer than this many bytes.
+    Bytes(usize),
+    /// No match holds more than this many bytes besides those its unbounded runs of
+    /// white space match (`\s*` between a name and its value, say): whatever the
+    /// white space, a match stays within this many bytes that are not white space.
+    BesidesSpace(usize),
+}
+
+/// The white space of a pattern's `\s` (ASCII: patterns are compiled without Unicode).
+pub(crate) fn is_space(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
+}
+
+/// The longest match of `hir`, counting what unbounded repetitions of white space
+/// match as nothing; `None` when anything else repeats without bound.
+fn reach_besides_space(hir: &regex_syntax::hir::Hir) -> Option<usize> {
+    use regex_syntax::hir::HirKind;
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => Some(0),
+        HirKind::Literal(_) | HirKind::Class(_) => hir.properties().maximum_len(),
+        HirKind::Repetition(repetition) => match repetition.max {
+            Some(max) => reach_besides_space(&repetition.sub)?.checked_mul(max as usize),
+            None if only_space(&repetition.sub) => Some(0),
+            None => None,
+        },
+        HirKind::Capture(capture) => reach_besides_space(&capture.sub),
+        HirKind::Concat(parts) => parts.iter().try_fold(0usize, |sum, part| {
+            sum.checked_add(reach_besides_space(part)?)
+        }),
+        HirKind::Alternation(parts) => parts.iter().try_fold(0usize, |longest, part| {
+            Some(longest.max(reach_besides_space(part)?))
+        }),
+    }
+}
+
+/// True when `hir` matches white space only.
+fn only_space(hir: &regex_syntax::hir::Hir) -> bool {
+    use regex_syntax::hir::{Class, HirKind};
+    match hir.kind() {
+        HirKind::Class(Class::Bytes(class)) => class
+            .ranges()
+            .iter()
+            .all(|range| (range.start()..=range.end()).all(is_space)),
+        HirKind::Class(Class::Unicode(class)) => class.ranges().iter().all(|range| {
+            (range.start()..=range.end()).all(|c| u8::try_from(c).is_ok_and(is_space))
+        }),
+        HirKind::Literal(literal) => literal.0.iter().all(|&b| is_space(b)),
+        HirKind::Capture(capture) => only_space(&capture.sub),
+        _ => false,
     }
 }
 
@@ -230,7 +289,7 @@ impl RuleSet {
     pub fn add_custom(&mut self, spec: RuleSpec) -> Result<(), RuleError> {
         self.add("custom", spec)?;
         if let Some(rule) = self.rules.last_mut() {
-            rule.max_len = None;
+            rule.reach = None;
         }
         Ok(())
     }

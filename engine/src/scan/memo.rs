@@ -1,0 +1,147 @@
+//! What the keyword search found in each piece of text, remembered for one scan.
+//!
+//! A history holds the same text many times over: every version of a file repeats most
+//! of the last one. The keyword search (the first, and costliest, step of detection)
+//! gives the same answer for the same bytes, so each blob is cut into pieces of whole
+//! lines, and a piece met before is not searched again. Keywords hold no line break, so
+//! no keyword can straddle two pieces, and the places found piece by piece are exactly
+//! those a search of the whole blob finds, in the same order.
+//!
+//! Pieces end after a line break whose preceding 16 bytes hash to a chosen pattern (one
+//! line in 64), at least [`MIN_PIECE`] bytes after the last end: the cuts depend on
+//! content, so an edit moves only the cuts near it and the rest of the file still falls
+//! into pieces met before. A piece is known by two 64-bit hashes with seeds drawn at
+//! random for each scan (so no one can craft text that collides with a piece).
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aho_corasick::AhoCorasick;
+
+/// Pieces are at least this long (identical short lines would otherwise cut often).
+const MIN_PIECE: usize = 512;
+/// Pieces remembered at most: beyond, new pieces are searched but not kept.
+const MAX_PIECES: usize = 4 << 20;
+const SHARDS: usize = 16;
+
+/// One keyword occurrence: its span inside the piece, and the keyword's number.
+#[derive(Clone, Copy, Debug)]
+struct Place {
+    start: u32,
+    end: u32,
+    keyword: u32,
+}
+
+pub struct KeywordMemo {
+    seeds: (
+        foldhash::quality::RandomState,
+        foldhash::quality::RandomState,
+    ),
+    shards: Vec<Mutex<HashMap<u128, Arc<[Place]>>>>,
+    pieces: AtomicUsize,
+}
+
+impl Default for KeywordMemo {
+    fn default() -> Self {
+        Self {
+            seeds: Default::default(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            pieces: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl KeywordMemo {
+    /// Calls `found(start, end, keyword)` for every occurrence of `keywords` in `data`,
+    /// overlapping ones included, in the order an overlapping search of the whole of
+    /// `data` reports them. `keywords` must hold no line break and be the same
+    /// automaton on every call.
+    pub fn places(
+        &self,
+        keywords: &AhoCorasick,
+        data: &[u8],
+        found: &mut impl FnMut(usize, usize, usize),
+    ) {
+        let mut start = 0;
+        for newline in memchr::memchr_iter(b'\n', data) {
+            let end = newline + 1;
+            if end - start >= MIN_PIECE && cuts(&data[end - 16..end]) {
+                self.piece(keywords, data, start, end, found);
+                start = end;
+            }
+        }
+        if start < data.len() {
+            self.piece(keywords, data, start, data.len(), found);
+        }
+    }
+
+    fn piece(
+        &self,
+        keywords: &AhoCorasick,
+        data: &[u8],
+        start: usize,
+        end: usize,
+        found: &mut impl FnMut(usize, usize, usize),
+    ) {
+        let piece = &data[start..end];
+        if u32::try_from(piece.len()).is_err() {
+            for m in keywords.find_overlapping_iter(piece) {
+                found(start + m.start(), start + m.end(), m.pattern().as_usize());
+            }
+            return;
+        }
+        let key = (u128::from(self.seeds.0.hash_one(piece)) << 64)
+            | u128::from(self.seeds.1.hash_one(piece));
+        let shard = &self.shards[(key as usize) % SHARDS];
+        let known = shard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        let places = match known {
+            Some(places) => places,
+            None => {
+                // Spans fit in u32: the piece does.
+                let places: Arc<[Place]> = keywords
+                    .find_overlapping_iter(piece)
+                    .map(|m| Place {
+                        start: m.start() as u32,
+                        end: m.end() as u32,
+                        keyword: m.pattern().as_u32(),
+                    })
+                    .collect();
+                if self.pieces.fetch_add(1, Ordering::Relaxed) < MAX_PIECES {
+                    shard
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key, places.clone());
+                }
+                places
+            }
+        };
+        for place in places.iter() {
+            found(
+                start + place.start as usize,
+                start + place.end as usize,
+                place.keyword as usize,
+            );
+        }
+    }
+}
+
+/// Whether a piece ends after these 16 bytes (which end in a line break): one time in
+/// 64, by their content only.
+fn cuts(last: &[u8]) -> bool {
+    let half = |at: usize| {
+        u64::from_le_bytes(
+            last.get(at..at + 8)
+                .and_then(|b| b.try_into().ok())
+                .unwrap_or_default(),
+        )
+    };
+    let hash =
+        half(0).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ half(8).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    hash >> 58 == 0
+}
