@@ -9,8 +9,8 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use base64::Engine as _;
 use regex::bytes::Regex;
 
-use super::memo::KeywordMemo;
-use super::rules::{Kind, Reach, Rule, RuleError, RuleSet, is_space};
+use super::memo::{Candidate, Memo};
+use super::rules::{Kind, Rule, RuleError, RuleSet, is_space};
 
 /// Marker that suppresses every finding on its line.
 pub const INLINE_ALLOW: &str = "deployguard:allow";
@@ -42,7 +42,7 @@ pub struct Detector {
     /// with whole-buffer searches.
     windowed: bool,
     /// No keyword holds a line break, so the keyword search can be remembered piece by
-    /// piece (see [`KeywordMemo`]).
+    /// piece (see [`Memo`]).
     memoizable: bool,
 }
 
@@ -96,14 +96,15 @@ impl Detector {
         self.scan_remembering(data, path, hits, None);
     }
 
-    /// [`Detector::scan`], with the keyword search remembered in `memo` (one per scan):
-    /// the same hits, faster over many versions of the same files.
+    /// [`Detector::scan`], with what the keyword search and the rules found remembered
+    /// in `memo` (one per scan): the same hits, faster over many versions of the same
+    /// files.
     pub fn scan_remembering(
         &self,
         data: &[u8],
         path: Option<&str>,
         hits: &mut Vec<Hit>,
-        memo: Option<&KeywordMemo>,
+        memo: Option<&Memo>,
     ) {
         let first = hits.len();
         // For each rule, where its keywords occur: (start, end).
@@ -123,13 +124,14 @@ impl Detector {
         }
         let lock_file = path.is_some_and(is_lock_file);
         let mut windows = Vec::new();
+        let mut lines = None;
         for (index, rule) in self.rules.rules().iter().enumerate() {
             if places[index].is_empty() || (lock_file && rule.kind == Kind::Generic) {
                 continue;
             }
-            self.search_windows(rule, data, &places[index], &mut windows);
+            self.search_windows(rule, data, &places[index], &mut lines, &mut windows);
             for &(from, to) in &windows {
-                self.search(rule, index, data, from, to, hits);
+                self.search(rule, index, data, (from, to), memo, hits);
             }
         }
         hits[first..].sort_unstable();
@@ -146,12 +148,14 @@ impl Detector {
         rule: &Rule,
         data: &[u8],
         places: &[(usize, usize)],
+        lines: &mut Option<ContentLines>,
         windows: &mut Vec<(usize, usize)>,
     ) {
         windows.clear();
         let reach = rule.reach.filter(|reach| {
-            let (Reach::Bytes(n) | Reach::BesidesSpace(n)) = *reach;
-            self.windowed && data.len() > 4 * n + 1024
+            // A buffer worth cutting: well over what one window takes.
+            let size = reach.bytes.or(reach.besides_space).unwrap_or(1024);
+            self.windowed && data.len() > 4 * size + 1024
         });
         let Some(reach) = reach else {
             windows.push((0, data.len()));
@@ -159,13 +163,26 @@ impl Detector {
         };
         let mut line_end = 0;
         for &(start, end) in places {
-            let (from, to) = match reach {
-                Reach::Bytes(n) => (end.saturating_sub(n), (start + n).min(data.len())),
-                Reach::BesidesSpace(n) => (
-                    end - within(data[..end].iter().rev(), n),
-                    start + within(data[start..].iter(), n),
-                ),
-            };
+            // Each measure bounds where a match around this keyword can start and end;
+            // the window is what all of them allow.
+            let (mut from, mut to) = (0, data.len());
+            if let Some(n) = reach.bytes {
+                from = from.max(end.saturating_sub(n));
+                to = to.min(start + n);
+            }
+            if let Some(n) = reach.lines {
+                let lines = lines.get_or_insert_with(|| ContentLines::of(data));
+                let (first, last) = lines.around(start, end, n, data.len());
+                from = from.max(first);
+                to = to.min(last);
+            }
+            // Counting white space is a walk byte by byte: only when no length bounds
+            // the window, and within what the lines allow.
+            if let (None, Some(n)) = (reach.bytes, reach.besides_space) {
+                let (low, high) = (from.min(start), to.max(end));
+                from = from.max(end - within(data[low..end].iter().rev(), n));
+                to = to.min(start + within(data[start..high].iter(), n));
+            }
             if to > line_end {
                 line_end = memchr::memchr(b'\n', &data[to..]).map_or(data.len(), |i| to + i);
             }
@@ -188,36 +205,31 @@ impl Detector {
         rule: &Rule,
         index: usize,
         data: &[u8],
-        from: usize,
-        to: usize,
+        (from, to): (usize, usize),
+        memo: Option<&Memo>,
         hits: &mut Vec<Hit>,
     ) {
-        let haystack = &data[..to];
-        let mut at = from;
-        while at <= to {
-            let Some(captures) = rule.regex.captures_at(haystack, at) else {
-                break;
-            };
-            let Some(whole) = captures.get(0) else { break };
-            // Resume after the secret, not the whole match: trailing context (a line
-            // end) may be the next match's leading context.
-            at = whole.start() + 1;
-            let Some(secret) = captures.get(rule.secret_group) else {
-                continue;
-            };
-            at = at.max(secret.end());
+        let mut found = Vec::new();
+        match memo {
+            Some(memo) => memo.candidates(index, data, from, to, &mut found, |out| {
+                candidates(rule, data, from, to, out)
+            }),
+            None => candidates(rule, data, from, to, &mut found),
+        }
+        for candidate in found {
+            let (start, end) = candidate.secret;
             if rule.kind == Kind::UrlCredentials
                 && !plausible_url_password(
-                    captures.name("user").map(|m| m.as_bytes()),
-                    secret.as_bytes(),
+                    candidate.user.map(|(a, b)| &data[a..b]),
+                    &data[start..end],
                 )
             {
                 continue;
             }
-            if self.accept(rule, data, secret.start(), secret.end()) {
+            if self.accept(rule, data, start, end) {
                 hits.push(Hit {
-                    start: secret.start(),
-                    end: secret.end(),
+                    start,
+                    end,
                     rule: index,
                 });
             }
@@ -296,6 +308,31 @@ impl Detector {
     }
 }
 
+/// What a rule's pattern matches in `data[from..to]` (with the text before `from` as
+/// context), before any check: each secret's span and, for URL credentials, the user's.
+/// Depends on the window's bytes and the few before it only (see [`Memo::candidates`]).
+fn candidates(rule: &Rule, data: &[u8], from: usize, to: usize, out: &mut Vec<Candidate>) {
+    let haystack = &data[..to];
+    let mut at = from;
+    while at <= to {
+        let Some(captures) = rule.regex.captures_at(haystack, at) else {
+            break;
+        };
+        let Some(whole) = captures.get(0) else { break };
+        // Resume after the secret, not the whole match: trailing context (a line end)
+        // may be the next match's leading context.
+        at = whole.start() + 1;
+        let Some(secret) = captures.get(rule.secret_group) else {
+            continue;
+        };
+        at = at.max(secret.end());
+        out.push(Candidate {
+            secret: (secret.start(), secret.end()),
+            user: captures.name("user").map(|m| (m.start(), m.end())),
+        });
+    }
+}
+
 /// How many of `bytes` (taken in the order given) hold at most `n` that are not white
 /// space, white space past the last of them included.
 fn within<'a>(bytes: impl Iterator<Item = &'a u8>, n: usize) -> usize {
@@ -311,6 +348,80 @@ fn within<'a>(bytes: impl Iterator<Item = &'a u8>, n: usize) -> usize {
         taken += 1;
     }
     taken
+}
+
+/// Where each line that holds more than white space has its first such byte and ends
+/// its last, in order: how far a window reaches in lines is then a lookup.
+struct ContentLines {
+    spans: Vec<(usize, usize)>,
+    /// The last line found: keywords come in order, so the next is usually near.
+    hint: std::cell::Cell<usize>,
+}
+
+impl ContentLines {
+    fn of(data: &[u8]) -> Self {
+        let mut spans = Vec::new();
+        let mut start = 0;
+        while start < data.len() {
+            let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i);
+            let line = &data[start..end];
+            if let Some(first) = line.iter().position(|&b| !is_space(b)) {
+                let last = line.iter().rposition(|&b| !is_space(b)).unwrap_or(first);
+                spans.push((start + first, start + last + 1));
+            }
+            start = end + 1;
+        }
+        Self {
+            spans,
+            hint: std::cell::Cell::new(0),
+        }
+    }
+
+    /// The content line holding `at`, a byte that is not white space: searched from
+    /// the last one found, in steps that double.
+    fn index(&self, at: usize) -> usize {
+        let spans = &self.spans;
+        let starts_by = |k: usize| spans[k].0 <= at;
+        if spans.is_empty() {
+            return 0;
+        }
+        let hint = self.hint.get().min(spans.len() - 1);
+        let mut step = 1;
+        // The answer is in low..high: the line at low starts by `at` (or low is 0), the
+        // one at high does not (or high is the end).
+        let (low, high) = if starts_by(hint) {
+            let mut low = hint;
+            while low + step < spans.len() && starts_by(low + step) {
+                low += step;
+                step *= 2;
+            }
+            (low, (low + step).min(spans.len()))
+        } else {
+            let mut high = hint;
+            while high >= step && !starts_by(high - step) {
+                high -= step;
+                step *= 2;
+            }
+            (high.saturating_sub(step), high)
+        };
+        let found =
+            (low + spans[low..high].partition_point(|&(first, _)| first <= at)).saturating_sub(1);
+        self.hint.set(found);
+        found
+    }
+
+    /// Where a match holding the keyword `start..end` and touching at most `n` content
+    /// lines besides the keyword's can start and end: after the last byte of the
+    /// content line `n + 1` above, and before the first byte of the one `n + 1` below
+    /// (white space and blank lines between included).
+    fn around(&self, start: usize, end: usize, n: usize, len: usize) -> (usize, usize) {
+        let above = self.index(start).checked_sub(n + 1);
+        let below = self.index(end.saturating_sub(1)).saturating_add(n + 1);
+        (
+            above.map_or(0, |k| self.spans[k].1),
+            self.spans.get(below).map_or(len, |&(first, _)| first),
+        )
+    }
 }
 
 /// The whole line (or lines) around a span.
@@ -805,7 +916,7 @@ mod robustness {
     fn remembered_keyword_searches_find_exactly_what_fresh_ones_find() {
         let detector = detector();
         assert!(detector.memoizable);
-        let memo = KeywordMemo::default();
+        let memo = Memo::default();
         let examples: Vec<&String> = detector
             .rules()
             .iter()
@@ -848,5 +959,31 @@ mod robustness {
             assert_eq!(fresh, remembered);
         }
         assert!(found_any);
+    }
+
+    #[test]
+    fn content_lines_are_found_from_any_previous_answer() {
+        let mut rng = Rng(0xC0FF_EE00_1234_5678);
+        let mut data = Vec::new();
+        for _ in 0..3000 {
+            match rng.below(4) {
+                0 => data.extend_from_slice(b"   \t"),
+                1 => data.extend_from_slice(b"let x = 1;"),
+                _ => data.extend_from_slice(b"  word"),
+            }
+            data.push(b'\n');
+        }
+        let lines = ContentLines::of(&data);
+        let naive = |at: usize| {
+            lines
+                .spans
+                .partition_point(|&(first, _)| first <= at)
+                .saturating_sub(1)
+        };
+        for _ in 0..20_000 {
+            let at = rng.below(data.len());
+            assert_eq!(lines.index(at), naive(at), "at {at}");
+        }
+        assert_eq!(ContentLines::of(b"   \n\n").index(2), 0);
     }
 }

@@ -1,17 +1,26 @@
-//! What the keyword search found in each piece of text, remembered for one scan.
+//! What detection found in each piece of text, remembered for one scan.
 //!
 //! A history holds the same text many times over: every version of a file repeats most
-//! of the last one. The keyword search (the first, and costliest, step of detection)
-//! gives the same answer for the same bytes, so each blob is cut into pieces of whole
-//! lines, and a piece met before is not searched again. Keywords hold no line break, so
+//! of the last one, and detection gives the same answer for the same bytes.
+//!
+//! **Keywords.** The keyword search (the first step of detection) runs over each blob
+//! cut into pieces of whole lines, and a piece met before is not searched again. Keywords hold no line break, so
 //! no keyword can straddle two pieces, and the places found piece by piece are exactly
 //! those a search of the whole blob finds, in the same order.
 //!
 //! Pieces end after a line break whose preceding 16 bytes hash to a chosen pattern (one
 //! line in 64), at least [`MIN_PIECE`] bytes after the last end: the cuts depend on
 //! content, so an edit moves only the cuts near it and the rest of the file still falls
-//! into pieces met before. A piece is known by two 64-bit hashes with seeds drawn at
-//! random for each scan (so no one can craft text that collides with a piece).
+//! into pieces met before.
+//!
+//! **Rules.** A rule's pattern searched in a window around its keywords finds what the
+//! window's bytes, and the few before it that its look-behind assertions (`\b`, `^`)
+//! read, make it find: the same window met again (the same lines around the same
+//! keyword in the next version of the file) reuses the matches, which then pass the
+//! checks (placeholders, entropy, allowlists, inline suppression) afresh on the blob.
+//!
+//! Pieces and windows are known by two 64-bit hashes with seeds drawn at random for
+//! each scan (so no one can craft text that collides with one met before).
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -22,8 +31,10 @@ use aho_corasick::AhoCorasick;
 
 /// Pieces are at least this long (identical short lines would otherwise cut often).
 const MIN_PIECE: usize = 512;
-/// Pieces remembered at most: beyond, new pieces are searched but not kept.
-const MAX_PIECES: usize = 4 << 20;
+/// Pieces and windows remembered at most: beyond, new ones are searched but not kept.
+const MAX_ENTRIES: usize = 4 << 20;
+/// Bytes before a window that a pattern's look-behind can read (a UTF-8 character's).
+const CONTEXT: usize = 4;
 const SHARDS: usize = 16;
 
 /// One keyword occurrence: its span inside the piece, and the keyword's number.
@@ -34,26 +45,85 @@ struct Place {
     keyword: u32,
 }
 
-pub struct KeywordMemo {
+/// What a rule's pattern matched in a window, before any check: the secret's span and,
+/// for URL credentials, the user's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub secret: (usize, usize),
+    pub user: Option<(usize, usize)>,
+}
+
+pub struct Memo {
     seeds: (
         foldhash::quality::RandomState,
         foldhash::quality::RandomState,
     ),
-    shards: Vec<Mutex<HashMap<u128, Arc<[Place]>>>>,
-    pieces: AtomicUsize,
+    pieces: Vec<Mutex<HashMap<u128, Arc<[Place]>>>>,
+    windows: Vec<Mutex<HashMap<u128, Arc<[Candidate]>>>>,
+    entries: AtomicUsize,
 }
 
-impl Default for KeywordMemo {
+impl Default for Memo {
     fn default() -> Self {
         Self {
             seeds: Default::default(),
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            pieces: AtomicUsize::new(0),
+            pieces: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            windows: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            entries: AtomicUsize::new(0),
         }
     }
 }
 
-impl KeywordMemo {
+impl Memo {
+    /// The candidates rule `rule` finds in `data[from..to]`, as `search` (which fills
+    /// its vector from the window alone) finds them, appended to `out`.
+    pub fn candidates(
+        &self,
+        rule: usize,
+        data: &[u8],
+        from: usize,
+        to: usize,
+        out: &mut Vec<Candidate>,
+        search: impl FnOnce(&mut Vec<Candidate>),
+    ) {
+        // What the pattern reads: the window and the bytes before it (fewer at the
+        // start of the blob, which the key tells apart).
+        let start = from.saturating_sub(CONTEXT);
+        let key = self.key(&(rule, from - start, &data[start..to]));
+        let shard = &self.windows[(key as usize) % SHARDS];
+        let known = shard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(known) = known {
+            out.extend(known.iter().map(|c| Candidate {
+                secret: (c.secret.0 + start, c.secret.1 + start),
+                user: c.user.map(|(a, b)| (a + start, b + start)),
+            }));
+            return;
+        }
+        let first = out.len();
+        search(out);
+        if self.entries.fetch_add(1, Ordering::Relaxed) < MAX_ENTRIES {
+            let relative: Arc<[Candidate]> = out[first..]
+                .iter()
+                .map(|c| Candidate {
+                    secret: (c.secret.0 - start, c.secret.1 - start),
+                    user: c.user.map(|(a, b)| (a - start, b - start)),
+                })
+                .collect();
+            shard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, relative);
+        }
+    }
+
+    fn key(&self, value: &impl std::hash::Hash) -> u128 {
+        (u128::from(self.seeds.0.hash_one(value)) << 64) | u128::from(self.seeds.1.hash_one(value))
+    }
+
     /// Calls `found(start, end, keyword)` for every occurrence of `keywords` in `data`,
     /// overlapping ones included, in the order an overlapping search of the whole of
     /// `data` reports them. `keywords` must hold no line break and be the same
@@ -92,9 +162,8 @@ impl KeywordMemo {
             }
             return;
         }
-        let key = (u128::from(self.seeds.0.hash_one(piece)) << 64)
-            | u128::from(self.seeds.1.hash_one(piece));
-        let shard = &self.shards[(key as usize) % SHARDS];
+        let key = self.key(&piece);
+        let shard = &self.pieces[(key as usize) % SHARDS];
         let known = shard
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -112,7 +181,7 @@ impl KeywordMemo {
                         keyword: m.pattern().as_u32(),
                     })
                     .collect();
-                if self.pieces.fetch_add(1, Ordering::Relaxed) < MAX_PIECES {
+                if self.entries.fetch_add(1, Ordering::Relaxed) < MAX_ENTRIES {
                     shard
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())

@@ -177,7 +177,7 @@ impl Scanner {
             progress,
             cancel: run.cancel,
             skipped: Mutex::new(Vec::new()),
-            memo: memo::KeywordMemo::default(),
+            memo: memo::Memo::default(),
         };
         let (source, findings, refs) = match target {
             Target::Git { repo, revisions } => {
@@ -273,7 +273,7 @@ pub(crate) struct Context<'a> {
     cancel: Option<&'a AtomicBool>,
     skipped: Mutex<Vec<Skipped>>,
     /// The keyword search over text met before in this scan.
-    memo: memo::KeywordMemo,
+    memo: memo::Memo,
 }
 
 impl Context<'_> {

@@ -177,9 +177,14 @@ impl Rule {
             .build()
             .parse(&spec.pattern)
             .ok()
-            .and_then(|hir| match hir.properties().maximum_len() {
-                Some(len) => Some(Reach::Bytes(len)),
-                None => reach_besides_space(&hir).map(Reach::BesidesSpace),
+            .and_then(|hir| {
+                let reach = Reach {
+                    bytes: hir.properties().maximum_len(),
+                    besides_space: reach_besides_space(&hir),
+                    lines: line_breaks(&hir),
+                };
+                (reach.bytes.is_some() || reach.besides_space.is_some() || reach.lines.is_some())
+                    .then_some(reach)
             });
         Ok(Self {
             reach,
@@ -202,16 +207,20 @@ impl Rule {
     }
 }
 
-/// How far from one of its keywords a rule's match can reach. Every match holds a
-/// keyword, so a bounded rule is searched only around its keywords' places.
+/// How far from one of its keywords a rule's match can reach, by three measures (each
+/// known when it is bounded). Every match holds a keyword, so a rule bounded by any of
+/// them is searched only around its keywords' places.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Reach {
+pub(crate) struct Reach {
     /// No match is longer than this many bytes.
-    Bytes(usize),
+    pub bytes: Option<usize>,
     /// No match holds more than this many bytes besides those its unbounded runs of
-    /// white space match (`\s*` between a name and its value, say): whatever the
-    /// white space, a match stays within this many bytes that are not white space.
-    BesidesSpace(usize),
+    /// white space match (`\s*` between a name and its value, say).
+    pub besides_space: Option<usize>,
+    /// Unbounded only in runs that stay on one line (a token's body,
+    /// `[A-Za-z0-9]{90,}`) or hold white space only: a match touches at most this many
+    /// lines besides its keyword's that hold anything but white space.
+    pub lines: Option<usize>,
 }
 
 /// The white space of a pattern's `\s` (ASCII: patterns are compiled without Unicode).
@@ -238,6 +247,42 @@ fn reach_besides_space(hir: &regex_syntax::hir::Hir) -> Option<usize> {
         HirKind::Alternation(parts) => parts.iter().try_fold(0usize, |longest, part| {
             Some(longest.max(reach_besides_space(part)?))
         }),
+    }
+}
+
+/// How many lines that hold more than white space a match of `hir` can move on to:
+/// one per line break it can match, and one per unbounded run of white space (however
+/// many lines that run crosses, they are blank). `None` when an unbounded run can match
+/// both line breaks and other bytes.
+fn line_breaks(hir: &regex_syntax::hir::Hir) -> Option<usize> {
+    use regex_syntax::hir::{Class, HirKind};
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => Some(0),
+        HirKind::Literal(literal) => Some(literal.0.iter().filter(|&&b| b == b'\n').count()),
+        HirKind::Class(Class::Bytes(class)) => Some(usize::from(
+            class
+                .ranges()
+                .iter()
+                .any(|r| (r.start()..=r.end()).contains(&b'\n')),
+        )),
+        HirKind::Class(Class::Unicode(class)) => Some(usize::from(
+            class
+                .ranges()
+                .iter()
+                .any(|r| (r.start()..=r.end()).contains(&'\n')),
+        )),
+        HirKind::Repetition(repetition) => match repetition.max {
+            Some(max) => line_breaks(&repetition.sub)?.checked_mul(max as usize),
+            None if only_space(&repetition.sub) => Some(1),
+            None => (line_breaks(&repetition.sub)? == 0).then_some(0),
+        },
+        HirKind::Capture(capture) => line_breaks(&capture.sub),
+        HirKind::Concat(parts) => parts
+            .iter()
+            .try_fold(0usize, |sum, part| sum.checked_add(line_breaks(part)?)),
+        HirKind::Alternation(parts) => parts
+            .iter()
+            .try_fold(0usize, |most, part| Some(most.max(line_breaks(part)?))),
     }
 }
 
