@@ -113,7 +113,7 @@ if [ "$SKIP_OURS" != 1 ]; then
   "$DG" scan --no-progress --format json -o /dev/null --secrets-out "$scanned" "$REPO" || rc=$?
   [ "$rc" -le 1 ] || die "deployguard scan failed (exit $rc)"
 fi
-selection=$(python3 - "$planted" "$scanned" "$SECRETS" "$EXPR" "$VALUES" "$REPLACEMENT" <<'PY'
+selection=$(SELECTION_SOURCE=${SELECTION:+"from $(basename "$SELECTION")"} python3 - "$planted" "$scanned" "$SECRETS" "$EXPR" "$VALUES" "$REPLACEMENT" <<'PY'
 import hashlib, hmac, json, os, struct, sys
 
 planted_path, scanned_path, secrets_path, expr_path, values_path, replacement = sys.argv[1:]
@@ -138,7 +138,7 @@ planted = []
 if os.path.isfile(planted_path):
     planted = [l.split(None, 1) for l in open(planted_path).read().splitlines() if l.strip()]
 if planted:
-    source = "planted by make_repo.py"
+    source = os.environ.get("SELECTION_SOURCE") or "planted by make_repo.py"
     by_value = {(s["rule_id"], s["value"]): s for s in scanned}
     chosen = []
     for rule, value in planted:
@@ -320,6 +320,12 @@ def load(p):
     rows = (l.split() for l in open(p) if l.strip())
     return {r[0]: (r[1], r[2]) for r in rows}
 ours, fr = load(sys.argv[1]), load(sys.argv[2])
+# filter-repo turns a mirror's refs/remotes/origin/X into refs/heads/X; compare those as
+# the one ref they are.
+for name in [r for r in fr if r.startswith("refs/heads/") and r not in ours]:
+    remote = "refs/remotes/origin/" + name[len("refs/heads/"):]
+    if remote in ours and remote not in fr:
+        fr[remote] = fr.pop(name)
 all_same = ours.pop("HISTORY-ALL")[1] == fr.pop("HISTORY-ALL")[1]
 missing = ("missing", "missing")
 refs = sorted(set(ours) | set(fr))

@@ -6,7 +6,8 @@
 #   bench/service.sh     # then this
 #
 # The repository is bench/make_repo.py's (BENCH_COMMITS, BENCH_FILES, BENCH_FILE_KIB;
-# defaults 5000, 1000, 32), repacked, pushed to the demo git server. Every secret found
+# defaults 5000, 1000, 32), repacked, or BENCH_REPO (any local repository, a real one
+# brought with `git clone --mirror`, every ref of it), pushed to the demo git server. Every secret found
 # is selected. Service: the three tasks' durations as the worker recorded them
 # (task_results), with their own stage timings, plus the time from each request to its
 # task's start (queueing). The person's pauses between steps are not counted. CLI:
@@ -23,7 +24,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/deployguard/target}
 DG=${DG:-$CARGO_TARGET_DIR/release/deployguard}
 BENCH_DIR=${BENCH_DIR:-$HOME/.cache/deployguard/bench}
 COMMITS=${BENCH_COMMITS:-5000} FILES=${BENCH_FILES:-1000} KIB=${BENCH_FILE_KIB:-32}
-REPO="$BENCH_DIR/service-$COMMITS-$FILES-$KIB.git"
+REPO=${BENCH_REPO:-"$BENCH_DIR/service-$COMMITS-$FILES-$KIB.git"}
 API="http://${API_ADDR}/api/v2"
 NAME="bench-$(date +%s)"
 work=$(mktemp -d)
@@ -51,6 +52,10 @@ sys.exit("timed out")
 PY
 }
 
+if [ -n "${BENCH_REPO:-}" ] && ! git -C "$REPO" rev-parse --git-dir >/dev/null 2>&1; then
+  echo "BENCH_REPO=$REPO is not a git repository" >&2
+  exit 2
+fi
 if [ ! -d "$REPO" ]; then
   mkdir -p "$BENCH_DIR"
   python3 bench/make_repo.py "$REPO" --commits "$COMMITS" --files "$FILES" --file-kib "$KIB" >/dev/null
