@@ -243,18 +243,33 @@ pub(crate) fn rewrite(
     let mut map: OidMap<Oid> = OidMap::default();
     let mut written_clean: OidMap<()> = OidMap::default();
     let mut blobs_rewritten = 0u64;
+    // Rewritten blobs whose base (by its original id) is not written yet: results come
+    // in no particular order.
+    let mut waiting: OidMap<Vec<(Oid, NewBlob)>> = OidMap::default();
     let mut record = |mut seen: Seen| -> Result<(), CleanError> {
         run.read(seen.size);
         if let Some(blob) = seen.blob.take() {
-            // A delta's base was read, and so written, before it on the same thread.
-            let base = blob.base.and_then(|old| map.get(&old).copied());
-            let new = pack.add_prepared(blob.prepared, base)?;
-            if map.insert(seen.oid, new).is_none() {
-                blobs_rewritten += 1;
-                run.written();
-            }
-            if blob.clean {
-                written_clean.insert(new, ());
+            let mut ready = vec![(seen.oid, blob)];
+            while let Some((old, blob)) = ready.pop() {
+                let base = match blob.base {
+                    None => None,
+                    Some(base) => match map.get(&base) {
+                        Some(&new) => Some(new),
+                        None => {
+                            waiting.entry(base).or_default().push((old, blob));
+                            continue;
+                        }
+                    },
+                };
+                let new = pack.add_prepared(blob.prepared, base)?;
+                if map.insert(old, new).is_none() {
+                    blobs_rewritten += 1;
+                    run.written();
+                }
+                if blob.clean {
+                    written_clean.insert(new, ());
+                }
+                ready.extend(waiting.remove(&old).unwrap_or_default());
             }
         }
         let (size, is_commit) = (seen.size, seen.kind == Kind::Commit);
@@ -314,6 +329,13 @@ pub(crate) fn rewrite(
         })?,
     }
     run.check()?;
+    if let Some(base) = waiting.keys().next() {
+        // Cannot happen: a blob is written as a delta only of a base that holds a value
+        // too, and every such base is read and rewritten.
+        return Err(CleanError::Source(format!(
+            "blob {base} was not rewritten, though rewritten blobs are built on it"
+        )));
+    }
 
     run.phase(Phase::Rewriting);
     let read_ms = super::millis(started);

@@ -4,8 +4,9 @@
 //! base git had chosen for the original, rather than whole.
 //!
 //! The encoder copies what base and target share at their start and end, indexes the
-//! rest of the base at every 16th byte and looks each position of the rest of the
-//! target up, extending every verified match both ways. It finds
+//! rest of the base at every 16th byte (more sparsely in a base over a megabyte) and
+//! looks each position of the rest of the target up, extending every verified match
+//! both ways. It finds
 //! fewer matches than git's own search, which also indexes overlapping windows, but a
 //! rewritten object differs from its base where the original differed from its base
 //! plus where values were replaced: long runs in common, which this finds at once.
@@ -139,13 +140,17 @@ struct Index {
 impl Index {
     /// Indexes the blocks of `base` in `range` (at least one block long).
     fn new(base: &[u8], range: std::ops::Range<usize>) -> Self {
-        let blocks = range.len() / BLOCK;
+        // A large base is indexed more sparsely (at most about 64 Ki blocks): the long
+        // runs a rewritten object shares with its base are still found, a few bytes
+        // later, and indexing costs far less.
+        let stride = (range.len() >> 16).next_power_of_two().max(BLOCK);
+        let blocks = range.len() / stride;
         let size = (blocks * 2).next_power_of_two().max(16);
         let mut index = Self {
             slots: vec![0; size],
             shift: 64 - size.trailing_zeros(),
         };
-        for start in (range.start..=range.end - BLOCK).step_by(BLOCK) {
+        for start in (range.start..=range.end - BLOCK).step_by(stride) {
             let slot = index.slot(window_hash(&base[start..start + BLOCK]));
             // Stored plus one: zero marks an empty slot. The base is under 4 GiB. The
             // first block keeps the slot: a match there extends the furthest through
@@ -408,5 +413,18 @@ mod tests {
             assert_eq!(apply(&base, &delta).as_deref(), Some(&target[..]));
             assert!(delta.len() < 64, "{} bytes", delta.len());
         }
+    }
+
+    #[test]
+    fn a_large_base_indexed_sparsely_still_gives_a_small_delta() {
+        let mut bytes = Bytes(5);
+        let base = bytes.fill(4 << 20, 26);
+        let mut target = base.clone();
+        // Shifted content between two edits: only the index can find it.
+        target.splice(400_000..400_000, *b"inserted");
+        target[3_600_000..3_600_010].copy_from_slice(b"0123456789");
+        let delta = encode(&base, &target, usize::MAX).expect("no limit");
+        assert_eq!(apply(&base, &delta).as_deref(), Some(&target[..]));
+        assert!(delta.len() < 1024, "{} bytes", delta.len());
     }
 }

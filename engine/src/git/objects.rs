@@ -473,7 +473,7 @@ impl Prepared {
     /// Hashes `data` and compresses it, as a delta against `base` (the content of an
     /// object that will be in the pack) when that is less than half its size.
     pub fn new(format: ObjectFormat, kind: Kind, data: &[u8], base: Option<&[u8]>) -> Self {
-        Self::with(format, kind, data, base, &mut fast_compressor())
+        Self::with(format, kind, data, base, &mut compressor())
     }
 
     fn with(
@@ -488,11 +488,19 @@ impl Prepared {
             Some(delta) => (REF_DELTA, delta.as_slice()),
             None => (kind.pack_type(), data),
         };
+        let compressed = if payload.len() >= THOROUGH_FROM {
+            deflate(
+                &mut flate2::Compress::new(flate2::Compression::default(), true),
+                payload,
+            )
+        } else {
+            deflate(compress, payload)
+        };
         Self {
             oid: format.hash(kind, data),
             pack_type,
             size: payload.len(),
-            compressed: deflate(compress, payload),
+            compressed,
         }
     }
 
@@ -502,9 +510,15 @@ impl Prepared {
     }
 }
 
-fn fast_compressor() -> flate2::Compress {
+/// The compressor for small payloads (commits, trees, deltas): fast, as their number
+/// makes the time count more than the bytes.
+fn compressor() -> flate2::Compress {
     flate2::Compress::new(flate2::Compression::fast(), true)
 }
+
+/// Payloads from this size on are compressed at git's own level: what is written here
+/// goes into bundles as it is, and a large file stored whole is most of a pack's size.
+const THOROUGH_FROM: usize = 64 << 10;
 
 fn deflate(compress: &mut flate2::Compress, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() / 2 + 64);
@@ -560,12 +574,12 @@ impl PackWriter {
             path,
             out: Some(out),
             position: 12,
-            compress: fast_compressor(),
+            compress: compressor(),
             written: OidMap::default(),
         })
     }
 
-    /// Adds an object (not deltified; fast compression) and returns its id. An object
+    /// Adds an object (not deltified) and returns its id. An object
     /// already added is not written again.
     pub fn add(&mut self, kind: Kind, data: &[u8]) -> Result<Oid, GitError> {
         self.add_against(kind, data, None)

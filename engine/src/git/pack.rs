@@ -208,7 +208,8 @@ impl ObjectStore {
     /// Like [`ObjectStore::for_each`], for the objects `want` accepts only: `map` sees
     /// nothing else, and a delta tree none of whose objects is wanted is not read. An
     /// object larger than `max_size` bytes reaches `map` without its content (and is
-    /// not inflated unless a wanted delta is built on it).
+    /// not inflated unless a wanted delta is built on it). `sink` gets the results in no
+    /// particular order: a delta's may come before its base's.
     pub fn read<T, E>(
         &self,
         repo: &Path,
@@ -240,9 +241,12 @@ impl ObjectStore {
             .flat_map(|(p, plan)| plan.roots.iter().map(move |&root| (p, root)))
             .collect();
         let next = AtomicUsize::new(0);
+        // Large objects a busy thread hands over (see `SHARED_FROM`).
+        let (share_tx, share_rx) = crossbeam_channel::bounded::<Shared>(threads * 2);
         let result = std::thread::scope(|scope| -> Result<(), E> {
             for _ in 0..threads {
                 let tx = tx.clone();
+                let (share_tx, share_rx) = (share_tx.clone(), share_rx.clone());
                 let (roots, children, plans, next, stop, map) =
                     (&roots, &children, &plans, &next, &stop, &map);
                 scope.spawn(move || {
@@ -254,11 +258,26 @@ impl ObjectStore {
                         }
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         if i >= total {
-                            return;
+                            break;
                         }
                         let sent = if i < roots.len() {
                             let (p, root) = roots[i];
-                            let emit = &mut |object: Object<'_>| tx.send(Ok(map(object))).is_ok();
+                            let emit = &mut |object: Object<'_>| {
+                                if stop.load(Ordering::Relaxed) {
+                                    return false;
+                                }
+                                let large = object.data.is_some_and(|d| d.len() >= SHARED_FROM);
+                                if large && threads > 1 && !share_tx.is_full() {
+                                    match share_tx.try_send(Shared::of(&object)) {
+                                        Ok(()) => return true,
+                                        Err(e) => {
+                                            let shared = e.into_inner();
+                                            return tx.send(Ok(map(shared.object()))).is_ok();
+                                        }
+                                    }
+                                }
+                                tx.send(Ok(map(object))).is_ok()
+                            };
                             self.packs[p].walk(
                                 root,
                                 &children[p],
@@ -294,9 +313,20 @@ impl ObjectStore {
                             }
                         }
                     }
+                    // Out of work of its own: take what the threads still walking hand
+                    // over, until every one of them is done.
+                    drop(share_tx);
+                    for shared in share_rx.iter() {
+                        if stop.load(Ordering::Relaxed)
+                            || tx.send(Ok(map(shared.object()))).is_err()
+                        {
+                            return;
+                        }
+                    }
                 });
             }
             drop(tx);
+            drop((share_tx, share_rx));
             for item in rx.iter() {
                 let outcome = item.map_err(E::from).and_then(&mut sink);
                 if let Err(e) = outcome {
@@ -335,6 +365,47 @@ impl ObjectStore {
             })?;
         }
         Ok(())
+    }
+}
+
+/// Objects at least this large are handed to a free thread by one busy walking a delta
+/// tree: a file's many versions are one delta tree, and what a pass does with each
+/// version (a clean's rewrite of a large file holding a value) would otherwise run on one
+/// core while the others wait. The object and its base are copied to be handed over; a
+/// thread whose hand-over queue is full does the work itself.
+const SHARED_FROM: usize = 256 << 10;
+
+/// An object handed to another thread, with its own copies of the content and base.
+struct Shared {
+    oid: Oid,
+    kind: Kind,
+    size: u64,
+    data: Option<Vec<u8>>,
+    base: Option<(Oid, Vec<u8>)>,
+}
+
+impl Shared {
+    fn of(object: &Object<'_>) -> Self {
+        Self {
+            oid: object.oid,
+            kind: object.kind,
+            size: object.size,
+            data: object.data.map(<[u8]>::to_vec),
+            base: object.base.map(|(oid, data)| (oid, data.to_vec())),
+        }
+    }
+
+    fn object(&self) -> Object<'_> {
+        Object {
+            oid: self.oid,
+            kind: self.kind,
+            size: self.size,
+            data: self.data.as_deref(),
+            base: self
+                .base
+                .as_ref()
+                .map(|(oid, data)| (*oid, data.as_slice())),
+        }
     }
 }
 

@@ -823,9 +823,11 @@ fn a_cleaned_history_stays_as_small_as_the_original_and_keeps_thousands_of_refs(
     git(repo, &["init", "-q", "-b", "main"]);
     // A large file that does not compress (each line a different pseudo-random word)
     // holding the value in every version, edited a little per commit: whole, the 30
-    // rewritten versions would take thirty times what their deltas take.
+    // rewritten versions would take thirty times what their deltas take. Large enough
+    // (700 KB) for the pack reader to hand versions to another thread, so that a
+    // version's rewrite may be done before its base's.
     let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut lines: Vec<String> = (0..6000)
+    let mut lines: Vec<String> = (0..28000)
         .map(|_| {
             state ^= state << 13;
             state ^= state >> 7;
@@ -835,7 +837,7 @@ fn a_cleaned_history_stays_as_small_as_the_original_and_keeps_thousands_of_refs(
         .collect();
     lines[3000] = format!("TOKEN={GITHUB}");
     for version in 0..30 {
-        lines[version * 100] = format!("edited in version {version}");
+        lines[version * 900] = format!("edited in version {version}");
         std::fs::write(repo.join("data.txt"), lines.join("\n")).unwrap();
         commit_all(repo, &format!("v{version}"));
     }
