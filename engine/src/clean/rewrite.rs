@@ -291,14 +291,12 @@ pub(crate) fn rewrite(
     let threads = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let look = |object: Object<'_>| {
         let data = object.data.unwrap_or_default();
-        // A blob is searched by replacing: one pass when it holds nothing.
-        let (hit, blob) = match object.kind {
-            Kind::Blob => {
-                let blob = NewBlob::of(format, selection, data, object.base);
-                (blob.is_some(), blob)
-            }
-            _ => (selection.is_match(data), None),
-        };
+        // The search first (its finder is faster than the replacing one), then the
+        // rewrite of a blob that holds a value.
+        let hit = selection.is_match(data);
+        let blob = (hit && object.kind == Kind::Blob)
+            .then(|| NewBlob::of(format, selection, data, object.base))
+            .flatten();
         Seen {
             oid: object.oid,
             kind: object.kind,
