@@ -374,6 +374,8 @@ fi
 # --- report --------------------------------------------------------------------------
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
 os=$(sed -n 's/^PRETTY_NAME="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' /etc/os-release 2>/dev/null || true)
+# Total size of the files named, in MiB (0 when there are none).
+size_mib() { du -cb "$@" 2>/dev/null | awk 'END {printf "%.1f", $1 / 1048576}'; }
 ratio() { if [ -n "$1" ] && [ -n "$2" ]; then awk "BEGIN{printf \"%.2f×\", $1 / $2}"; else echo "n/a"; fi; }
 row() { if [ -n "$2" ]; then echo "| $1 | $2 | $3 |"; else echo "| $1 | not run | |"; fi; }
 cat <<REPORT
@@ -395,6 +397,7 @@ $(row "git filter-repo \`--replace-text --prune-empty never --prune-degenerate n
 
 filter-repo / deployguard: $(ratio "$fr" "$ours"). deployguard / floors (metadata, full content into a copy, full content into an empty repository): $(ratio "$ours" "$meta"), $(ratio "$ours" "$fullcopy"), $(ratio "$ours" "$full").
 filter-repo's own "New history written" figure (before its reflog expire and gc): ${fr_rewrite:-n/a} s.
+Sizes: source packs $(size_mib "$GIT_DIR_ABS"/objects/pack/*.pack) MiB; deployguard's bundle $(size_mib "$OURS_OUT.bundle") MiB ($(ratio "$(size_mib "$OURS_OUT.bundle")" "$(size_mib "$GIT_DIR_ABS"/objects/pack/*.pack)") the source packs); filter-repo's packs after its gc $(size_mib "$FR_COPY"/objects/pack/*.pack) MiB.
 Peak RSS is the largest single process (GNU time), not the sum over a pipeline. The metadata
 floor imports into an empty repository that borrows the blobs through objects/info/alternates.
 
