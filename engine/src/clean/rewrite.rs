@@ -3,8 +3,9 @@
 //! graph: a tree's children, a commit's tree and parents, a tag's target. From that
 //! shape follows exactly what must change: the blobs that hold a value, every tree
 //! above them, every commit whose tree or message changes and every commit after it,
-//! and the tags on any of those. Only these are read again and written, as one pack;
-//! everything else keeps its id.
+//! and the tags on any of those. Only these are written, as one pack; everything else
+//! keeps its id. A blob holding a value is rewritten as it is read (whether it changes
+//! depends on it alone); trees are read again, commits are kept from the first pass.
 
 use crate::git::objects::{
     self, Kind, Oid, OidMap, PackWriter, Prepared, field_value, header_fields, split_message,
@@ -453,11 +454,12 @@ fn plan(graph: &Graph) -> Plan {
     plan
 }
 
-/// Rewritten objects held back to be written in the order the source stores their
+/// Rewritten trees held back to be written in the order the source stores their
 /// originals: git writes a delta after its base, so that order meets the rewritten
-/// version of each original's base first, and the object is written as a delta of it
-/// (a rewritten tree or blob differs from it about as little as the original did from
-/// the original base). At most [`Pending::BUDGET`] bytes wait at once.
+/// version of each original's base first, and the tree is written as a delta of it (a
+/// rewritten tree differs from it about as little as the original did from the
+/// original base). At most [`Pending::BUDGET`] bytes wait at once. (Blobs need no
+/// waiting: each is written as a delta of its base's rewritten version as it is read.)
 struct Pending<'a> {
     placement: &'a OidMap<Placement>,
     objects: Vec<(Oid, Kind, Vec<u8>)>,
