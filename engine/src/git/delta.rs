@@ -118,8 +118,9 @@ fn common_suffix(a: &[u8], b: &[u8]) -> usize {
 }
 
 /// A hash of 16 bytes from their two halves: as cheap at every position of the target
-/// as a rolling hash would be, and much cheaper for indexing the base.
-fn window_hash(window: &[u8]) -> u64 {
+/// as a rolling hash would be, and much cheaper for indexing the base. (The scan's memo
+/// cuts text where it says, too.)
+pub(crate) fn window_hash(window: &[u8]) -> u64 {
     let half = |at: usize| {
         u64::from_le_bytes(
             window

@@ -53,13 +53,27 @@ pub struct Candidate {
     pub user: Option<(usize, usize)>,
 }
 
+impl Candidate {
+    /// The same spans counted from `to` instead of `from`.
+    fn moved(self, from: usize, to: usize) -> Self {
+        let span = |(a, b): (usize, usize)| (a - from + to, b - from + to);
+        Self {
+            secret: span(self.secret),
+            user: self.user.map(span),
+        }
+    }
+}
+
+/// One of the maps a memo spreads its entries over (one lock each).
+type Shard<V> = Mutex<HashMap<u128, Arc<[V]>>>;
+
 pub struct Memo {
     seeds: (
         foldhash::quality::RandomState,
         foldhash::quality::RandomState,
     ),
-    pieces: Vec<Mutex<HashMap<u128, Arc<[Place]>>>>,
-    windows: Vec<Mutex<HashMap<u128, Arc<[Candidate]>>>>,
+    pieces: Vec<Shard<Place>>,
+    windows: Vec<Shard<Candidate>>,
     entries: AtomicUsize,
 }
 
@@ -87,37 +101,42 @@ impl Memo {
         search: impl FnOnce(&mut Vec<Candidate>),
     ) {
         // What the pattern reads: the window and the bytes before it (fewer at the
-        // start of the blob, which the key tells apart).
+        // start of the blob, which the key tells apart). Kept relative to that start.
         let start = from.saturating_sub(CONTEXT);
         let key = self.key(&(rule, from - start, &data[start..to]));
-        let shard = &self.windows[(key as usize) % SHARDS];
+        let found = self.remember(&self.windows, key, || {
+            let mut fresh = Vec::new();
+            search(&mut fresh);
+            fresh.iter().map(|c| c.moved(start, 0)).collect()
+        });
+        out.extend(found.iter().map(|c| c.moved(0, start)));
+    }
+
+    /// What `shards` holds under `key`, or what `make` makes, kept there while fewer
+    /// than [`MAX_ENTRIES`] are.
+    fn remember<V>(
+        &self,
+        shards: &[Shard<V>],
+        key: u128,
+        make: impl FnOnce() -> Arc<[V]>,
+    ) -> Arc<[V]> {
+        let shard = &shards[(key as usize) % SHARDS];
         let known = shard
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
             .cloned();
         if let Some(known) = known {
-            out.extend(known.iter().map(|c| Candidate {
-                secret: (c.secret.0 + start, c.secret.1 + start),
-                user: c.user.map(|(a, b)| (a + start, b + start)),
-            }));
-            return;
+            return known;
         }
-        let first = out.len();
-        search(out);
+        let made = make();
         if self.entries.fetch_add(1, Ordering::Relaxed) < MAX_ENTRIES {
-            let relative: Arc<[Candidate]> = out[first..]
-                .iter()
-                .map(|c| Candidate {
-                    secret: (c.secret.0 - start, c.secret.1 - start),
-                    user: c.user.map(|(a, b)| (a - start, b - start)),
-                })
-                .collect();
             shard
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(key, relative);
+                .insert(key, made.clone());
         }
+        made
     }
 
     fn key(&self, value: &impl std::hash::Hash) -> u128 {
@@ -163,33 +182,17 @@ impl Memo {
             return;
         }
         let key = self.key(&piece);
-        let shard = &self.pieces[(key as usize) % SHARDS];
-        let known = shard
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .cloned();
-        let places = match known {
-            Some(places) => places,
-            None => {
-                // Spans fit in u32: the piece does.
-                let places: Arc<[Place]> = keywords
-                    .find_overlapping_iter(piece)
-                    .map(|m| Place {
-                        start: m.start() as u32,
-                        end: m.end() as u32,
-                        keyword: m.pattern().as_u32(),
-                    })
-                    .collect();
-                if self.entries.fetch_add(1, Ordering::Relaxed) < MAX_ENTRIES {
-                    shard
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(key, places.clone());
-                }
-                places
-            }
-        };
+        // Spans fit in u32: the piece does.
+        let places = self.remember(&self.pieces, key, || {
+            keywords
+                .find_overlapping_iter(piece)
+                .map(|m| Place {
+                    start: m.start() as u32,
+                    end: m.end() as u32,
+                    keyword: m.pattern().as_u32(),
+                })
+                .collect()
+        });
         for place in places.iter() {
             found(
                 start + place.start as usize,
@@ -203,14 +206,5 @@ impl Memo {
 /// Whether a piece ends after these 16 bytes (which end in a line break): one time in
 /// 64, by their content only.
 fn cuts(last: &[u8]) -> bool {
-    let half = |at: usize| {
-        u64::from_le_bytes(
-            last.get(at..at + 8)
-                .and_then(|b| b.try_into().ok())
-                .unwrap_or_default(),
-        )
-    };
-    let hash =
-        half(0).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ half(8).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
-    hash >> 58 == 0
+    crate::git::delta::window_hash(last) >> 58 == 0
 }
