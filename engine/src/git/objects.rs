@@ -653,10 +653,6 @@ impl PackWriter {
         Ok(oid)
     }
 
-    pub fn count(&self) -> usize {
-        self.written.len()
-    }
-
     /// Completes the pack and its index (written here: every id, offset and checksum
     /// is known, so git need not read the pack again) and moves both into place.
     /// Nothing is left behind when no object was added.
