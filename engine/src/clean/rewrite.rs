@@ -324,6 +324,7 @@ pub(crate) fn rewrite(
                 size: data.len() as u64,
                 data: Some(data),
                 base: None,
+                delta: None,
             }))
         })?,
     }

@@ -235,51 +235,123 @@ fn varint(delta: &[u8], at: &mut usize) -> Option<usize> {
     }
 }
 
+/// One instruction of a delta.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op<'a> {
+    /// Bytes `from..from + len` of the base.
+    Copy { from: usize, len: usize },
+    /// These bytes.
+    Insert(&'a [u8]),
+}
+
+/// A delta's sizes (its base's, its result's) and its instructions, read one by one: an
+/// instruction that cannot be read is `Some(None)`.
+fn instructions(delta: &[u8]) -> Option<(usize, usize, impl Iterator<Item = Option<Op<'_>>>)> {
+    let mut at = 0;
+    let base_len = varint(delta, &mut at)?;
+    let size = varint(delta, &mut at)?;
+    let ops = std::iter::from_fn(move || {
+        let &op = delta.get(at)?;
+        at += 1;
+        let mut read = || -> Option<Op<'_>> {
+            if op & 0x80 != 0 {
+                let mut from = 0usize;
+                let mut len = 0usize;
+                for bit in 0..4 {
+                    if op & (1 << bit) != 0 {
+                        from |= usize::from(*delta.get(at)?) << (8 * bit);
+                        at += 1;
+                    }
+                }
+                for bit in 0..3 {
+                    if op & (0x10 << bit) != 0 {
+                        len |= usize::from(*delta.get(at)?) << (8 * bit);
+                        at += 1;
+                    }
+                }
+                Some(Op::Copy {
+                    from,
+                    len: if len == 0 { 0x10000 } else { len },
+                })
+            } else if op != 0 {
+                let bytes = delta.get(at..at + usize::from(op))?;
+                at += bytes.len();
+                Some(Op::Insert(bytes))
+            } else {
+                None
+            }
+        };
+        let read = read();
+        if read.is_none() {
+            // Nothing after a damaged instruction is read.
+            at = delta.len();
+        }
+        Some(read)
+    });
+    Some((base_len, size, ops))
+}
+
 /// Applies a delta to `base`; `None` when the delta does not fit it.
 pub fn apply(base: &[u8], delta: &[u8]) -> Option<Vec<u8>> {
-    let mut at = 0;
-    if varint(delta, &mut at)? != base.len() {
+    let (base_len, size, ops) = instructions(delta)?;
+    if base_len != base.len() {
         return None;
     }
-    let size = varint(delta, &mut at)?;
     let mut out = Vec::with_capacity(size.min(super::pack::RESERVE_LIMIT));
-    while at < delta.len() {
-        let op = delta[at];
-        at += 1;
-        if op & 0x80 != 0 {
-            let mut offset = 0usize;
-            let mut len = 0usize;
-            for bit in 0..4 {
-                if op & (1 << bit) != 0 {
-                    offset |= usize::from(*delta.get(at)?) << (8 * bit);
-                    at += 1;
-                }
+    for op in ops {
+        match op? {
+            Op::Copy { from, len } => {
+                out.extend_from_slice(base.get(from..from.checked_add(len)?)?)
             }
-            for bit in 0..3 {
-                if op & (0x10 << bit) != 0 {
-                    len |= usize::from(*delta.get(at)?) << (8 * bit);
-                    at += 1;
-                }
-            }
-            if len == 0 {
-                len = 0x10000;
-            }
-            out.extend_from_slice(base.get(offset..offset.checked_add(len)?)?);
-            if out.len() > size {
-                return None;
-            }
-        } else if op != 0 {
-            let len = usize::from(op);
-            out.extend_from_slice(delta.get(at..at + len)?);
-            at += len;
-            if out.len() > size {
-                return None;
-            }
-        } else {
+            Op::Insert(bytes) => out.extend_from_slice(bytes),
+        }
+        if out.len() > size {
             return None;
         }
     }
     (out.len() == size).then_some(out)
+}
+
+/// Bytes of a delta's result copied from its base: `len` bytes at `at` in the result
+/// are the base's at `from`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Copied {
+    pub at: usize,
+    pub from: usize,
+    pub len: usize,
+}
+
+/// What a delta (that fits a base of `base_len` bytes) copies, in the result's order,
+/// copies that continue each other in both base and result joined into one; every
+/// other byte of the result is inserted. `None` when the delta does not fit.
+pub fn copies(base_len: usize, delta: &[u8]) -> Option<Vec<Copied>> {
+    let (named_len, size, ops) = instructions(delta)?;
+    if named_len != base_len {
+        return None;
+    }
+    let mut out: Vec<Copied> = Vec::new();
+    let mut at = 0usize;
+    for op in ops {
+        match op? {
+            Op::Copy { from, len } => {
+                if from.checked_add(len)? > base_len {
+                    return None;
+                }
+                match out.last_mut() {
+                    Some(last) if last.at + last.len == at && last.from + last.len == from => {
+                        last.len += len;
+                    }
+                    _ => out.push(Copied { at, from, len }),
+                }
+                at += len;
+            }
+            Op::Insert(bytes) => at += bytes.len(),
+        }
+        if at > size {
+            return None;
+        }
+    }
+    (at == size).then_some(out)
 }
 
 #[cfg(test)]
@@ -336,6 +408,58 @@ mod tests {
                 "round {round}"
             );
         }
+    }
+
+    #[test]
+    fn copies_name_exactly_the_bytes_a_delta_takes_from_its_base() {
+        let mut bytes = Bytes(0xc0b1e5);
+        for round in 0..300 {
+            let len = (bytes.next() % 3000) as usize;
+            let base = bytes.fill(len, if round % 2 == 0 { 3 } else { 26 });
+            let mut target = base.clone();
+            for _ in 0..bytes.next() % 5 {
+                let at = (bytes.next() as usize) % (target.len() + 1);
+                let cut = ((bytes.next() % 40) as usize).min(target.len() - at);
+                let len = (bytes.next() % 200) as usize;
+                let inserted = bytes.fill(len, 26);
+                target.splice(at..at + cut, inserted);
+            }
+            let delta = encode(&base, &target, usize::MAX).expect("no limit");
+            let copied = copies(base.len(), &delta).expect("the delta fits");
+            let mut covered = 0;
+            let mut end = 0;
+            for (i, c) in copied.iter().enumerate() {
+                assert!(c.at >= end, "round {round}: copies in order");
+                assert_eq!(target[c.at..c.at + c.len], base[c.from..c.from + c.len]);
+                if let Some(next) = copied.get(i + 1) {
+                    let joined = c.at + c.len == next.at && c.from + c.len == next.from;
+                    assert!(!joined, "round {round}: continuing copies are one");
+                }
+                covered += c.len;
+                end = c.at + c.len;
+            }
+            assert!(covered <= target.len());
+        }
+        // Deltas that do not fit their base, or that run past their result, are refused.
+        assert_eq!(copies(12, &[12, 4, 0x91, 10, 4]), None);
+        assert_eq!(copies(3, &[12, 0]), None);
+        assert_eq!(copies(12, &[12, 2, 0x90, 5]), None);
+        assert_eq!(copies(12, &[12, 2, 0x00]), None);
+        assert_eq!(
+            copies(12, &[12, 11, 0x90, 5, 2, b'!', b'!', 0x91, 8, 4]),
+            Some(vec![
+                Copied {
+                    at: 0,
+                    from: 0,
+                    len: 5
+                },
+                Copied {
+                    at: 7,
+                    from: 8,
+                    len: 4
+                }
+            ])
+        );
     }
 
     #[test]

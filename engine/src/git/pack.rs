@@ -217,9 +217,44 @@ impl ObjectStore {
         want: &(dyn Fn(&Oid, Kind) -> bool + Sync),
         max_size: u64,
         map: impl Fn(Object<'_>) -> T + Sync,
+        sink: impl FnMut(T) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        T: Send,
+        E: From<GitError>,
+    {
+        let no_note = |_: &Object<'_>, _: Option<&()>| None;
+        self.read_noted(
+            repo,
+            threads,
+            want,
+            max_size,
+            no_note,
+            |object, _| map(object),
+            sink,
+        )
+    }
+
+    /// Like [`ObjectStore::read`], with a note that each object's deltas see: `note`
+    /// makes an object's note from the object and its base's note (`None` for an object
+    /// stored whole, or when the base has none), on the thread that walks the object's
+    /// delta tree, before anything built on the object is read; `map` gets the object
+    /// with its own note. The note of every object that a wanted one is built on is
+    /// made, wanted or not. What one pass learns of a base (the places a scan found in
+    /// it) is so carried to its deltas, which need only look at what they change.
+    #[allow(clippy::too_many_arguments)]
+    pub fn read_noted<N, T, E>(
+        &self,
+        repo: &Path,
+        threads: usize,
+        want: &(dyn Fn(&Oid, Kind) -> bool + Sync),
+        max_size: u64,
+        note: impl Fn(&Object<'_>, Option<&N>) -> Option<N> + Sync,
+        map: impl Fn(Object<'_>, Option<&N>) -> T + Sync,
         mut sink: impl FnMut(T) -> Result<(), E>,
     ) -> Result<(), E>
     where
+        N: Clone + Send,
         T: Send,
         E: From<GitError>,
     {
@@ -242,13 +277,13 @@ impl ObjectStore {
             .collect();
         let next = AtomicUsize::new(0);
         // Large objects a busy thread hands over (see `SHARED_FROM`).
-        let (share_tx, share_rx) = crossbeam_channel::bounded::<Shared>(threads * 2);
+        let (share_tx, share_rx) = crossbeam_channel::bounded::<Shared<N>>(threads * 2);
         let result = std::thread::scope(|scope| -> Result<(), E> {
             for _ in 0..threads {
                 let tx = tx.clone();
                 let (share_tx, share_rx) = (share_tx.clone(), share_rx.clone());
-                let (roots, children, plans, next, stop, map) =
-                    (&roots, &children, &plans, &next, &stop, &map);
+                let (roots, children, plans, next, stop, note, map) =
+                    (&roots, &children, &plans, &next, &stop, &note, &map);
                 scope.spawn(move || {
                     let mut reader = Inflater::default();
                     let total = roots.len() + self.loose.len();
@@ -262,21 +297,22 @@ impl ObjectStore {
                         }
                         let sent = if i < roots.len() {
                             let (p, root) = roots[i];
-                            let emit = &mut |object: Object<'_>| {
+                            let emit = &mut |object: Object<'_>, noted: Option<&N>| {
                                 if stop.load(Ordering::Relaxed) {
                                     return false;
                                 }
                                 let large = object.data.is_some_and(|d| d.len() >= SHARED_FROM);
                                 if large && threads > 1 && !share_tx.is_full() {
-                                    match share_tx.try_send(Shared::of(&object)) {
+                                    match share_tx.try_send(Shared::of(&object, noted)) {
                                         Ok(()) => return true,
                                         Err(e) => {
                                             let shared = e.into_inner();
-                                            return tx.send(Ok(map(shared.object()))).is_ok();
+                                            let result = map(shared.object(), shared.note.as_ref());
+                                            return tx.send(Ok(result)).is_ok();
                                         }
                                     }
                                 }
-                                tx.send(Ok(map(object))).is_ok()
+                                tx.send(Ok(map(object, noted))).is_ok()
                             };
                             self.packs[p].walk(
                                 root,
@@ -284,6 +320,7 @@ impl ObjectStore {
                                 &plans[p],
                                 max_size,
                                 &mut reader,
+                                note,
                                 emit,
                             )
                         } else {
@@ -294,14 +331,16 @@ impl ObjectStore {
                                     }
                                     let size = data.len() as u64;
                                     let data = (size <= max_size).then_some(data.as_slice());
-                                    tx.send(Ok(map(Object {
+                                    let object = Object {
                                         oid,
                                         kind,
                                         size,
                                         data,
                                         base: None,
-                                    })))
-                                    .is_ok()
+                                        delta: None,
+                                    };
+                                    let noted = note(&object, None);
+                                    tx.send(Ok(map(object, noted.as_ref()))).is_ok()
                                 })
                         };
                         match sent {
@@ -318,7 +357,9 @@ impl ObjectStore {
                     drop(share_tx);
                     for shared in share_rx.iter() {
                         if stop.load(Ordering::Relaxed)
-                            || tx.send(Ok(map(shared.object()))).is_err()
+                            || tx
+                                .send(Ok(map(shared.object(), shared.note.as_ref())))
+                                .is_err()
                         {
                             return;
                         }
@@ -355,13 +396,16 @@ impl ObjectStore {
                     return Ok(());
                 }
                 let size = data.len() as u64;
-                sink(map(Object {
+                let object = Object {
                     oid,
                     kind,
                     size,
                     data: (size <= max_size).then_some(data),
                     base: None,
-                }))
+                    delta: None,
+                };
+                let noted = note(&object, None);
+                sink(map(object, noted.as_ref()))
             })?;
         }
         Ok(())
@@ -375,23 +419,28 @@ impl ObjectStore {
 /// thread whose hand-over queue is full does the work itself.
 const SHARED_FROM: usize = 256 << 10;
 
-/// An object handed to another thread, with its own copies of the content and base.
-struct Shared {
+/// An object handed to another thread, with its own copies of the content, base, delta
+/// and note.
+struct Shared<N> {
     oid: Oid,
     kind: Kind,
     size: u64,
     data: Option<Vec<u8>>,
     base: Option<(Oid, Vec<u8>)>,
+    delta: Option<Vec<u8>>,
+    note: Option<N>,
 }
 
-impl Shared {
-    fn of(object: &Object<'_>) -> Self {
+impl<N: Clone> Shared<N> {
+    fn of(object: &Object<'_>, note: Option<&N>) -> Self {
         Self {
             oid: object.oid,
             kind: object.kind,
             size: object.size,
             data: object.data.map(<[u8]>::to_vec),
             base: object.base.map(|(oid, data)| (oid, data.to_vec())),
+            delta: object.delta.map(<[u8]>::to_vec),
+            note: note.cloned(),
         }
     }
 
@@ -405,6 +454,7 @@ impl Shared {
                 .base
                 .as_ref()
                 .map(|(oid, data)| (*oid, data.as_slice())),
+            delta: self.delta.as_deref(),
         }
     }
 }
@@ -420,6 +470,8 @@ pub struct Object<'a> {
     /// For a delta resolved in its pack: the id and content of the object it was built
     /// on (the base git chose for it, of the same kind).
     pub base: Option<(Oid, &'a [u8])>,
+    /// For the same: the delta's instructions (see [`super::delta::copies`]).
+    pub delta: Option<&'a [u8]>,
 }
 
 /// Which entries of one pack a pass reads.
@@ -689,16 +741,19 @@ impl Pack {
             .ok_or_else(damaged)
     }
 
-    /// Produces a base object and every needed delta built on it, depth first; `emit`
-    /// (called for the wanted ones) returns false to stop.
-    fn walk(
+    /// Produces a base object and every needed delta built on it, depth first, noting
+    /// each (see [`ObjectStore::read_noted`]); `emit` (called for the wanted ones, with
+    /// their notes) returns false to stop.
+    #[allow(clippy::too_many_arguments)]
+    fn walk<N>(
         &self,
         root: u32,
         children: &[Vec<u32>],
         plan: &Plan,
         max_size: u64,
         reader: &mut Inflater,
-        emit: &mut dyn FnMut(Object<'_>) -> bool,
+        note: &dyn Fn(&Object<'_>, Option<&N>) -> Option<N>,
+        emit: &mut dyn FnMut(Object<'_>, Option<&N>) -> bool,
     ) -> Result<bool, GitError> {
         let entry = &self.entries[root as usize];
         let kind = pack_kind(entry.kind).ok_or_else(|| error("unknown object type"))?;
@@ -716,28 +771,33 @@ impl Pack {
                 size,
                 data: None,
                 base: None,
+                delta: None,
             };
-            return Ok(!plan.wanted[root as usize] || emit(object));
+            if !plan.wanted[root as usize] {
+                return Ok(true);
+            }
+            let noted = note(&object, None);
+            return Ok(emit(object, noted.as_ref()));
         }
         let content = self.inflate(root as usize, reader)?;
-        if plan.wanted[root as usize] {
-            let object = Object {
-                oid: entry.oid,
-                kind,
-                size,
-                data: (size <= max_size).then_some(content.as_slice()),
-                base: None,
-            };
-            if !emit(object) {
-                return Ok(false);
-            }
+        let object = Object {
+            oid: entry.oid,
+            kind,
+            size,
+            data: (size <= max_size).then_some(content.as_slice()),
+            base: None,
+            delta: None,
+        };
+        let noted = note(&object, None);
+        if plan.wanted[root as usize] && !emit(object, noted.as_ref()) {
+            return Ok(false);
         }
         if !has_needed_child(root) {
             return Ok(true);
         }
-        // (entry, its content, the next child to visit)
-        let mut stack: Vec<(u32, Vec<u8>, usize)> = vec![(root, content, 0)];
-        while let Some((node, content, next)) = stack.last_mut() {
+        // (entry, its content, its note, the next child to visit)
+        let mut stack: Vec<(u32, Vec<u8>, Option<N>, usize)> = vec![(root, content, noted, 0)];
+        while let Some((node, content, base_note, next)) = stack.last_mut() {
             let Some(&child) = children[*node as usize].get(*next) else {
                 stack.pop();
                 continue;
@@ -750,20 +810,20 @@ impl Pack {
             let result = super::delta::apply(content, &delta)
                 .ok_or_else(|| error(format!("{}: damaged delta", self.path.display())))?;
             let size = result.len() as u64;
-            if plan.wanted[child as usize] {
-                let object = Object {
-                    oid: self.entries[child as usize].oid,
-                    kind,
-                    size,
-                    data: (size <= max_size).then_some(result.as_slice()),
-                    base: Some((self.entries[*node as usize].oid, content.as_slice())),
-                };
-                if !emit(object) {
-                    return Ok(false);
-                }
+            let object = Object {
+                oid: self.entries[child as usize].oid,
+                kind,
+                size,
+                data: (size <= max_size).then_some(result.as_slice()),
+                base: Some((self.entries[*node as usize].oid, content.as_slice())),
+                delta: Some(&delta),
+            };
+            let noted = note(&object, base_note.as_ref());
+            if plan.wanted[child as usize] && !emit(object, noted.as_ref()) {
+                return Ok(false);
             }
             if has_needed_child(child) {
-                stack.push((child, result, 0));
+                stack.push((child, result, noted, 0));
             }
         }
         Ok(true)

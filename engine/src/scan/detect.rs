@@ -4,12 +4,13 @@
 //! where the bytes come from.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use base64::Engine as _;
 use regex::bytes::Regex;
 
-use super::memo::{Candidate, Memo};
+use super::memo::{Candidate, Memo, Place};
 use super::rules::{Kind, Rule, RuleError, RuleSet, is_space};
 
 /// Marker that suppresses every finding on its line.
@@ -44,7 +45,16 @@ pub struct Detector {
     /// No keyword holds a line break, so the keyword search can be remembered piece by
     /// piece (see [`Memo`]).
     memoizable: bool,
+    /// The longest keyword's length in bytes.
+    longest_keyword: usize,
 }
+
+/// Where the keywords occur in one buffer: every occurrence, overlapping ones included,
+/// ordered by start, end and keyword. A scan keeps a blob's while it scans the deltas
+/// built on that blob: a delta's are its base's where it copies the base, and what a
+/// search around what it inserts finds (see [`Detector::places_after`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Places(Arc<[Place]>);
 
 impl Detector {
     pub fn new(rules: RuleSet, allow: Allowlist) -> Result<Self, RuleError> {
@@ -68,6 +78,7 @@ impl Detector {
             .build(&words)
             .map_err(|e| RuleError::new("keywords", e.to_string()))?;
         let memoizable = !words.iter().any(|w| w.contains('\n'));
+        let longest_keyword = words.iter().map(String::len).max().unwrap_or(0);
         Ok(Self {
             rules,
             keywords,
@@ -75,6 +86,7 @@ impl Detector {
             allow,
             windowed: true,
             memoizable,
+            longest_keyword,
         })
     }
 
@@ -106,22 +118,157 @@ impl Detector {
         hits: &mut Vec<Hit>,
         memo: Option<&Memo>,
     ) {
-        let first = hits.len();
         // For each rule, where its keywords occur: (start, end).
         let mut places: Vec<Vec<(usize, usize)>> = vec![Vec::new(); self.rules.len()];
-        let mut found = |start: usize, end: usize, keyword: usize| {
+        self.find_keywords(data, memo, &mut |start, end, keyword| {
             for &rule in &self.keyword_rules[keyword] {
                 places[rule].push((start, end));
             }
-        };
+        });
+        self.scan_around(data, path, &places, hits, memo);
+    }
+
+    /// [`Detector::scan_remembering`] with the keywords' places already known (they
+    /// must be `data`'s, as [`Detector::places`] or [`Detector::places_after`] found
+    /// them).
+    pub fn scan_places(
+        &self,
+        data: &[u8],
+        path: Option<&str>,
+        known: &Places,
+        hits: &mut Vec<Hit>,
+        memo: Option<&Memo>,
+    ) {
+        let mut places: Vec<Vec<(usize, usize)>> = vec![Vec::new(); self.rules.len()];
+        for place in known.0.iter() {
+            for &rule in &self.keyword_rules[place.keyword as usize] {
+                places[rule].push((place.start as usize, place.end as usize));
+            }
+        }
+        self.scan_around(data, path, &places, hits, memo);
+    }
+
+    /// Calls `found(start, end, keyword)` for every keyword occurrence in `data`.
+    fn find_keywords(
+        &self,
+        data: &[u8],
+        memo: Option<&Memo>,
+        found: &mut impl FnMut(usize, usize, usize),
+    ) {
         match memo.filter(|_| self.memoizable) {
-            Some(memo) => memo.places(&self.keywords, data, &mut found),
+            Some(memo) => memo.places(&self.keywords, data, found),
             None => {
                 for m in self.keywords.find_overlapping_iter(data) {
                     found(m.start(), m.end(), m.pattern().as_usize());
                 }
             }
         }
+    }
+
+    /// Every keyword occurrence in `data`; `None` for a buffer of 4 GiB or more.
+    pub fn places(&self, data: &[u8], memo: Option<&Memo>) -> Option<Places> {
+        u32::try_from(data.len()).ok()?;
+        let mut all = Vec::new();
+        // Spans fit in u32: the buffer does.
+        self.find_keywords(data, memo, &mut |start, end, keyword| {
+            all.push(Place {
+                start: start as u32,
+                end: end as u32,
+                keyword: keyword as u32,
+            });
+        });
+        all.sort_unstable();
+        Some(Places(all.into()))
+    }
+
+    /// The places of `data`, the result of applying `delta` to a base of `base_len`
+    /// bytes whose places are `base`: the base's that lie inside one run the delta
+    /// copies, moved to where it copies them, and what a search finds around the bytes
+    /// it inserts and the seams between copies from different places (as far as the
+    /// longest keyword reaches). Exactly what [`Detector::places`] finds in `data`;
+    /// `None` when the delta does not fit (or with a line break in a keyword).
+    pub fn places_after(
+        &self,
+        base: &Places,
+        base_len: usize,
+        delta: &[u8],
+        data: &[u8],
+    ) -> Option<Places> {
+        u32::try_from(data.len()).ok()?;
+        if !self.memoizable {
+            return None;
+        }
+        let copies = crate::git::delta::copies(base_len, delta)?;
+        let base = &base.0;
+        let mut all: Vec<Place> = Vec::new();
+        for copy in &copies {
+            let (from, to) = (copy.from as u32, (copy.from + copy.len) as u32);
+            let first = base.partition_point(|p| p.start < from);
+            for place in base[first..].iter().take_while(|p| p.start < to) {
+                if place.end <= to {
+                    let moved = |at: u32| at - from + copy.at as u32;
+                    all.push(Place {
+                        start: moved(place.start),
+                        end: moved(place.end),
+                        keyword: place.keyword,
+                    });
+                }
+            }
+        }
+        // What the delta changes: the bytes between copies (inserted) and the seams
+        // where one copy meets another; a keyword touching them is searched afresh.
+        let reach = self.longest_keyword.saturating_sub(1);
+        let mut changed: Vec<(usize, usize)> = Vec::new();
+        let mut at = 0;
+        for copy in copies
+            .iter()
+            .chain(std::iter::once(&crate::git::delta::Copied {
+                at: data.len(),
+                from: 0,
+                len: 0,
+            }))
+        {
+            // Inserted bytes before this copy, or the seam with the previous one.
+            if copy.at > at || (at > 0 && copy.at < data.len()) {
+                let (low, high) = (at.saturating_sub(reach), (copy.at + reach).min(data.len()));
+                match changed.last_mut() {
+                    Some(last) if low <= last.1 => last.1 = high,
+                    _ => changed.push((low, high)),
+                }
+            }
+            at = copy.at + copy.len;
+        }
+        let inside_one_copy = |start: usize, end: usize| {
+            let i = copies.partition_point(|c| c.at <= start);
+            i > 0 && end <= copies[i - 1].at + copies[i - 1].len
+        };
+        for &(low, high) in &changed {
+            for m in self.keywords.find_overlapping_iter(&data[low..high]) {
+                let (start, end) = (low + m.start(), low + m.end());
+                if !inside_one_copy(start, end) {
+                    all.push(Place {
+                        start: start as u32,
+                        end: end as u32,
+                        keyword: m.pattern().as_u32(),
+                    });
+                }
+            }
+        }
+        all.sort_unstable();
+        Some(Places(all.into()))
+    }
+
+    /// Runs each rule around its keywords' places (for each rule, the `(start, end)` of
+    /// every place of one of its keywords) and keeps what passes.
+    fn scan_around(
+        &self,
+        data: &[u8],
+        path: Option<&str>,
+        places: &[Vec<(usize, usize)>],
+        hits: &mut Vec<Hit>,
+        memo: Option<&Memo>,
+    ) {
+        let first = hits.len();
         let lock_file = path.is_some_and(is_lock_file);
         let mut windows = Vec::new();
         let mut lines = None;
@@ -171,8 +318,24 @@ impl Detector {
                 to = to.min(start + n);
             }
             if let Some(n) = reach.lines {
-                let lines = lines.get_or_insert_with(|| ContentLines::of(data));
-                let (first, last) = lines.around(start, end, n, data.len());
+                // Read near the keyword, unless lines are long: then every line of the
+                // buffer is listed once.
+                let near = (lines.is_none())
+                    .then(|| {
+                        Some((
+                            after_content_lines_above(data, start, n + 1, from, NEAR_LINES)?,
+                            before_content_lines_below(data, end, n + 1, to, NEAR_LINES)?,
+                        ))
+                    })
+                    .flatten();
+                let (first, last) = near.unwrap_or_else(|| {
+                    lines.get_or_insert_with(|| ContentLines::of(data)).around(
+                        start,
+                        end,
+                        n,
+                        data.len(),
+                    )
+                });
                 from = from.max(first);
                 to = to.min(last);
             }
@@ -348,6 +511,92 @@ fn within<'a>(bytes: impl Iterator<Item = &'a u8>, n: usize) -> usize {
         taken += 1;
     }
     taken
+}
+
+/// Bytes read around a keyword to find the content lines near it before every line of
+/// the buffer is listed instead (see [`ContentLines`]): a buffer of long lines and many
+/// keywords would otherwise be read over and over.
+const NEAR_LINES: usize = 4096;
+
+/// Where a match holding a keyword that starts at `at` and touching at most `n - 1`
+/// lines above the keyword's that hold anything but white space can start: after the
+/// last byte that is not white space of the `n`th such line above the keyword's (the
+/// keyword's being the last such line that starts by `at`), or at `floor` when that lies
+/// before `floor` (a bound already known) or there is no such line. Reads back from `at`
+/// no further than `floor`, and `None` when that is more than `budget` bytes and the
+/// line is not found within them.
+fn after_content_lines_above(
+    data: &[u8],
+    at: usize,
+    n: usize,
+    floor: usize,
+    budget: usize,
+) -> Option<usize> {
+    // The keyword's line counts as the first, then each line above with content.
+    let mut wanted = n + 1;
+    // Only what lies before `at` on its own line can make it the keyword's line.
+    let mut end = (at + 1).min(data.len());
+    let stop = floor.max(end.saturating_sub(budget));
+    while end > stop {
+        let start = memchr::memrchr(b'\n', &data[stop..end]).map_or(stop, |i| stop + i + 1);
+        if let Some(last) = data[start..end].iter().rposition(|&b| !is_space(b)) {
+            wanted -= 1;
+            if wanted == 0 {
+                return Some(start + last + 1);
+            }
+        }
+        if start == stop {
+            break;
+        }
+        end = start - 1;
+    }
+    (stop == floor).then_some(floor)
+}
+
+/// Where a match holding a keyword that ends at `end` and touching at most `n - 1` lines
+/// below the keyword's that hold anything but white space can end: before the first
+/// byte that is not white space of the `n`th line that starts (its first such byte)
+/// after the keyword's last byte, or at `ceiling` when that lies beyond `ceiling` or
+/// there is no such line. Reads no further than `ceiling`, and `None` when that is
+/// more than `budget` bytes (either way) and the line is not found within them.
+fn before_content_lines_below(
+    data: &[u8],
+    end: usize,
+    n: usize,
+    ceiling: usize,
+    budget: usize,
+) -> Option<usize> {
+    let ceiling = ceiling.min(data.len());
+    let mut wanted = n;
+    // The keyword's own line counts only when nothing but white space comes before the
+    // keyword's last byte on it.
+    let mut before = data[..end].iter().rev();
+    let blank_before = loop {
+        match before.next() {
+            Some(b'\n') | None => break true,
+            Some(&b) if !is_space(b) => break false,
+            Some(_) if end - before.len() > budget => return None,
+            Some(_) => {}
+        }
+    };
+    let from = end.min(ceiling);
+    let stop = ceiling.min(from.saturating_add(budget));
+    let mut at = if blank_before {
+        from
+    } else {
+        memchr::memchr(b'\n', &data[from..stop]).map_or(stop, |i| from + i + 1)
+    };
+    while at < stop {
+        let line_end = memchr::memchr(b'\n', &data[at..stop]).map_or(stop, |i| at + i);
+        if let Some(first) = data[at..line_end].iter().position(|&b| !is_space(b)) {
+            wanted -= 1;
+            if wanted == 0 {
+                return Some(at + first);
+            }
+        }
+        at = line_end + 1;
+    }
+    (stop == ceiling).then_some(ceiling)
 }
 
 /// Where each line that holds more than white space has its first such byte and ends
@@ -961,29 +1210,164 @@ mod robustness {
         assert!(found_any);
     }
 
+    /// What the content-line bounds must be: from every content line's first and last
+    /// byte that are not white space, listed for the whole buffer.
+    fn content_line_bounds(data: &[u8], start: usize, end: usize, n: usize) -> (usize, usize) {
+        let mut spans = Vec::new();
+        let mut at = 0;
+        for line in data.split(|&b| b == b'\n') {
+            if let Some(first) = line.iter().position(|&b| !is_space(b)) {
+                let last = line.iter().rposition(|&b| !is_space(b)).unwrap_or(first);
+                spans.push((at + first, at + last + 1));
+            }
+            at += line.len() + 1;
+        }
+        let index = |at: usize| {
+            spans
+                .partition_point(|&(first, _)| first <= at)
+                .saturating_sub(1)
+        };
+        let above = index(start).checked_sub(n + 1);
+        let below = index(end - 1) + n + 1;
+        (
+            above.map_or(0, |k| spans[k].1),
+            spans.get(below).map_or(data.len(), |&(first, _)| first),
+        )
+    }
+
     #[test]
-    fn content_lines_are_found_from_any_previous_answer() {
+    fn content_lines_around_a_keyword_are_found_by_reading_only_near_it() {
         let mut rng = Rng(0xC0FF_EE00_1234_5678);
         let mut data = Vec::new();
         for _ in 0..3000 {
-            match rng.below(4) {
+            match rng.below(5) {
                 0 => data.extend_from_slice(b"   \t"),
                 1 => data.extend_from_slice(b"let x = 1;"),
+                2 => data.extend_from_slice(b"\r"),
                 _ => data.extend_from_slice(b"  word"),
             }
             data.push(b'\n');
         }
         let lines = ContentLines::of(&data);
-        let naive = |at: usize| {
-            lines
-                .spans
-                .partition_point(|&(first, _)| first <= at)
-                .saturating_sub(1)
-        };
         for _ in 0..20_000 {
-            let at = rng.below(data.len());
-            assert_eq!(lines.index(at), naive(at), "at {at}");
+            let start = rng.below(data.len());
+            let end = (start + 1 + rng.below(6)).min(data.len());
+            let n = rng.below(4);
+            let (low, high) = content_line_bounds(&data, start, end, n);
+            // With a bound already known on either side, or none.
+            let floor = if rng.below(2) == 0 {
+                0
+            } else {
+                start.saturating_sub(rng.below(200))
+            };
+            let ceiling = if rng.below(2) == 0 {
+                data.len()
+            } else {
+                end + rng.below(200)
+            };
+            // Read near the keyword, or not at all when the budget is short.
+            for budget in [usize::MAX, 64] {
+                let above = after_content_lines_above(&data, start, n + 1, floor, budget);
+                let below = before_content_lines_below(&data, end, n + 1, ceiling, budget);
+                if budget == usize::MAX {
+                    assert!(above.is_some() && below.is_some());
+                }
+                if let Some(above) = above {
+                    assert_eq!(above, low.max(floor), "above {start} {n} {floor}");
+                }
+                if let Some(below) = below {
+                    let expected = high.min(ceiling).min(data.len());
+                    assert_eq!(below, expected, "below {end} {n} {ceiling}");
+                }
+            }
+            // The whole buffer's lines, listed once, say the same.
+            assert_eq!(lines.around(start, end, n, data.len()), (low, high));
         }
-        assert_eq!(ContentLines::of(b"   \n\n").index(2), 0);
+        assert_eq!(after_content_lines_above(b"   \n\n", 2, 1, 0, 64), Some(0));
+        assert_eq!(before_content_lines_below(b"a\n  \n", 1, 1, 5, 64), Some(5));
+        // Long white space before a keyword's end is a long read too.
+        let spaces = [b' '; 100];
+        assert_eq!(before_content_lines_below(&spaces, 100, 1, 100, 64), None);
+    }
+
+    /// A keyword search of a delta's result, found from its base's, finds exactly what
+    /// a search of the whole result finds, and the scan then finds the same secrets:
+    /// over versions of a file that insert, delete and move lines (moved lines are
+    /// copied from elsewhere in the base, which makes seams between copies).
+    #[test]
+    fn keywords_found_from_a_base_and_a_delta_are_those_of_a_whole_search() {
+        let detector = detector();
+        let memo = Memo::default();
+        let examples: Vec<&String> = detector
+            .rules()
+            .iter()
+            .flat_map(|r| r.spec().examples.iter().chain(&r.spec().negatives))
+            .collect();
+        let filler = [
+            "fn main() {",
+            "password = load()",
+            "  // api key",
+            "}",
+            "tok",
+            "en",
+        ];
+        let mut rng = Rng(0x0DE1_7A00_2026_1207);
+        let line = |rng: &mut Rng| -> Vec<u8> {
+            if rng.below(5) == 0 {
+                examples[rng.below(examples.len())].as_bytes().to_vec()
+            } else {
+                filler[rng.below(filler.len())].as_bytes().to_vec()
+            }
+        };
+        let mut file: Vec<Vec<u8>> = (0..600).map(|_| line(&mut rng)).collect();
+        let mut base = file.join(&b"\n"[..]);
+        let mut places = detector.places(&base, Some(&memo)).expect("small");
+        let mut found_any = false;
+        for round in 0..80 {
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(file.len());
+                match rng.below(4) {
+                    0 => file.insert(at, line(&mut rng)),
+                    1 => drop(file.remove(at)),
+                    2 => {
+                        // Move a run of lines elsewhere.
+                        let len = 1 + rng.below(20.min(file.len() - at));
+                        let run: Vec<Vec<u8>> = file.drain(at..at + len).collect();
+                        let to = rng.below(file.len() + 1);
+                        file.splice(to..to, run);
+                    }
+                    _ => {
+                        // Join two lines, or cut one in two: keywords across the seam.
+                        if at + 1 < file.len() && rng.below(2) == 0 {
+                            let next = file.remove(at + 1);
+                            file[at].extend_from_slice(&next);
+                        } else {
+                            let cut = rng.below(file[at].len() + 1);
+                            let tail = file[at].split_off(cut);
+                            file.insert(at + 1, tail);
+                        }
+                    }
+                }
+            }
+            let data = file.join(&b"\n"[..]);
+            let delta = crate::git::delta::encode(&base, &data, usize::MAX).expect("no limit");
+            let after = detector
+                .places_after(&places, base.len(), &delta, &data)
+                .expect("the delta fits");
+            let whole = detector.places(&data, None).expect("small");
+            assert_eq!(after, whole, "round {round}");
+            let (mut fresh, mut noted) = (Vec::new(), Vec::new());
+            detector.scan(&data, None, &mut fresh);
+            detector.scan_places(&data, None, &after, &mut noted, Some(&memo));
+            assert_eq!(fresh, noted, "round {round}");
+            found_any |= !fresh.is_empty();
+            (base, places) = (data, after);
+        }
+        assert!(found_any);
+        // A delta that does not fit its base gives nothing (the caller searches whole).
+        assert_eq!(
+            detector.places_after(&places, base.len() + 1, &[0, 0], b""),
+            None
+        );
     }
 }

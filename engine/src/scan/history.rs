@@ -8,7 +8,10 @@
 //! 2. the graph is walked from the refs, commit by commit, each tree once, which names
 //!    every reachable blob with the commit and path that introduced it;
 //! 3. every pack is read again for those blobs only, each delta chain resolved once, and
-//!    each blob is scanned by the thread that inflated it, while it is in the cache.
+//!    each blob is scanned by the thread that inflated it, while it is in the cache. A
+//!    blob stored as a delta has its keywords found from its base's: where the delta
+//!    copies the base they are the base's, and only the bytes it inserts (and the seams
+//!    between its copies) are searched.
 //!
 //! "Earliest": commits are visited parents before children and, among the commits whose
 //! parents have all been visited, the oldest committer date first (ties: the order in
@@ -29,9 +32,9 @@ use crate::git::objects::{
 use crate::git::pack::{Object, ObjectStore};
 use crate::git::{GitError, output};
 
-use super::detect::is_lock_file;
+use super::detect::{Places, is_lock_file};
 use super::report::{Findings, OccurrenceKind, SkipReason};
-use super::{Context, Origin, ScanError};
+use super::{Context, Origin, ScanError, is_binary};
 
 const UNSEEN: u8 = 0;
 const COMMIT: u8 = 1;
@@ -83,12 +86,28 @@ pub(crate) fn scan_all(
         .map(|(oid, origins)| (oid, (origins, AtomicBool::new(false))))
         .collect();
     let is_wanted = |oid: &Oid, kind: Kind| kind == Kind::Blob && wanted.contains_key(oid);
-    store.read(
+    let detector = &ctx.scanner.detector;
+    // Where each blob's keywords are, found from its base's where it is a delta (see
+    // `Detector::places_after`): a version of a file is searched only where it differs.
+    let note = |object: &Object<'_>, base: Option<&Places>| -> Option<Places> {
+        let data = object.data?;
+        if ctx.cancelled() || is_binary(data) {
+            return None;
+        }
+        let after_base = base.zip(object.base).zip(object.delta);
+        after_base
+            .and_then(|((places, (_, base)), delta)| {
+                detector.places_after(places, base.len(), delta, data)
+            })
+            .or_else(|| detector.places(data, Some(&ctx.memo)))
+    };
+    store.read_noted(
         repo,
         threads,
         &is_wanted,
         ctx.max_blob_size(),
-        |object: Object<'_>| {
+        note,
+        |object: Object<'_>, places: Option<&Places>| {
             let mut local = Findings::default();
             let Some((origins, taken)) = wanted.get(&object.oid) else {
                 return local;
@@ -99,7 +118,7 @@ pub(crate) fn scan_all(
             let mut hits = Vec::new();
             for origin in origins {
                 match object.data {
-                    Some(data) => ctx.scan_item(data, origin, &mut hits, &mut local),
+                    Some(data) => ctx.scan_item(data, origin, places, &mut hits, &mut local),
                     None => ctx.skip(origin, object.size, SkipReason::TooLarge),
                 }
             }
@@ -200,7 +219,7 @@ fn parse(ctx: &Context<'_>, object: Object<'_>) -> Parsed {
                     commit: Some(object.oid.to_hex()),
                     kind: OccurrenceKind::CommitMessage,
                 };
-                ctx.detect(message, &origin, &mut Vec::new(), &mut findings);
+                ctx.detect(message, &origin, None, &mut Vec::new(), &mut findings);
             }
             Parsed::Commit {
                 oid: object.oid,
@@ -495,7 +514,7 @@ fn walk(
                     commit: tag.target.map(|t| graph.oids[t as usize].to_hex()),
                     kind: OccurrenceKind::TagMessage,
                 };
-                ctx.scan_item(&tag.message, &origin, &mut hits, findings);
+                ctx.scan_item(&tag.message, &origin, None, &mut hits, findings);
             }
             match tag.target {
                 Some(target) => node = target,

@@ -37,12 +37,13 @@ const MAX_ENTRIES: usize = 4 << 20;
 const CONTEXT: usize = 4;
 const SHARDS: usize = 16;
 
-/// One keyword occurrence: its span inside the piece, and the keyword's number.
-#[derive(Clone, Copy, Debug)]
-struct Place {
-    start: u32,
-    end: u32,
-    keyword: u32,
+/// One keyword occurrence: its span (inside a piece, or a whole blob), and the
+/// keyword's number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Place {
+    pub start: u32,
+    pub end: u32,
+    pub keyword: u32,
 }
 
 /// What a rule's pattern matched in a window, before any check: the secret's span and,

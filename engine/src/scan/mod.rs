@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 pub use crate::git::{clone_mirror, redact_url_userinfo};
-pub use detect::{Allowlist, Detector, Hit};
+pub use detect::{Allowlist, Detector, Hit, Places};
 pub use report::{
     HashKey, Occurrence, OccurrenceKind, Report, Secret, SecretValue, SkipReason, Skipped, Source,
     Stats,
@@ -36,6 +36,11 @@ pub const DEFAULT_MAX_BLOB_SIZE: u64 = 10 << 20;
 
 /// Git's own heuristic: a NUL byte in the first 8000 bytes means binary.
 const BINARY_PROBE: usize = 8000;
+
+/// Whether a blob is binary: a NUL byte among its first [`BINARY_PROBE`].
+pub(crate) fn is_binary(data: &[u8]) -> bool {
+    memchr::memchr(0, &data[..data.len().min(BINARY_PROBE)]).is_some()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
@@ -342,7 +347,13 @@ impl Context<'_> {
                             if self.cancelled() {
                                 continue;
                             }
-                            self.scan_item(&item.data, &item.origin, &mut hits, &mut findings);
+                            self.scan_item(
+                                &item.data,
+                                &item.origin,
+                                None,
+                                &mut hits,
+                                &mut findings,
+                            );
                         }
                         findings
                     })
@@ -372,15 +383,17 @@ impl Context<'_> {
     }
 
     /// Scans one blob, file or message, recording its findings.
+    /// `places` are where the keywords occur in `data`, when known.
     pub(crate) fn scan_item(
         &self,
         data: &[u8],
         origin: &Origin,
+        places: Option<&Places>,
         hits: &mut Vec<Hit>,
         findings: &mut Findings,
     ) {
         if origin.kind == OccurrenceKind::File {
-            if memchr::memchr(0, &data[..data.len().min(BINARY_PROBE)]).is_some() {
+            if is_binary(data) {
                 self.skip(origin, data.len() as u64, SkipReason::Binary);
                 return;
             }
@@ -391,7 +404,7 @@ impl Context<'_> {
         self.progress
             .bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-        self.detect(data, origin, hits, findings);
+        self.detect(data, origin, places, hits, findings);
     }
 
     /// Scans `data` into `findings`, counting nothing.
@@ -399,19 +412,20 @@ impl Context<'_> {
         &self,
         data: &[u8],
         origin: &Origin,
+        places: Option<&Places>,
         hits: &mut Vec<Hit>,
         findings: &mut Findings,
     ) {
         hits.clear();
-        self.scanner.detector.scan_remembering(
-            data,
-            origin
-                .path
-                .as_deref()
-                .filter(|_| origin.kind == OccurrenceKind::File),
-            hits,
-            Some(&self.memo),
-        );
+        let path = origin
+            .path
+            .as_deref()
+            .filter(|_| origin.kind == OccurrenceKind::File);
+        let detector = &self.scanner.detector;
+        match places {
+            Some(places) => detector.scan_places(data, path, places, hits, Some(&self.memo)),
+            None => detector.scan_remembering(data, path, hits, Some(&self.memo)),
+        }
         let mut line = 1u32;
         let mut line_start = 0usize;
         let mut counted_to = 0usize;
