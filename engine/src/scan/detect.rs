@@ -10,8 +10,13 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use base64::Engine as _;
 use regex::bytes::Regex;
 
-use super::memo::{Candidate, Memo, Place};
+use super::memo::{CONTEXT, Candidate, Memo, Place};
+use super::rules::Reach;
 use super::rules::{Kind, Rule, RuleError, RuleSet, is_space};
+use crate::git::delta::Copied;
+
+/// Keywords are searched for by their first this many bytes at most.
+const MAX_KEYWORD: usize = 12;
 
 /// Marker that suppresses every finding on its line.
 pub const INLINE_ALLOW: &str = "deployguard:allow";
@@ -49,6 +54,124 @@ pub struct Detector {
     longest_keyword: usize,
 }
 
+/// A window a rule is searched in, `from..to`, and the bytes `read.0..read.1` that
+/// decided it and what was found in it: where its bounds were read from, the window with
+/// the few bytes before it, and the lines of its matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span {
+    from: usize,
+    to: usize,
+    read: (usize, usize),
+}
+
+impl Span {
+    fn whole(len: usize) -> Self {
+        Self {
+            from: 0,
+            to: len,
+            read: (0, len),
+        }
+    }
+
+    /// Whether this window and `other` are merged into one (see [`merge`]).
+    fn meets(&self, other: &Span) -> bool {
+        let (first, second) = if self.from <= other.from {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        second.from <= first.to
+    }
+}
+
+/// `items.partition_point(before)`, searched from `*hint` outwards in steps that double
+/// (what is looked for next is usually near what was found last), which then becomes
+/// the hint.
+fn seek<T>(items: &[T], hint: &mut usize, before: impl Fn(&T) -> bool) -> usize {
+    let at = (*hint).min(items.len());
+    let (mut low, mut high) = (at, at);
+    let mut step = 1;
+    if at < items.len() && before(&items[at]) {
+        // The answer is past `at`.
+        low = at + 1;
+        high = low;
+        while high < items.len() && before(&items[high]) {
+            low = high + 1;
+            high = (high + step).min(items.len());
+            step *= 2;
+        }
+    } else {
+        // The answer is at or before `at`.
+        while low > 0 && !before(&items[low - 1]) {
+            high = low - 1;
+            low = low.saturating_sub(step);
+            step *= 2;
+        }
+    }
+    let found = low + items[low..high].partition_point(before);
+    *hint = found;
+    found
+}
+
+/// Merges windows sorted by start that overlap or touch.
+fn merge(windows: &mut Vec<Span>) {
+    let mut merged: Vec<Span> = Vec::with_capacity(windows.len());
+    for window in windows.drain(..) {
+        match merged.last_mut() {
+            Some(last) if window.from <= last.to => {
+                last.to = last.to.max(window.to);
+                last.read = (
+                    last.read.0.min(window.read.0),
+                    last.read.1.max(window.read.1),
+                );
+            }
+            _ => merged.push(window),
+        }
+    }
+    *windows = merged;
+}
+
+/// What detection found in one blob, kept while the deltas built on it are scanned
+/// (see [`Detector::see`]).
+#[derive(Clone, Debug)]
+pub struct Seen(Arc<SeenIn>);
+
+#[derive(Debug)]
+struct SeenIn {
+    len: usize,
+    places: Places,
+    /// Every rule's windows, ordered by the start of what they read.
+    windows: Vec<Searched>,
+    /// What passed the checks, window by window, before generic matches defer to
+    /// specific ones.
+    hits: Vec<Hit>,
+    /// Windows whose results were the base's (tests count them).
+    #[cfg_attr(not(test), allow(dead_code))]
+    carried: usize,
+}
+
+/// One rule's window and what passed in it: `hits[hits.0..hits.1]`.
+#[derive(Clone, Copy, Debug)]
+struct Searched {
+    rule: usize,
+    span: Span,
+    /// Searched around keywords (not over the whole buffer).
+    windowed: bool,
+    hits: (usize, usize),
+}
+
+/// A base's window that a delta copies whole, moved to where the delta puts it.
+#[derive(Clone, Copy, Debug)]
+struct Carried {
+    span: Span,
+    /// The copy it lies in, in the delta's result.
+    copy: (usize, usize),
+    /// Its hits in the base, and how far they move.
+    hits: (usize, usize),
+    shift: isize,
+    kept: bool,
+}
+
 /// Where the keywords occur in one buffer: every occurrence, overlapping ones included,
 /// ordered by start, end and keyword. A scan keeps a blob's while it scans the deltas
 /// built on that blob: a delta's are its base's where it copies the base, and what a
@@ -62,10 +185,21 @@ impl Detector {
         let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
         for (index, rule) in rules.rules().iter().enumerate() {
             for keyword in &rule.keywords {
+                // Every match holding the keyword holds its start too, which finds the
+                // same places and more: a short longest keyword keeps the search around
+                // what a delta changes short (see `Detector::places_after`).
+                let cut = keyword
+                    .char_indices()
+                    .map(|(at, c)| at + c.len_utf8())
+                    .take_while(|&end| end <= MAX_KEYWORD)
+                    .last()
+                    .unwrap_or(keyword.len());
+                let keyword = &keyword[..cut];
                 match words.iter().position(|w| w == keyword) {
+                    Some(at) if keyword_rules[at].contains(&index) => {}
                     Some(at) => keyword_rules[at].push(index),
                     None => {
-                        words.push(keyword.clone());
+                        words.push(keyword.to_owned());
                         keyword_rules.push(vec![index]);
                     }
                 }
@@ -128,26 +262,6 @@ impl Detector {
         self.scan_around(data, path, &places, hits, memo);
     }
 
-    /// [`Detector::scan_remembering`] with the keywords' places already known (they
-    /// must be `data`'s, as [`Detector::places`] or [`Detector::places_after`] found
-    /// them).
-    pub fn scan_places(
-        &self,
-        data: &[u8],
-        path: Option<&str>,
-        known: &Places,
-        hits: &mut Vec<Hit>,
-        memo: Option<&Memo>,
-    ) {
-        let mut places: Vec<Vec<(usize, usize)>> = vec![Vec::new(); self.rules.len()];
-        for place in known.0.iter() {
-            for &rule in &self.keyword_rules[place.keyword as usize] {
-                places[rule].push((place.start as usize, place.end as usize));
-            }
-        }
-        self.scan_around(data, path, &places, hits, memo);
-    }
-
     /// Calls `found(start, end, keyword)` for every keyword occurrence in `data`.
     fn find_keywords(
         &self,
@@ -194,16 +308,21 @@ impl Detector {
         delta: &[u8],
         data: &[u8],
     ) -> Option<Places> {
-        u32::try_from(data.len()).ok()?;
         if !self.memoizable {
             return None;
         }
         let copies = crate::git::delta::copies(base_len, delta)?;
+        self.places_copied(base, &copies, data)
+    }
+
+    fn places_copied(&self, base: &Places, copies: &[Copied], data: &[u8]) -> Option<Places> {
+        u32::try_from(data.len()).ok()?;
         let base = &base.0;
         let mut all: Vec<Place> = Vec::new();
-        for copy in &copies {
+        let mut hint = 0;
+        for copy in copies {
             let (from, to) = (copy.from as u32, (copy.from + copy.len) as u32);
-            let first = base.partition_point(|p| p.start < from);
+            let first = seek(base, &mut hint, |p| p.start < from);
             for place in base[first..].iter().take_while(|p| p.start < to) {
                 if place.end <= to {
                     let moved = |at: u32| at - from + copy.at as u32;
@@ -220,14 +339,11 @@ impl Detector {
         let reach = self.longest_keyword.saturating_sub(1);
         let mut changed: Vec<(usize, usize)> = Vec::new();
         let mut at = 0;
-        for copy in copies
-            .iter()
-            .chain(std::iter::once(&crate::git::delta::Copied {
-                at: data.len(),
-                from: 0,
-                len: 0,
-            }))
-        {
+        for copy in copies.iter().chain(std::iter::once(&Copied {
+            at: data.len(),
+            from: 0,
+            len: 0,
+        })) {
             // Inserted bytes before this copy, or the seam with the previous one.
             if copy.at > at || (at > 0 && copy.at < data.len()) {
                 let (low, high) = (at.saturating_sub(reach), (copy.at + reach).min(data.len()));
@@ -238,15 +354,14 @@ impl Detector {
             }
             at = copy.at + copy.len;
         }
-        let inside_one_copy = |start: usize, end: usize| {
-            let i = copies.partition_point(|c| c.at <= start);
-            i > 0 && end <= copies[i - 1].at + copies[i - 1].len
-        };
+        let mut fresh: Vec<Place> = Vec::new();
+        let mut hint = 0;
         for &(low, high) in &changed {
             for m in self.keywords.find_overlapping_iter(&data[low..high]) {
                 let (start, end) = (low + m.start(), low + m.end());
-                if !inside_one_copy(start, end) {
-                    all.push(Place {
+                let i = seek(copies, &mut hint, |c| c.at <= start);
+                if i == 0 || end > copies[i - 1].at + copies[i - 1].len {
+                    fresh.push(Place {
                         start: start as u32,
                         end: end as u32,
                         keyword: m.pattern().as_u32(),
@@ -254,8 +369,217 @@ impl Detector {
                 }
             }
         }
-        all.sort_unstable();
-        Some(Places(all.into()))
+        // The copied places are in order already (copies are, and each copy's places).
+        fresh.sort_unstable();
+        let mut merged = Vec::with_capacity(all.len() + fresh.len());
+        let (mut a, mut b) = (all.into_iter().peekable(), fresh.into_iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x <= y => a.next(),
+                (Some(_), Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, _) => b.next(),
+            };
+            match next {
+                Some(place) => merged.push(place),
+                None => break,
+            }
+        }
+        debug_assert!(merged.is_sorted());
+        Some(Places(merged.into()))
+    }
+
+    /// Detection over `data` kept for the deltas built on it; `base` is the base's and
+    /// the delta that makes `data` of it, when `data` is one. Then a base's window that
+    /// the delta copies whole, with everything its bounds and its checks read, and that
+    /// no window around a keyword elsewhere meets, has the base's results; the rest is
+    /// searched (as [`Detector::scan_remembering`] does). `None` for a buffer of 4 GiB
+    /// or more (or keywords holding line breaks).
+    pub fn see(
+        &self,
+        data: &[u8],
+        base: Option<(&Seen, &[u8])>,
+        memo: Option<&Memo>,
+    ) -> Option<Seen> {
+        if !self.memoizable {
+            return None;
+        }
+        let copied = base.and_then(|(seen, delta)| {
+            let copies = crate::git::delta::copies(seen.0.len, delta)?;
+            let places = self.places_copied(&seen.0.places, &copies, data)?;
+            Some((&*seen.0, copies, places))
+        });
+        let (base, copies, places) = match copied {
+            Some((base, copies, places)) => (Some(base), copies, places),
+            None => (None, Vec::new(), self.places(data, memo)?),
+        };
+        let rules = self.rules.rules();
+        let mut by_rule: Vec<Vec<(usize, usize)>> = vec![Vec::new(); rules.len()];
+        for place in places.0.iter() {
+            for &rule in &self.keyword_rules[place.keyword as usize] {
+                by_rule[rule].push((place.start as usize, place.end as usize));
+            }
+        }
+        // The base's windows that lie whole in one copy, rule by rule.
+        let mut carried: Vec<Vec<Carried>> = vec![Vec::new(); rules.len()];
+        if let Some(base) = base {
+            // A window that read up to either end of the base is carried only to the same
+            // end of the result.
+            let at_edges = |read: (usize, usize), to: (usize, usize)| {
+                (read.0 != 0 || to.0 == 0) && (read.1 != base.len || to.1 == data.len())
+            };
+            let mut hint = 0;
+            for copy in &copies {
+                let end = copy.from + copy.len;
+                let shift = copy.at as isize - copy.from as isize;
+                let moved = |at: usize| (at as isize + shift) as usize;
+                let first = seek(&base.windows, &mut hint, |w| w.span.read.0 < copy.from);
+                for window in base.windows[first..]
+                    .iter()
+                    .take_while(|w| w.span.read.0 < end)
+                {
+                    let read = (moved(window.span.read.0), moved(window.span.read.1));
+                    if window.windowed
+                        && window.span.read.1 <= end
+                        && at_edges(window.span.read, read)
+                    {
+                        carried[window.rule].push(Carried {
+                            span: Span {
+                                from: moved(window.span.from),
+                                to: moved(window.span.to),
+                                read,
+                            },
+                            copy: (copy.at, copy.at + copy.len),
+                            hits: window.hits,
+                            shift,
+                            kept: true,
+                        });
+                    }
+                }
+            }
+        }
+        let mut windows: Vec<Searched> = Vec::new();
+        let mut hits: Vec<Hit> = Vec::new();
+        let mut lines = Lines::default();
+        let mut spans: Vec<Span> = Vec::new();
+        let mut count = 0;
+        for (index, rule) in rules.iter().enumerate() {
+            let places = &by_rule[index];
+            if places.is_empty() {
+                continue;
+            }
+            let Some(reach) = self.reach(rule, data.len()) else {
+                let mut span = Span::whole(data.len());
+                let first = hits.len();
+                self.search(rule, index, data, &mut span, memo, &mut hits);
+                windows.push(Searched {
+                    rule: index,
+                    span,
+                    windowed: false,
+                    hits: (first, hits.len()),
+                });
+                continue;
+            };
+            let carried = &mut carried[index];
+            // Nearly in order already: copies are in order.
+            carried.sort_by_key(|c| c.span.from);
+            // Two of the base's windows that meet here (copied from different places)
+            // are searched again.
+            let mut furthest: Option<(usize, usize)> = None;
+            for i in 0..carried.len() {
+                if let Some((to, j)) = furthest
+                    && carried[i].span.from <= to
+                {
+                    carried[i].kept = false;
+                    carried[j].kept = false;
+                }
+                if furthest.is_none_or(|(to, _)| carried[i].span.to > to) {
+                    furthest = Some((carried[i].span.to, i));
+                }
+            }
+            // The places no kept window holds get windows of their own; a kept window
+            // that one of those meets is searched again, with its places.
+            loop {
+                spans.clear();
+                for &(start, end) in places {
+                    let k = carried.partition_point(|c| c.span.from <= start);
+                    let held = k > 0 && {
+                        let c = &carried[k - 1];
+                        c.kept && start < c.span.to && c.copy.0 <= start && end <= c.copy.1
+                    };
+                    if !held {
+                        spans.push(self.window(reach, data, start, end, &mut lines));
+                    }
+                }
+                spans.sort_unstable_by_key(|w| w.from);
+                merge(&mut spans);
+                let mut met = false;
+                for c in carried.iter_mut().filter(|c| c.kept) {
+                    let k = spans.partition_point(|w| w.to < c.span.from);
+                    if spans[k..]
+                        .iter()
+                        .take_while(|w| w.from <= c.span.to)
+                        .any(|w| w.meets(&c.span))
+                    {
+                        c.kept = false;
+                        met = true;
+                    }
+                }
+                if !met {
+                    break;
+                }
+            }
+            for c in carried.iter().filter(|c| c.kept) {
+                let first = hits.len();
+                let found = base.map_or(&[][..], |b| &b.hits[c.hits.0..c.hits.1]);
+                hits.extend(found.iter().map(|hit| Hit {
+                    start: (hit.start as isize + c.shift) as usize,
+                    end: (hit.end as isize + c.shift) as usize,
+                    rule: hit.rule,
+                }));
+                windows.push(Searched {
+                    rule: index,
+                    span: c.span,
+                    windowed: true,
+                    hits: (first, hits.len()),
+                });
+                count += 1;
+            }
+            for span in &mut spans {
+                let first = hits.len();
+                self.search(rule, index, data, span, memo, &mut hits);
+                windows.push(Searched {
+                    rule: index,
+                    span: *span,
+                    windowed: true,
+                    hits: (first, hits.len()),
+                });
+            }
+        }
+        windows.sort_by_key(|w| w.span.read.0);
+        Some(Seen(Arc::new(SeenIn {
+            len: data.len(),
+            places,
+            windows,
+            hits,
+            carried: count,
+        })))
+    }
+
+    /// The hits of what [`Detector::see`] saw, as [`Detector::scan`] finds them in the
+    /// same buffer at `path`, appended to `hits`.
+    pub fn seen_hits(&self, seen: &Seen, path: Option<&str>, hits: &mut Vec<Hit>) {
+        let first = hits.len();
+        let lock_file = path.is_some_and(is_lock_file);
+        let rules = self.rules.rules();
+        hits.extend(
+            seen.0
+                .hits
+                .iter()
+                .filter(|hit| !(lock_file && rules[hit.rule].kind == Kind::Generic)),
+        );
+        hits[first..].sort_unstable();
+        self.drop_shadowed(hits, first);
     }
 
     /// Runs each rule around its keywords' places (for each rule, the `(start, end)` of
@@ -271,14 +595,14 @@ impl Detector {
         let first = hits.len();
         let lock_file = path.is_some_and(is_lock_file);
         let mut windows = Vec::new();
-        let mut lines = None;
+        let mut lines = Lines::default();
         for (index, rule) in self.rules.rules().iter().enumerate() {
             if places[index].is_empty() || (lock_file && rule.kind == Kind::Generic) {
                 continue;
             }
             self.search_windows(rule, data, &places[index], &mut lines, &mut windows);
-            for &(from, to) in &windows {
-                self.search(rule, index, data, (from, to), memo, hits);
+            for window in &mut windows {
+                self.search(rule, index, data, window, memo, hits);
             }
         }
         hits[first..].sort_unstable();
@@ -289,89 +613,121 @@ impl Detector {
     /// bounded reach (see [`Reach`]) only needs searching around the keywords' places:
     /// each window reaches that far on both sides of a keyword, and ends at a line end
     /// so that `\b` and `$` see the real text. Unbounded patterns search the whole
-    /// buffer.
+    /// buffer. Each window also says which bytes its bounds were read from.
     fn search_windows(
         &self,
         rule: &Rule,
         data: &[u8],
         places: &[(usize, usize)],
-        lines: &mut Option<ContentLines>,
-        windows: &mut Vec<(usize, usize)>,
+        lines: &mut Lines,
+        windows: &mut Vec<Span>,
     ) {
         windows.clear();
-        let reach = rule.reach.filter(|reach| {
-            // A buffer worth cutting: well over what one window takes.
-            let size = reach.bytes.or(reach.besides_space).unwrap_or(1024);
-            self.windowed && data.len() > 4 * size + 1024
-        });
-        let Some(reach) = reach else {
-            windows.push((0, data.len()));
+        let Some(reach) = self.reach(rule, data.len()) else {
+            windows.push(Span::whole(data.len()));
             return;
         };
-        let mut line_end = 0;
         for &(start, end) in places {
-            // Each measure bounds where a match around this keyword can start and end;
-            // the window is what all of them allow.
-            let (mut from, mut to) = (0, data.len());
-            if let Some(n) = reach.bytes {
-                from = from.max(end.saturating_sub(n));
-                to = to.min(start + n);
-            }
-            if let Some(n) = reach.lines {
-                // Read near the keyword, unless lines are long: then every line of the
-                // buffer is listed once.
-                let near = (lines.is_none())
-                    .then(|| {
-                        Some((
-                            after_content_lines_above(data, start, n + 1, from, NEAR_LINES)?,
-                            before_content_lines_below(data, end, n + 1, to, NEAR_LINES)?,
-                        ))
-                    })
-                    .flatten();
-                let (first, last) = near.unwrap_or_else(|| {
-                    lines.get_or_insert_with(|| ContentLines::of(data)).around(
-                        start,
-                        end,
-                        n,
-                        data.len(),
-                    )
-                });
-                from = from.max(first);
-                to = to.min(last);
-            }
-            // Counting white space is a walk byte by byte: only when no length bounds
-            // the window, and within what the lines allow.
-            if let (None, Some(n)) = (reach.bytes, reach.besides_space) {
-                let (low, high) = (from.min(start), to.max(end));
-                from = from.max(end - within(data[low..end].iter().rev(), n));
-                to = to.min(start + within(data[start..high].iter(), n));
-            }
-            if to > line_end {
-                line_end = memchr::memchr(b'\n', &data[to..]).map_or(data.len(), |i| to + i);
-            }
-            windows.push((from, line_end));
+            windows.push(self.window(reach, data, start, end, lines));
         }
-        windows.sort_unstable();
-        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(windows.len());
-        for &(from, to) in windows.iter() {
-            match merged.last_mut() {
-                Some(last) if from <= last.1 => last.1 = last.1.max(to),
-                _ => merged.push((from, to)),
-            }
-        }
-        *windows = merged;
+        windows.sort_unstable_by_key(|w| w.from);
+        merge(windows);
     }
 
-    /// Runs one rule over `data[from..to]`, with the text before `from` as context.
+    /// How far a rule's matches reach from its keywords in a buffer of `len` bytes, when
+    /// it is searched around them at all.
+    fn reach(&self, rule: &Rule, len: usize) -> Option<Reach> {
+        rule.reach.filter(|reach| {
+            // A buffer worth cutting: well over what one window takes.
+            let size = reach.bytes.or(reach.besides_space).unwrap_or(1024);
+            self.windowed && len > 4 * size + 1024
+        })
+    }
+
+    /// The window around one keyword (see [`Detector::search_windows`]).
+    fn window(
+        &self,
+        reach: Reach,
+        data: &[u8],
+        start: usize,
+        end: usize,
+        lines: &mut Lines,
+    ) -> Span {
+        // Each measure bounds where a match around this keyword can start and end; the
+        // window is what all of them allow.
+        let (mut from, mut to) = (0, data.len());
+        let mut read = (start, end);
+        if let Some(n) = reach.bytes {
+            from = from.max(end.saturating_sub(n));
+            to = to.min(start + n);
+        }
+        if let Some(n) = reach.lines {
+            // Read near the keyword, unless lines are long: then every line of the
+            // buffer is listed once.
+            let near = (lines.all.is_none())
+                .then(|| {
+                    Some((
+                        after_content_lines_above(data, start, n + 1, from, NEAR_LINES)?,
+                        before_content_lines_below(data, end, n + 1, to, NEAR_LINES)?,
+                    ))
+                })
+                .flatten();
+            match near {
+                Some(((first, read_from), (last, (back, read_to)))) => {
+                    from = from.max(first);
+                    to = to.min(last);
+                    read = (read.0.min(read_from).min(back), read.1.max(read_to));
+                }
+                None => {
+                    let (first, last) = lines
+                        .all
+                        .get_or_insert_with(|| ContentLines::of(data))
+                        .around(start, end, n, data.len());
+                    from = from.max(first);
+                    to = to.min(last);
+                    read = (0, data.len());
+                }
+            }
+        }
+        // Counting white space is a walk byte by byte: only when no length bounds the
+        // window, and within what the lines allow.
+        if let (None, Some(n)) = (reach.bytes, reach.besides_space) {
+            let (low, high) = (from.min(start), to.max(end));
+            let back = within(data[low..end].iter().rev(), n);
+            let ahead = within(data[start..high].iter(), n);
+            from = from.max(end - back);
+            to = to.min(start + ahead);
+            // The byte that stopped each walk was read too.
+            read = (
+                read.0.min((end - back).saturating_sub(1).max(low)),
+                read.1.max((start + ahead + 1).min(high)),
+            );
+        }
+        let line_end = lines.end_of_line(data, to);
+        // What a search of the window reads: the few bytes before it, and the line end.
+        let read = (
+            read.0.min(from).min(from.saturating_sub(CONTEXT)),
+            read.1.max((line_end + 1).min(data.len())),
+        );
+        Span {
+            from,
+            to: line_end,
+            read,
+        }
+    }
+
+    /// Runs one rule over `data[from..to]`, with the text before `from` as context;
+    /// widens `window.read` by what the checks read (the lines of the matches).
     fn search(
         &self,
         rule: &Rule,
         index: usize,
         data: &[u8],
-        (from, to): (usize, usize),
+        window: &mut Span,
         memo: Option<&Memo>,
         hits: &mut Vec<Hit>,
     ) {
+        let (from, to) = (window.from, window.to);
         let mut found = Vec::new();
         match memo {
             Some(memo) => memo.candidates(index, data, from, to, &mut found, |out| {
@@ -389,7 +745,7 @@ impl Detector {
             {
                 continue;
             }
-            if self.accept(rule, data, start, end) {
+            if self.accept(rule, data, start, end, &mut window.read) {
                 hits.push(Hit {
                     start,
                     end,
@@ -433,7 +789,16 @@ impl Detector {
         }
     }
 
-    fn accept(&self, rule: &Rule, data: &[u8], start: usize, end: usize) -> bool {
+    /// Whether a match passes the checks; widens `read` by the bytes they read beyond
+    /// the match (its line).
+    fn accept(
+        &self,
+        rule: &Rule,
+        data: &[u8],
+        start: usize,
+        end: usize,
+        read: &mut (usize, usize),
+    ) -> bool {
         let value = &data[start..end];
         // A value need not be UTF-8 (a rule may match any bytes); the text checks read it
         // with invalid sequences replaced.
@@ -465,7 +830,13 @@ impl Detector {
         {
             return false;
         }
-        !line_of(data, start, end)
+        let (line_start, line_end) = line_bounds(data, start, end);
+        // The line breaks that end the line were read too.
+        *read = (
+            read.0.min(line_start.saturating_sub(1)),
+            read.1.max((line_end + 1).min(data.len())),
+        );
+        !data[line_start..line_end]
             .windows(INLINE_ALLOW.len())
             .any(|w| w == INLINE_ALLOW.as_bytes())
     }
@@ -513,6 +884,31 @@ fn within<'a>(bytes: impl Iterator<Item = &'a u8>, n: usize) -> usize {
     taken
 }
 
+/// What the windows of one buffer learn of its lines, for the next window.
+#[derive(Default)]
+struct Lines {
+    /// Every content line, once reading near keywords proved too long (see
+    /// [`NEAR_LINES`]).
+    all: Option<ContentLines>,
+    /// The last line end found: no line break in `end.0..end.1`.
+    end: Option<(usize, usize)>,
+}
+
+impl Lines {
+    /// The first line break at or after `at`, or the buffer's end.
+    fn end_of_line(&mut self, data: &[u8], at: usize) -> usize {
+        if let Some((from, end)) = self.end
+            && from <= at
+            && at <= end
+        {
+            return end;
+        }
+        let end = memchr::memchr(b'\n', &data[at..]).map_or(data.len(), |i| at + i);
+        self.end = Some((at, end));
+        end
+    }
+}
+
 /// Bytes read around a keyword to find the content lines near it before every line of
 /// the buffer is listed instead (see [`ContentLines`]): a buffer of long lines and many
 /// keywords would otherwise be read over and over.
@@ -524,14 +920,14 @@ const NEAR_LINES: usize = 4096;
 /// keyword's being the last such line that starts by `at`), or at `floor` when that lies
 /// before `floor` (a bound already known) or there is no such line. Reads back from `at`
 /// no further than `floor`, and `None` when that is more than `budget` bytes and the
-/// line is not found within them.
+/// line is not found within them. With the answer: where reading stopped.
 fn after_content_lines_above(
     data: &[u8],
     at: usize,
     n: usize,
     floor: usize,
     budget: usize,
-) -> Option<usize> {
+) -> Option<(usize, usize)> {
     // The keyword's line counts as the first, then each line above with content.
     let mut wanted = n + 1;
     // Only what lies before `at` on its own line can make it the keyword's line.
@@ -542,7 +938,8 @@ fn after_content_lines_above(
         if let Some(last) = data[start..end].iter().rposition(|&b| !is_space(b)) {
             wanted -= 1;
             if wanted == 0 {
-                return Some(start + last + 1);
+                // The line break before the line was read, unless the line is the first.
+                return Some((start + last + 1, start.saturating_sub(1)));
             }
         }
         if start == stop {
@@ -550,7 +947,7 @@ fn after_content_lines_above(
         }
         end = start - 1;
     }
-    (stop == floor).then_some(floor)
+    (stop == floor).then_some((floor, floor))
 }
 
 /// Where a match holding a keyword that ends at `end` and touching at most `n - 1` lines
@@ -558,14 +955,15 @@ fn after_content_lines_above(
 /// byte that is not white space of the `n`th line that starts (its first such byte)
 /// after the keyword's last byte, or at `ceiling` when that lies beyond `ceiling` or
 /// there is no such line. Reads no further than `ceiling`, and `None` when that is
-/// more than `budget` bytes (either way) and the line is not found within them.
+/// more than `budget` bytes (either way) and the line is not found within them. With the
+/// answer: the first and the end of the bytes read.
 fn before_content_lines_below(
     data: &[u8],
     end: usize,
     n: usize,
     ceiling: usize,
     budget: usize,
-) -> Option<usize> {
+) -> Option<(usize, (usize, usize))> {
     let ceiling = ceiling.min(data.len());
     let mut wanted = n;
     // The keyword's own line counts only when nothing but white space comes before the
@@ -579,6 +977,8 @@ fn before_content_lines_below(
             Some(_) => {}
         }
     };
+    // Where that walk stopped (it read the byte that stopped it).
+    let back = before.len();
     let from = end.min(ceiling);
     let stop = ceiling.min(from.saturating_add(budget));
     let mut at = if blank_before {
@@ -591,12 +991,12 @@ fn before_content_lines_below(
         if let Some(first) = data[at..line_end].iter().position(|&b| !is_space(b)) {
             wanted -= 1;
             if wanted == 0 {
-                return Some(at + first);
+                return Some((at + first, (back, at + first + 1)));
             }
         }
         at = line_end + 1;
     }
-    (stop == ceiling).then_some(ceiling)
+    (stop == ceiling).then_some((ceiling, (back, stop)))
 }
 
 /// Where each line that holds more than white space has its first such byte and ends
@@ -673,11 +1073,11 @@ impl ContentLines {
     }
 }
 
-/// The whole line (or lines) around a span.
-fn line_of(data: &[u8], start: usize, end: usize) -> &[u8] {
+/// Where the whole line (or lines) around a span starts and ends.
+fn line_bounds(data: &[u8], start: usize, end: usize) -> (usize, usize) {
     let from = memchr::memrchr(b'\n', &data[..start]).map_or(0, |i| i + 1);
     let to = memchr::memchr(b'\n', &data[end..]).map_or(data.len(), |i| end + i);
-    &data[from..to]
+    (from, to)
 }
 
 /// Shannon entropy in bits per byte.
@@ -1210,6 +1610,24 @@ mod robustness {
         assert!(found_any);
     }
 
+    #[test]
+    fn seeking_from_a_hint_finds_what_a_binary_search_finds() {
+        let mut rng = Rng(0x5EE4_0000_0000_0001);
+        for _ in 0..2000 {
+            let mut items: Vec<usize> = (0..rng.below(40)).map(|_| rng.below(100)).collect();
+            items.sort_unstable();
+            let value = rng.below(110);
+            let mut hint = rng.below(items.len() + 3);
+            let found = seek(&items, &mut hint, |&x| x < value);
+            assert_eq!(
+                found,
+                items.partition_point(|&x| x < value),
+                "{items:?} {value}"
+            );
+            assert_eq!(hint, found);
+        }
+    }
+
     /// What the content-line bounds must be: from every content line's first and last
     /// byte that are not white space, listed for the whole buffer.
     fn content_line_bounds(data: &[u8], start: usize, end: usize, n: usize) -> (usize, usize) {
@@ -1267,8 +1685,10 @@ mod robustness {
             };
             // Read near the keyword, or not at all when the budget is short.
             for budget in [usize::MAX, 64] {
-                let above = after_content_lines_above(&data, start, n + 1, floor, budget);
-                let below = before_content_lines_below(&data, end, n + 1, ceiling, budget);
+                let above =
+                    after_content_lines_above(&data, start, n + 1, floor, budget).map(|a| a.0);
+                let below =
+                    before_content_lines_below(&data, end, n + 1, ceiling, budget).map(|b| b.0);
                 if budget == usize::MAX {
                     assert!(above.is_some() && below.is_some());
                 }
@@ -1283,8 +1703,18 @@ mod robustness {
             // The whole buffer's lines, listed once, say the same.
             assert_eq!(lines.around(start, end, n, data.len()), (low, high));
         }
-        assert_eq!(after_content_lines_above(b"   \n\n", 2, 1, 0, 64), Some(0));
-        assert_eq!(before_content_lines_below(b"a\n  \n", 1, 1, 5, 64), Some(5));
+        assert_eq!(
+            after_content_lines_above(b"   \n\n", 2, 1, 0, 64),
+            Some((0, 0))
+        );
+        assert_eq!(
+            before_content_lines_below(b"a\n  \n", 1, 1, 5, 64),
+            Some((5, (0, 5)))
+        );
+        assert_eq!(
+            before_content_lines_below(b"a\n  \n b", 1, 1, 8, 64),
+            Some((6, (0, 7)))
+        );
         // Long white space before a keyword's end is a long read too.
         let spaces = [b' '; 100];
         assert_eq!(before_content_lines_below(&spaces, 100, 1, 100, 64), None);
@@ -1322,7 +1752,8 @@ mod robustness {
         let mut file: Vec<Vec<u8>> = (0..600).map(|_| line(&mut rng)).collect();
         let mut base = file.join(&b"\n"[..]);
         let mut places = detector.places(&base, Some(&memo)).expect("small");
-        let mut found_any = false;
+        let mut seen_base = detector.see(&base, None, None).expect("small");
+        let (mut found_any, mut carried) = (false, 0);
         for round in 0..80 {
             for _ in 0..1 + rng.below(4) {
                 let at = rng.below(file.len());
@@ -1358,12 +1789,17 @@ mod robustness {
             assert_eq!(after, whole, "round {round}");
             let (mut fresh, mut noted) = (Vec::new(), Vec::new());
             detector.scan(&data, None, &mut fresh);
-            detector.scan_places(&data, None, &after, &mut noted, Some(&memo));
+            let seen = detector
+                .see(&data, Some((&seen_base, &delta)), Some(&memo))
+                .expect("small");
+            detector.seen_hits(&seen, None, &mut noted);
             assert_eq!(fresh, noted, "round {round}");
+            carried += seen.0.carried;
             found_any |= !fresh.is_empty();
-            (base, places) = (data, after);
+            (base, places, seen_base) = (data, after, seen);
         }
         assert!(found_any);
+        assert!(carried > 0, "no window was carried from a base");
         // A delta that does not fit its base gives nothing (the caller searches whole).
         assert_eq!(
             detector.places_after(&places, base.len() + 1, &[0, 0], b""),

@@ -32,7 +32,7 @@ use crate::git::objects::{
 use crate::git::pack::{Object, ObjectStore};
 use crate::git::{GitError, output};
 
-use super::detect::{Places, is_lock_file};
+use super::detect::{Seen, is_lock_file};
 use super::report::{Findings, OccurrenceKind, SkipReason};
 use super::{Context, Origin, ScanError, is_binary};
 
@@ -87,19 +87,18 @@ pub(crate) fn scan_all(
         .collect();
     let is_wanted = |oid: &Oid, kind: Kind| kind == Kind::Blob && wanted.contains_key(oid);
     let detector = &ctx.scanner.detector;
-    // Where each blob's keywords are, found from its base's where it is a delta (see
-    // `Detector::places_after`): a version of a file is searched only where it differs.
-    let note = |object: &Object<'_>, base: Option<&Places>| -> Option<Places> {
+    // What detection finds in each blob, from its base's where it is a delta (see
+    // `Detector::see`): a version of a file is searched only where it differs. Run on
+    // the thread that walks the blob's delta tree, before the deltas built on it.
+    let note = |object: &Object<'_>, base: Option<&Seen>| -> Option<Seen> {
         let data = object.data?;
         if ctx.cancelled() || is_binary(data) {
             return None;
         }
-        let after_base = base.zip(object.base).zip(object.delta);
-        after_base
-            .and_then(|((places, (_, base)), delta)| {
-                detector.places_after(places, base.len(), delta, data)
-            })
-            .or_else(|| detector.places(data, Some(&ctx.memo)))
+        let memo = Some(&ctx.memo);
+        base.zip(object.delta)
+            .and_then(|(seen, delta)| detector.see(data, Some((seen, delta)), memo))
+            .or_else(|| detector.see(data, None, memo))
     };
     store.read_noted(
         repo,
@@ -107,7 +106,7 @@ pub(crate) fn scan_all(
         &is_wanted,
         ctx.max_blob_size(),
         note,
-        |object: Object<'_>, places: Option<&Places>| {
+        |object: Object<'_>, seen: Option<&Seen>| {
             let mut local = Findings::default();
             let Some((origins, taken)) = wanted.get(&object.oid) else {
                 return local;
@@ -118,7 +117,7 @@ pub(crate) fn scan_all(
             let mut hits = Vec::new();
             for origin in origins {
                 match object.data {
-                    Some(data) => ctx.scan_item(data, origin, places, &mut hits, &mut local),
+                    Some(data) => ctx.scan_item(data, origin, seen, &mut hits, &mut local),
                     None => ctx.skip(origin, object.size, SkipReason::TooLarge),
                 }
             }

@@ -34,7 +34,7 @@ const MIN_PIECE: usize = 512;
 /// Pieces and windows remembered at most: beyond, new ones are searched but not kept.
 const MAX_ENTRIES: usize = 4 << 20;
 /// Bytes before a window that a pattern's look-behind can read (a UTF-8 character's).
-const CONTEXT: usize = 4;
+pub(crate) const CONTEXT: usize = 4;
 const SHARDS: usize = 16;
 
 /// One keyword occurrence: its span (inside a piece, or a whole blob), and the

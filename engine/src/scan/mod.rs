@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 pub use crate::git::{clone_mirror, redact_url_userinfo};
-pub use detect::{Allowlist, Detector, Hit, Places};
+pub use detect::{Allowlist, Detector, Hit, Seen};
 pub use report::{
     HashKey, Occurrence, OccurrenceKind, Report, Secret, SecretValue, SkipReason, Skipped, Source,
     Stats,
@@ -383,12 +383,13 @@ impl Context<'_> {
     }
 
     /// Scans one blob, file or message, recording its findings.
-    /// `places` are where the keywords occur in `data`, when known.
+    /// `seen` is what detection found in `data`, when it was run ahead (see
+    /// [`Detector::see`]).
     pub(crate) fn scan_item(
         &self,
         data: &[u8],
         origin: &Origin,
-        places: Option<&Places>,
+        seen: Option<&Seen>,
         hits: &mut Vec<Hit>,
         findings: &mut Findings,
     ) {
@@ -404,7 +405,7 @@ impl Context<'_> {
         self.progress
             .bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-        self.detect(data, origin, places, hits, findings);
+        self.detect(data, origin, seen, hits, findings);
     }
 
     /// Scans `data` into `findings`, counting nothing.
@@ -412,7 +413,7 @@ impl Context<'_> {
         &self,
         data: &[u8],
         origin: &Origin,
-        places: Option<&Places>,
+        seen: Option<&Seen>,
         hits: &mut Vec<Hit>,
         findings: &mut Findings,
     ) {
@@ -422,8 +423,8 @@ impl Context<'_> {
             .as_deref()
             .filter(|_| origin.kind == OccurrenceKind::File);
         let detector = &self.scanner.detector;
-        match places {
-            Some(places) => detector.scan_places(data, path, places, hits, Some(&self.memo)),
+        match seen {
+            Some(seen) => detector.seen_hits(seen, path, hits),
             None => detector.scan_remembering(data, path, hits, Some(&self.memo)),
         }
         let mut line = 1u32;
