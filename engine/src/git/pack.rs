@@ -228,7 +228,7 @@ impl ObjectStore {
             repo,
             threads,
             want,
-            max_size,
+            (max_size, true),
             no_note,
             |object, _| map(object),
             sink,
@@ -240,15 +240,17 @@ impl ObjectStore {
     /// stored whole, or when the base has none), on the thread that walks the object's
     /// delta tree, before anything built on the object is read; `map` gets the object
     /// with its own note. The note of every object that a wanted one is built on is
-    /// made, wanted or not. What one pass learns of a base (the places a scan found in
-    /// it) is so carried to its deltas, which need only look at what they change.
+    /// made, wanted or not. What one pass learns of a base (what a scan found in it) is
+    /// so carried to its deltas, which need only look at what they change. `limits` are
+    /// the size cap, and whether large objects are handed to a free thread for `map`
+    /// (see [`SHARED_FROM`]; not worth copying them when `note` does the work).
     #[allow(clippy::too_many_arguments)]
     pub fn read_noted<N, T, E>(
         &self,
         repo: &Path,
         threads: usize,
         want: &(dyn Fn(&Oid, Kind) -> bool + Sync),
-        max_size: u64,
+        (max_size, share): (u64, bool),
         note: impl Fn(&Object<'_>, Option<&N>) -> Option<N> + Sync,
         map: impl Fn(Object<'_>, Option<&N>) -> T + Sync,
         mut sink: impl FnMut(T) -> Result<(), E>,
@@ -302,7 +304,7 @@ impl ObjectStore {
                                     return false;
                                 }
                                 let large = object.data.is_some_and(|d| d.len() >= SHARED_FROM);
-                                if large && threads > 1 && !share_tx.is_full() {
+                                if share && large && threads > 1 && !share_tx.is_full() {
                                     match share_tx.try_send(Shared::of(&object, noted)) {
                                         Ok(()) => return true,
                                         Err(e) => {

@@ -50,8 +50,9 @@ pub struct Detector {
     /// No keyword holds a line break, so the keyword search can be remembered piece by
     /// piece (see [`Memo`]).
     memoizable: bool,
-    /// The longest keyword's length in bytes.
+    /// The longest and the shortest keyword's length in bytes.
     longest_keyword: usize,
+    shortest_keyword: usize,
 }
 
 /// A window a rule is searched in, `from..to`, and the bytes `read.0..read.1` that
@@ -145,6 +146,8 @@ struct SeenIn {
     /// What passed the checks, window by window, before generic matches defer to
     /// specific ones.
     hits: Vec<Hit>,
+    /// The fewest bytes a window searched around keywords read.
+    shortest_read: usize,
     /// Windows whose results were the base's (tests count them).
     #[cfg_attr(not(test), allow(dead_code))]
     carried: usize,
@@ -213,6 +216,7 @@ impl Detector {
             .map_err(|e| RuleError::new("keywords", e.to_string()))?;
         let memoizable = !words.iter().any(|w| w.contains('\n'));
         let longest_keyword = words.iter().map(String::len).max().unwrap_or(0);
+        let shortest_keyword = words.iter().map(String::len).min().unwrap_or(0);
         Ok(Self {
             rules,
             keywords,
@@ -221,6 +225,7 @@ impl Detector {
             windowed: true,
             memoizable,
             longest_keyword,
+            shortest_keyword,
         })
     }
 
@@ -320,7 +325,8 @@ impl Detector {
         let base = &base.0;
         let mut all: Vec<Place> = Vec::new();
         let mut hint = 0;
-        for copy in copies {
+        // A copy shorter than any keyword holds none.
+        for copy in copies.iter().filter(|c| c.len >= self.shortest_keyword) {
             let (from, to) = (copy.from as u32, (copy.from + copy.len) as u32);
             let first = seek(base, &mut hint, |p| p.start < from);
             for place in base[first..].iter().take_while(|p| p.start < to) {
@@ -429,7 +435,8 @@ impl Detector {
                 (read.0 != 0 || to.0 == 0) && (read.1 != base.len || to.1 == data.len())
             };
             let mut hint = 0;
-            for copy in &copies {
+            // A copy shorter than every window's reading holds none.
+            for copy in copies.iter().filter(|c| c.len >= base.shortest_read) {
                 let end = copy.from + copy.len;
                 let shift = copy.at as isize - copy.from as isize;
                 let moved = |at: usize| (at as isize + shift) as usize;
@@ -557,8 +564,15 @@ impl Detector {
             }
         }
         windows.sort_by_key(|w| w.span.read.0);
+        let shortest_read = windows
+            .iter()
+            .filter(|w| w.windowed)
+            .map(|w| w.span.read.1 - w.span.read.0)
+            .min()
+            .unwrap_or(usize::MAX);
         Some(Seen(Arc::new(SeenIn {
             len: data.len(),
+            shortest_read,
             places,
             windows,
             hits,

@@ -104,7 +104,7 @@ pub(crate) fn scan_all(
         repo,
         threads,
         &is_wanted,
-        ctx.max_blob_size(),
+        (ctx.max_blob_size(), false),
         note,
         |object: Object<'_>, seen: Option<&Seen>| {
             let mut local = Findings::default();
