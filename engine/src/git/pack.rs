@@ -272,11 +272,15 @@ impl ObjectStore {
             .collect();
         // Work units: (pack, root entry) for every delta tree holding a wanted object,
         // then loose objects.
-        let roots: Vec<(usize, u32)> = plans
+        // The largest delta trees first: one file's many versions are one tree, read
+        // on one thread, and the others should not wait for it at the end.
+        let mut roots: Vec<(usize, u32, u64)> = plans
             .iter()
             .enumerate()
-            .flat_map(|(p, plan)| plan.roots.iter().map(move |&root| (p, root)))
+            .flat_map(|(p, plan)| plan.roots.iter().map(move |&(root, work)| (p, root, work)))
             .collect();
+        roots.sort_by_key(|&(_, _, work)| std::cmp::Reverse(work));
+        let roots: Vec<(usize, u32)> = roots.into_iter().map(|(p, root, _)| (p, root)).collect();
         let next = AtomicUsize::new(0);
         // Large objects a busy thread hands over (see `SHARED_FROM`).
         let (share_tx, share_rx) = crossbeam_channel::bounded::<Shared<N>>(threads * 2);
@@ -482,8 +486,9 @@ struct Plan {
     wanted: Vec<bool>,
     /// The entry or a delta built on it (at any depth) is wanted.
     needed: Vec<bool>,
-    /// Non-delta entries that are needed, in pack order.
-    roots: Vec<u32>,
+    /// Non-delta entries that are needed, in pack order, each with a guess at the work
+    /// its delta tree makes (its size times the number of needed entries in the tree).
+    roots: Vec<(u32, u64)>,
 }
 
 /// A thread's tools for reading objects: the decompressor and the read buffer.
@@ -686,6 +691,7 @@ impl Pack {
                 continue;
             };
             stack.push((root as u32, 0));
+            let mut count = 0u64;
             while let Some(&mut (node, ref mut next)) = stack.last_mut() {
                 if let Some(&child) = children[node as usize].get(*next) {
                     *next += 1;
@@ -697,9 +703,11 @@ impl Pack {
                 plan.wanted[i] = want(&self.entries[i].oid, kind);
                 plan.needed[i] =
                     plan.wanted[i] || children[i].iter().any(|&c| plan.needed[c as usize]);
+                count += u64::from(plan.needed[i]);
             }
             if plan.needed[root] {
-                plan.roots.push(root as u32);
+                plan.roots
+                    .push((root as u32, (entry.size as u64).saturating_mul(count)));
             }
         }
         plan

@@ -53,6 +53,9 @@ pub struct Detector {
     /// The longest and the shortest keyword's length in bytes.
     longest_keyword: usize,
     shortest_keyword: usize,
+    /// Every two bytes that some keyword holds in a row (in either case): bit
+    /// `a * 256 + b`.
+    pairs: Box<[u64]>,
 }
 
 /// A window a rule is searched in, `from..to`, and the bytes `read.0..read.1` that
@@ -114,6 +117,38 @@ fn seek<T>(items: &[T], hint: &mut usize, before: impl Fn(&T) -> bool) -> usize 
     found
 }
 
+/// Items ordered by a position, indexed by the position's bucket of `1 << BUCKET` bytes:
+/// the first item at or after a position is found in a step, wherever the last one was.
+#[derive(Debug)]
+struct Buckets(Vec<u32>);
+
+const BUCKET: usize = 6;
+
+impl Buckets {
+    /// Indexes the items whose positions (in order, all below `len`) are `positions`.
+    fn of(len: usize, positions: impl Iterator<Item = usize>) -> Self {
+        // first[b]: how many items lie before bucket b.
+        let mut first = vec![0u32; (len >> BUCKET) + 2];
+        for at in positions {
+            first[(at >> BUCKET) + 1] += 1;
+        }
+        for b in 1..first.len() {
+            first[b] += first[b - 1];
+        }
+        Self(first)
+    }
+
+    /// How many of `items` lie before `at` (by `position`).
+    fn before<T>(&self, items: &[T], at: usize, position: impl Fn(&T) -> usize) -> usize {
+        let bucket = (at >> BUCKET).min(self.0.len() - 1);
+        let mut i = self.0[bucket] as usize;
+        while i < items.len() && position(&items[i]) < at {
+            i += 1;
+        }
+        i
+    }
+}
+
 /// Merges windows sorted by start that overlap or touch.
 fn merge(windows: &mut Vec<Span>) {
     let mut merged: Vec<Span> = Vec::with_capacity(windows.len());
@@ -141,8 +176,10 @@ pub struct Seen(Arc<SeenIn>);
 struct SeenIn {
     len: usize,
     places: Places,
+    place_index: Buckets,
     /// Every rule's windows, ordered by the start of what they read.
     windows: Vec<Searched>,
+    window_index: Buckets,
     /// What passed the checks, window by window, before generic matches defer to
     /// specific ones.
     hits: Vec<Hit>,
@@ -217,6 +254,17 @@ impl Detector {
         let memoizable = !words.iter().any(|w| w.contains('\n'));
         let longest_keyword = words.iter().map(String::len).max().unwrap_or(0);
         let shortest_keyword = words.iter().map(String::len).min().unwrap_or(0);
+        let mut pairs = vec![0u64; 1 << 10].into_boxed_slice();
+        for word in &words {
+            for two in word.as_bytes().windows(2) {
+                for a in [two[0].to_ascii_lowercase(), two[0].to_ascii_uppercase()] {
+                    for b in [two[1].to_ascii_lowercase(), two[1].to_ascii_uppercase()] {
+                        let bit = usize::from(a) << 8 | usize::from(b);
+                        pairs[bit >> 6] |= 1 << (bit & 63);
+                    }
+                }
+            }
+        }
         Ok(Self {
             rules,
             keywords,
@@ -226,7 +274,14 @@ impl Detector {
             memoizable,
             longest_keyword,
             shortest_keyword,
+            pairs,
         })
+    }
+
+    /// Whether some keyword holds `a` then `b`.
+    fn pair(&self, a: u8, b: u8) -> bool {
+        let bit = usize::from(a) << 8 | usize::from(b);
+        self.pairs[bit >> 6] & (1 << (bit & 63)) != 0
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -317,18 +372,32 @@ impl Detector {
             return None;
         }
         let copies = crate::git::delta::copies(base_len, delta)?;
-        self.places_copied(base, &copies, data)
+        self.places_copied(base, None, &copies, data)
     }
 
-    fn places_copied(&self, base: &Places, copies: &[Copied], data: &[u8]) -> Option<Places> {
+    fn places_copied(
+        &self,
+        base: &Places,
+        index: Option<&Buckets>,
+        copies: &[Copied],
+        data: &[u8],
+    ) -> Option<Places> {
         u32::try_from(data.len()).ok()?;
         let base = &base.0;
+        let made;
+        let index = match index {
+            Some(index) => index,
+            None => {
+                let len = base.last().map_or(0, |p| p.start as usize + 1);
+                made = Buckets::of(len, base.iter().map(|p| p.start as usize));
+                &made
+            }
+        };
         let mut all: Vec<Place> = Vec::new();
-        let mut hint = 0;
         // A copy shorter than any keyword holds none.
         for copy in copies.iter().filter(|c| c.len >= self.shortest_keyword) {
             let (from, to) = (copy.from as u32, (copy.from + copy.len) as u32);
-            let first = seek(base, &mut hint, |p| p.start < from);
+            let first = index.before(base, copy.from, |p| p.start as usize);
             for place in base[first..].iter().take_while(|p| p.start < to) {
                 if place.end <= to {
                     let moved = |at: u32| at - from + copy.at as u32;
@@ -350,11 +419,24 @@ impl Detector {
             from: 0,
             len: 0,
         })) {
-            // Inserted bytes before this copy, or the seam with the previous one.
-            if copy.at > at || (at > 0 && copy.at < data.len()) {
-                let (low, high) = (at.saturating_sub(reach), (copy.at + reach).min(data.len()));
+            // Inserted bytes before this copy, or the seam with the previous one. A
+            // keyword not inside one copy holds an inserted byte or crosses from one
+            // copy into what follows: it holds the two bytes on either side of the
+            // edge it crosses, which must then be two bytes some keyword holds in a row.
+            let crosses = |edge: usize| {
+                edge > 0 && edge < data.len() && self.pair(data[edge - 1], data[edge])
+            };
+            let inserted = copy.at > at;
+            let (left, right) = (crosses(at), inserted && crosses(copy.at));
+            if inserted || left {
+                let low = if left { at.saturating_sub(reach) } else { at };
+                let high = if left || right {
+                    (copy.at + reach).min(data.len())
+                } else {
+                    copy.at
+                };
                 match changed.last_mut() {
-                    Some(last) if low <= last.1 => last.1 = high,
+                    Some(last) if low <= last.1 => last.1 = last.1.max(high),
                     _ => changed.push((low, high)),
                 }
             }
@@ -412,7 +494,8 @@ impl Detector {
         }
         let copied = base.and_then(|(seen, delta)| {
             let copies = crate::git::delta::copies(seen.0.len, delta)?;
-            let places = self.places_copied(&seen.0.places, &copies, data)?;
+            let places =
+                self.places_copied(&seen.0.places, Some(&seen.0.place_index), &copies, data)?;
             Some((&*seen.0, copies, places))
         });
         let (base, copies, places) = match copied {
@@ -434,13 +517,14 @@ impl Detector {
             let at_edges = |read: (usize, usize), to: (usize, usize)| {
                 (read.0 != 0 || to.0 == 0) && (read.1 != base.len || to.1 == data.len())
             };
-            let mut hint = 0;
             // A copy shorter than every window's reading holds none.
             for copy in copies.iter().filter(|c| c.len >= base.shortest_read) {
                 let end = copy.from + copy.len;
                 let shift = copy.at as isize - copy.from as isize;
                 let moved = |at: usize| (at as isize + shift) as usize;
-                let first = seek(&base.windows, &mut hint, |w| w.span.read.0 < copy.from);
+                let first = base
+                    .window_index
+                    .before(&base.windows, copy.from, |w| w.span.read.0);
                 for window in base.windows[first..]
                     .iter()
                     .take_while(|w| w.span.read.0 < end)
@@ -508,8 +592,13 @@ impl Detector {
             // that one of those meets is searched again, with its places.
             loop {
                 spans.clear();
+                // Places and windows are both in order: the window that may hold a
+                // place is the last that starts by it.
+                let mut k = 0;
                 for &(start, end) in places {
-                    let k = carried.partition_point(|c| c.span.from <= start);
+                    while k < carried.len() && carried[k].span.from <= start {
+                        k += 1;
+                    }
                     let held = k > 0 && {
                         let c = &carried[k - 1];
                         c.kept && start < c.span.to && c.copy.0 <= start && end <= c.copy.1
@@ -570,8 +659,12 @@ impl Detector {
             .map(|w| w.span.read.1 - w.span.read.0)
             .min()
             .unwrap_or(usize::MAX);
+        let place_index = Buckets::of(data.len(), places.0.iter().map(|p| p.start as usize));
+        let window_index = Buckets::of(data.len(), windows.iter().map(|w| w.span.read.0));
         Some(Seen(Arc::new(SeenIn {
             len: data.len(),
+            place_index,
+            window_index,
             shortest_read,
             places,
             windows,
@@ -1625,7 +1718,7 @@ mod robustness {
     }
 
     #[test]
-    fn seeking_from_a_hint_finds_what_a_binary_search_finds() {
+    fn seeking_from_a_hint_or_a_bucket_finds_what_a_binary_search_finds() {
         let mut rng = Rng(0x5EE4_0000_0000_0001);
         for _ in 0..2000 {
             let mut items: Vec<usize> = (0..rng.below(40)).map(|_| rng.below(100)).collect();
@@ -1639,6 +1732,14 @@ mod robustness {
                 "{items:?} {value}"
             );
             assert_eq!(hint, found);
+            // Positions indexed by their buckets give the same.
+            let positions: Vec<usize> = items.iter().map(|&x| x * 37).collect();
+            let buckets = Buckets::of(110 * 37, positions.iter().copied());
+            let at = value * 37 + rng.below(37);
+            assert_eq!(
+                buckets.before(&positions, at, |&x| x),
+                positions.partition_point(|&x| x < at)
+            );
         }
     }
 
