@@ -385,6 +385,20 @@ mod tests {
                 .map(|_| b'a' + (self.next() % u64::from(alphabet)) as u8)
                 .collect()
         }
+
+        /// `base` with up to `edits - 1` stretches of up to 40 bytes replaced by up to
+        /// `longest - 1` new ones.
+        fn edited(&mut self, base: &[u8], edits: u64, longest: u64) -> Vec<u8> {
+            let mut target = base.to_vec();
+            for _ in 0..self.next() % edits {
+                let at = (self.next() as usize) % (target.len() + 1);
+                let cut = ((self.next() % 40) as usize).min(target.len() - at);
+                let len = (self.next() % longest) as usize;
+                let inserted = self.fill(len, 26);
+                target.splice(at..at + cut, inserted);
+            }
+            target
+        }
     }
 
     #[test]
@@ -393,14 +407,7 @@ mod tests {
         for round in 0..300 {
             let len = (bytes.next() % 5000) as usize;
             let base = bytes.fill(len, if round % 3 == 0 { 2 } else { 26 });
-            let mut target = base.clone();
-            for _ in 0..bytes.next() % 6 {
-                let at = (bytes.next() as usize) % (target.len() + 1);
-                let cut = ((bytes.next() % 40) as usize).min(target.len() - at);
-                let len = (bytes.next() % 300) as usize;
-                let inserted = bytes.fill(len, 26);
-                target.splice(at..at + cut, inserted);
-            }
+            let target = bytes.edited(&base, 6, 300);
             let delta = encode(&base, &target, usize::MAX).expect("no limit");
             assert_eq!(
                 apply(&base, &delta).as_deref(),
@@ -416,14 +423,7 @@ mod tests {
         for round in 0..300 {
             let len = (bytes.next() % 3000) as usize;
             let base = bytes.fill(len, if round % 2 == 0 { 3 } else { 26 });
-            let mut target = base.clone();
-            for _ in 0..bytes.next() % 5 {
-                let at = (bytes.next() as usize) % (target.len() + 1);
-                let cut = ((bytes.next() % 40) as usize).min(target.len() - at);
-                let len = (bytes.next() % 200) as usize;
-                let inserted = bytes.fill(len, 26);
-                target.splice(at..at + cut, inserted);
-            }
+            let target = bytes.edited(&base, 5, 200);
             let delta = encode(&base, &target, usize::MAX).expect("no limit");
             let copied = copies(base.len(), &delta).expect("the delta fits");
             let mut covered = 0;

@@ -1539,6 +1539,15 @@ mod robustness {
         .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Every rule's examples and negatives.
+    fn examples_and_negatives(detector: &Detector) -> Vec<&String> {
+        detector
+            .rules()
+            .iter()
+            .flat_map(|r| r.spec().examples.iter().chain(&r.spec().negatives))
+            .collect()
+    }
+
     fn check(detector: &Detector, data: &[u8]) {
         let mut hits = Vec::new();
         detector.scan(data, Some("fuzz/input.txt"), &mut hits);
@@ -1597,11 +1606,7 @@ mod robustness {
         let windowed = detector();
         let mut whole = detector();
         whole.windowed = false;
-        let examples: Vec<&String> = windowed
-            .rules()
-            .iter()
-            .flat_map(|r| r.spec().examples.iter().chain(&r.spec().negatives))
-            .collect();
+        let examples = examples_and_negatives(&windowed);
         let mut rng = Rng(0x0DDC_0FFE_E15E_A5E5);
         let filler = [
             "let x = compute(a, b);",
@@ -1673,11 +1678,7 @@ mod robustness {
         let detector = detector();
         assert!(detector.memoizable);
         let memo = Memo::default();
-        let examples: Vec<&String> = detector
-            .rules()
-            .iter()
-            .flat_map(|r| r.spec().examples.iter().chain(&r.spec().negatives))
-            .collect();
+        let examples = examples_and_negatives(&detector);
         let filler = [
             "fn main() {",
             "password = load()",
@@ -1843,11 +1844,7 @@ mod robustness {
     fn keywords_found_from_a_base_and_a_delta_are_those_of_a_whole_search() {
         let detector = detector();
         let memo = Memo::default();
-        let examples: Vec<&String> = detector
-            .rules()
-            .iter()
-            .flat_map(|r| r.spec().examples.iter().chain(&r.spec().negatives))
-            .collect();
+        let examples = examples_and_negatives(&detector);
         let filler = [
             "fn main() {",
             "password = load()",
