@@ -62,7 +62,13 @@ if [ ! -d "$REPO" ]; then
   git -C "$REPO" repack -a -d -f -q
 fi
 cargo build --release --locked -q -p deployguard-cli
-# The demo server's two repositories (scripts/demo.sh's) take the benchmark's.
+# The demo server's two repositories (scripts/demo.sh's) take the benchmark's: made anew,
+# since a mirror push may not delete the branch the demo's HEAD names.
+rm -rf "$DEMO_GIT_ROOT/demo.git"
+git init -q --bare "$DEMO_GIT_ROOT/demo.git"
+git -C "$DEMO_GIT_ROOT/demo.git" config http.receivepack true
+head=$(git -C "$REPO" symbolic-ref -q HEAD || true)
+[ -z "$head" ] || git -C "$DEMO_GIT_ROOT/demo.git" symbolic-ref HEAD "$head"
 git -C "$REPO" push -q --mirror "$(authed "$DEMO_GIT_BASE/demo.git")"
 SRC="$DEMO_GIT_BASE/demo.git" DST="$DEMO_GIT_BASE/bench-target.git"
 # Both sides push into an empty repository: a target that already holds the objects
