@@ -589,8 +589,9 @@ impl Detector {
                 }
             }
             // The places no kept window holds get windows of their own; a kept window
-            // that one of those meets is searched again, with its places.
-            loop {
+            // that one of those meets is searched again, with its places (after a few
+            // rounds of that, every window is).
+            for round in 0.. {
                 spans.clear();
                 // Places and windows are both in order: the window that may hold a
                 // place is the last that starts by it.
@@ -623,6 +624,9 @@ impl Detector {
                 }
                 if !met {
                     break;
+                }
+                if round == 3 {
+                    carried.iter_mut().for_each(|c| c.kept = false);
                 }
             }
             for c in carried.iter().filter(|c| c.kept) {
