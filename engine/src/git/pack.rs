@@ -228,7 +228,8 @@ impl ObjectStore {
             repo,
             threads,
             want,
-            (max_size, true),
+            max_size,
+            true,
             no_note,
             |object, _| map(object),
             sink,
@@ -241,16 +242,17 @@ impl ObjectStore {
     /// delta tree, before anything built on the object is read; `map` gets the object
     /// with its own note. The note of every object that a wanted one is built on is
     /// made, wanted or not. What one pass learns of a base (what a scan found in it) is
-    /// so carried to its deltas, which need only look at what they change. `limits` are
-    /// the size cap, and whether large objects are handed to a free thread for `map`
-    /// (see [`SHARED_FROM`]; not worth copying them when `note` does the work).
+    /// so carried to its deltas, which need only look at what they change. `share` says
+    /// whether large objects are handed to a free thread for `map` (see
+    /// [`SHARED_FROM`]; not worth copying them when `note` does the work).
     #[allow(clippy::too_many_arguments)]
     pub fn read_noted<N, T, E>(
         &self,
         repo: &Path,
         threads: usize,
         want: &(dyn Fn(&Oid, Kind) -> bool + Sync),
-        (max_size, share): (u64, bool),
+        max_size: u64,
+        share: bool,
         note: impl Fn(&Object<'_>, Option<&N>) -> Option<N> + Sync,
         map: impl Fn(Object<'_>, Option<&N>) -> T + Sync,
         mut sink: impl FnMut(T) -> Result<(), E>,

@@ -4,7 +4,7 @@
 //! where the bytes come from.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use base64::Engine as _;
@@ -172,14 +172,28 @@ fn merge(windows: &mut Vec<Span>) {
 #[derive(Clone, Debug)]
 pub struct Seen(Arc<SeenIn>);
 
+impl SeenIn {
+    fn place_index(&self) -> &Buckets {
+        self.place_index
+            .get_or_init(|| Buckets::of(self.len, self.places.0.iter().map(|p| p.start as usize)))
+    }
+
+    fn window_index(&self) -> &Buckets {
+        self.window_index
+            .get_or_init(|| Buckets::of(self.len, self.windows.iter().map(|w| w.span.read.0)))
+    }
+}
+
 #[derive(Debug)]
 struct SeenIn {
     len: usize,
     places: Places,
-    place_index: Buckets,
+    /// Indexes of the places and the windows, made when a delta first needs them (most
+    /// blobs have none built on them).
+    place_index: OnceLock<Buckets>,
     /// Every rule's windows, ordered by the start of what they read.
     windows: Vec<Searched>,
-    window_index: Buckets,
+    window_index: OnceLock<Buckets>,
     /// What passed the checks, window by window, before generic matches defer to
     /// specific ones.
     hits: Vec<Hit>,
@@ -495,7 +509,7 @@ impl Detector {
         let copied = base.and_then(|(seen, delta)| {
             let copies = crate::git::delta::copies(seen.0.len, delta)?;
             let places =
-                self.places_copied(&seen.0.places, Some(&seen.0.place_index), &copies, data)?;
+                self.places_copied(&seen.0.places, Some(seen.0.place_index()), &copies, data)?;
             Some((&*seen.0, copies, places))
         });
         let (base, copies, places) = match copied {
@@ -523,7 +537,7 @@ impl Detector {
                 let shift = copy.at as isize - copy.from as isize;
                 let moved = |at: usize| (at as isize + shift) as usize;
                 let first = base
-                    .window_index
+                    .window_index()
                     .before(&base.windows, copy.from, |w| w.span.read.0);
                 for window in base.windows[first..]
                     .iter()
@@ -663,12 +677,10 @@ impl Detector {
             .map(|w| w.span.read.1 - w.span.read.0)
             .min()
             .unwrap_or(usize::MAX);
-        let place_index = Buckets::of(data.len(), places.0.iter().map(|p| p.start as usize));
-        let window_index = Buckets::of(data.len(), windows.iter().map(|w| w.span.read.0));
         Some(Seen(Arc::new(SeenIn {
             len: data.len(),
-            place_index,
-            window_index,
+            place_index: OnceLock::new(),
+            window_index: OnceLock::new(),
             shortest_read,
             places,
             windows,

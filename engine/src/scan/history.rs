@@ -9,9 +9,10 @@
 //!    every reachable blob with the commit and path that introduced it;
 //! 3. every pack is read again for those blobs only, each delta chain resolved once, and
 //!    each blob is scanned by the thread that inflated it, while it is in the cache. A
-//!    blob stored as a delta has its keywords found from its base's: where the delta
-//!    copies the base they are the base's, and only the bytes it inserts (and the seams
-//!    between its copies) are searched.
+//!    blob stored as a delta takes its base's results where the delta copies what
+//!    decided them (keywords, and rules' windows with their checks); only the bytes it
+//!    inserts, the seams between its copies and the windows that are new are searched
+//!    (see `Detector::see`).
 //!
 //! "Earliest": commits are visited parents before children and, among the commits whose
 //! parents have all been visited, the oldest committer date first (ties: the order in
@@ -104,7 +105,8 @@ pub(crate) fn scan_all(
         repo,
         threads,
         &is_wanted,
-        (ctx.max_blob_size(), false),
+        ctx.max_blob_size(),
+        false,
         note,
         |object: Object<'_>, seen: Option<&Seen>| {
             let mut local = Findings::default();
