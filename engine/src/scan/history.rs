@@ -682,14 +682,15 @@ fn walk_tree(
             }
             continue;
         }
+        // Most blobs of a tree walked again are settled: no origin is made for them.
+        if claims.settled[edge.child as usize] {
+            continue;
+        }
         let origin = Origin {
             path: Some(String::from_utf8_lossy(&path).into_owned()),
             commit: commit.map(str::to_owned),
             kind: OccurrenceKind::File,
         };
-        if claims.settled[edge.child as usize] {
-            continue;
-        }
         if !claims.claim(ctx, graph, edge.child, origin)
             && let Some(frame) = stack.last_mut()
         {
