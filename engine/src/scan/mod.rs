@@ -14,7 +14,7 @@ pub mod report;
 pub mod rules;
 pub mod settings;
 
-use std::collections::HashSet;
+use std::collections::{BinaryHeap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -181,7 +181,7 @@ impl Scanner {
             scanner: self,
             progress,
             cancel: run.cancel,
-            skipped: Mutex::new(Vec::new()),
+            skipped: Mutex::new(BinaryHeap::new()),
             memo: memo::Memo::default(),
         };
         let (source, findings, refs) = match target {
@@ -226,7 +226,11 @@ impl Scanner {
         };
         let (secrets, suppressed) =
             findings.into_secrets(self.detector.rules(), &self.hash_key, &self.suppressed);
-        let skipped = ctx.skipped.into_inner().unwrap_or_else(|e| e.into_inner());
+        let skipped = ctx
+            .skipped
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .into_sorted_vec();
         let stats = Stats {
             commits: progress.commits.load(Ordering::Relaxed),
             refs,
@@ -276,7 +280,9 @@ pub(crate) struct Context<'a> {
     scanner: &'a Scanner,
     progress: &'a Progress,
     cancel: Option<&'a AtomicBool>,
-    skipped: Mutex<Vec<Skipped>>,
+    /// The first [`report::SKIPPED_LISTED`] skipped, in the report's order (threads
+    /// meet them in any order; a report is the same each time).
+    skipped: Mutex<BinaryHeap<Skipped>>,
     /// The keyword search over text met before in this scan.
     memo: memo::Memo,
 }
@@ -319,13 +325,14 @@ impl Context<'_> {
     pub(crate) fn skip(&self, origin: &Origin, size: u64, reason: SkipReason) {
         self.progress.skipped.fetch_add(1, Ordering::Relaxed);
         let mut skipped = self.skipped.lock().unwrap_or_else(|e| e.into_inner());
-        if skipped.len() < report::SKIPPED_LISTED {
-            skipped.push(Skipped {
-                path: origin.path.clone(),
-                commit: origin.commit.clone(),
-                size,
-                reason,
-            });
+        skipped.push(Skipped {
+            path: origin.path.clone(),
+            commit: origin.commit.clone(),
+            size,
+            reason,
+        });
+        if skipped.len() > report::SKIPPED_LISTED {
+            skipped.pop();
         }
     }
 

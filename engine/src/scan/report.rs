@@ -253,7 +253,7 @@ pub struct Stats {
     pub duration_ms: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SkipReason {
     Binary,
@@ -263,8 +263,8 @@ pub enum SkipReason {
     Missing,
 }
 
-/// A blob or file not scanned, and why.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// A blob or file not scanned, and why. Reports list them by path, then commit.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Skipped {
     pub path: Option<String>,
     pub commit: Option<String>,
@@ -272,7 +272,8 @@ pub struct Skipped {
     pub reason: SkipReason,
 }
 
-/// At most this many skipped entries are listed (all are counted in the stats).
+/// At most this many skipped entries are listed (all are counted in the stats): the
+/// first in the listing's order, whatever order they were met in.
 pub const SKIPPED_LISTED: usize = 1000;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

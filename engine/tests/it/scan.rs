@@ -249,6 +249,49 @@ fn binary_and_oversized_blobs_are_skipped_and_counted_never_silently() {
 }
 
 #[test]
+fn the_skipped_listing_is_the_same_first_blobs_by_path_whatever_order_threads_meet_them() {
+    use deployguard_engine::scan::report::SKIPPED_LISTED;
+    let mut repo = TestRepo::new();
+    // More binary files than the report lists, of sizes unrelated to their names.
+    let count = SKIPPED_LISTED + 50;
+    for i in 0..count {
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0".to_vec();
+        png.resize(16 + (i * 7919) % 3000, b'\0');
+        png.extend_from_slice(format!("{i}").as_bytes());
+        repo.write(&format!("img/{i:05}.png"), &png);
+    }
+    repo.commit("images");
+    let target = Target::Git {
+        repo: repo.path().to_path_buf(),
+        revisions: Revisions::All,
+    };
+    let reports: Vec<Report> = [1, 2, 4]
+        .into_iter()
+        .map(|threads| scan_with(&scanner().with_threads(threads), target.clone()))
+        .collect();
+    let listing = |report: &Report| -> Vec<(Option<String>, u64)> {
+        report
+            .skipped
+            .iter()
+            .map(|s| (s.path.clone(), s.size))
+            .collect()
+    };
+    for report in &reports {
+        assert_eq!(report.stats.blobs_skipped, count as u64);
+        assert_eq!(listing(report), listing(&reports[0]));
+    }
+    let paths: Vec<String> = reports[0]
+        .skipped
+        .iter()
+        .filter_map(|s| s.path.clone())
+        .collect();
+    let expected: Vec<String> = (0..SKIPPED_LISTED)
+        .map(|i| format!("img/{i:05}.png"))
+        .collect();
+    assert_eq!(paths, expected);
+}
+
+#[test]
 fn since_and_range_scan_only_blobs_introduced_by_those_commits() {
     let mut repo = TestRepo::new();
     repo.write("old.env", format!("AWS={AWS}\n"));
