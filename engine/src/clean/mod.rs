@@ -300,6 +300,14 @@ pub fn clean(
         },
         ..CleanReport::default()
     };
+    // What the refs (and a detached HEAD) reach, as `git rev-list --objects --all`
+    // would list it on the result.
+    let objects = rewritten.reachable(
+        repo.refs
+            .iter()
+            .map(|(_, oid)| *oid)
+            .chain(repo.head_detached),
+    );
     let mut new_refs = Vec::with_capacity(repo.refs.len());
     for (name, old) in &repo.refs {
         let new = rewritten.new_id(old);
@@ -331,7 +339,8 @@ pub fn clean(
 
     run.phase(Phase::Verifying);
     let packaging = std::time::Instant::now();
-    let packaged = package::write_verified_bundle(&repo, &rewritten, selection, bundle, run)?;
+    let packaged =
+        package::write_verified_bundle(&repo, &rewritten, &objects, selection, bundle, run)?;
     report.objects_verified = packaged.objects;
     report.objects_reread = packaged.reread;
     report.bundle_bytes = packaged.bytes;

@@ -2,11 +2,12 @@
 //! written) and an archive of a ready-to-use clone for people.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use crate::git::objects::{self, Oid};
+use crate::git::objects::{self, Oid, OidMap, PackWriter};
+use crate::git::pack::ObjectStore;
 use crate::git::{self, GitError, Running};
 
 use super::rewrite::Rewritten;
@@ -20,20 +21,21 @@ pub(crate) struct Packaged {
     pub index: PathBuf,
 }
 
-/// Writes a bundle of every ref of `repo` to `out`. The objects packed are exactly the
-/// ones `git rev-list --objects --all` names; each is checked before the bundle is
-/// kept: an object read and searched before the rewrite needs no second look (its id
-/// is its content), anything else is read back and searched. If any holds a selected
-/// value, no bundle is written.
+/// Writes a bundle of every ref of `repo` to `out`, packing `objects` (what the refs
+/// reach: see [`Rewritten::reachable`]); each is checked before the bundle is kept: an
+/// object read and searched before the rewrite needs no second look (its id is its
+/// content), anything else is read back and searched. If any holds a selected value,
+/// no bundle is written.
 pub(crate) fn write_verified_bundle(
     repo: &WorkRepo,
     rewritten: &Rewritten,
+    objects: &[Oid],
     selection: &Selection,
     out: &Path,
     run: &CleanRun<'_>,
 ) -> Result<Packaged, CleanError> {
     let partial = partial_path(out);
-    let result = write_bundle(repo, rewritten, selection, &partial, run);
+    let result = write_bundle(repo, rewritten, objects, selection, &partial, run);
     match result {
         Ok(packaged) => {
             std::fs::rename(&partial, out).map_err(io_error(out))?;
@@ -61,6 +63,7 @@ fn partial_path(out: &Path) -> PathBuf {
 fn write_bundle(
     repo: &WorkRepo,
     rewritten: &Rewritten,
+    ids: &[Oid],
     selection: &Selection,
     partial: &Path,
     run: &CleanRun<'_>,
@@ -78,67 +81,8 @@ fn write_bundle(
     let pack_dir = pack_dir(repo);
     std::fs::create_dir_all(&pack_dir).map_err(io_error(&pack_dir))?;
 
-    let mut list = git::command(&repo.path);
-    list.args(["rev-list", "--objects", "--all"])
-        .stdout(Stdio::piped());
-    let mut list = Running::spawn(list, "rev-list")?;
-    let mut pack = git::command(&repo.path);
-    pack.args(["pack-objects", "--delta-base-offset", "-q"])
-        .arg(pack_dir.join("pack"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-    let mut pack = Running::spawn(pack, "pack-objects")?;
-    let listed = list.child().stdout.take();
-    let to_pack = pack.child().stdin.take();
-    let named = pack.child().stdout.take();
-    let (Some(listed), Some(to_pack), Some(mut named)) = (listed, to_pack, named) else {
-        return Err(GitError::new("pack-objects", "no pipes").into());
-    };
-
-    // rev-list → (ids for the check) → pack-objects → a pack and its index.
-    let (ids, name) = std::thread::scope(|scope| {
-        let feeder = scope.spawn(move || -> Result<Vec<Oid>, GitError> {
-            let mut ids = Vec::new();
-            let mut reader = BufReader::with_capacity(1 << 20, listed);
-            let mut to_pack = std::io::BufWriter::with_capacity(1 << 20, to_pack);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                let n = reader
-                    .read_until(b'\n', &mut line)
-                    .map_err(|e| GitError::new("rev-list", e.to_string()))?;
-                if n == 0 {
-                    break;
-                }
-                let hex_end = line
-                    .iter()
-                    .position(|&b| b == b' ' || b == b'\n')
-                    .unwrap_or(line.len());
-                let oid = Oid::from_hex(&line[..hex_end])
-                    .ok_or_else(|| GitError::new("rev-list", "unexpected output"))?;
-                ids.push(oid);
-                to_pack
-                    .write_all(&line)
-                    .map_err(|e| GitError::new("pack-objects", e.to_string()))?;
-            }
-            to_pack
-                .flush()
-                .map_err(|e| GitError::new("pack-objects", e.to_string()))?;
-            Ok(ids)
-        });
-        let mut name = String::new();
-        let read = named.read_to_string(&mut name).map(|_| name);
-        let ids = feeder
-            .join()
-            .unwrap_or_else(|_| Err(GitError::new("rev-list", "reader thread panicked")));
-        (ids, read)
-    });
-    let ids = ids?;
-    list.finish()?;
-    pack.finish()?;
-    let name = name.map_err(|e| GitError::new("pack-objects", e.to_string()))?;
-    let stem = pack_dir.join(format!("pack-{}", name.trim()));
-    let (pack_file, index) = (stem.with_extension("pack"), stem.with_extension("idx"));
+    let pack_file = write_pack(repo, ids, &pack_dir)?;
+    let index = pack_file.with_extension("idx");
     let header = git::bundle::Header {
         format: repo.format,
         refs: repo.refs.clone(),
@@ -146,14 +90,13 @@ fn write_bundle(
         pack_offset: 0,
     };
     let bytes = git::bundle::write(partial, &header, &pack_file)?;
-    for extra in ["pack", "rev"] {
-        let _ = std::fs::remove_file(stem.with_extension(extra));
-    }
+    let _ = std::fs::remove_file(&pack_file);
     run.check()?;
 
     let objects = ids.len() as u64;
     let reread: Vec<Oid> = ids
-        .into_iter()
+        .iter()
+        .copied()
         .filter(|oid| !rewritten.searched_clean(oid))
         .collect();
     run.verified(objects - reread.len() as u64);
@@ -182,6 +125,61 @@ fn write_bundle(
         bytes,
         index,
     })
+}
+
+/// Writes a pack of the objects `ids` into `dir` and returns its path (its index is
+/// beside it). The pack is made of the entries of the packs that hold the objects,
+/// copied as they are: what git chose to store as deltas stays a delta (of the same
+/// base, named by offset where the base comes first). An object whose base is not
+/// among `ids` (a version of a file built on one that was rewritten), or that is not
+/// in a pack in a form that can be copied (loose, or a delta of an object in another
+/// pack), is read whole through git and stored whole.
+fn write_pack(repo: &WorkRepo, ids: &[Oid], dir: &Path) -> Result<PathBuf, CleanError> {
+    let wanted: OidMap<()> = ids.iter().map(|oid| (*oid, ())).collect();
+    let store = ObjectStore::open(&repo.path, repo.format)?;
+    // Not flushed to the disk: it is copied into the bundle, which is.
+    let mut writer = PackWriter::create(dir, repo.format)?.without_sync();
+    let mut written: OidMap<()> = OidMap::default();
+    store.raw_entries(
+        |oid| wanted.contains_key(oid),
+        |entry| -> Result<(), GitError> {
+            if entry.base.is_some_and(|base| !wanted.contains_key(&base)) {
+                return Ok(());
+            }
+            writer.add_copied(
+                entry.oid,
+                entry.pack_type,
+                entry.size,
+                entry.base,
+                entry.compressed,
+            )?;
+            written.insert(entry.oid, ());
+            Ok(())
+        },
+    )?;
+    let whole: Vec<Oid> = ids
+        .iter()
+        .filter(|oid| !written.contains_key(oid))
+        .copied()
+        .collect();
+    objects::read_objects(
+        &repo.path,
+        &whole,
+        |oid, kind, data| -> Result<(), GitError> {
+            let added = writer.add(kind, data)?;
+            if added != oid {
+                return Err(GitError::new(
+                    "write pack",
+                    format!("{oid} does not hash to its id"),
+                ));
+            }
+            Ok(())
+        },
+    )?;
+    let pack = writer
+        .finish_named()?
+        .ok_or_else(|| GitError::new("write pack", "no objects to pack"))?;
+    Ok(pack)
 }
 
 /// The kinds of archive [`write_archive`] makes.

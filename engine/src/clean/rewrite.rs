@@ -216,6 +216,37 @@ impl Rewritten {
         self.map.get(old).copied().unwrap_or(*old)
     }
 
+    /// Every object of the cleaned history that `roots` reach, by its new id, each
+    /// once; `roots` are ids before the rewrite (the refs' old targets). The rewrite
+    /// maps the old history onto the new one link for link (a rewritten tree names the
+    /// new ids of its entries, a rewritten commit those of its tree and parents), so
+    /// what the old refs reach, mapped, is exactly what the new refs reach: what `git
+    /// rev-list --objects --all` would list on the result, found without reading
+    /// anything again. Two objects that became the same one are listed once; an object
+    /// the repository lacks is listed as it is (packing it then fails).
+    pub fn reachable(&self, roots: impl IntoIterator<Item = Oid>) -> Vec<Oid> {
+        let graph = &self.graph;
+        let mut seen = vec![false; graph.oids.len()];
+        let mut stack: Vec<u32> = Vec::new();
+        let mut out: Vec<Oid> = Vec::new();
+        for root in roots {
+            match graph.index.get(&root) {
+                Some(&i) => stack.push(i),
+                None => out.push(root),
+            }
+        }
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut seen[i as usize], true) {
+                continue;
+            }
+            out.push(self.new_id(&graph.oids[i as usize]));
+            stack.extend_from_slice(graph.children(i));
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// True when `oid` was read and searched before the rewrite and holds no selected
     /// value (so, being named by its content, it needs no second look).
     pub fn searched_clean(&self, oid: &Oid) -> bool {

@@ -14,6 +14,7 @@ use sha1::Digest;
 use super::{GitError, Running, command, delta, output};
 
 /// The pack entry type of a delta whose base is named by its id.
+const OFS_DELTA: u8 = 6;
 const REF_DELTA: u8 = 7;
 
 /// The hash a repository names its objects with.
@@ -550,6 +551,11 @@ pub struct PackWriter {
     /// Every object written, with its offset and the CRC-32 of its entry (for the
     /// index); none is written twice, and a delta's base is known to be in the pack.
     written: OidMap<(u64, u32)>,
+    /// Bases named by id of entries copied before their base was written: each must
+    /// be in the pack when it is finished.
+    later_bases: Vec<Oid>,
+    /// Whether the pack is flushed to the disk when finished.
+    sync: bool,
 }
 
 impl PackWriter {
@@ -576,7 +582,16 @@ impl PackWriter {
             position: 12,
             compress: compressor(),
             written: OidMap::default(),
+            later_bases: Vec::new(),
+            sync: true,
         })
+    }
+
+    /// A pack that is not flushed to the disk when finished: a copy made only to be
+    /// copied again (into a bundle, which is).
+    pub fn without_sync(mut self) -> Self {
+        self.sync = false;
+        self
     }
 
     /// Adds an object (not deltified) and returns its id. An object
@@ -625,12 +640,67 @@ impl PackWriter {
                 ));
             }
         };
+        self.write_entry(
+            oid,
+            prepared.pack_type,
+            prepared.size,
+            base.as_ref().map(EntryBase::Id),
+            &prepared.compressed,
+        )?;
+        Ok(oid)
+    }
+
+    /// Adds an entry copied as it is from another pack: `pack_type` (1 to 4) and `size`
+    /// as its header states them and its compressed payload; for a delta (`base` is
+    /// its base's id, `pack_type` is ignored) the base is named by offset when it is
+    /// already in this pack, by id otherwise (it must then be added before the pack is
+    /// finished). An object already added is not written again.
+    pub fn add_copied(
+        &mut self,
+        oid: Oid,
+        pack_type: u8,
+        size: usize,
+        base: Option<Oid>,
+        compressed: &[u8],
+    ) -> Result<(), GitError> {
+        if self.written.contains_key(&oid) {
+            return Ok(());
+        }
+        if base == Some(oid) || !(base.is_some() || (1..=4).contains(&pack_type)) {
+            return Err(GitError::new(
+                "write pack",
+                format!("{oid}: not an entry a pack can hold"),
+            ));
+        }
+        let base = base.as_ref().map(|base| {
+            let base = EntryBase::Id(base).shorter(&self.written, self.position);
+            if let EntryBase::Id(id) = base {
+                self.later_bases.push(*id);
+            }
+            base
+        });
+        self.write_entry(oid, pack_type, size, base, compressed)
+    }
+
+    fn write_entry(
+        &mut self,
+        oid: Oid,
+        pack_type: u8,
+        size: usize,
+        base: Option<EntryBase<'_>>,
+        compressed: &[u8],
+    ) -> Result<(), GitError> {
         let out = self
             .out
             .as_mut()
             .ok_or_else(|| GitError::new("write pack", "pack already finished"))?;
-        let mut size = prepared.size as u64;
-        let mut byte = (prepared.pack_type << 4) | (size & 0x0f) as u8;
+        let pack_type = match base {
+            Some(EntryBase::Id(_)) => REF_DELTA,
+            Some(EntryBase::Distance(_)) => OFS_DELTA,
+            None => pack_type,
+        };
+        let mut size = size as u64;
+        let mut byte = (pack_type << 4) | (size & 0x0f) as u8;
         size >>= 4;
         let mut header = Vec::with_capacity(10 + self.format.raw_len());
         while size > 0 {
@@ -639,34 +709,66 @@ impl PackWriter {
             size >>= 7;
         }
         header.push(byte);
-        if let Some(base) = &base {
-            header.extend_from_slice(base.as_bytes());
+        match base {
+            Some(EntryBase::Id(base)) => header.extend_from_slice(base.as_bytes()),
+            Some(EntryBase::Distance(distance)) => {
+                // Seven bits a byte, most significant first, each continued byte
+                // counting one less (git's offset encoding).
+                let mut encoded = [0u8; 10];
+                let mut at = encoded.len() - 1;
+                let mut rest = distance;
+                encoded[at] = (rest & 0x7f) as u8;
+                rest >>= 7;
+                while rest != 0 {
+                    rest -= 1;
+                    at -= 1;
+                    encoded[at] = 0x80 | (rest & 0x7f) as u8;
+                    rest >>= 7;
+                }
+                header.extend_from_slice(&encoded[at..]);
+            }
+            None => {}
         }
         let mut crc = flate2::Crc::new();
         crc.update(&header);
-        crc.update(&prepared.compressed);
+        crc.update(compressed);
         out.write_all(&header).map_err(io("write pack"))?;
-        out.write_all(&prepared.compressed)
-            .map_err(io("write pack"))?;
+        out.write_all(compressed).map_err(io("write pack"))?;
         self.written.insert(oid, (self.position, crc.sum()));
-        self.position += (header.len() + prepared.compressed.len()) as u64;
-        Ok(oid)
+        self.position += (header.len() + compressed.len()) as u64;
+        Ok(())
     }
 
     /// Completes the pack and its index (written here: every id, offset and checksum
     /// is known, so git need not read the pack again) and moves both into place.
     /// Nothing is left behind when no object was added.
-    pub fn finish(mut self) -> Result<(), GitError> {
+    pub fn finish(self) -> Result<(), GitError> {
+        self.finish_named().map(|_| ())
+    }
+
+    /// Like [`PackWriter::finish`], and says where the pack is (`None` when it was
+    /// empty): `pack-CHECKSUM.pack`, its index beside it.
+    pub fn finish_named(mut self) -> Result<Option<PathBuf>, GitError> {
         let Some(out) = self.out.take() else {
-            return Ok(());
+            return Ok(None);
         };
+        if let Some(missing) = self
+            .later_bases
+            .iter()
+            .find(|base| !self.written.contains_key(base))
+        {
+            return Err(GitError::new(
+                "write pack",
+                format!("the delta base {missing} is not in the pack"),
+            ));
+        }
         let mut file = out
             .into_inner()
             .map_err(|e| GitError::new("write pack", e.error().to_string()))?;
         if self.written.is_empty() {
             drop(file);
             let _ = std::fs::remove_file(&self.path);
-            return Ok(());
+            return Ok(None);
         }
         let count = u32::try_from(self.written.len())
             .map_err(|_| GitError::new("write pack", "too many objects for one pack"))?;
@@ -680,7 +782,9 @@ impl PackWriter {
         };
         file.seek(SeekFrom::End(0)).map_err(io("write pack"))?;
         file.write_all(&trailer).map_err(io("write pack"))?;
-        file.sync_all().map_err(io("write pack"))?;
+        if self.sync {
+            file.sync_all().map_err(io("write pack"))?;
+        }
         drop(file);
 
         let index = self.path.with_extension("idx");
@@ -690,9 +794,9 @@ impl PackWriter {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::rename(&index, dir.join(format!("pack-{checksum}.idx")))
             .map_err(io("write pack index"))?;
-        std::fs::rename(&self.path, dir.join(format!("pack-{checksum}.pack")))
-            .map_err(io("write pack"))?;
-        Ok(())
+        let pack = dir.join(format!("pack-{checksum}.pack"));
+        std::fs::rename(&self.path, &pack).map_err(io("write pack"))?;
+        Ok(Some(pack))
     }
 
     fn digest(&self, reader: &mut impl Read) -> std::io::Result<Vec<u8>> {
@@ -746,6 +850,25 @@ impl PackWriter {
             .unwrap_or_else(|_| unreachable!("reading memory"));
         out.extend_from_slice(&own);
         out
+    }
+}
+
+/// How an entry names its delta base: by id, or by how far before it the base starts.
+#[derive(Clone, Copy)]
+enum EntryBase<'a> {
+    Id(&'a Oid),
+    Distance(u64),
+}
+
+impl<'a> EntryBase<'a> {
+    /// By distance when the base is already written (before `position`).
+    fn shorter(self, written: &OidMap<(u64, u32)>, position: u64) -> Self {
+        match self {
+            Self::Id(base) => written
+                .get(base)
+                .map_or(self, |&(offset, _)| Self::Distance(position - offset)),
+            distance => distance,
+        }
     }
 }
 

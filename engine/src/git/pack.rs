@@ -18,7 +18,7 @@
 //! unreadable files); callers then fall back to `git cat-file`.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -60,6 +60,19 @@ pub struct Placement {
     pub order: u64,
     /// The object it is a delta of, when that is in the same pack.
     pub base: Option<Oid>,
+}
+
+/// A packed object's entry as its pack holds it (see [`ObjectStore::raw_entries`]).
+pub(crate) struct RawEntry<'a> {
+    pub oid: Oid,
+    /// The type its header states: 1 to 4 for an object, 6 or 7 for a delta.
+    pub pack_type: u8,
+    /// The size its header states (a delta's own size for a delta).
+    pub size: usize,
+    /// For a delta, its base's id.
+    pub base: Option<Oid>,
+    /// The entry's zlib stream.
+    pub compressed: &'a [u8],
 }
 
 /// The objects of a repository and its alternates, as found on disk.
@@ -158,6 +171,58 @@ impl ObjectStore {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Calls `copy` with the entry of every packed object `want` accepts (its first
+    /// copy), as its pack holds it, in the store's order; each pack is read front to
+    /// back once. A delta is given with its base's id when the base is in the same
+    /// pack; a delta whose base is elsewhere is not given (nor are loose objects).
+    pub(crate) fn raw_entries<E: From<GitError>>(
+        &self,
+        want: impl Fn(&Oid) -> bool,
+        mut copy: impl FnMut(RawEntry<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut given: OidMap<()> = OidMap::default();
+        let mut compressed = Vec::new();
+        for pack in &self.packs {
+            let failed = |e: std::io::Error| error(format!("{}: {e}", pack.path.display()));
+            let mut reader = BufReader::with_capacity(1 << 20, &pack.file);
+            // The file's own position is wherever its last reader left it.
+            let mut position = reader.seek(SeekFrom::Start(0)).map_err(failed)?;
+            for (i, entry) in pack.entries.iter().enumerate() {
+                let base = match (entry.kind, entry.base) {
+                    (1..=4, _) => None,
+                    (_, Some(base)) => Some(pack.entries[base as usize].oid),
+                    (_, None) => continue,
+                };
+                if !want(&entry.oid) || given.contains_key(&entry.oid) {
+                    continue;
+                }
+                let end = pack.data_end(i);
+                let len = end
+                    .checked_sub(entry.data_start)
+                    .and_then(|len| usize::try_from(len).ok())
+                    .ok_or_else(|| error(format!("{}: damaged pack", pack.path.display())))?;
+                let jump = i64::try_from(entry.data_start)
+                    .ok()
+                    .zip(i64::try_from(position).ok())
+                    .map(|(to, from)| to - from)
+                    .ok_or_else(|| error(format!("{}: damaged pack", pack.path.display())))?;
+                reader.seek_relative(jump).map_err(failed)?;
+                compressed.resize(len, 0);
+                reader.read_exact(&mut compressed).map_err(failed)?;
+                position = end;
+                given.insert(entry.oid, ());
+                copy(RawEntry {
+                    oid: entry.oid,
+                    pack_type: entry.kind,
+                    size: entry.size,
+                    base,
+                    compressed: &compressed,
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Where each object `want` accepts is stored, for the first copy found: its place

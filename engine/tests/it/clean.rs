@@ -755,6 +755,137 @@ fn a_packed_repository_is_cleaned_the_same_as_a_loose_one() {
     assert!(!text(&packed.clone, &["log", "-p", "main"]).contains(GITHUB));
 }
 
+/// Each object of the one pack in `objects/pack` under `dir`, with its delta base when
+/// it is stored as a delta (`git verify-pack -v`).
+fn pack_entries(dir: &Path) -> std::collections::HashMap<String, Option<String>> {
+    let idx = std::fs::read_dir(dir.join("objects/pack"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "idx"))
+        .unwrap();
+    text(dir, &["verify-pack", "-v", &idx.to_string_lossy()])
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let kind = *fields.get(1)?;
+            if !["commit", "tree", "blob", "tag"].contains(&kind) {
+                return None;
+            }
+            Some((fields[0].to_owned(), fields.get(6).map(|b| (*b).to_owned())))
+        })
+        .collect()
+}
+
+#[test]
+fn the_bundle_keeps_the_source_s_deltas_and_stores_whole_what_was_built_on_a_rewritten_object() {
+    for ref_deltas in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source.git");
+        let original = packed_repository("sha1", ref_deltas);
+        git(
+            dir.path(),
+            &[
+                "clone",
+                "-q",
+                "--mirror",
+                &original.path().to_string_lossy(),
+                &source.to_string_lossy(),
+            ],
+        );
+        // One pack holding every object.
+        git(&source, &["repack", "-q", "-a", "-d"]);
+        let before = pack_entries(&source);
+        let selection = Selection::from_values([GITHUB], b"***REMOVED***").unwrap();
+        let cleaned = clean_into(&source, &selection).map_err(|(e, _)| e).unwrap();
+        git(
+            &cleaned.clone,
+            &["fsck", "--full", "--strict", "--no-dangling"],
+        );
+        let bundle = cleaned.bundle.to_string_lossy().into_owned();
+        git(&cleaned.clone, &["bundle", "verify", "-q", &bundle]);
+        let after = pack_entries(&cleaned.clone);
+        let mut kept_deltas = 0;
+        let mut made_whole = 0;
+        for (oid, base) in &after {
+            let Some(source_base) = before.get(oid) else {
+                continue; // rewritten
+            };
+            match source_base {
+                Some(b) if after.contains_key(b) => {
+                    assert_eq!(base.as_ref(), Some(b), "{oid} keeps its delta base");
+                    kept_deltas += 1;
+                }
+                Some(_) => {
+                    assert_eq!(base, &None, "{oid}: its base was rewritten");
+                    made_whole += 1;
+                }
+                None => assert_eq!(base, &None, "{oid} stays whole"),
+            }
+        }
+        // The history's first versions are deltas of later ones that held the token.
+        assert!(
+            kept_deltas > 0 && made_whole > 0,
+            "{kept_deltas} {made_whole}"
+        );
+        assert!(!text(&cleaned.clone, &["log", "-p", "--all"]).contains(GITHUB));
+    }
+}
+
+#[test]
+fn the_bundle_holds_exactly_what_the_cleaned_refs_reach() {
+    let mut repo = TestRepo::new();
+    // Two files that differ only in their secret become one blob.
+    repo.write("a.env", format!("KEY={GITHUB}\n"));
+    repo.write("b.env", format!("KEY={AWS}\n"));
+    repo.write("README.md", "# service\n");
+    repo.commit("config");
+    repo.write("README.md", "# service\n\nmore\n");
+    repo.commit("docs");
+    // Objects no ref reaches: a blob holding a value and a commit holding it.
+    let dangling_blob = repo.git_with_input(
+        &["hash-object", "-w", "--stdin"],
+        Some(format!("lost {STRIPE}\n").as_bytes()),
+    );
+    let dangling_blob = dangling_blob.trim().to_owned();
+    let tree = repo.git_with_input(
+        &["mktree"],
+        Some(format!("100644 blob {dangling_blob}\tlost.txt\n").as_bytes()),
+    );
+    let dangling_commit = repo.git(&["commit-tree", tree.trim(), "-m", "dangling"]);
+    let dangling_commit = dangling_commit.trim().to_owned();
+
+    let selection = Selection::from_values([GITHUB, AWS, STRIPE], b"***REMOVED***").unwrap();
+    let cleaned = clean_into(repo.path(), &selection)
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let listed = text(&cleaned.clone, &["rev-list", "--objects", "--all"]);
+    let mut reached: Vec<&str> = listed
+        .lines()
+        .map(|line| line.split(' ').next().unwrap())
+        .collect();
+    reached.sort_unstable();
+    let mut packed: Vec<String> = pack_entries(&cleaned.clone).into_keys().collect();
+    packed.sort_unstable();
+    assert_eq!(
+        packed, reached,
+        "the pack holds what the refs reach, each once"
+    );
+    assert_eq!(cleaned.report.objects_verified, reached.len() as u64);
+    assert!(!packed.contains(&dangling_blob) && !packed.contains(&dangling_commit));
+    let head_tree = text(&cleaned.clone, &["ls-tree", "HEAD"]);
+    let blob = |name: &str| {
+        head_tree
+            .lines()
+            .find(|l| l.ends_with(name))
+            .unwrap()
+            .split_whitespace()
+            .nth(2)
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(blob("a.env"), blob("b.env"));
+}
+
 #[test]
 fn a_value_in_a_ref_name_is_refused_without_naming_the_ref() {
     let mut repo = TestRepo::new();
