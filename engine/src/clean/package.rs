@@ -139,7 +139,6 @@ fn write_pack(repo: &WorkRepo, ids: &[Oid], dir: &Path) -> Result<PathBuf, Clean
     let store = ObjectStore::open(&repo.path, repo.format)?;
     // Not flushed to the disk: it is copied into the bundle, which is.
     let mut writer = PackWriter::create(dir, repo.format)?.without_sync();
-    let mut written: OidMap<()> = OidMap::default();
     store.raw_entries(
         |oid| wanted.contains_key(oid),
         |entry| -> Result<(), GitError> {
@@ -152,14 +151,12 @@ fn write_pack(repo: &WorkRepo, ids: &[Oid], dir: &Path) -> Result<PathBuf, Clean
                 entry.size,
                 entry.base,
                 entry.compressed,
-            )?;
-            written.insert(entry.oid, ());
-            Ok(())
+            )
         },
     )?;
     let whole: Vec<Oid> = ids
         .iter()
-        .filter(|oid| !written.contains_key(oid))
+        .filter(|oid| !writer.holds(oid))
         .copied()
         .collect();
     objects::read_objects(

@@ -594,6 +594,11 @@ impl PackWriter {
         self
     }
 
+    /// True when `oid` has been added.
+    pub fn holds(&self, oid: &Oid) -> bool {
+        self.written.contains_key(oid)
+    }
+
     /// Adds an object (not deltified) and returns its id. An object
     /// already added is not written again.
     pub fn add(&mut self, kind: Kind, data: &[u8]) -> Result<Oid, GitError> {
