@@ -189,7 +189,12 @@ impl Selection {
         if let Some(empty) = chosen.iter().find(|s| s.value.is_empty()) {
             return Err(SelectionError::EmptyValue(empty.id.clone()));
         }
-        Self::from_values(chosen.iter().map(|s| s.value.as_bytes()), replacement)
+        // A value found inside encoded text (base64 in a Kubernetes Secret) is gone only
+        // once that text is.
+        let values = chosen.iter().flat_map(|s| {
+            std::iter::once(s.value.as_bytes()).chain(s.value.encoded().iter().map(Vec::as_slice))
+        });
+        Self::from_values(values, replacement)
     }
 
     /// git-filter-repo's `--replace-text` format: one expression per line, `literal:`

@@ -10,6 +10,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use base64::Engine as _;
 use regex::bytes::Regex;
 
+use super::decode;
 use super::memo::{CONTEXT, Candidate, Memo, Place};
 use super::rules::Reach;
 use super::rules::{Kind, Rule, RuleError, RuleSet, is_space};
@@ -35,6 +36,21 @@ pub struct Hit {
     pub start: usize,
     pub end: usize,
     pub rule: usize,
+}
+
+/// A secret found inside decoded text: its rule and its decoded value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decoded {
+    pub rule: usize,
+    pub value: Vec<u8>,
+}
+
+/// How far before base64 text a keyword that found it may be (`password: `).
+const MAX_KEYWORD_GAP: usize = 64;
+
+thread_local! {
+    /// How deep in decoded text this thread's detection is.
+    static DECODE_DEPTH: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
 }
 
 #[derive(Debug)]
@@ -255,6 +271,46 @@ impl Detector {
                     None => {
                         words.push(keyword.to_owned());
                         keyword_rules.push(vec![index]);
+                    }
+                }
+            }
+        }
+        // Base64 rules are also found by the base64 forms of every other rule's keywords
+        // (as written, and in capitals: `AKIA`, `PRIVATE KEY`).
+        let base64_rules: Vec<usize> = (rules.rules().iter().enumerate())
+            .filter(|(_, r)| r.kind == Kind::Base64)
+            .map(|(i, _)| i)
+            .collect();
+        if !base64_rules.is_empty() {
+            let mut sources: Vec<Vec<u8>> = (decode::ENCODED_HINTS.iter())
+                .map(|hint| hint.as_bytes().to_vec())
+                .collect();
+            for rule in rules.rules().iter().filter(|r| r.kind != Kind::Base64) {
+                for keyword in &rule.keywords {
+                    for form in [
+                        keyword.as_bytes().to_vec(),
+                        keyword.to_ascii_uppercase().into_bytes(),
+                    ] {
+                        if !sources.contains(&form) {
+                            sources.push(form);
+                        }
+                    }
+                }
+            }
+            for source in &sources {
+                for fragment in decode::keyword_fragments(source) {
+                    match words.iter().position(|w| *w == fragment) {
+                        Some(at) => {
+                            for &index in &base64_rules {
+                                if !keyword_rules[at].contains(&index) {
+                                    keyword_rules[at].push(index);
+                                }
+                            }
+                        }
+                        None => {
+                            words.push(fragment);
+                            keyword_rules.push(base64_rules.clone());
+                        }
                     }
                 }
             }
@@ -868,7 +924,7 @@ impl Detector {
             {
                 continue;
             }
-            if self.accept(rule, data, start, end, &mut window.read) {
+            if self.accept(rule, index, data, start, end, &mut window.read) {
                 hits.push(Hit {
                     start,
                     end,
@@ -893,12 +949,17 @@ impl Detector {
                     return false;
                 }
                 let other_rule = &rules[other.rule];
-                // Generic, JWT and URL detectors all defer to a provider's own format.
-                let generic = |r: &Rule| r.kind != Kind::Specific;
-                if generic(rule) && !generic(other_rule) {
+                // Generic, JWT and URL detectors all defer to a provider's own format, and
+                // to what decoding the same text found in it.
+                let rank = |r: &Rule| match r.kind {
+                    Kind::Specific => 2,
+                    Kind::Base64 | Kind::BasicAuth => 1,
+                    Kind::Generic | Kind::Jwt | Kind::UrlCredentials => 0,
+                };
+                if rank(rule) < rank(other_rule) {
                     return true;
                 }
-                if generic(rule) == generic(other_rule)
+                if rank(rule) == rank(other_rule)
                     && (other.start, other.end) == (hit.start, hit.end)
                 {
                     return (other_rule.confidence, std::cmp::Reverse(j))
@@ -912,11 +973,59 @@ impl Detector {
         }
     }
 
+    /// Whether one of rule `index`'s keywords (its base64 fragments included) is in
+    /// `data[start..end]` or shortly before it: what the search around keywords sees, so
+    /// that a whole-buffer search finds no more.
+    fn keyword_near(&self, index: usize, data: &[u8], start: usize, end: usize) -> bool {
+        let from = start.saturating_sub(MAX_KEYWORD_GAP);
+        self.keywords
+            .find_overlapping_iter(&data[from..end])
+            .any(|m| self.keyword_rules[m.pattern().as_usize()].contains(&index))
+    }
+
+    /// What the rules find in base64 text `data[start..end]` once decoded: its line is
+    /// scanned again with the decoded text in place of the encoded, so that a name
+    /// before it (`password: …`) still counts. Appends each secret found inside the
+    /// decoded text, by rule and value; text decoded from decoded text is followed up to
+    /// [`decode::MAX_DEPTH`] deep.
+    pub fn decoded(&self, data: &[u8], start: usize, end: usize, found: &mut Vec<Decoded>) {
+        let depth = DECODE_DEPTH.with(std::cell::Cell::get);
+        if depth >= decode::MAX_DEPTH {
+            return;
+        }
+        let Some(text) = decode::base64_text(&data[start..end]) else {
+            return;
+        };
+        let (line_start, line_end) = line_bounds(data, start, end);
+        let mut line = Vec::with_capacity(line_end - line_start - (end - start) + text.len());
+        line.extend_from_slice(&data[line_start..start]);
+        let (from, to) = (line.len(), line.len() + text.len());
+        line.extend_from_slice(&text);
+        line.extend_from_slice(&data[end..line_end]);
+        DECODE_DEPTH.with(|d| d.set(depth + 1));
+        let mut hits = Vec::new();
+        self.scan(&line, None, &mut hits);
+        for hit in hits {
+            if hit.end <= from || hit.start >= to {
+                continue;
+            }
+            match self.rules.rules()[hit.rule].kind {
+                Kind::Base64 => self.decoded(&line, hit.start, hit.end, found),
+                _ => found.push(Decoded {
+                    rule: hit.rule,
+                    value: line[hit.start..hit.end].to_vec(),
+                }),
+            }
+        }
+        DECODE_DEPTH.with(|d| d.set(depth));
+    }
+
     /// Whether a match passes the checks; widens `read` by the bytes they read beyond
     /// the match (its line).
     fn accept(
         &self,
         rule: &Rule,
+        index: usize,
         data: &[u8],
         start: usize,
         end: usize,
@@ -944,6 +1053,24 @@ impl Detector {
             }
             Kind::Jwt => {
                 if !plausible_jwt(text) {
+                    return false;
+                }
+            }
+            Kind::BasicAuth => match decode::basic_credentials(value) {
+                Some((user, password)) => {
+                    if !plausible_url_password(Some(&user), &password) {
+                        return false;
+                    }
+                }
+                None => return false,
+            },
+            Kind::Base64 => {
+                if !self.keyword_near(index, data, start, end) {
+                    return false;
+                }
+                let mut found = Vec::new();
+                self.decoded(data, start, end, &mut found);
+                if found.is_empty() {
                     return false;
                 }
             }

@@ -5,6 +5,7 @@
 //! Work is spread over a pool of threads fed through a bounded channel, so memory stays
 //! bounded by (threads + queue) × largest scanned blob, whatever the repository's size.
 
+mod decode;
 pub mod detect;
 mod files;
 mod git;
@@ -23,8 +24,8 @@ use std::time::Instant;
 pub use crate::git::{clone_mirror, redact_url_userinfo};
 pub use detect::{Allowlist, Detector, Hit, Seen};
 pub use report::{
-    HashKey, Occurrence, OccurrenceKind, Report, Secret, SecretValue, SkipReason, Skipped, Source,
-    Stats,
+    Encoding, HashKey, Occurrence, OccurrenceKind, Report, Secret, SecretValue, SkipReason,
+    Skipped, Source, Stats,
 };
 pub use rules::{Confidence, Kind, Rule, RuleError, RuleSet, RuleSpec};
 pub use settings::Settings;
@@ -437,6 +438,7 @@ impl Context<'_> {
         let mut line = 1u32;
         let mut line_start = 0usize;
         let mut counted_to = 0usize;
+        let mut decoded = Vec::new();
         for hit in hits.iter() {
             // Hits are sorted by start; an equal start needs no recount.
             if hit.start >= counted_to {
@@ -447,17 +449,31 @@ impl Context<'_> {
                 counted_to = hit.start;
             }
             let column = u32::try_from(hit.start - line_start + 1).unwrap_or(u32::MAX);
-            findings.add(
-                hit.rule,
-                data[hit.start..hit.end].to_vec(),
-                Occurrence {
-                    path: origin.path.clone(),
-                    line,
-                    column,
-                    commit: origin.commit.clone(),
-                    kind: origin.kind.clone(),
-                },
-            );
+            let occurrence = |encoding| Occurrence {
+                path: origin.path.clone(),
+                line,
+                column,
+                commit: origin.commit.clone(),
+                kind: origin.kind.clone(),
+                encoding,
+            };
+            let value = &data[hit.start..hit.end];
+            if detector.rules()[hit.rule].kind == Kind::Base64 {
+                // Reported under the rule that found it in the decoded text; the clean
+                // removes the encoded text.
+                decoded.clear();
+                detector.decoded(data, hit.start, hit.end, &mut decoded);
+                for found in decoded.drain(..) {
+                    findings.add_encoded(
+                        found.rule,
+                        found.value,
+                        value,
+                        occurrence(Some(Encoding::Base64)),
+                    );
+                }
+            } else {
+                findings.add(hit.rule, value.to_vec(), occurrence(None));
+            }
         }
     }
 }

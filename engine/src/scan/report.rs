@@ -3,7 +3,7 @@
 //! JSON layout is versioned ([`REPORT_VERSION`]); full values never appear in it unless
 //! the caller asks for them explicitly.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
 
 use base64::Engine as _;
@@ -99,6 +99,17 @@ pub struct Occurrence {
     /// history (plain files, the index).
     pub commit: Option<String>,
     pub kind: OccurrenceKind,
+    /// How the secret was written here when not as itself: then `line` and `column`
+    /// are those of the encoded text that holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<Encoding>,
+}
+
+/// An encoding a secret was found in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    Base64,
 }
 
 /// One distinct (rule, value) with all its occurrences.
@@ -127,6 +138,9 @@ pub struct Secret {
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct SecretValue {
     bytes: Vec<u8>,
+    /// The encoded texts the value was found in (base64 that decodes to text holding
+    /// it): the clean removes them too.
+    encoded: Vec<Vec<u8>>,
     revealed: bool,
 }
 
@@ -135,12 +149,24 @@ impl SecretValue {
     pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
         Self {
             bytes: bytes.into(),
+            encoded: Vec::new(),
             revealed: false,
         }
     }
 
+    /// The value, found also inside these encoded texts.
+    pub fn with_encoded(mut self, encoded: Vec<Vec<u8>>) -> Self {
+        self.encoded = encoded;
+        self
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// The encoded texts that hold the value (see [`SecretValue::with_encoded`]).
+    pub fn encoded(&self) -> &[Vec<u8>] {
+        &self.encoded
     }
 
     pub fn is_empty(&self) -> bool {
@@ -171,7 +197,12 @@ impl std::fmt::Debug for SecretValue {
 impl Serialize for SecretValue {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let shown = self.revealed.then_some(&self.bytes);
-        let mut map = serializer.serialize_map(Some(usize::from(shown.is_some())))?;
+        let encoded: Vec<String> = (self.revealed.then_some(&self.encoded).into_iter())
+            .flatten()
+            .map(|e| String::from_utf8_lossy(e).into_owned())
+            .collect();
+        let entries = usize::from(shown.is_some()) + usize::from(!encoded.is_empty());
+        let mut map = serializer.serialize_map(Some(entries))?;
         if let Some(bytes) = shown {
             match std::str::from_utf8(bytes) {
                 Ok(text) => map.serialize_entry("value", text)?,
@@ -180,6 +211,9 @@ impl Serialize for SecretValue {
                     &base64::engine::general_purpose::STANDARD.encode(bytes),
                 )?,
             }
+        }
+        if !encoded.is_empty() {
+            map.serialize_entry("encoded", &encoded)?;
         }
         map.end()
     }
@@ -197,8 +231,14 @@ impl<'de> Deserialize<'de> for SecretValue {
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SecretValue, A::Error> {
                 let mut found: Option<Vec<u8>> = None;
+                let mut encoded: Vec<Vec<u8>> = Vec::new();
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
+                        "encoded" => {
+                            encoded = (map.next_value::<Vec<String>>()?.into_iter())
+                                .map(String::into_bytes)
+                                .collect();
+                        }
                         "value" => found = Some(map.next_value::<String>()?.into_bytes()),
                         "value_base64" => {
                             let encoded = map.next_value::<String>()?;
@@ -218,6 +258,7 @@ impl<'de> Deserialize<'de> for SecretValue {
                 Ok(match found {
                     Some(bytes) => SecretValue {
                         bytes,
+                        encoded,
                         revealed: true,
                     },
                     None => SecretValue::default(),
@@ -318,7 +359,14 @@ pub fn preview(value: &[u8]) -> String {
 /// Collects raw findings into secrets.
 #[derive(Default)]
 pub(crate) struct Findings {
-    by_secret: BTreeMap<(usize, Vec<u8>), Vec<Occurrence>>,
+    by_secret: BTreeMap<(usize, Vec<u8>), Found>,
+}
+
+/// Where one secret was found, and the encoded texts it was found in.
+#[derive(Default)]
+struct Found {
+    occurrences: Vec<Occurrence>,
+    encoded: BTreeSet<Vec<u8>>,
 }
 
 impl Findings {
@@ -326,12 +374,30 @@ impl Findings {
         self.by_secret
             .entry((rule, value))
             .or_default()
+            .occurrences
             .push(occurrence);
     }
 
+    /// A secret found by decoding `encoded`.
+    pub(crate) fn add_encoded(
+        &mut self,
+        rule: usize,
+        value: Vec<u8>,
+        encoded: &[u8],
+        occurrence: Occurrence,
+    ) {
+        let found = self.by_secret.entry((rule, value)).or_default();
+        found.occurrences.push(occurrence);
+        if !found.encoded.contains(encoded) {
+            found.encoded.insert(encoded.to_vec());
+        }
+    }
+
     pub(crate) fn merge(&mut self, other: Findings) {
-        for (key, occurrences) in other.by_secret {
-            self.by_secret.entry(key).or_default().extend(occurrences);
+        for (key, found) in other.by_secret {
+            let into = self.by_secret.entry(key).or_default();
+            into.occurrences.extend(found.occurrences);
+            into.encoded.extend(found.encoded);
         }
     }
 
@@ -344,7 +410,8 @@ impl Findings {
     ) -> (Vec<Secret>, u64) {
         let mut dropped = 0;
         let mut secrets: Vec<Secret> = Vec::new();
-        for ((rule_index, value), mut occurrences) in self.by_secret {
+        for ((rule_index, value), found) in self.by_secret {
+            let mut occurrences = found.occurrences;
             let rule = &rules[rule_index];
             let id = key.fingerprint(&rule.id, &value);
             if suppressed.contains(&id) {
@@ -362,7 +429,7 @@ impl Findings {
                 hash: hex::encode(key.value_hash(&value)),
                 confidence: rule.confidence,
                 occurrences,
-                value: SecretValue::new(value),
+                value: SecretValue::new(value).with_encoded(found.encoded.into_iter().collect()),
             });
         }
         secrets.sort_by(|a, b| {

@@ -47,6 +47,15 @@ pub enum Kind {
     /// `scheme://user:password@host`: the password must not be the user name, a
     /// well-known default or a template reference.
     UrlCredentials,
+    /// Base64 text that may hold a secret (a Kubernetes Secret's data, a kubeconfig's
+    /// key, a `.dockerconfigjson`): it is decoded, and the rules run over its line with
+    /// the decoded text in its place. What they find there is reported under their own
+    /// rule, at the encoded text, which is what the clean removes. Besides the rule's
+    /// own keywords, the base64 forms of every other rule's keywords find it.
+    Base64,
+    /// Base64 of `user:password` (HTTP basic authentication, a Docker config's `auth`):
+    /// it must decode to a user and a plausible password.
+    BasicAuth,
 }
 
 /// One rule as written in a rule file or in `.deployguard.toml`.
@@ -390,11 +399,24 @@ pub fn check_examples(set: &RuleSet, require_examples: bool) -> Vec<String> {
                 rule.id
             ));
         }
+        // A base64 rule reports what the other rules find in what it decodes: it is
+        // checked among them all.
         let mut alone = RuleSet::default();
-        if let Err(e) = alone.add(&rule.category, spec.clone()) {
+        let others = rule.kind == Kind::Base64;
+        let added = match others {
+            true => set
+                .rules()
+                .iter()
+                .try_for_each(|r| alone.add(&r.category, r.spec().clone())),
+            false => alone.add(&rule.category, spec.clone()),
+        };
+        if let Err(e) = added {
             problems.push(e.to_string());
             continue;
         }
+        let Some(own) = alone.rules().iter().position(|r| r.id == rule.id) else {
+            continue;
+        };
         let detector = match Detector::new(alone, Allowlist::default()) {
             Ok(d) => d,
             Err(e) => {
@@ -404,8 +426,10 @@ pub fn check_examples(set: &RuleSet, require_examples: bool) -> Vec<String> {
         };
         let mut hits = Vec::new();
         for example in &spec.examples {
-            // The prefilter (and the matcher's search windows) rely on this.
-            for found in rule.regex.find_iter(example.as_bytes()) {
+            // The prefilter (and the matcher's search windows) rely on this. Base64
+            // rules are found by their keywords' encoded forms too, and check it.
+            let matches = rule.regex.find_iter(example.as_bytes());
+            for found in matches.filter(|_| rule.kind != Kind::Base64) {
                 let text = found.as_bytes().to_ascii_lowercase();
                 let has_keyword = rule
                     .keywords
@@ -420,14 +444,14 @@ pub fn check_examples(set: &RuleSet, require_examples: bool) -> Vec<String> {
             }
             hits.clear();
             detector.scan(example.as_bytes(), None, &mut hits);
-            if hits.is_empty() {
+            if !hits.iter().any(|h| h.rule == own) {
                 problems.push(format!("{}: example not reported: {example:?}", rule.id));
             }
         }
         for negative in &spec.negatives {
             hits.clear();
             detector.scan(negative.as_bytes(), None, &mut hits);
-            if let Some(hit) = hits.first() {
+            if let Some(hit) = hits.iter().find(|h| h.rule == own) {
                 let value = String::from_utf8_lossy(&negative.as_bytes()[hit.start..hit.end]);
                 problems.push(format!(
                     "{}: negative reported ({value:?}): {negative:?}",

@@ -1092,3 +1092,79 @@ fn packs_written_here_are_indexed_exactly_as_git_indexes_them() {
         assert_eq!(git(&repo, &["cat-file", "blob", &third.to_hex()]), b"small");
     }
 }
+
+#[test]
+fn a_secret_found_inside_base64_is_reported_there_and_its_encoded_text_is_cleaned_away() {
+    use base64::Engine as _;
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let encoded_token = b64(GITHUB);
+    let registry_auth = b64("ci-bot:Hs7kLq2Vx9Pm4Tz");
+    let docker_config = b64(&format!(
+        r#"{{"auths":{{"registry.acme.io":{{"auth":"{registry_auth}"}}}}}}"#
+    ));
+    let manifest = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: ci\ntype: Opaque\ndata:\n  \
+         GITHUB_TOKEN: {encoded_token}\n  .dockerconfigjson: {docker_config}\n  \
+         greeting: {}\n",
+        b64("hello, this is not a secret at all")
+    );
+    let mut repo = TestRepo::new();
+    repo.write("README.md", "# service\n");
+    repo.commit("initial commit");
+    repo.write("k8s/secret.yaml", &manifest);
+    repo.commit("add the CI secret");
+    repo.remove("k8s/secret.yaml");
+    repo.commit("remove it");
+
+    let mut report = scan_history(repo.path());
+    let github = report
+        .secrets
+        .iter()
+        .find(|s| s.rule_id == "github-personal-access-token")
+        .expect("the encoded token is found");
+    assert_eq!(github.value.as_bytes(), GITHUB.as_bytes());
+    let at = &github.occurrences[0];
+    assert_eq!(
+        (at.path.as_deref(), at.line, at.column, at.encoding),
+        (
+            Some("k8s/secret.yaml"),
+            7,
+            17,
+            Some(deployguard_engine::scan::Encoding::Base64)
+        ),
+        "reported at the encoded text"
+    );
+    let docker = report
+        .secrets
+        .iter()
+        .find(|s| s.rule_id == "docker-config-auth")
+        .expect("the registry credentials two encodings deep are found");
+    assert_eq!(docker.value.as_bytes(), registry_auth.as_bytes());
+    assert_eq!(docker.occurrences[0].line, 8);
+    // Nothing else: the greeting decodes to text that holds no secret.
+    assert_eq!(report.secrets.len(), 2, "{:?}", report.secrets);
+    // The service keeps the report with its values revealed; it reads back the same.
+    report.reveal_values();
+    let json = report.to_json();
+    assert!(json.contains("\"encoding\": \"base64\""), "{json}");
+
+    let selection = Selection::from_secrets(
+        report.secrets_file().as_bytes(),
+        &Select::All,
+        clean::DEFAULT_REPLACEMENT.as_bytes(),
+    )
+    .unwrap();
+    let cleaned = clean_into(repo.path(), &selection).unwrap_or_else(|(e, _)| panic!("{e}"));
+    let history = git(&cleaned.clone, &["log", "--all", "-p", "--format=%H %s"]);
+    for gone in [
+        encoded_token.as_str(),
+        docker_config.as_str(),
+        GITHUB,
+        &registry_auth,
+    ] {
+        assert!(!contains(&history, gone), "{gone} is still in the history");
+    }
+    for kept in ["kind: Secret", "greeting: aGVsbG8s", "add the CI secret"] {
+        assert!(contains(&history, kept), "{kept} was lost");
+    }
+}
