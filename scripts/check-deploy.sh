@@ -126,7 +126,7 @@ sed 's/^USER .*/USER root/' Dockerfile >"$work/broken/Dockerfile"
 ! "$TOOLS/hadolint" --config .hadolint.yaml "$work/broken/Dockerfile" >/dev/null ||
   fail "hadolint passed a root user"
 printf 'DATABASE_URL=postgresql://admin:Zq8vN3pL1xK7wR2m@db.internal:5432/app\nGITHUB_TOKEN=%s\n' \
-  "ghp_GPFbD22W7cEq1vCZbSpadtSYtPSdN5T5IA4B" >"$work/secrets/leak.env"
+  "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" >"$work/secrets/leak.env"
 ! "$scanner" scan --no-git "$work/secrets" >/dev/null || fail "the scanner passed a token"
 mkdir "$work/broken/scan"
 sed 's/allowPrivilegeEscalation: false/allowPrivilegeEscalation: true/' \

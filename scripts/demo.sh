@@ -19,7 +19,7 @@ trap 'rm -rf "$work"' EXIT
 # Values shaped like real tokens (they are not valid anywhere).
 AWS=AKIAM6COX6AQXF6LI3U3
 STRIPE=sk_live_YqDRV8SKN8qU577SGwdUoxkr
-GITHUB=ghp_GPFbD22W7cEq1vCZbSpadtSYtPSdN5T5IA4B
+GITHUB=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
 SLACK=xoxb-319895298309-5514929746018-Gj7tMzkv1HvLOGDQfpzE0F4y
 
 g() { git -c user.name=Demo -c user.email=demo@example.com -c init.defaultBranch=main "$@"; }

@@ -3,7 +3,7 @@
 use crate::TestRepo;
 
 /// A GitHub classic token (valid checksum) and an AWS access key id, planted below.
-pub const PLANTED_GITHUB_TOKEN: &str = "ghp_GPFbD22W7cEq1vCZbSpadtSYtPSdN5T5IA4B";
+pub const PLANTED_GITHUB_TOKEN: &str = "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";
 pub const PLANTED_AWS_KEY_ID: &str = "AKIAM6COX6AQXF6LI3U3";
 
 /// Three commits on `main`: the AWS key in `config/app.env`, the GitHub token in

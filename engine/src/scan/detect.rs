@@ -72,6 +72,9 @@ pub struct Detector {
     /// Every two bytes that some keyword holds in a row (in either case): bit
     /// `a * 256 + b`.
     pairs: Box<[u64]>,
+    /// The prefixes that begin a provider's tokens (`ghp_`, `pypi-ageich…`, `xoxb-`):
+    /// keywords of confident provider rules that hold a separator.
+    provider_prefixes: Vec<Vec<u8>>,
 }
 
 /// A window a rule is searched in, `from..to`, and the bytes `read.0..read.1` that
@@ -335,7 +338,25 @@ impl Detector {
                 }
             }
         }
+        let mut provider_prefixes: Vec<Vec<u8>> = Vec::new();
+        for rule in rules.rules() {
+            if rule.kind != Kind::Specific || rule.confidence != super::rules::Confidence::High {
+                continue;
+            }
+            for keyword in &rule.keywords {
+                let bytes = keyword.as_bytes();
+                let token_like = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-');
+                if bytes.len() >= 4
+                    && bytes.iter().all(token_like)
+                    && bytes[1..].iter().any(|b| matches!(b, b'_' | b'-'))
+                    && !provider_prefixes.iter().any(|p| p == bytes)
+                {
+                    provider_prefixes.push(bytes.to_vec());
+                }
+            }
+        }
         Ok(Self {
+            provider_prefixes,
             rules,
             keywords,
             keyword_rules,
@@ -1044,10 +1065,20 @@ impl Detector {
         {
             return false;
         }
+        if let Some(checksum) = rule.spec.checksum
+            && !checksum.holds(value)
+        {
+            return false;
+        }
         match rule.kind {
             Kind::Specific | Kind::UrlCredentials => {}
             Kind::Generic => {
-                if !plausible_generic_value(text) {
+                // A value in a provider's format that the provider's own rule refused
+                // (a `ghp_` token of the wrong length or checksum) is a near miss.
+                let lower = value.to_ascii_lowercase();
+                if !plausible_generic_value(text)
+                    || self.provider_prefixes.iter().any(|p| lower.starts_with(p))
+                {
                     return false;
                 }
             }
@@ -1614,7 +1645,7 @@ mod tests {
         ] {
             assert!(is_placeholder(value), "{value}");
         }
-        assert!(!is_placeholder("ghp_R8d2kQx7TnV4bLm9ZpW3cY6sJf1HgA5eUo0i"));
+        assert!(!is_placeholder("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"));
         assert!(is_placeholder("ghp_0000000000000000000000000000000000000"));
         assert!(!is_placeholder(
             "FlyV1 fm2_lJPECAAAAAAAAMqLxRBd9kT3vQ2mW7nZ8cLx4pYh5sG6jU1eR0oA3bN9fK2tV7wE"
@@ -1800,7 +1831,7 @@ mod robustness {
         let url_soup = "https://a:b@c:d@e:f@".repeat(50_000);
         let jwt_soup = "eyJhbGciOiJIUzI1NiJ9.eyJ".repeat(40_000);
         let nul_padded: Vec<u8> = std::iter::repeat_n(0u8, 1 << 20)
-            .chain(b"ghp_GPFbD22W7cEq1vCZbSpadtSYtPSdN5T5IA4B".iter().copied())
+            .chain(b"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".iter().copied())
             .collect();
         for input in [
             huge_line.as_bytes(),

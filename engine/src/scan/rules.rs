@@ -58,6 +58,47 @@ pub enum Kind {
     BasicAuth,
 }
 
+/// A check digit scheme a provider builds into its tokens: a value that fails it is a
+/// made-up string, not a credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Checksum {
+    /// GitHub's (and npm's) tokens: `prefix_` then 30 base62 characters, then the
+    /// CRC-32 of those 30 in 6 base62 digits (`0-9A-Za-z`).
+    GithubCrc32,
+}
+
+impl Checksum {
+    pub fn holds(self, value: &[u8]) -> bool {
+        match self {
+            Checksum::GithubCrc32 => {
+                let Some(underscore) = value.iter().position(|&b| b == b'_') else {
+                    return false;
+                };
+                let body = &value[underscore + 1..];
+                if body.len() != 36 {
+                    return false;
+                }
+                let (random, check) = body.split_at(30);
+                base62(check) == Some(u64::from(crc32fast::hash(random)))
+            }
+        }
+    }
+}
+
+/// A base62 number (`0-9A-Za-z`).
+fn base62(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |n, &d| {
+        let digit = match d {
+            b'0'..=b'9' => d - b'0',
+            b'A'..=b'Z' => d - b'A' + 10,
+            b'a'..=b'z' => d - b'a' + 36,
+            _ => return None,
+        };
+        n.checked_mul(62)?.checked_add(u64::from(digit))
+    })
+}
+
 /// One rule as written in a rule file or in `.deployguard.toml`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -72,6 +113,8 @@ pub struct RuleSpec {
     pub confidence: Confidence,
     #[serde(default)]
     pub kind: Kind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<Checksum>,
     #[serde(default)]
     pub examples: Vec<String>,
     #[serde(default)]
@@ -399,10 +442,11 @@ pub fn check_examples(set: &RuleSet, require_examples: bool) -> Vec<String> {
                 rule.id
             ));
         }
-        // A base64 rule reports what the other rules find in what it decodes: it is
-        // checked among them all.
+        // A base64 rule reports what the other rules find in what it decodes, and a
+        // generic one stays quiet on values in another rule's format: they are checked
+        // among them all.
         let mut alone = RuleSet::default();
-        let others = rule.kind == Kind::Base64;
+        let others = matches!(rule.kind, Kind::Base64 | Kind::Generic);
         let added = match others {
             true => set
                 .rules()
@@ -555,6 +599,24 @@ mod tests {
     }
 
     #[test]
+    fn github_style_checksums_hold_only_for_the_right_check_digits() {
+        let check = Checksum::GithubCrc32;
+        assert!(check.holds(b"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"));
+        assert!(check.holds(b"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"));
+        for broken in [
+            &b"ghp_L2m69I7wDdQGnMo6sFSYnvCeqmkfCX40ge4E"[..],
+            b"ghp_M2m69I7wDdQGnMo6sFSYnvCeqmkfCX40ge4D",
+            b"ghp_L2m69I7wDdQGnMo6sFSYnvCeqmkfCX40ge4",
+            b"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0",
+            b"ghpL2m69I7wDdQGnMo6sFSYnvCeqmkfCX40ge4D",
+            b"ghp_L2m69I7wDdQGnMo6sFSYnvCeqmkfCX40g-4D",
+            b"ghp_L2m69I7wDdQGnMo6sFSYnvCeqmkfCXzzzzzz",
+        ] {
+            assert!(!check.holds(broken), "{}", String::from_utf8_lossy(broken));
+        }
+    }
+
+    #[test]
     fn bad_rules_are_refused_with_their_id() {
         let spec = |id: &str, keywords: &[&str], pattern: &str| RuleSpec {
             id: id.into(),
@@ -564,6 +626,7 @@ mod tests {
             entropy: None,
             confidence: Confidence::High,
             kind: Kind::Specific,
+            checksum: None,
             examples: vec![],
             negatives: vec![],
         };

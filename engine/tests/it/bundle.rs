@@ -293,7 +293,7 @@ fn a_cleaned_bundle_opens_with_the_index_the_clean_kept() {
     let mut source = history();
     source.write(
         "config.env",
-        "TOKEN=ghp_GPFbD22W7cEq1vCZbSpadtSYtPSdN5T5IA4B\n",
+        "TOKEN=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\n",
     );
     source.commit("add config");
     let tmp = tempfile::tempdir().unwrap();
@@ -301,7 +301,7 @@ fn a_cleaned_bundle_opens_with_the_index_the_clean_kept() {
     std::fs::create_dir(&work).unwrap();
     let cleaned = tmp.path().join("cleaned.bundle");
     let selection = Selection::from_values(
-        ["ghp_GPFbD22W7cEq1vCZbSpadtSYtPSdN5T5IA4B"],
+        ["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"],
         b"***REMOVED***",
     )
     .unwrap();
@@ -326,6 +326,6 @@ fn a_cleaned_bundle_opens_with_the_index_the_clean_kept() {
     }
     text(&opened, &["fsck", "--full", "--strict", "--no-dangling"]);
     let everything = text(&opened, &["log", "--all", "-p"]);
-    assert!(!everything.contains("ghp_GPFbD22W7cEq1vCZbSpadtSYtPSdN5T5IA4B"));
+    assert!(!everything.contains("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"));
     assert!(everything.contains("***REMOVED***"));
 }

@@ -12,7 +12,7 @@ use deployguard_engine::clean::{
 use deployguard_engine::scan::{Report, Revisions, ScanRun, Scanner, Settings, Target};
 use deployguard_testkit::{TestRepo, git_in as git};
 
-const GITHUB: &str = "ghp_GPFbD22W7cEq1vCZbSpadtSYtPSdN5T5IA4B";
+const GITHUB: &str = "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";
 const AWS: &str = "AKIAM6COX6AQXF6LI3U3";
 const STRIPE: &str = "sk_live_YqDRV8SKN8qU577SGwdUoxkr";
 /// Found by the scan but not selected: it must survive.

@@ -10,7 +10,7 @@ use deployguard_engine::git::remote::{
 };
 use deployguard_testkit::{GitServer, TestRepo, git_in};
 
-const TOKEN: &str = "ghp_GPFbD22W7cEq1vCZbSpadtSYtPSdN5T5IA4B";
+const TOKEN: &str = "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";
 
 fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&git_in(dir, args)).into_owned()

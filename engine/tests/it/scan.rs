@@ -9,8 +9,8 @@ use deployguard_engine::scan::{
 };
 use deployguard_testkit::TestRepo;
 
-const GITHUB: &str = "ghp_GPFbD22W7cEq1vCZbSpadtSYtPSdN5T5IA4B";
-const GITHUB_2: &str = "ghp_20zBYo5Gz83CbOH8da0oVUayTF97L8Bw9TL3";
+const GITHUB: &str = "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";
+const GITHUB_2: &str = "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";
 const AWS: &str = "AKIAM6COX6AQXF6LI3U3";
 const SLACK: &str = "xoxb-319895298309-5514929746018-Gj7tMzkv1HvLOGDQfpzE0F4y";
 const STRIPE: &str = "sk_live_YqDRV8SKN8qU577SGwdUoxkr";

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::{Worker, eventually};
 
-const GITHUB: &str = "ghp_GPFbD22W7cEq1vCZbSpadtSYtPSdN5T5IA4B";
+const GITHUB: &str = "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";
 const AWS: &str = "AKIAM6COX6AQXF6LI3U3";
 const STRIPE: &str = "sk_live_YqDRV8SKN8qU577SGwdUoxkr";
 const SLACK: &str = "xoxb-319895298309-5514929746018-Gj7tMzkv1HvLOGDQfpzE0F4y";
