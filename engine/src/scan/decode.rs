@@ -80,12 +80,12 @@ pub(crate) fn basic_credentials(encoded: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
 }
 
 /// The base64 forms of `keyword` as it appears inside longer encoded text: at each of
-/// the three byte alignments, the characters that depend on the keyword's bytes only
+/// the first `alignments` byte alignments (three make every place it can start at), the characters that depend on the keyword's bytes only
 /// (lowercase, as the case-insensitive prefilter wants them), in both alphabets. Forms
 /// shorter than [`MIN_FRAGMENT`] are left out.
-pub(crate) fn keyword_fragments(keyword: &[u8]) -> Vec<String> {
+pub(crate) fn keyword_fragments(keyword: &[u8], alignments: usize) -> Vec<String> {
     let mut fragments = Vec::new();
-    for alignment in 0..3usize {
+    for alignment in 0..alignments.min(3) {
         let mut bytes = vec![0u8; alignment];
         bytes.extend_from_slice(keyword);
         for engine in [&STANDARD, &URL_SAFE] {
@@ -148,7 +148,7 @@ mod tests {
 
     #[test]
     fn a_keyword_s_fragments_are_found_in_any_encoding_of_text_holding_it() {
-        let fragments = keyword_fragments(b"ghp_");
+        let fragments = keyword_fragments(b"ghp_", 3);
         assert!(!fragments.is_empty());
         for before in ["", "x", "xy", "token=", "{\"t\": \""] {
             let text = format!("{before}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");
@@ -164,6 +164,10 @@ mod tests {
             }
         }
         // Too short to stand for a keyword.
-        assert!(keyword_fragments(b"sk").is_empty());
+        assert!(keyword_fragments(b"sk", 3).is_empty());
+        // At the start of the encoded text only.
+        let first = keyword_fragments(b"ghp_", 1);
+        assert!(!first.is_empty() && first.iter().all(|f| fragments.contains(f)));
+        assert!(first.len() < fragments.len());
     }
 }

@@ -13,7 +13,7 @@ use regex::bytes::Regex;
 use super::decode;
 use super::memo::{CONTEXT, Candidate, Memo, Place};
 use super::rules::Reach;
-use super::rules::{Kind, Rule, RuleError, RuleSet, is_space};
+use super::rules::{Confidence, Kind, Rule, RuleError, RuleSet, is_space};
 use crate::git::delta::Copied;
 
 /// Keywords are searched for by their first this many bytes at most.
@@ -245,6 +245,75 @@ struct Carried {
     kept: bool,
 }
 
+/// Lists kept by rule, for the few rules a buffer's keywords name: reused from buffer to
+/// buffer (a list per rule made for each buffer would cost each as much as there are
+/// rules), and emptied after each.
+#[derive(Debug)]
+struct ByRule<T> {
+    lists: Vec<Vec<T>>,
+    /// The rules with a list that is not empty.
+    touched: Vec<usize>,
+}
+
+impl<T> Default for ByRule<T> {
+    fn default() -> Self {
+        Self {
+            lists: Vec::new(),
+            touched: Vec::new(),
+        }
+    }
+}
+
+impl<T> ByRule<T> {
+    fn push(&mut self, rule: usize, item: T) {
+        if self.lists.len() <= rule {
+            self.lists.resize_with(rule + 1, Vec::new);
+        }
+        let list = &mut self.lists[rule];
+        if list.is_empty() {
+            self.touched.push(rule);
+        }
+        list.push(item);
+    }
+
+    fn list_mut(&mut self, rule: usize) -> &mut [T] {
+        match self.lists.get_mut(rule) {
+            Some(list) => list,
+            None => &mut [],
+        }
+    }
+
+    fn clear(&mut self) {
+        for rule in self.touched.drain(..) {
+            self.lists[rule].clear();
+        }
+    }
+}
+
+/// What detection on one thread reuses from buffer to buffer (see [`ByRule`]).
+#[derive(Debug, Default)]
+struct Scratch {
+    places: ByRule<(usize, usize)>,
+    carried: ByRule<Carried>,
+    rules: Vec<usize>,
+}
+
+thread_local! {
+    /// Taken while a buffer is scanned: a scan inside it (of decoded text) makes its own.
+    static SCRATCH: std::cell::Cell<Option<Box<Scratch>>> = const { std::cell::Cell::new(None) };
+}
+
+fn take_scratch() -> Box<Scratch> {
+    SCRATCH.with(std::cell::Cell::take).unwrap_or_default()
+}
+
+fn return_scratch(mut scratch: Box<Scratch>) {
+    scratch.places.clear();
+    scratch.carried.clear();
+    scratch.rules.clear();
+    SCRATCH.with(|s| s.set(Some(scratch)));
+}
+
 /// Where the keywords occur in one buffer: every occurrence, overlapping ones included,
 /// ordered by start, end and keyword. A scan keeps a blob's while it scans the deltas
 /// built on that blob: a delta's are its base's where it copies the base, and what a
@@ -256,6 +325,16 @@ impl Detector {
     pub fn new(rules: RuleSet, allow: Allowlist) -> Result<Self, RuleError> {
         let mut words: Vec<String> = Vec::new();
         let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
+        let mut word_index: std::collections::HashMap<String, usize> = Default::default();
+        let mut add = |word: &str, index: usize| match word_index.get(word) {
+            Some(&at) if keyword_rules[at].contains(&index) => {}
+            Some(&at) => keyword_rules[at].push(index),
+            None => {
+                word_index.insert(word.to_owned(), words.len());
+                words.push(word.to_owned());
+                keyword_rules.push(vec![index]);
+            }
+        };
         for (index, rule) in rules.rules().iter().enumerate() {
             for keyword in &rule.keywords {
                 // Every match holding the keyword holds its start too, which finds the
@@ -267,53 +346,39 @@ impl Detector {
                     .take_while(|&end| end <= MAX_KEYWORD)
                     .last()
                     .unwrap_or(keyword.len());
-                let keyword = &keyword[..cut];
-                match words.iter().position(|w| w == keyword) {
-                    Some(at) if keyword_rules[at].contains(&index) => {}
-                    Some(at) => keyword_rules[at].push(index),
-                    None => {
-                        words.push(keyword.to_owned());
-                        keyword_rules.push(vec![index]);
-                    }
-                }
+                add(&keyword[..cut], index);
             }
         }
-        // Base64 rules are also found by the base64 forms of every other rule's keywords
-        // (as written, and in capitals: `AKIA`, `PRIVATE KEY`).
+        // Base64 rules are also found by the base64 forms of the prefixes that begin
+        // providers' tokens, as the tokens write them (`AKIA`, `AIza`, `ghp_`), and of
+        // text that secrets are often inside of.
         let base64_rules: Vec<usize> = (rules.rules().iter().enumerate())
             .filter(|(_, r)| r.kind == Kind::Base64)
             .map(|(i, _)| i)
             .collect();
         if !base64_rules.is_empty() {
-            let mut sources: Vec<Vec<u8>> = (decode::ENCODED_HINTS.iter())
-                .map(|hint| hint.as_bytes().to_vec())
+            // Hints anywhere in the encoded text; a token's prefix where a token would
+            // be encoded alone, at its start (each alignment costs the prefilter as
+            // much again).
+            let mut sources: Vec<(Vec<u8>, usize)> = (decode::ENCODED_HINTS.iter())
+                .map(|hint| (hint.as_bytes().to_vec(), 3))
                 .collect();
-            for rule in rules.rules().iter().filter(|r| r.kind != Kind::Base64) {
+            for rule in rules.rules() {
+                if rule.kind != Kind::Specific || rule.confidence != Confidence::High {
+                    continue;
+                }
                 for keyword in &rule.keywords {
-                    for form in [
-                        keyword.as_bytes().to_vec(),
-                        keyword.to_ascii_uppercase().into_bytes(),
-                    ] {
-                        if !sources.contains(&form) {
-                            sources.push(form);
+                    for form in written_forms(keyword, &rule.spec().examples) {
+                        if !sources.iter().any(|(s, _)| *s == form) {
+                            sources.push((form, 1));
                         }
                     }
                 }
             }
-            for source in &sources {
-                for fragment in decode::keyword_fragments(source) {
-                    match words.iter().position(|w| *w == fragment) {
-                        Some(at) => {
-                            for &index in &base64_rules {
-                                if !keyword_rules[at].contains(&index) {
-                                    keyword_rules[at].push(index);
-                                }
-                            }
-                        }
-                        None => {
-                            words.push(fragment);
-                            keyword_rules.push(base64_rules.clone());
-                        }
+            for (source, alignments) in &sources {
+                for fragment in decode::keyword_fragments(source, *alignments) {
+                    for &index in &base64_rules {
+                        add(&fragment, index);
                     }
                 }
             }
@@ -340,7 +405,7 @@ impl Detector {
         }
         let mut provider_prefixes: Vec<Vec<u8>> = Vec::new();
         for rule in rules.rules() {
-            if rule.kind != Kind::Specific || rule.confidence != super::rules::Confidence::High {
+            if rule.kind != Kind::Specific || rule.confidence != Confidence::High {
                 continue;
             }
             for keyword in &rule.keywords {
@@ -404,13 +469,14 @@ impl Detector {
         memo: Option<&Memo>,
     ) {
         // For each rule, where its keywords occur: (start, end).
-        let mut places: Vec<Vec<(usize, usize)>> = vec![Vec::new(); self.rules.len()];
+        let mut scratch = take_scratch();
         self.find_keywords(data, memo, &mut |start, end, keyword| {
             for &rule in &self.keyword_rules[keyword] {
-                places[rule].push((start, end));
+                scratch.places.push(rule, (start, end));
             }
         });
-        self.scan_around(data, path, &places, hits, memo);
+        self.scan_around(data, path, &mut scratch, hits, memo);
+        return_scratch(scratch);
     }
 
     /// Calls `found(start, end, keyword)` for every keyword occurrence in `data`.
@@ -594,14 +660,18 @@ impl Detector {
             None => (None, Vec::new(), self.places(data, memo)?),
         };
         let rules = self.rules.rules();
-        let mut by_rule: Vec<Vec<(usize, usize)>> = vec![Vec::new(); rules.len()];
+        let mut scratch = take_scratch();
+        let Scratch {
+            places: by_rule,
+            carried,
+            rules: touched,
+        } = &mut *scratch;
         for place in places.0.iter() {
             for &rule in &self.keyword_rules[place.keyword as usize] {
-                by_rule[rule].push((place.start as usize, place.end as usize));
+                by_rule.push(rule, (place.start as usize, place.end as usize));
             }
         }
         // The base's windows that lie whole in one copy, rule by rule.
-        let mut carried: Vec<Vec<Carried>> = vec![Vec::new(); rules.len()];
         if let Some(base) = base {
             // A window that read up to either end of the base is carried only to the same
             // end of the result.
@@ -625,17 +695,20 @@ impl Detector {
                         && window.span.read.1 <= end
                         && at_edges(window.span.read, read)
                     {
-                        carried[window.rule].push(Carried {
-                            span: Span {
-                                from: moved(window.span.from),
-                                to: moved(window.span.to),
-                                read,
+                        carried.push(
+                            window.rule,
+                            Carried {
+                                span: Span {
+                                    from: moved(window.span.from),
+                                    to: moved(window.span.to),
+                                    read,
+                                },
+                                copy: (copy.at, copy.at + copy.len),
+                                hits: window.hits,
+                                shift,
+                                kept: true,
                             },
-                            copy: (copy.at, copy.at + copy.len),
-                            hits: window.hits,
-                            shift,
-                            kept: true,
-                        });
+                        );
                     }
                 }
             }
@@ -645,11 +718,11 @@ impl Detector {
         let mut lines = Lines::default();
         let mut spans: Vec<Span> = Vec::new();
         let mut count = 0;
-        for (index, rule) in rules.iter().enumerate() {
-            let places = &by_rule[index];
-            if places.is_empty() {
-                continue;
-            }
+        touched.extend_from_slice(&by_rule.touched);
+        touched.sort_unstable();
+        for &index in touched.iter() {
+            let places = &by_rule.lists[index];
+            let rule = &rules[index];
             let Some(reach) = self.reach(rule, data.len()) else {
                 let mut span = Span::whole(data.len());
                 let first = hits.len();
@@ -662,7 +735,7 @@ impl Detector {
                 });
                 continue;
             };
-            let carried = &mut carried[index];
+            let carried = carried.list_mut(index);
             // Nearly in order already: copies are in order.
             carried.sort_by_key(|c| c.span.from);
             // Two of the base's windows that meet here (copied from different places)
@@ -747,6 +820,7 @@ impl Detector {
                 });
             }
         }
+        return_scratch(scratch);
         windows.sort_by_key(|w| w.span.read.0);
         let shortest_read = windows
             .iter()
@@ -788,7 +862,7 @@ impl Detector {
         &self,
         data: &[u8],
         path: Option<&str>,
-        places: &[Vec<(usize, usize)>],
+        scratch: &mut Scratch,
         hits: &mut Vec<Hit>,
         memo: Option<&Memo>,
     ) {
@@ -796,11 +870,15 @@ impl Detector {
         let lock_file = path.is_some_and(is_lock_file);
         let mut windows = Vec::new();
         let mut lines = Lines::default();
-        for (index, rule) in self.rules.rules().iter().enumerate() {
-            if places[index].is_empty() || (lock_file && rule.kind == Kind::Generic) {
+        scratch.rules.extend_from_slice(&scratch.places.touched);
+        scratch.rules.sort_unstable();
+        for &index in &scratch.rules {
+            let rule = &self.rules.rules()[index];
+            if lock_file && rule.kind == Kind::Generic {
                 continue;
             }
-            self.search_windows(rule, data, &places[index], &mut lines, &mut windows);
+            let places = &scratch.places.lists[index];
+            self.search_windows(rule, data, places, &mut lines, &mut windows);
             for window in &mut windows {
                 self.search(rule, index, data, window, memo, hits);
             }
@@ -1123,14 +1201,39 @@ impl Detector {
     }
 }
 
+/// How `keyword` (lowercase) is written where the examples hold it (`AKIA`, `AIza`),
+/// or as given when they do not.
+fn written_forms(keyword: &str, examples: &[String]) -> Vec<Vec<u8>> {
+    let needle = keyword.as_bytes();
+    let mut forms: Vec<Vec<u8>> = Vec::new();
+    for example in examples {
+        let bytes = example.as_bytes();
+        let found = (bytes.windows(needle.len()))
+            .find(|w| w.eq_ignore_ascii_case(needle))
+            .map(<[u8]>::to_vec);
+        if let Some(form) = found
+            && !forms.contains(&form)
+        {
+            forms.push(form);
+        }
+    }
+    if forms.is_empty() {
+        forms.push(needle.to_vec());
+    }
+    forms
+}
+
 /// What a rule's pattern matches in `data[from..to]` (with the text before `from` as
 /// context), before any check: each secret's span and, for URL credentials, the user's.
 /// Depends on the window's bytes and the few before it only (see [`Memo::candidates`]).
 fn candidates(rule: &Rule, data: &[u8], from: usize, to: usize, out: &mut Vec<Candidate>) {
+    let Some(regex) = rule.regex() else {
+        return;
+    };
     let haystack = &data[..to];
     let mut at = from;
     while at <= to {
-        let Some(captures) = rule.regex.captures_at(haystack, at) else {
+        let Some(captures) = regex.captures_at(haystack, at) else {
             break;
         };
         let Some(whole) = captures.get(0) else { break };

@@ -51,7 +51,7 @@ pub enum Kind {
     /// key, a `.dockerconfigjson`): it is decoded, and the rules run over its line with
     /// the decoded text in its place. What they find there is reported under their own
     /// rule, at the encoded text, which is what the clean removes. Besides the rule's
-    /// own keywords, the base64 forms of every other rule's keywords find it.
+    /// own keywords, the base64 forms of providers' token prefixes find it.
     Base64,
     /// Base64 of `user:password` (HTTP basic authentication, a Docker config's `auth`):
     /// it must decode to a user and a plausible password.
@@ -164,15 +164,48 @@ pub struct Rule {
     pub entropy: Option<f64>,
     pub confidence: Confidence,
     pub kind: Kind,
-    pub(crate) regex: Regex,
+    /// Built when first used: most rules meet none of their keywords in most scans.
+    regex: std::sync::OnceLock<Option<Regex>>,
     pub(crate) secret_group: usize,
     /// How far from a keyword a match can reach, when that is bounded.
     pub(crate) reach: Option<Reach>,
     pub(crate) spec: RuleSpec,
 }
 
+fn build_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(pattern)
+        .unicode(false)
+        .size_limit(32 << 20)
+        .dfa_size_limit(32 << 20)
+        .build()
+}
+
+/// The index of the capture group called `name`.
+fn capture_index(hir: &regex_syntax::hir::Hir, name: &str) -> Option<usize> {
+    use regex_syntax::hir::HirKind;
+    match hir.kind() {
+        HirKind::Capture(capture) if capture.name.as_deref() == Some(name) => {
+            usize::try_from(capture.index).ok()
+        }
+        HirKind::Capture(capture) => capture_index(&capture.sub, name),
+        HirKind::Repetition(repetition) => capture_index(&repetition.sub, name),
+        HirKind::Concat(parts) | HirKind::Alternation(parts) => {
+            parts.iter().find_map(|part| capture_index(part, name))
+        }
+        _ => None,
+    }
+}
+
 impl Rule {
+    /// Checks a rule and builds its matcher.
     pub fn compile(category: &str, spec: RuleSpec) -> Result<Self, RuleError> {
+        Self::compile_as(category, spec, true)
+    }
+
+    /// [`Rule::compile`]; unless `eager`, only the pattern's syntax is checked now and
+    /// the matcher is built when first used (the shipped rules, whose patterns tests
+    /// build).
+    fn compile_as(category: &str, spec: RuleSpec, eager: bool) -> Result<Self, RuleError> {
         let origin = format!("rule {:?}", spec.id);
         let valid_id = !spec.id.is_empty()
             && spec
@@ -213,31 +246,28 @@ impl Rule {
                 "entropy must be between 0 and 8 bits per byte",
             ));
         }
-        let regex = RegexBuilder::new(&spec.pattern)
-            .unicode(false)
-            .size_limit(32 << 20)
-            .dfa_size_limit(32 << 20)
-            .build()
-            .map_err(|e| RuleError::new(&origin, format!("pattern does not compile: {e}")))?;
-        let secret_group = regex
-            .capture_names()
-            .position(|name| name == Some("secret"))
-            .ok_or_else(|| RuleError::new(&origin, "pattern has no (?P<secret>...) group"))?;
-        let reach = regex_syntax::ParserBuilder::new()
+        let hir = regex_syntax::ParserBuilder::new()
             .unicode(false)
             .utf8(false)
             .build()
             .parse(&spec.pattern)
-            .ok()
-            .and_then(|hir| {
-                let reach = Reach {
-                    bytes: hir.properties().maximum_len(),
-                    besides_space: reach_besides_space(&hir),
-                    lines: line_breaks(&hir),
-                };
-                (reach.bytes.is_some() || reach.besides_space.is_some() || reach.lines.is_some())
-                    .then_some(reach)
-            });
+            .map_err(|e| RuleError::new(&origin, format!("pattern does not compile: {e}")))?;
+        let secret_group = capture_index(&hir, "secret")
+            .ok_or_else(|| RuleError::new(&origin, "pattern has no (?P<secret>...) group"))?;
+        let reach = Reach {
+            bytes: hir.properties().maximum_len(),
+            besides_space: reach_besides_space(&hir),
+            lines: line_breaks(&hir),
+        };
+        let reach =
+            (reach.bytes.is_some() || reach.besides_space.is_some() || reach.lines.is_some())
+                .then_some(reach);
+        let regex = std::sync::OnceLock::new();
+        if eager {
+            let built = build_regex(&spec.pattern)
+                .map_err(|e| RuleError::new(&origin, format!("pattern does not compile: {e}")))?;
+            let _ = regex.set(Some(built));
+        }
         Ok(Self {
             reach,
             id: spec.id.clone(),
@@ -256,6 +286,14 @@ impl Rule {
     /// The rule as written, examples included.
     pub fn spec(&self) -> &RuleSpec {
         &self.spec
+    }
+
+    /// The pattern's matcher; `None` only for a shipped pattern too large to build,
+    /// which the tests that build every shipped rule rule out.
+    pub(crate) fn regex(&self) -> Option<&Regex> {
+        self.regex
+            .get_or_init(|| build_regex(&self.spec.pattern).ok())
+            .as_ref()
     }
 }
 
@@ -359,6 +397,7 @@ fn only_space(hir: &regex_syntax::hir::Hir) -> bool {
 #[derive(Debug, Default)]
 pub struct RuleSet {
     rules: Vec<Rule>,
+    ids: HashSet<String>,
 }
 
 impl RuleSet {
@@ -366,7 +405,11 @@ impl RuleSet {
     pub fn embedded() -> Result<Self, RuleError> {
         let mut set = Self::default();
         for (file, text) in EMBEDDED_RULES {
-            set.add_file(file, text)?;
+            let rules = RuleFile::parse(file, text)?;
+            for spec in rules.rules {
+                set.push(&rules.category, spec, false)
+                    .map_err(|e| RuleError::new(*file, e.to_string()))?;
+            }
         }
         Ok(set)
     }
@@ -392,13 +435,17 @@ impl RuleSet {
     }
 
     pub fn add(&mut self, category: &str, spec: RuleSpec) -> Result<(), RuleError> {
-        if self.rules.iter().any(|r| r.id == spec.id) {
+        self.push(category, spec, true)
+    }
+
+    fn push(&mut self, category: &str, spec: RuleSpec, eager: bool) -> Result<(), RuleError> {
+        if !self.ids.insert(spec.id.clone()) {
             return Err(RuleError::new(
                 format!("rule {:?}", spec.id),
                 "id is defined twice",
             ));
         }
-        self.rules.push(Rule::compile(category, spec)?);
+        self.rules.push(Rule::compile_as(category, spec, eager)?);
         Ok(())
     }
 
@@ -413,6 +460,7 @@ impl RuleSet {
             ));
         }
         self.rules.retain(|r| !ids.contains(&r.id));
+        self.ids.retain(|id| !ids.contains(id));
         Ok(())
     }
 
@@ -472,7 +520,31 @@ pub fn check_examples(set: &RuleSet, require_examples: bool) -> Vec<String> {
         for example in &spec.examples {
             // The prefilter (and the matcher's search windows) rely on this. Base64
             // rules are found by their keywords' encoded forms too, and check it.
-            let matches = rule.regex.find_iter(example.as_bytes());
+            let Some(regex) = rule.regex() else {
+                problems.push(format!("{}: pattern does not compile", rule.id));
+                continue;
+            };
+            // With every keyword blotted out, nothing may match (a branch of the
+            // pattern that holds no keyword would be missed by the prefilter).
+            if rule.kind != Kind::Base64 {
+                let mut blotted = example.as_bytes().to_vec();
+                let lower = blotted.to_ascii_lowercase();
+                for keyword in &rule.keywords {
+                    let k = keyword.as_bytes();
+                    for at in 0..lower.len().saturating_sub(k.len() - 1) {
+                        if lower[at..].starts_with(k) {
+                            blotted[at..at + k.len()].fill(b'#');
+                        }
+                    }
+                }
+                if regex.is_match(&blotted) {
+                    problems.push(format!(
+                        "{}: matches with its keywords blotted out: {example:?}",
+                        rule.id
+                    ));
+                }
+            }
+            let matches = regex.find_iter(example.as_bytes());
             for found in matches.filter(|_| rule.kind != Kind::Base64) {
                 let text = found.as_bytes().to_ascii_lowercase();
                 let has_keyword = rule
