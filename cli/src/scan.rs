@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use deployguard_engine::scan::{
-    self, Progress, Revisions, ScanRun, Scanner, Settings, Target, settings,
+    self, Confidence, Progress, Revisions, ScanRun, Scanner, Settings, Target, settings,
 };
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -68,12 +68,45 @@ pub(crate) struct ScanArgs {
     /// No colours, even on a terminal.
     #[arg(long)]
     no_color: bool,
+    /// Report only secrets at least this sure: `high` (provider formats, checksums),
+    /// `medium` (recognised by context) or `low` (everything).
+    #[arg(long, value_enum, value_name = "LEVEL", default_value_t = MinConfidence::Low)]
+    min_confidence: MinConfidence,
+    /// Exit with status 3 when content could not be read (too large, unreadable, or
+    /// missing from a partial clone) and no secret was found.
+    #[arg(long)]
+    fail_on_skipped: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum MinConfidence {
+    Low,
+    Medium,
+    High,
+}
+
+impl MinConfidence {
+    fn level(self) -> Confidence {
+        match self {
+            MinConfidence::Low => Confidence::Low,
+            MinConfidence::Medium => Confidence::Medium,
+            MinConfidence::High => Confidence::High,
+        }
+    }
+}
+
+/// What a scan ended with, for the exit status.
+enum Outcome {
+    Clean,
+    Found,
+    Incomplete,
 }
 
 pub(crate) fn run(args: ScanArgs) -> ExitCode {
     match scan(&args) {
-        Ok(found) if found => ExitCode::from(1),
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(Outcome::Found) => ExitCode::from(1),
+        Ok(Outcome::Incomplete) => ExitCode::from(3),
+        Ok(Outcome::Clean) => ExitCode::SUCCESS,
         Err(message) => crate::fail(&message),
     }
 }
@@ -93,8 +126,8 @@ fn read(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Runs the scan and writes its outputs; `Ok(true)` when secrets were found.
-fn scan(args: &ScanArgs) -> Result<bool, String> {
+/// Runs the scan and writes its outputs.
+fn scan(args: &ScanArgs) -> Result<Outcome, String> {
     let mut clone_dir = None;
     let root: PathBuf = if looks_like_url(&args.target) {
         if args.staged || args.no_git {
@@ -205,6 +238,8 @@ fn scan(args: &ScanArgs) -> Result<bool, String> {
         report.source.location = scan::redact_url_userinfo(&args.target);
     }
     drop(clone_dir);
+    let floor = args.min_confidence.level();
+    report.secrets.retain(|secret| secret.confidence >= floor);
 
     if let Some(path) = &args.secrets_out {
         write_private(path, report.secrets_file().as_bytes())?;
@@ -227,7 +262,13 @@ fn scan(args: &ScanArgs) -> Result<bool, String> {
         }
         None => crate::print(&rendered),
     }
-    Ok(!report.secrets.is_empty())
+    Ok(if !report.secrets.is_empty() {
+        Outcome::Found
+    } else if args.fail_on_skipped && report.stats.blobs_unread > 0 {
+        Outcome::Incomplete
+    } else {
+        Outcome::Clean
+    })
 }
 
 /// Writes a file only its owner can read, whatever was there before.

@@ -518,3 +518,92 @@ fn a_closed_standard_output_is_not_a_crash() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(!stderr(&output).contains("panicked"));
 }
+
+#[test]
+fn min_confidence_leaves_out_less_sure_findings_and_decides_the_exit_status() {
+    let mut repo = TestRepo::new();
+    // A provider format (high) and a value recognised by its name only (medium).
+    repo.write(
+        "app.env",
+        format!("GITHUB_TOKEN={GITHUB}\nDB_PASSWORD=Vq8rT2mLx9Kd4P\n"),
+    );
+    repo.commit("config");
+    let rules_of = |output: &Output| -> Vec<String> {
+        let mut rules: Vec<String> = json(output)["secrets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["rule_id"].as_str().unwrap().to_owned())
+            .collect();
+        rules.sort();
+        rules
+    };
+    let all = deployguard(&["scan", "--format", "json"], repo.path());
+    assert_eq!(
+        rules_of(&all),
+        ["generic-secret-assignment", "github-personal-access-token"]
+    );
+    let high = deployguard(
+        &["scan", "--format", "json", "--min-confidence", "high"],
+        repo.path(),
+    );
+    assert_eq!(high.status.code(), Some(1));
+    assert_eq!(rules_of(&high), ["github-personal-access-token"]);
+
+    let mut medium_only = TestRepo::new();
+    medium_only.write("app.env", "DB_PASSWORD=Vq8rT2mLx9Kd4P\n");
+    medium_only.commit("config");
+    let quiet = deployguard(&["scan", "--min-confidence", "high"], medium_only.path());
+    assert_eq!(quiet.status.code(), Some(0), "{}", stdout(&quiet));
+    let bad = deployguard(&["scan", "--min-confidence", "certain"], medium_only.path());
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn fail_on_skipped_says_a_partial_clone_was_not_read_whole() {
+    let mut origin = TestRepo::new();
+    origin.write("old.txt", "nothing secret\n");
+    origin.commit("first");
+    origin.remove("old.txt");
+    origin.write("README.md", "hello\n");
+    origin.commit("second");
+    origin.git(&["config", "uploadpack.allowFilter", "true"]);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", origin.path().display());
+    deployguard_testkit::git_in(
+        dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            "--filter=blob:none",
+            &url,
+            "partial.git",
+        ],
+    );
+    let partial = dir.path().join("partial.git");
+    let partial = partial.to_str().unwrap();
+
+    let lenient = deployguard(&["scan", partial, "--format", "json"], dir.path());
+    assert_eq!(lenient.status.code(), Some(0), "{}", stderr(&lenient));
+    let report = json(&lenient);
+    assert!(report["stats"]["blobs_unread"].as_u64().unwrap() >= 1);
+    assert!(
+        report["skipped"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["reason"] == "missing" && s["path"] == "old.txt"),
+        "{report}"
+    );
+    let strict = deployguard(&["scan", partial, "--fail-on-skipped"], dir.path());
+    assert_eq!(strict.status.code(), Some(3), "{}", stdout(&strict));
+    assert!(stdout(&strict).contains("not read"), "{}", stdout(&strict));
+
+    // Binary files are skipped in every scan; they do not make it incomplete.
+    let mut binary = TestRepo::new();
+    binary.write("logo.png", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".as_slice());
+    binary.commit("logo");
+    let whole = deployguard(&["scan", "--fail-on-skipped"], binary.path());
+    assert_eq!(whole.status.code(), Some(0), "{}", stdout(&whole));
+}

@@ -94,6 +94,7 @@ pub struct Progress {
     scanned: AtomicU64,
     bytes: AtomicU64,
     skipped: AtomicU64,
+    unread: AtomicU64,
     messages: AtomicU64,
     commits: AtomicU64,
     /// Set once every blob to scan is known.
@@ -238,6 +239,7 @@ impl Scanner {
             blobs_scanned: progress.scanned.load(Ordering::Relaxed),
             bytes_scanned: progress.bytes(),
             blobs_skipped: progress.skipped.load(Ordering::Relaxed),
+            blobs_unread: progress.unread.load(Ordering::Relaxed),
             messages_scanned: progress.messages.load(Ordering::Relaxed),
             secrets_suppressed: suppressed,
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -325,6 +327,9 @@ impl Context<'_> {
 
     pub(crate) fn skip(&self, origin: &Origin, size: u64, reason: SkipReason) {
         self.progress.skipped.fetch_add(1, Ordering::Relaxed);
+        if reason != SkipReason::Binary {
+            self.progress.unread.fetch_add(1, Ordering::Relaxed);
+        }
         let mut skipped = self.skipped.lock().unwrap_or_else(|e| e.into_inner());
         skipped.push(Skipped {
             path: origin.path.clone(),

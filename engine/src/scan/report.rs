@@ -288,6 +288,10 @@ pub struct Stats {
     pub blobs_scanned: u64,
     pub bytes_scanned: u64,
     pub blobs_skipped: u64,
+    /// Of the skipped, those not read at all (too large, unreadable, missing from the
+    /// repository): content the scan could not look at. Binary blobs are not counted.
+    #[serde(default)]
+    pub blobs_unread: u64,
     pub messages_scanned: u64,
     /// Secrets left out by `.deployguardignore` or the baseline.
     pub secrets_suppressed: u64,
@@ -614,10 +618,12 @@ impl Report {
             out.push('\n');
         }
         let s = &self.stats;
-        let skipped = if s.blobs_skipped > 0 {
-            format!(", {} skipped (binary or too large)", s.blobs_skipped)
-        } else {
-            String::new()
+        let skipped = match (s.blobs_skipped, s.blobs_unread) {
+            (0, _) => String::new(),
+            (skipped, 0) => format!(", {skipped} skipped (binary)"),
+            (skipped, unread) => {
+                format!(", {skipped} skipped ({unread} not read: too large, unreadable or missing)")
+            }
         };
         let history = if self.source.kind == "git" {
             format!(", {} commits, {} refs", s.commits, s.refs)
