@@ -93,7 +93,7 @@ fn json_report_has_the_documented_shape_and_full_values_only_on_request() {
         .iter()
         .find(|s| s["rule_id"] == "github-personal-access-token")
         .unwrap();
-    assert_eq!(github["preview"], "ghp…A4B");
+    assert_eq!(github["preview"], "ghp…olZ");
     assert_eq!(github["id"].as_str().unwrap().len(), 32);
     assert_eq!(github["hash"].as_str().unwrap().len(), 64);
     assert_eq!(github["confidence"], "high");

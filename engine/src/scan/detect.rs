@@ -45,6 +45,77 @@ pub struct Decoded {
     pub value: Vec<u8>,
 }
 
+/// Keywords of provider rules that are words any code uses, not providers' names.
+const NOT_PROVIDER_NAMES: &[&str] = &[
+    "access",
+    "accountkey",
+    "apikey",
+    "argo",
+    "assembly",
+    "atlas",
+    "authtoken",
+    "central",
+    "checkout",
+    "circle",
+    "comet",
+    "copper",
+    "cosmos",
+    "dose",
+    "drip",
+    "elastic",
+    "encryptionkey",
+    "gemini",
+    "ghost",
+    "groove",
+    "identified",
+    "influx",
+    "keen",
+    "keeper",
+    "keypair",
+    "keypassword",
+    "keysecret",
+    "lever",
+    "licensekey",
+    "line",
+    "loginmodule",
+    "machinetoken",
+    "mainnet",
+    "masterauth",
+    "meta",
+    "mnemonic",
+    "modal",
+    "monday",
+    "mongo",
+    "mysql",
+    "nomad",
+    "oracle",
+    "password",
+    "polygon",
+    "preprod",
+    "preview",
+    "privatekey",
+    "privkey",
+    "pubcredentials",
+    "recoveryphrase",
+    "requirepass",
+    "routing",
+    "secretkey",
+    "secretphrase",
+    "seedphrase",
+    "seedwords",
+    "segment",
+    "specificpassword",
+    "storage",
+    "storepassword",
+    "testnet",
+    "together",
+    "vault",
+    "wallet",
+    "walletphrase",
+    "weights",
+    "wise",
+];
+
 /// How far before base64 text a keyword that found it may be (`password: `).
 const MAX_KEYWORD_GAP: usize = 64;
 
@@ -73,8 +144,11 @@ pub struct Detector {
     /// `a * 256 + b`.
     pairs: Box<[u64]>,
     /// The prefixes that begin a provider's tokens (`ghp_`, `pypi-ageich…`, `xoxb-`):
-    /// keywords of confident provider rules that hold a separator.
+    /// keywords of provider rules that hold a separator.
     provider_prefixes: Vec<Vec<u8>>,
+    /// Providers' names (`algolia`, `twilio`): the keywords of provider rules that are
+    /// words. A value assigned to a name holding one is the provider's to judge.
+    provider_names: Option<AhoCorasick>,
 }
 
 /// A window a rule is searched in, `from..to`, and the bytes `read.0..read.1` that
@@ -405,22 +479,45 @@ impl Detector {
         }
         let mut provider_prefixes: Vec<Vec<u8>> = Vec::new();
         for rule in rules.rules() {
-            if rule.kind != Kind::Specific || rule.confidence != Confidence::High {
+            if rule.kind != Kind::Specific || rule.confidence == Confidence::Low {
                 continue;
             }
             for keyword in &rule.keywords {
                 let bytes = keyword.as_bytes();
-                let token_like = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-');
-                if bytes.len() >= 4
-                    && bytes.iter().all(token_like)
-                    && bytes[1..].iter().any(|b| matches!(b, b'_' | b'-'))
+                let separator = |b: &u8| matches!(b, b'_' | b'-' | b'.' | b'~');
+                // A prefix (`fw_`, `hawk.`, `sha256~`): letters and digits, then a
+                // separator, and nothing a generic name would start with.
+                if bytes.len() >= 3
+                    && bytes[0].is_ascii_alphanumeric()
+                    && bytes
+                        .iter()
+                        .all(|b| b.is_ascii_alphanumeric() || separator(b))
+                    && bytes[1..].iter().any(separator)
                     && !provider_prefixes.iter().any(|p| p == bytes)
                 {
                     provider_prefixes.push(bytes.to_vec());
                 }
             }
         }
+        let mut names: Vec<&str> = (rules.rules().iter())
+            .filter(|r| r.kind == Kind::Specific)
+            .flat_map(|r| r.keywords.iter())
+            .map(String::as_str)
+            .filter(|k| k.len() >= 4 && k.bytes().all(|b| b.is_ascii_lowercase()))
+            .filter(|k| !NOT_PROVIDER_NAMES.contains(k))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let provider_names = (!names.is_empty())
+            .then(|| {
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
+                    .build(&names)
+                    .ok()
+            })
+            .flatten();
         Ok(Self {
+            provider_names,
             provider_prefixes,
             rules,
             keywords,
@@ -1051,8 +1148,9 @@ impl Detector {
                 // Generic, JWT and URL detectors all defer to a provider's own format, and
                 // to what decoding the same text found in it.
                 let rank = |r: &Rule| match r.kind {
-                    Kind::Specific => 2,
-                    Kind::Base64 | Kind::BasicAuth => 1,
+                    Kind::Specific => 3,
+                    Kind::BasicAuth => 2,
+                    Kind::Base64 => 1,
                     Kind::Generic | Kind::Jwt | Kind::UrlCredentials => 0,
                 };
                 if rank(rule) < rank(other_rule) {
@@ -1156,6 +1254,22 @@ impl Detector {
                 let lower = value.to_ascii_lowercase();
                 if !plausible_generic_value(text)
                     || self.provider_prefixes.iter().any(|p| lower.starts_with(p))
+                {
+                    return false;
+                }
+                // So is a key assigned to a provider's name (`ALGOLIA_ADMIN_KEY=…` of
+                // the wrong length): the provider's rule knows its format. A password
+                // is a person's choice, which no provider's format describes.
+                let (line_start, _) = line_bounds(data, start, end);
+                let name = data[line_start..start].to_ascii_lowercase();
+                let password = [&b"pass"[..], b"pwd"]
+                    .iter()
+                    .any(|w| name.windows(w.len()).any(|x| x == *w));
+                if !password
+                    && self
+                        .provider_names
+                        .as_ref()
+                        .is_some_and(|names| names.is_match(&name))
                 {
                     return false;
                 }
@@ -1556,7 +1670,17 @@ fn plausible_generic_value(value: &str) -> bool {
     if bytes.len() < 8 {
         return false;
     }
-    if bytes.iter().any(|b| b"()[]{}$%\\".contains(b)) {
+    // Long and random (a Django `SECRET_KEY` drawn from `!@#$%^&*(-_=+)`): a secret
+    // however much punctuation it holds, unless it is a template.
+    let template = ["${", "{{", "%(", "%s", "#{"]
+        .iter()
+        .any(|t| value.contains(t));
+    let random = bytes.len() >= 24 && shannon_entropy(bytes) >= 4.2 && !template;
+    // A `%` before a format letter, or a call's brackets: code, not a value.
+    let format = bytes
+        .windows(2)
+        .any(|w| w[0] == b'%' && b"sdifxoqvr(%".contains(&w[1]));
+    if !random && (format || bytes.iter().any(|b| b"()[]{}$\\".contains(b))) {
         return false;
     }
     if value.starts_with('/')
@@ -1587,7 +1711,10 @@ fn plausible_generic_value(value: &str) -> bool {
         return false;
     }
     // Code rather than a value: `Token::StructEnd`, `&PrivateKey`, `==TK_SEMI`, `*/`.
-    if value.contains("::") || value.starts_with([':', '=', '&', '*', '!', '|', '?', '#', '@']) {
+    if !random
+        && (value.contains("::")
+            || value.starts_with([':', '=', '&', '*', '!', '|', '?', '#', '@']))
+    {
         return false;
     }
     // CONSTANT_NAMES (`EC_P256R1_FIELD_ELEM_BYTES`) and paths (`a/b/c/d`).
