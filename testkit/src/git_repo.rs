@@ -158,6 +158,18 @@ impl TestRepo {
     }
 
     /// Number of distinct blobs reachable from every ref.
+    /// A bare partial clone of this repository at `into` (`--filter=blob:none`): its
+    /// history whole, the blobs of no commit.
+    pub fn partial_clone(&mut self, into: &Path) {
+        self.git(&["config", "uploadpack.allowFilter", "true"]);
+        let url = format!("file://{}", self.path().display());
+        let dest = into.to_string_lossy();
+        git_in(
+            self.path(),
+            &["clone", "-q", "--bare", "--filter=blob:none", &url, &dest],
+        );
+    }
+
     pub fn reachable_blob_count(&mut self) -> usize {
         let objects = self.git(&["rev-list", "--objects", "--all"]);
         let ids: Vec<&str> = objects

@@ -567,21 +567,9 @@ fn fail_on_skipped_says_a_partial_clone_was_not_read_whole() {
     origin.remove("old.txt");
     origin.write("README.md", "hello\n");
     origin.commit("second");
-    origin.git(&["config", "uploadpack.allowFilter", "true"]);
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", origin.path().display());
-    deployguard_testkit::git_in(
-        dir.path(),
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            "--filter=blob:none",
-            &url,
-            "partial.git",
-        ],
-    );
     let partial = dir.path().join("partial.git");
+    origin.partial_clone(&partial);
     let partial = partial.to_str().unwrap();
 
     let lenient = deployguard(&["scan", partial, "--format", "json"], dir.path());

@@ -754,21 +754,9 @@ fn a_partial_clone_is_scanned_with_its_missing_blobs_reported_as_skipped() {
     origin.remove("old.env");
     origin.write("README.md", "hello\n");
     origin.commit("second");
-    origin.git(&["config", "uploadpack.allowFilter", "true"]);
     let dir = tempfile::tempdir().unwrap();
     let partial = dir.path().join("partial");
-    let url = format!("file://{}", origin.path().display());
-    deployguard_testkit::git_in(
-        dir.path(),
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            "--filter=blob:none",
-            &url,
-            "partial",
-        ],
-    );
+    origin.partial_clone(&partial);
 
     let report = scan_with(
         &scanner(),
