@@ -21,7 +21,8 @@ struct Args {
 enum Command {
     /// Find secrets in a repository's whole history, its staged changes, or plain files.
     ///
-    /// Exit status: 0 when nothing is found, 1 when secrets are found, 2 on error.
+    /// Exit status: 0 when nothing is found, 1 when secrets are found, 2 on error, 3
+    /// (with `--fail-on-skipped`) when nothing is found but some content was not read.
     Scan(Box<scan::ScanArgs>),
     /// Rewrite a repository's whole history without the selected secrets, verify that
     /// none survives, and write the result as a bundle (and optionally an archive).

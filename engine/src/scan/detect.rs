@@ -38,11 +38,39 @@ pub struct Hit {
     pub rule: usize,
 }
 
-/// A secret found inside decoded text: its rule and its decoded value.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A secret found inside decoded text: its rule and its decoded value (`Debug` never
+/// shows it).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Decoded {
     pub rule: usize,
     pub value: Vec<u8>,
+}
+
+impl std::fmt::Debug for Decoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Decoded(rule {}, {} bytes)", self.rule, self.value.len())
+    }
+}
+
+/// The line of the last match a search checked, and whether it holds
+/// [`INLINE_ALLOW`].
+#[derive(Default)]
+struct Line {
+    bounds: Option<(usize, usize)>,
+    allowed: Option<bool>,
+}
+
+/// How much of a line before a value a generic detector reads for its name.
+const MAX_NAME: usize = 64;
+
+/// How much of a line around base64 text is scanned with its decoding: the name before
+/// it (`password: `), the quote after it.
+const DECODE_BEFORE: usize = 128;
+const DECODE_AFTER: usize = 16;
+
+/// Where the text scanned with base64 `data[start..end]`'s decoding begins and ends.
+fn decode_context(data: &[u8], start: usize, end: usize) -> (usize, usize) {
+    near_bounds(data, start, end, DECODE_BEFORE, DECODE_AFTER)
 }
 
 /// Keywords of provider rules that are words any code uses, not providers' names.
@@ -147,8 +175,8 @@ pub struct Detector {
     /// keywords of provider rules that hold a separator.
     provider_prefixes: Vec<Vec<u8>>,
     /// Providers' names (`algolia`, `twilio`): the keywords of provider rules that are
-    /// words. A value assigned to a name holding one is the provider's to judge.
-    provider_names: Option<AhoCorasick>,
+    /// words. A value assigned to a name made of one is the provider's to judge.
+    provider_names: HashSet<Vec<u8>>,
 }
 
 /// A window a rule is searched in, `from..to`, and the bytes `read.0..read.1` that
@@ -499,23 +527,15 @@ impl Detector {
                 }
             }
         }
-        let mut names: Vec<&str> = (rules.rules().iter())
+        let names: Vec<&str> = (rules.rules().iter())
             .filter(|r| r.kind == Kind::Specific)
             .flat_map(|r| r.keywords.iter())
             .map(String::as_str)
             .filter(|k| k.len() >= 4 && k.bytes().all(|b| b.is_ascii_lowercase()))
             .filter(|k| !NOT_PROVIDER_NAMES.contains(k))
             .collect();
-        names.sort_unstable();
-        names.dedup();
-        let provider_names = (!names.is_empty())
-            .then(|| {
-                AhoCorasickBuilder::new()
-                    .ascii_case_insensitive(true)
-                    .build(&names)
-                    .ok()
-            })
-            .flatten();
+        let provider_names: HashSet<Vec<u8>> =
+            names.iter().map(|n| n.as_bytes().to_vec()).collect();
         Ok(Self {
             provider_names,
             provider_prefixes,
@@ -1110,6 +1130,7 @@ impl Detector {
             }),
             None => candidates(rule, data, from, to, &mut found),
         }
+        let mut line = Line::default();
         for candidate in found {
             let (start, end) = candidate.secret;
             if rule.kind == Kind::UrlCredentials
@@ -1120,7 +1141,7 @@ impl Detector {
             {
                 continue;
             }
-            if self.accept(rule, index, data, start, end, &mut window.read) {
+            if self.accept(rule, index, data, (start, end), &mut window.read, &mut line) {
                 hits.push(Hit {
                     start,
                     end,
@@ -1170,11 +1191,31 @@ impl Detector {
         }
     }
 
+    /// Whether `name` (the text before a value on its line) names a provider: one of
+    /// its words (`ALGOLIA_ADMIN_KEY`, `mailgun.privateKey`) is a provider's name, or a
+    /// long one begins one (`twilioAuthToken`). Passwords are a person's choice, which no
+    /// provider's format describes: a name that says password names no provider.
+    fn names_provider(&self, name: &[u8]) -> bool {
+        let name = name.to_ascii_lowercase();
+        let password = [&b"pass"[..], b"pwd"]
+            .iter()
+            .any(|w| name.windows(w.len()).any(|x| x == *w));
+        !password
+            && name
+                .split(|b| !b.is_ascii_alphanumeric())
+                .filter(|word| word.len() >= 4)
+                .any(|word| {
+                    self.provider_names.contains(word)
+                        || (5..word.len()).any(|n| self.provider_names.contains(&word[..n]))
+                })
+    }
+
     /// Whether one of rule `index`'s keywords (its base64 fragments included) is in
     /// `data[start..end]` or shortly before it: what the search around keywords sees, so
     /// that a whole-buffer search finds no more.
     fn keyword_near(&self, index: usize, data: &[u8], start: usize, end: usize) -> bool {
-        let from = start.saturating_sub(MAX_KEYWORD_GAP);
+        // On the run's own line: the search around keywords looks no further.
+        let (from, _) = near_bounds(data, start, end, MAX_KEYWORD_GAP, 0);
         self.keywords
             .find_overlapping_iter(&data[from..end])
             .any(|m| self.keyword_rules[m.pattern().as_usize()].contains(&index))
@@ -1193,12 +1234,14 @@ impl Detector {
         let Some(text) = decode::base64_text(&data[start..end]) else {
             return;
         };
-        let (line_start, line_end) = line_bounds(data, start, end);
-        let mut line = Vec::with_capacity(line_end - line_start - (end - start) + text.len());
-        line.extend_from_slice(&data[line_start..start]);
+        // The name before the text and the quote after it, not the whole line: a line
+        // of many encoded values must not be scanned again once per value.
+        let (before, after) = decode_context(data, start, end);
+        let mut line = Vec::with_capacity(start - before + text.len() + after - end);
+        line.extend_from_slice(&data[before..start]);
         let (from, to) = (line.len(), line.len() + text.len());
         line.extend_from_slice(&text);
-        line.extend_from_slice(&data[end..line_end]);
+        line.extend_from_slice(&data[end..after]);
         DECODE_DEPTH.with(|d| d.set(depth + 1));
         let mut hits = Vec::new();
         self.scan(&line, None, &mut hits);
@@ -1224,10 +1267,41 @@ impl Detector {
         rule: &Rule,
         index: usize,
         data: &[u8],
-        start: usize,
-        end: usize,
+        (start, end): (usize, usize),
         read: &mut (usize, usize),
+        line: &mut Line,
     ) -> bool {
+        // The line of the match, found once for the matches on it.
+        let (line_start, line_end) = match line.bounds {
+            Some((from, to)) if from <= start && end <= to => (from, to),
+            _ => {
+                let bounds = line_bounds(data, start, end);
+                *line = Line {
+                    bounds: Some(bounds),
+                    allowed: None,
+                };
+                bounds
+            }
+        };
+        // Every check reads at most the match's line, the line breaks that end it
+        // included; what was read decides a refusal as much as an acceptance.
+        *read = (
+            read.0.min(line_start.saturating_sub(1)),
+            read.1.max((line_end + 1).min(data.len())),
+        );
+        if !self.check(rule, index, data, start, end) {
+            return false;
+        }
+        let allowed = *line.allowed.get_or_insert_with(|| {
+            data[line_start..line_end]
+                .windows(INLINE_ALLOW.len())
+                .any(|w| w == INLINE_ALLOW.as_bytes())
+        });
+        !allowed
+    }
+
+    /// [`Detector::accept`]'s checks.
+    fn check(&self, rule: &Rule, index: usize, data: &[u8], start: usize, end: usize) -> bool {
         let value = &data[start..end];
         // A value need not be UTF-8 (a rule may match any bytes); the text checks read it
         // with invalid sequences replaced.
@@ -1260,17 +1334,9 @@ impl Detector {
                 // So is a key assigned to a provider's name (`ALGOLIA_ADMIN_KEY=…` of
                 // the wrong length): the provider's rule knows its format. A password
                 // is a person's choice, which no provider's format describes.
-                let (line_start, _) = line_bounds(data, start, end);
-                let name = data[line_start..start].to_ascii_lowercase();
-                let password = [&b"pass"[..], b"pwd"]
-                    .iter()
-                    .any(|w| name.windows(w.len()).any(|x| x == *w));
-                if !password
-                    && self
-                        .provider_names
-                        .as_ref()
-                        .is_some_and(|names| names.is_match(&name))
-                {
+                let (name_start, _) = near_bounds(data, start, end, MAX_NAME, 0);
+                let name = &data[name_start..start];
+                if self.names_provider(name) {
                     return false;
                 }
             }
@@ -1303,15 +1369,7 @@ impl Detector {
         {
             return false;
         }
-        let (line_start, line_end) = line_bounds(data, start, end);
-        // The line breaks that end the line were read too.
-        *read = (
-            read.0.min(line_start.saturating_sub(1)),
-            read.1.max((line_end + 1).min(data.len())),
-        );
-        !data[line_start..line_end]
-            .windows(INLINE_ALLOW.len())
-            .any(|w| w == INLINE_ALLOW.as_bytes())
+        true
     }
 }
 
@@ -1572,6 +1630,23 @@ impl ContentLines {
 }
 
 /// Where the whole line (or lines) around a span starts and ends.
+/// Where the text around `data[start..end]` on its line begins and ends, reading at
+/// most `before` bytes back and `after` bytes on: a check that needs only that much of
+/// a long line must not read all of it for each match.
+fn near_bounds(
+    data: &[u8],
+    start: usize,
+    end: usize,
+    before: usize,
+    after: usize,
+) -> (usize, usize) {
+    let low = start.saturating_sub(before);
+    let high = end.saturating_add(after).min(data.len());
+    let from = memchr::memrchr(b'\n', &data[low..start]).map_or(low, |i| low + i + 1);
+    let to = memchr::memchr(b'\n', &data[end..high]).map_or(high, |i| end + i);
+    (from, to)
+}
+
 fn line_bounds(data: &[u8], start: usize, end: usize) -> (usize, usize) {
     let from = memchr::memrchr(b'\n', &data[..start]).map_or(0, |i| i + 1);
     let to = memchr::memchr(b'\n', &data[end..]).map_or(data.len(), |i| end + i);
@@ -1941,6 +2016,61 @@ mod robustness {
             Allowlist::default(),
         )
         .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_name_names_a_provider_only_by_a_whole_word_or_a_long_prefix() {
+        let detector = detector();
+        for named in [
+            "ALGOLIA_ADMIN_KEY=",
+            "  mailgun.privateKey: ",
+            "twilioAuthToken = ",
+        ] {
+            assert!(detector.names_provider(named.as_bytes()), "{named}");
+        }
+        for unnamed in [
+            "ATTACHMENT_TOKEN=",
+            "VAPID_PRIVATE_KEY=",
+            "DB_PASSWORD=",
+            "ALGOLIA_DB_PASSWORD=",
+            "api_key = ",
+        ] {
+            assert!(!detector.names_provider(unnamed.as_bytes()), "{unnamed}");
+        }
+        // A key of the wrong length under a provider's name is that provider's to judge;
+        // the same value under a name of no provider is a generic secret.
+        let mut hits = Vec::new();
+        detector.scan(
+            b"ALGOLIA_ADMIN_KEY=634a097bafe0089728ee9207\n",
+            None,
+            &mut hits,
+        );
+        assert!(hits.is_empty(), "{hits:?}");
+        detector.scan(
+            b"ATTACHMENT_TOKEN=634a097bafe0089728ee9207\n",
+            None,
+            &mut hits,
+        );
+        assert_eq!(hits.len(), 1);
+    }
+
+    #[test]
+    fn a_line_of_many_encoded_values_is_decoded_once_per_value() {
+        use base64::Engine as _;
+        // 20 000 base64 values on one line, each after a secret-like name: each is
+        // decoded with its name, never with the whole line (which would take hours).
+        let value = base64::engine::general_purpose::STANDARD.encode("just some text here");
+        let mut line = String::from("{");
+        for i in 0..20_000 {
+            line.push_str(&format!("\"a{i}_token\":\"{value}\","));
+        }
+        line.push_str("\"last\":1}\n");
+        let detector = detector();
+        let mut hits = Vec::new();
+        detector.scan(line.as_bytes(), None, &mut hits);
+        // The encoded values themselves, under secret-like names: nothing decoded.
+        assert_eq!(hits.len(), 20_000);
+        assert!((hits.iter()).all(|h| detector.rules()[h.rule].id == "generic-secret-assignment"));
     }
 
     /// Every rule's examples and negatives.

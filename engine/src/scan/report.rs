@@ -235,9 +235,11 @@ impl<'de> Deserialize<'de> for SecretValue {
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
                         "encoded" => {
-                            encoded = (map.next_value::<Vec<String>>()?.into_iter())
-                                .map(String::into_bytes)
-                                .collect();
+                            // The message must not quote the texts.
+                            let texts = map.next_value::<Vec<String>>().map_err(|_| {
+                                serde::de::Error::custom("encoded is not a list of texts")
+                            })?;
+                            encoded = texts.into_iter().map(String::into_bytes).collect();
                         }
                         "value" => found = Some(map.next_value::<String>()?.into_bytes()),
                         "value_base64" => {
