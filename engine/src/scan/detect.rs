@@ -172,8 +172,10 @@ pub struct Detector {
     /// `a * 256 + b`.
     pairs: Box<[u64]>,
     /// The prefixes that begin a provider's tokens (`ghp_`, `pypi-ageich…`, `xoxb-`):
-    /// keywords of provider rules that hold a separator.
-    provider_prefixes: Vec<Vec<u8>>,
+    /// keywords of provider rules that hold a separator, lowercase.
+    provider_prefixes: HashSet<Vec<u8>>,
+    /// The longest of them, in bytes.
+    longest_prefix: usize,
     /// Providers' names (`algolia`, `twilio`): the keywords of provider rules that are
     /// words. A value assigned to a name made of one is the provider's to judge.
     provider_names: HashSet<Vec<u8>>,
@@ -505,7 +507,7 @@ impl Detector {
                 }
             }
         }
-        let mut provider_prefixes: Vec<Vec<u8>> = Vec::new();
+        let mut provider_prefixes: HashSet<Vec<u8>> = HashSet::new();
         for rule in rules.rules() {
             if rule.kind != Kind::Specific || rule.confidence == Confidence::Low {
                 continue;
@@ -521,24 +523,23 @@ impl Detector {
                         .iter()
                         .all(|b| b.is_ascii_alphanumeric() || separator(b))
                     && bytes[1..].iter().any(separator)
-                    && !provider_prefixes.iter().any(|p| p == bytes)
                 {
-                    provider_prefixes.push(bytes.to_vec());
+                    provider_prefixes.insert(bytes.to_vec());
                 }
             }
         }
-        let names: Vec<&str> = (rules.rules().iter())
+        let longest_prefix = provider_prefixes.iter().map(Vec::len).max().unwrap_or(0);
+        let provider_names: HashSet<Vec<u8>> = (rules.rules().iter())
             .filter(|r| r.kind == Kind::Specific)
             .flat_map(|r| r.keywords.iter())
-            .map(String::as_str)
             .filter(|k| k.len() >= 4 && k.bytes().all(|b| b.is_ascii_lowercase()))
-            .filter(|k| !NOT_PROVIDER_NAMES.contains(k))
+            .filter(|k| !NOT_PROVIDER_NAMES.contains(&k.as_str()))
+            .map(|k| k.as_bytes().to_vec())
             .collect();
-        let provider_names: HashSet<Vec<u8>> =
-            names.iter().map(|n| n.as_bytes().to_vec()).collect();
         Ok(Self {
             provider_names,
             provider_prefixes,
+            longest_prefix,
             rules,
             keywords,
             keyword_rules,
@@ -1325,9 +1326,9 @@ impl Detector {
             Kind::Generic => {
                 // A value in a provider's format that the provider's own rule refused
                 // (a `ghp_` token of the wrong length or checksum) is a near miss.
-                let lower = value.to_ascii_lowercase();
+                let head = value[..value.len().min(self.longest_prefix)].to_ascii_lowercase();
                 if !plausible_generic_value(text)
-                    || self.provider_prefixes.iter().any(|p| lower.starts_with(p))
+                    || (3..=head.len()).any(|n| self.provider_prefixes.contains(&head[..n]))
                 {
                     return false;
                 }
