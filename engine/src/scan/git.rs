@@ -6,7 +6,7 @@
 //! single `git cat-file --batch` streams those blobs to the scanning threads as they are
 //! named.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{ChildStdin, Command, Stdio};
@@ -15,7 +15,7 @@ use crossbeam_channel::Sender;
 
 use crate::git::{Running, command as git, is_repository, output};
 
-use super::report::{Findings, OccurrenceKind, SkipReason};
+use super::report::{Author, Findings, OccurrenceKind, Secret, SkipReason};
 use super::{Context, Item, Origin, Revisions, ScanError};
 
 /// Object ids as fixed-size keys (SHA-1 or SHA-256), for the seen-set.
@@ -31,6 +31,63 @@ fn oid_key(hex_id: &[u8]) -> Option<[u8; 32]> {
 
 fn is_null_oid(hex_id: &[u8]) -> bool {
     hex_id.iter().all(|&b| b == b'0')
+}
+
+/// Sets the author of every occurrence that names a commit, with one `git log` for all
+/// of them. Best effort: a commit git cannot show (or a failing git) leaves `author`
+/// unset, since the scan itself is complete without it.
+pub(crate) fn attribute(repo: &Path, secrets: &mut [Secret]) {
+    let commits: HashSet<&str> = secrets
+        .iter()
+        .flat_map(|s| &s.occurrences)
+        .filter_map(|o| o.commit.as_deref())
+        .collect();
+    if commits.is_empty() {
+        return;
+    }
+    let mut input = String::new();
+    for commit in &commits {
+        input.push_str(commit);
+        input.push('\n');
+    }
+    // `%aN`/`%aE` apply the repository's .mailmap; NUL-separated since names may hold
+    // anything but NUL.
+    let Ok(out) = crate::git::output_with_input(
+        repo,
+        &[
+            "log",
+            "--no-walk=unsorted",
+            "--stdin",
+            "--format=%H%x00%aN%x00%aE%x00%aI%x00",
+        ],
+        input.as_bytes(),
+    ) else {
+        return;
+    };
+    let authors = parse_authors(&out);
+    for occurrence in secrets.iter_mut().flat_map(|s| &mut s.occurrences) {
+        if let Some(commit) = &occurrence.commit {
+            occurrence.author = authors.get(commit.as_str()).cloned();
+        }
+    }
+}
+
+/// `git log --format=%H%x00%aN%x00%aE%x00%aI%x00` output, by commit id.
+fn parse_authors(out: &[u8]) -> HashMap<String, Author> {
+    let text = String::from_utf8_lossy(out);
+    let mut fields = text.split('\0');
+    let mut authors = HashMap::new();
+    while let (Some(commit), Some(name), Some(email), Some(date)) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    {
+        let author = Author {
+            name: name.to_owned(),
+            email: email.to_owned(),
+            date: date.to_owned(),
+        };
+        authors.insert(commit.trim().to_owned(), author);
+    }
+    authors
 }
 
 /// Scans every blob reachable from the selected revisions, and every commit and tag message.

@@ -24,7 +24,7 @@ use std::time::Instant;
 pub use crate::git::{clone_mirror, redact_url_userinfo};
 pub use detect::{Allowlist, Detector, Hit, Seen};
 pub use report::{
-    Encoding, HashKey, Occurrence, OccurrenceKind, Report, Secret, SecretValue, SkipReason,
+    Author, Encoding, HashKey, Occurrence, OccurrenceKind, Report, Secret, SecretValue, SkipReason,
     Skipped, Source, Stats,
 };
 pub use rules::{Confidence, Kind, Rule, RuleError, RuleSet, RuleSpec};
@@ -226,8 +226,11 @@ impl Scanner {
                 )
             }
         };
-        let (secrets, suppressed) =
+        let (mut secrets, suppressed) =
             findings.into_secrets(self.detector.rules(), &self.hash_key, &self.suppressed);
+        if let Target::Git { repo, .. } = target {
+            git::attribute(repo, &mut secrets);
+        }
         let skipped = ctx
             .skipped
             .into_inner()
@@ -461,6 +464,7 @@ impl Context<'_> {
                 commit: origin.commit.clone(),
                 kind: origin.kind.clone(),
                 encoding,
+                author: None,
             };
             let value = &data[hit.start..hit.end];
             if detector.rules()[hit.rule].kind == Kind::Base64 {

@@ -103,6 +103,18 @@ pub struct Occurrence {
     /// are those of the encoded text that holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoding: Option<Encoding>,
+    /// Who wrote `commit`, and when: whom a security team asks about the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<Author>,
+}
+
+/// A commit's author, as `git log` shows it (the repository's `.mailmap` applied).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Author {
+    pub name: String,
+    pub email: String,
+    /// The author date, ISO 8601 with the author's offset (`2024-03-01T09:30:00+01:00`).
+    pub date: String,
 }
 
 /// An encoding a secret was found in.
@@ -110,6 +122,14 @@ pub struct Occurrence {
 #[serde(rename_all = "snake_case")]
 pub enum Encoding {
     Base64,
+}
+
+impl Encoding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Base64 => "base64",
+        }
+    }
 }
 
 /// One distinct (rule, value) with all its occurrences.
@@ -518,7 +538,7 @@ impl Report {
                     "level": "error",
                     "message": {"text": format!("{} found: {}", secret.secret_type, secret.preview)},
                     "partialFingerprints": {"deployguardSecret/v1": secret.id},
-                    "properties": {"confidence": secret.confidence.as_str(), "commit": occurrence.commit, "kind": occurrence.kind},
+                    "properties": {"confidence": secret.confidence.as_str(), "commit": occurrence.commit, "kind": occurrence.kind, "author": occurrence.author, "encoding": occurrence.encoding},
                 });
                 if let Some(index) = rule_index(&secret.rule_id) {
                     result["ruleIndex"] = index.into();
@@ -604,18 +624,23 @@ impl Report {
                         )
                     }
                 };
-                match &occurrence.commit {
-                    Some(commit) => {
-                        let _ = writeln!(
-                            out,
-                            "    {place}  {}",
-                            paint("33", &format!("commit {}", short(commit)))
-                        );
-                    }
-                    None => {
-                        let _ = writeln!(out, "    {place}");
-                    }
+                let mut line = format!("    {place}");
+                if let Some(encoding) = occurrence.encoding {
+                    let _ = write!(line, " ({})", encoding.as_str());
                 }
+                if let Some(commit) = &occurrence.commit {
+                    let _ = write!(
+                        line,
+                        "  {}",
+                        paint("33", &format!("commit {}", short(commit)))
+                    );
+                }
+                if let Some(author) = &occurrence.author {
+                    // The day is enough to place a commit; the full date is in JSON.
+                    let day = author.date.get(..10).unwrap_or(&author.date);
+                    let _ = write!(line, "  {} <{}> {day}", author.name, author.email);
+                }
+                let _ = writeln!(out, "{line}");
             }
             out.push('\n');
         }

@@ -775,3 +775,82 @@ fn a_partial_clone_is_scanned_with_its_missing_blobs_reported_as_skipped() {
         .collect();
     assert!(missing.contains(&"old.env"), "{:?}", report.skipped);
 }
+
+#[test]
+fn each_occurrence_names_its_commits_author_and_date_through_the_mailmap() {
+    let mut repo = TestRepo::new();
+    repo.write(
+        ".mailmap",
+        "Ada Lovelace <ada@example.test> <ada@old.example.test>\n",
+    );
+    repo.commit("mailmap");
+    repo.write("config.env", format!("GITHUB_TOKEN={GITHUB}\n"));
+    repo.git(&[
+        "commit",
+        "-q",
+        "--author",
+        "ada <ada@old.example.test>",
+        "--date",
+        "2024-03-01T09:30:00+01:00",
+        "-m",
+        &format!("add config, key {AWS}"),
+    ]);
+    let by_ada = repo.head();
+    repo.write("later.env", format!("# moved\nGITHUB_TOKEN={GITHUB}\n"));
+    let by_test = repo.commit("copy");
+    let mut staged = TestRepo::new();
+    staged.write("new.env", format!("GITHUB_TOKEN={GITHUB}\n"));
+
+    for revisions in [
+        Revisions::All,
+        Revisions::Range(format!("{by_ada}~1..HEAD")),
+    ] {
+        let report = scan_with(
+            &scanner(),
+            Target::Git {
+                repo: repo.path().to_path_buf(),
+                revisions,
+            },
+        );
+        let occurrences = &secret(&report, GITHUB).occurrences;
+        assert_eq!(occurrences.len(), 2, "{occurrences:#?}");
+        for occurrence in occurrences {
+            let author = occurrence.author.as_ref().expect("an author");
+            if occurrence.commit.as_deref() == Some(by_ada.as_str()) {
+                assert_eq!(author.name, "Ada Lovelace");
+                assert_eq!(author.email, "ada@example.test");
+                assert_eq!(author.date, "2024-03-01T09:30:00+01:00");
+            } else {
+                assert_eq!(occurrence.commit.as_deref(), Some(by_test.as_str()));
+                assert_eq!(author.name, "Test Author");
+                assert_eq!(author.email, "author@example.test");
+            }
+        }
+        let message = &secret(&report, AWS).occurrences[0];
+        assert_eq!(message.kind, OccurrenceKind::CommitMessage);
+        assert_eq!(
+            message.author.as_ref().map(|a| a.name.as_str()),
+            Some("Ada Lovelace")
+        );
+
+        let text = report.to_text(false);
+        assert!(
+            text.contains("Ada Lovelace <ada@example.test> 2024-03-01"),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        let first = &json["secrets"][0]["occurrences"][0]["author"];
+        assert!(
+            first["email"].is_string() && first["date"].is_string(),
+            "{json}"
+        );
+    }
+
+    let report = scan_with(
+        &scanner(),
+        Target::Staged {
+            repo: staged.path().to_path_buf(),
+        },
+    );
+    assert_eq!(secret(&report, GITHUB).occurrences[0].author, None);
+}
