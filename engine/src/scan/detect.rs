@@ -44,6 +44,10 @@ pub struct Hit {
 pub struct Decoded {
     pub rule: usize,
     pub value: Vec<u8>,
+    /// The encoded text that holds it, in the scanned data: what the clean removes.
+    /// All of a base64 or hex text (its bytes do not split at a character), just the
+    /// characters that spell it in percent-encoded or escaped text.
+    pub span: (usize, usize),
 }
 
 impl std::fmt::Debug for Decoded {
@@ -456,11 +460,15 @@ impl Detector {
         // Base64 rules are also found by the base64 forms of the prefixes that begin
         // providers' tokens, as the tokens write them (`AKIA`, `AIza`, `ghp_`), and of
         // text that secrets are often inside of.
-        let base64_rules: Vec<usize> = (rules.rules().iter().enumerate())
-            .filter(|(_, r)| r.kind == Kind::Base64)
-            .map(|(i, _)| i)
-            .collect();
-        if !base64_rules.is_empty() {
+        let rules_of = |kind: Kind| -> Vec<usize> {
+            (rules.rules().iter().enumerate())
+                .filter(|(_, r)| r.kind == kind)
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let base64_rules = rules_of(Kind::Base64);
+        let hex_rules = rules_of(Kind::Hex);
+        if !base64_rules.is_empty() || !hex_rules.is_empty() {
             // Hints anywhere in the encoded text; a token's prefix where a token would
             // be encoded alone, at its start (each alignment costs the prefilter as
             // much again).
@@ -483,6 +491,14 @@ impl Detector {
                 for fragment in decode::keyword_fragments(source, *alignments) {
                     for &index in &base64_rules {
                         add(&fragment, index);
+                    }
+                }
+                // Hex keeps byte boundaries: one form, wherever it starts (shorter ones
+                // would be found in every hash).
+                if source.len() >= 4 {
+                    let form = hex::encode(source);
+                    for &index in &hex_rules {
+                        add(&form, index);
                     }
                 }
             }
@@ -1172,9 +1188,18 @@ impl Detector {
                 let rank = |r: &Rule| match r.kind {
                     Kind::Specific => 3,
                     Kind::BasicAuth => 2,
-                    Kind::Base64 => 1,
+                    Kind::Base64 | Kind::Hex | Kind::Percent | Kind::Escaped => 1,
                     Kind::Generic | Kind::Jwt | Kind::UrlCredentials => 0,
                 };
+                // Percent-encoded and escaped text is mostly written as itself: it defers
+                // to every reading of that text but the generic one (a URL whose
+                // password holds `%40` is the URL rule's).
+                let spelled = |r: &Rule| matches!(r.kind, Kind::Percent | Kind::Escaped);
+                match (spelled(rule), spelled(other_rule)) {
+                    (true, false) => return other_rule.kind != Kind::Generic,
+                    (false, true) => return rule.kind == Kind::Generic,
+                    _ => {}
+                }
                 if rank(rule) < rank(other_rule) {
                     return true;
                 }
@@ -1222,17 +1247,38 @@ impl Detector {
             .any(|m| self.keyword_rules[m.pattern().as_usize()].contains(&index))
     }
 
-    /// What the rules find in base64 text `data[start..end]` once decoded: its line is
-    /// scanned again with the decoded text in place of the encoded, so that a name
-    /// before it (`password: …`) still counts. Appends each secret found inside the
-    /// decoded text, by rule and value; text decoded from decoded text is followed up to
+    /// What the rules find in encoded text `data[start..end]` (`kind` says how it is
+    /// encoded) once decoded: its line is scanned again with the decoded text in place
+    /// of the encoded, so that a name before it (`password: …`) still counts. Appends
+    /// each secret found inside the decoded text, by rule and value, with the encoded
+    /// text that holds it; text decoded from decoded text is followed up to
     /// [`decode::MAX_DEPTH`] deep.
-    pub fn decoded(&self, data: &[u8], start: usize, end: usize, found: &mut Vec<Decoded>) {
+    pub fn decoded(
+        &self,
+        kind: Kind,
+        data: &[u8],
+        (start, end): (usize, usize),
+        found: &mut Vec<Decoded>,
+    ) {
         let depth = DECODE_DEPTH.with(std::cell::Cell::get);
         if depth >= decode::MAX_DEPTH {
             return;
         }
-        let Some(text) = decode::base64_text(&data[start..end]) else {
+        let encoded = &data[start..end];
+        let (text, spelled) = match kind {
+            Kind::Base64 => (decode::base64_text(encoded), None),
+            Kind::Hex => (decode::hex_text(encoded), None),
+            Kind::Percent => match decode::percent_text(encoded) {
+                Some(s) => (None, Some(s)),
+                None => return,
+            },
+            Kind::Escaped => match decode::unescape_text(encoded) {
+                Some(s) => (None, Some(s)),
+                None => return,
+            },
+            _ => return,
+        };
+        let Some(text) = text.as_deref().or(spelled.as_ref().map(|s| &s.text[..])) else {
             return;
         };
         // The name before the text and the quote after it, not the whole line: a line
@@ -1241,8 +1287,19 @@ impl Detector {
         let mut line = Vec::with_capacity(start - before + text.len() + after - end);
         line.extend_from_slice(&data[before..start]);
         let (from, to) = (line.len(), line.len() + text.len());
-        line.extend_from_slice(&text);
+        line.extend_from_slice(text);
         line.extend_from_slice(&data[end..after]);
+        // Where the decoded bytes `a..b` (in `line`) are written in `data`.
+        let source = |a: usize, b: usize| -> (usize, usize) {
+            let (a, b) = (a.clamp(from, to) - from, b.clamp(from, to) - from);
+            match &spelled {
+                Some(spelled) => {
+                    let (x, y) = spelled.source(a, b);
+                    (start + x, start + y)
+                }
+                None => (start, end),
+            }
+        };
         DECODE_DEPTH.with(|d| d.set(depth + 1));
         let mut hits = Vec::new();
         self.scan(&line, None, &mut hits);
@@ -1250,13 +1307,21 @@ impl Detector {
             if hit.end <= from || hit.start >= to {
                 continue;
             }
-            match self.rules.rules()[hit.rule].kind {
-                Kind::Base64 => self.decoded(&line, hit.start, hit.end, found),
-                _ => found.push(Decoded {
-                    rule: hit.rule,
-                    value: line[hit.start..hit.end].to_vec(),
-                }),
+            let inner = self.rules.rules()[hit.rule].kind;
+            if inner.encoding().is_some() {
+                let first = found.len();
+                self.decoded(inner, &line, (hit.start, hit.end), found);
+                for nested in &mut found[first..] {
+                    nested.span = source(nested.span.0, nested.span.1);
+                }
+                continue;
             }
+            let span = source(hit.start, hit.end);
+            found.push(Decoded {
+                rule: hit.rule,
+                value: line[hit.start..hit.end].to_vec(),
+                span,
+            });
         }
         DECODE_DEPTH.with(|d| d.set(depth));
     }
@@ -1354,12 +1419,12 @@ impl Detector {
                 }
                 None => return false,
             },
-            Kind::Base64 => {
+            Kind::Base64 | Kind::Hex | Kind::Percent | Kind::Escaped => {
                 if !self.keyword_near(index, data, start, end) {
                     return false;
                 }
                 let mut found = Vec::new();
-                self.decoded(data, start, end, &mut found);
+                self.decoded(rule.kind, data, (start, end), &mut found);
                 if found.is_empty() {
                     return false;
                 }

@@ -411,6 +411,14 @@ impl Context<'_> {
     ) {
         if origin.kind == OccurrenceKind::File {
             if is_binary(data) {
+                if let Some((text, order)) = decode::utf16_text(data) {
+                    self.progress.scanned.fetch_add(1, Ordering::Relaxed);
+                    (self.progress.bytes).fetch_add(data.len() as u64, Ordering::Relaxed);
+                    let mut local = Findings::default();
+                    self.detect(&text, origin, None, hits, &mut local);
+                    findings.merge(local.transcoded(Encoding::Utf16, |t| order.encode(t)));
+                    return;
+                }
                 self.skip(origin, data.len() as u64, SkipReason::Binary);
                 return;
             }
@@ -467,18 +475,27 @@ impl Context<'_> {
                 author: None,
             };
             let value = &data[hit.start..hit.end];
-            if detector.rules()[hit.rule].kind == Kind::Base64 {
+            let kind = detector.rules()[hit.rule].kind;
+            if let Some(encoding) = kind.encoding() {
                 // Reported under the rule that found it in the decoded text; the clean
                 // removes the encoded text.
                 decoded.clear();
-                detector.decoded(data, hit.start, hit.end, &mut decoded);
+                detector.decoded(kind, data, (hit.start, hit.end), &mut decoded);
                 for found in decoded.drain(..) {
-                    findings.add_encoded(
-                        found.rule,
-                        found.value,
-                        value,
-                        occurrence(Some(Encoding::Base64)),
-                    );
+                    let (from, to) = found.span;
+                    let encoded = &data[from..to];
+                    // A secret written as itself beside escapes (a URL's password after
+                    // `https:\/\/`) is reported as plain text is.
+                    let as_itself = encoded == found.value;
+                    let mut at = occurrence((!as_itself).then_some(encoding));
+                    // Where the text spelling it starts (the encoded text has no line
+                    // breaks).
+                    let offset = u32::try_from(from - hit.start).unwrap_or(0);
+                    at.column = at.column.saturating_add(offset);
+                    match as_itself {
+                        true => findings.add(found.rule, found.value, at),
+                        false => findings.add_encoded(found.rule, found.value, encoded, at),
+                    }
                 }
             } else {
                 findings.add(hit.rule, value.to_vec(), occurrence(None));

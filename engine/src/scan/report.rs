@@ -122,12 +122,22 @@ pub struct Author {
 #[serde(rename_all = "snake_case")]
 pub enum Encoding {
     Base64,
+    Hex,
+    Percent,
+    /// Backslash escapes: JSON's `\u0041` and `\/`, `\x41`.
+    Escaped,
+    /// The whole file is UTF-16 text; `line` and `column` are those of its text.
+    Utf16,
 }
 
 impl Encoding {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Base64 => "base64",
+            Self::Hex => "hex",
+            Self::Percent => "percent",
+            Self::Escaped => "escaped",
+            Self::Utf16 => "utf16",
         }
     }
 }
@@ -417,6 +427,37 @@ impl Findings {
         if !found.encoded.contains(encoded) {
             found.encoded.insert(encoded.to_vec());
         }
+    }
+
+    /// Findings in text transcoded from `encoding` (UTF-16), given how to write text
+    /// back in it: each value, and each encoded text that held one, is removed in the
+    /// form the file holds.
+    pub(crate) fn transcoded(
+        self,
+        encoding: Encoding,
+        encode: impl Fn(&[u8]) -> Vec<u8>,
+    ) -> Findings {
+        let mut out = Findings::default();
+        for ((rule, value), found) in self.by_secret {
+            let mut encoded: BTreeSet<Vec<u8>> = found.encoded.iter().map(|e| encode(e)).collect();
+            encoded.insert(encode(&value));
+            let occurrences = found
+                .occurrences
+                .into_iter()
+                .map(|o| Occurrence {
+                    encoding: Some(encoding),
+                    ..o
+                })
+                .collect();
+            out.by_secret.insert(
+                (rule, value),
+                Found {
+                    occurrences,
+                    encoded,
+                },
+            );
+        }
+        out
     }
 
     pub(crate) fn merge(&mut self, other: Findings) {

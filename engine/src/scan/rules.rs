@@ -53,9 +53,34 @@ pub enum Kind {
     /// rule, at the encoded text, which is what the clean removes. Besides the rule's
     /// own keywords, the base64 forms of providers' token prefixes find it.
     Base64,
+    /// Hex text (`6768705f…`): decoded and scanned as base64 text is; found by the hex
+    /// forms of providers' token prefixes and of the text secrets are often inside of.
+    Hex,
+    /// Percent-encoded text (`wJalr%2FK7MD%2BbPx`, a connection string in a query): what
+    /// the rules find in it decoded is reported at the encoded text that spells it.
+    Percent,
+    /// Backslash-escaped text (JSON's `\u002b` and `\/`, `\x41`): as percent-encoded
+    /// text is.
+    Escaped,
     /// Base64 of `user:password` (HTTP basic authentication, a Docker config's `auth`):
     /// it must decode to a user and a plausible password.
     BasicAuth,
+}
+
+impl Kind {
+    /// The encoding a rule of this kind decodes, when it is one that does.
+    pub fn encoding(self) -> Option<super::report::Encoding> {
+        use super::report::Encoding;
+        match self {
+            Kind::Base64 => Some(Encoding::Base64),
+            Kind::Hex => Some(Encoding::Hex),
+            Kind::Percent => Some(Encoding::Percent),
+            Kind::Escaped => Some(Encoding::Escaped),
+            Kind::Specific | Kind::Generic | Kind::Jwt | Kind::UrlCredentials | Kind::BasicAuth => {
+                None
+            }
+        }
+    }
 }
 
 /// A check digit scheme a provider builds into its tokens: a value that fails it is a
@@ -494,7 +519,7 @@ pub fn check_examples(set: &RuleSet, require_examples: bool) -> Vec<String> {
         // generic one stays quiet on values in another rule's format: they are checked
         // among them all.
         let mut alone = RuleSet::default();
-        let others = matches!(rule.kind, Kind::Base64 | Kind::Generic);
+        let others = rule.kind == Kind::Generic || rule.kind.encoding().is_some();
         let added = match others {
             true => set
                 .rules()
@@ -526,7 +551,7 @@ pub fn check_examples(set: &RuleSet, require_examples: bool) -> Vec<String> {
             };
             // With every keyword blotted out, nothing may match (a branch of the
             // pattern that holds no keyword would be missed by the prefilter).
-            if rule.kind != Kind::Base64 {
+            if rule.kind.encoding().is_none() {
                 let mut blotted = example.as_bytes().to_vec();
                 let lower = blotted.to_ascii_lowercase();
                 for keyword in &rule.keywords {
@@ -545,7 +570,7 @@ pub fn check_examples(set: &RuleSet, require_examples: bool) -> Vec<String> {
                 }
             }
             let matches = regex.find_iter(example.as_bytes());
-            for found in matches.filter(|_| rule.kind != Kind::Base64) {
+            for found in matches.filter(|_| rule.kind.encoding().is_none()) {
                 let text = found.as_bytes().to_ascii_lowercase();
                 let has_keyword = rule
                     .keywords

@@ -1168,3 +1168,103 @@ fn a_secret_found_inside_base64_is_reported_there_and_its_encoded_text_is_cleane
         assert!(contains(&history, kept), "{kept} was lost");
     }
 }
+
+#[test]
+fn secrets_in_hex_percent_escaped_and_utf16_text_are_reported_encoded_and_cleaned_away() {
+    use deployguard_engine::scan::Encoding;
+    const AWS_SECRET: &str = "siLbzGpvkw+Vx5CwGHMzYMDbNSzRVCAUX0Y3+je4";
+    let hex_token = hex::encode(format!("GITHUB_TOKEN={GITHUB}"));
+    let percent_secret = AWS_SECRET.replace('+', "%2B");
+    let escaped_stripe: String = STRIPE[..8].bytes().map(|b| format!("\\u{b:04x}")).collect();
+    let escaped_stripe = format!("{escaped_stripe}{}", &STRIPE[8..]);
+    let utf16 = |text: &str| -> Vec<u8> {
+        let mut bytes = vec![0xFF, 0xFE];
+        bytes.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+        bytes
+    };
+    let slack_line =
+        format!("[HKEY_CURRENT_USER\\Software\\Acme]\r\n\"SlackToken\"=\"{SLACK}\"\r\n");
+    let mut repo = TestRepo::new();
+    repo.write("README.md", "# service\n");
+    repo.commit("initial commit");
+    repo.write(
+        "fixtures/payload.txt",
+        format!("payload = \"{hex_token}\"\n"),
+    );
+    repo.write(
+        "deploy/hook.sh",
+        format!(
+            "curl \"https://sync.acme.io/hook?aws_secret_access_key={percent_secret}&region=eu\"\n"
+        ),
+    );
+    repo.write(
+        "config/app.json",
+        format!("{{\"home\": \"https:\\/\\/acme.io\\/\", \"stripe\": \"{escaped_stripe}\"}}\n"),
+    );
+    repo.write("windows/acme.reg", utf16(&slack_line));
+    repo.commit("add integrations");
+
+    let mut report = scan_history(repo.path());
+    let found = |value: &str| {
+        report
+            .secrets
+            .iter()
+            .find(|s| s.value.as_bytes() == value.as_bytes())
+            .unwrap_or_else(|| panic!("{value} not found in {:#?}", report.secrets))
+    };
+    let at = |value: &str| {
+        let o = &found(value).occurrences[0];
+        (
+            o.path.clone().unwrap_or_default(),
+            o.line,
+            o.column,
+            o.encoding,
+        )
+    };
+    assert_eq!(
+        at(GITHUB),
+        ("fixtures/payload.txt".into(), 1, 12, Some(Encoding::Hex))
+    );
+    // Percent-encoded and escaped text: at the characters that spell the secret.
+    assert_eq!(
+        at(AWS_SECRET),
+        ("deploy/hook.sh".into(), 1, 55, Some(Encoding::Percent))
+    );
+    assert_eq!(
+        at(STRIPE),
+        ("config/app.json".into(), 1, 44, Some(Encoding::Escaped))
+    );
+    assert_eq!(
+        at(SLACK),
+        ("windows/acme.reg".into(), 2, 15, Some(Encoding::Utf16))
+    );
+    assert_eq!(report.secrets.len(), 4, "{:#?}", report.secrets);
+    report.reveal_values();
+    let selection = Selection::from_secrets(
+        report.secrets_file().as_bytes(),
+        &Select::All,
+        clean::DEFAULT_REPLACEMENT.as_bytes(),
+    )
+    .unwrap();
+    let cleaned = clean_into(repo.path(), &selection).unwrap_or_else(|(e, _)| panic!("{e}"));
+    let history = git(
+        &cleaned.clone,
+        &["log", "--all", "-p", "--text", "--format=%H %s"],
+    );
+    for gone in [&hex_token, &percent_secret, &escaped_stripe] {
+        assert!(!contains(&history, gone), "{gone} is still in the history");
+    }
+    let slack16 = &utf16(SLACK)[2..];
+    assert!(
+        !history.windows(slack16.len()).any(|w| w == slack16),
+        "the UTF-16 token is still in the history"
+    );
+    for kept in [
+        "https:\\/\\/acme.io",
+        "&region=eu",
+        "payload = ",
+        "add integrations",
+    ] {
+        assert!(contains(&history, kept), "{kept} was lost");
+    }
+}
