@@ -262,7 +262,7 @@ fn scan(args: &ScanArgs) -> Result<Outcome, String> {
         }
         None => crate::print(&rendered),
     }
-    Ok(if !report.secrets.is_empty() {
+    Ok(if !report.secrets.is_empty() || !report.files.is_empty() {
         Outcome::Found
     } else if args.fail_on_skipped && report.stats.blobs_unread > 0 {
         Outcome::Incomplete

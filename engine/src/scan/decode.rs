@@ -78,7 +78,7 @@ fn is_text(decoded: &[u8]) -> bool {
 
 /// What hex text decodes to, when that is text (a hash or a random key is not).
 pub(crate) fn hex_text(encoded: &[u8]) -> Option<Vec<u8>> {
-    if encoded.len() % 2 != 0 {
+    if !encoded.len().is_multiple_of(2) {
         return None;
     }
     // Most hex is a hash: its first bytes already say it is not text.
@@ -297,7 +297,7 @@ pub(crate) fn utf16_text(data: &[u8]) -> Option<(Vec<u8>, Utf16)> {
         .chars()
         .filter(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
         .count();
-    (controls * 20 <= text.chars().count()).then(|| (text.into_bytes(), order))
+    (!text.is_empty() && controls * 20 <= text.chars().count()).then(|| (text.into_bytes(), order))
 }
 
 /// `user:password` from base64 of HTTP basic credentials, when it is that.

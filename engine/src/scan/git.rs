@@ -15,7 +15,7 @@ use crossbeam_channel::Sender;
 
 use crate::git::{Running, command as git, is_repository, output};
 
-use super::report::{Author, Findings, OccurrenceKind, Secret, SkipReason};
+use super::report::{Author, FileFinding, Findings, OccurrenceKind, Secret, SkipReason};
 use super::{Context, Item, Origin, Revisions, ScanError};
 
 /// Object ids as fixed-size keys (SHA-1 or SHA-256), for the seen-set.
@@ -36,11 +36,12 @@ fn is_null_oid(hex_id: &[u8]) -> bool {
 /// Sets the author of every occurrence that names a commit, with one `git log` for all
 /// of them. Best effort: a commit git cannot show (or a failing git) leaves `author`
 /// unset, since the scan itself is complete without it.
-pub(crate) fn attribute(repo: &Path, secrets: &mut [Secret]) {
+pub(crate) fn attribute(repo: &Path, secrets: &mut [Secret], files: &mut [FileFinding]) {
     let commits: HashSet<&str> = secrets
         .iter()
         .flat_map(|s| &s.occurrences)
         .filter_map(|o| o.commit.as_deref())
+        .chain(files.iter().filter_map(|f| f.commit.as_deref()))
         .collect();
     if commits.is_empty() {
         return;
@@ -68,6 +69,11 @@ pub(crate) fn attribute(repo: &Path, secrets: &mut [Secret]) {
     for occurrence in secrets.iter_mut().flat_map(|s| &mut s.occurrences) {
         if let Some(commit) = &occurrence.commit {
             occurrence.author = authors.get(commit.as_str()).cloned();
+        }
+    }
+    for file in files {
+        if let Some(commit) = &file.commit {
+            file.author = authors.get(commit.as_str()).cloned();
         }
     }
 }

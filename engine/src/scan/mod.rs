@@ -6,7 +6,6 @@
 //! bounded by (threads + queue) × largest scanned blob, whatever the repository's size.
 
 // Not yet called by the scan, which will expand the archives it meets with it.
-#[allow(dead_code)]
 mod archive;
 mod decode;
 pub mod detect;
@@ -27,8 +26,8 @@ use std::time::Instant;
 pub use crate::git::{clone_mirror, redact_url_userinfo};
 pub use detect::{Allowlist, Detector, Hit, Seen};
 pub use report::{
-    Author, Encoding, HashKey, Occurrence, OccurrenceKind, Report, Secret, SecretValue, SkipReason,
-    Skipped, Source, Stats,
+    Author, Encoding, FileFinding, FileKind, HashKey, Occurrence, OccurrenceKind, Report, Secret,
+    SecretValue, SkipReason, Skipped, Source, Stats,
 };
 pub use rules::{Confidence, Kind, Rule, RuleError, RuleSet, RuleSpec};
 pub use settings::Settings;
@@ -229,10 +228,10 @@ impl Scanner {
                 )
             }
         };
-        let (mut secrets, suppressed) =
+        let (mut secrets, mut files, suppressed) =
             findings.into_secrets(self.detector.rules(), &self.hash_key, &self.suppressed);
         if let Target::Git { repo, .. } = target {
-            git::attribute(repo, &mut secrets);
+            git::attribute(repo, &mut secrets, &mut files);
         }
         let skipped = ctx
             .skipped
@@ -258,6 +257,7 @@ impl Scanner {
             stats,
             skipped,
             secrets,
+            files,
         })
     }
 }
@@ -336,6 +336,10 @@ impl Context<'_> {
         if reason != SkipReason::Binary {
             self.progress.unread.fetch_add(1, Ordering::Relaxed);
         }
+        self.list_skipped(origin, size, reason);
+    }
+
+    fn list_skipped(&self, origin: &Origin, size: u64, reason: SkipReason) {
         let mut skipped = self.skipped.lock().unwrap_or_else(|e| e.into_inner());
         skipped.push(Skipped {
             path: origin.path.clone(),
@@ -346,6 +350,13 @@ impl Context<'_> {
         if skipped.len() > report::SKIPPED_LISTED {
             skipped.pop();
         }
+    }
+
+    /// Records part of a scanned blob (an archive's member) as not read: listed, and
+    /// counted as unread, while the blob itself counts as scanned.
+    pub(crate) fn skip_part(&self, origin: &Origin, reason: SkipReason) {
+        self.progress.unread.fetch_add(1, Ordering::Relaxed);
+        self.list_skipped(origin, 0, reason);
     }
 
     /// Runs `feed` on this thread while a pool of workers scans what it sends.
@@ -413,16 +424,23 @@ impl Context<'_> {
         findings: &mut Findings,
     ) {
         if origin.kind == OccurrenceKind::File {
-            if is_binary(data) {
-                if let Some((text, order)) = decode::utf16_text(data) {
-                    self.progress.scanned.fetch_add(1, Ordering::Relaxed);
-                    (self.progress.bytes).fetch_add(data.len() as u64, Ordering::Relaxed);
-                    let mut local = Findings::default();
-                    self.detect(&text, origin, None, hits, &mut local);
-                    findings.merge(local.transcoded(Encoding::Utf16, |t| order.encode(t)));
+            let archive = archive::sniff(data).is_some();
+            if archive || is_binary(data) {
+                let mut local = Findings::default();
+                let read = match archive {
+                    true => {
+                        self.expand(data, origin, hits, &mut local);
+                        true
+                    }
+                    false => self.binary(data, origin, hits, &mut local),
+                };
+                if !read {
+                    self.skip(origin, data.len() as u64, SkipReason::Binary);
                     return;
                 }
-                self.skip(origin, data.len() as u64, SkipReason::Binary);
+                self.progress.scanned.fetch_add(1, Ordering::Relaxed);
+                (self.progress.bytes).fetch_add(data.len() as u64, Ordering::Relaxed);
+                findings.merge(local);
                 return;
             }
             self.progress.scanned.fetch_add(1, Ordering::Relaxed);
@@ -433,6 +451,92 @@ impl Context<'_> {
             .bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         self.detect(data, origin, seen, hits, findings);
+    }
+
+    /// Reads what binary `data` holds that can be read: UTF-16 text, or a key store
+    /// (a file finding). False when it holds neither.
+    fn binary(
+        &self,
+        data: &[u8],
+        origin: &Origin,
+        hits: &mut Vec<Hit>,
+        findings: &mut Findings,
+    ) -> bool {
+        if let Some((text, order)) = decode::utf16_text(data) {
+            let mut local = Findings::default();
+            self.detect(&text, origin, None, hits, &mut local);
+            findings.merge(local.transcoded(Encoding::Utf16, |t| order.encode(t)));
+            return true;
+        }
+        if let Some(store) = archive::keystore(data, origin.path.as_deref()) {
+            findings.add_file(FileFinding {
+                path: origin.path.clone(),
+                member: None,
+                commit: origin.commit.clone(),
+                kind: match store {
+                    archive::KeyStore::Jks => FileKind::Jks,
+                    archive::KeyStore::Jceks => FileKind::Jceks,
+                    archive::KeyStore::Pkcs12 => FileKind::Pkcs12,
+                },
+                size: data.len() as u64,
+                author: None,
+            });
+            return true;
+        }
+        false
+    }
+
+    /// Scans the members of the archive or compressed stream `data`, within
+    /// [`archive::Limits`]; what could not be read is reported as skipped.
+    fn expand(&self, data: &[u8], origin: &Origin, hits: &mut Vec<Hit>, findings: &mut Findings) {
+        let limits = archive::Limits {
+            max_member_bytes: self.max_blob_size(),
+            ..archive::Limits::default()
+        };
+        let mut local = Findings::default();
+        let refusals = archive::expand(data, origin.path.as_deref(), &limits, &mut |member| {
+            if self.cancelled() {
+                return;
+            }
+            // Detection reads the member's own path (a lock file in a jar is one).
+            let inner = Origin {
+                path: Some(member.path.to_owned()),
+                commit: origin.commit.clone(),
+                kind: OccurrenceKind::File,
+            };
+            let mut found = Findings::default();
+            match is_binary(member.data) {
+                true => {
+                    // Images and class files in a jar are no news: not listed.
+                    self.binary(member.data, &inner, hits, &mut found);
+                }
+                false => self.detect(member.data, &inner, None, hits, &mut found),
+            }
+            local.merge(found.within(origin.path.as_deref()));
+        });
+        findings.merge(local);
+        for refusal in refusals {
+            let reason = match refusal.reason {
+                archive::RefusalReason::Bomb => SkipReason::ArchiveBomb,
+                archive::RefusalReason::TooDeep => SkipReason::ArchiveTooDeep,
+                archive::RefusalReason::TooManyMembers => SkipReason::ArchiveTooManyMembers,
+                archive::RefusalReason::MemberTooLarge
+                | archive::RefusalReason::ExpandedTooLarge => SkipReason::TooLarge,
+                archive::RefusalReason::Encrypted => SkipReason::Encrypted,
+                archive::RefusalReason::Unsupported => SkipReason::Unreadable,
+                archive::RefusalReason::Corrupt => SkipReason::Corrupt,
+            };
+            let path = match (&origin.path, refusal.path.is_empty()) {
+                (Some(path), false) => Some(format!("{path}!/{}", refusal.path)),
+                (path, _) => path.clone(),
+            };
+            let at = Origin {
+                path,
+                commit: origin.commit.clone(),
+                kind: OccurrenceKind::File,
+            };
+            self.skip_part(&at, reason);
+        }
     }
 
     /// Scans `data` into `findings`, counting nothing.
@@ -475,6 +579,7 @@ impl Context<'_> {
                 commit: origin.commit.clone(),
                 kind: origin.kind.clone(),
                 encoding,
+                member: None,
                 author: None,
             };
             let value = &data[hit.start..hit.end];

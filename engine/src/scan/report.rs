@@ -103,6 +103,11 @@ pub struct Occurrence {
     /// are those of the encoded text that holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoding: Option<Encoding>,
+    /// The file inside an archive at `path` that holds it (`lib/app.jar!/a.properties`
+    /// for an archive in an archive). Replacing a value does not reach into compressed
+    /// archives: the archive itself has to go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
     /// Who wrote `commit`, and when: whom a security team asks about the secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<Author>,
@@ -320,8 +325,9 @@ pub struct Stats {
     pub blobs_scanned: u64,
     pub bytes_scanned: u64,
     pub blobs_skipped: u64,
-    /// Of the skipped, those not read at all (too large, unreadable, missing from the
-    /// repository): content the scan could not look at. Binary blobs are not counted.
+    /// Blobs not read at all (too large, unreadable, missing from the repository), and
+    /// parts of archives not read (a bomb, too deep, encrypted, corrupt): content the
+    /// scan could not look at. Binary blobs are not counted.
     #[serde(default)]
     pub blobs_unread: u64,
     pub messages_scanned: u64,
@@ -338,6 +344,54 @@ pub enum SkipReason {
     Unreadable,
     /// A tree names it but the repository does not hold it (a partial clone).
     Missing,
+    /// An archive that expands beyond any plausible ratio (a zip bomb): it was not read
+    /// past that point.
+    ArchiveBomb,
+    /// An archive nested deeper than the scan opens.
+    ArchiveTooDeep,
+    /// An archive with more members than the scan reads.
+    ArchiveTooManyMembers,
+    /// A password-protected archive member.
+    Encrypted,
+    /// A truncated or invalid archive: what was read before the damage was scanned.
+    Corrupt,
+}
+
+/// What kind of file a [`FileFinding`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    /// A PKCS#12 key store (`.p12`, `.pfx`).
+    Pkcs12,
+    /// A Java KeyStore.
+    Jks,
+    /// A JCE Java KeyStore.
+    Jceks,
+}
+
+impl FileKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Pkcs12 => "PKCS#12 key store",
+            Self::Jks => "Java KeyStore",
+            Self::Jceks => "JCE Java KeyStore",
+        }
+    }
+}
+
+/// A file whose presence is the leak (a key store holds private keys, whatever its
+/// password): reported by where it is, since it has no one value to replace.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FileFinding {
+    pub path: Option<String>,
+    /// The file inside the archive at `path`, when it is in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    pub commit: Option<String>,
+    pub kind: FileKind,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<Author>,
 }
 
 /// A blob or file not scanned, and why. Reports list them by path, then commit.
@@ -362,6 +416,9 @@ pub struct Report {
     pub stats: Stats,
     pub skipped: Vec<Skipped>,
     pub secrets: Vec<Secret>,
+    /// Files whose presence is the leak, by path then commit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileFinding>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -396,6 +453,7 @@ pub fn preview(value: &[u8]) -> String {
 #[derive(Default)]
 pub(crate) struct Findings {
     by_secret: BTreeMap<(usize, Vec<u8>), Found>,
+    files: Vec<FileFinding>,
 }
 
 /// Where one secret was found, and the encoded texts it was found in.
@@ -437,7 +495,10 @@ impl Findings {
         encoding: Encoding,
         encode: impl Fn(&[u8]) -> Vec<u8>,
     ) -> Findings {
-        let mut out = Findings::default();
+        let mut out = Findings {
+            files: self.files,
+            ..Findings::default()
+        };
         for ((rule, value), found) in self.by_secret {
             let mut encoded: BTreeSet<Vec<u8>> = found.encoded.iter().map(|e| encode(e)).collect();
             encoded.insert(encode(&value));
@@ -460,7 +521,28 @@ impl Findings {
         out
     }
 
+    pub(crate) fn add_file(&mut self, file: FileFinding) {
+        self.files.push(file);
+    }
+
+    /// Findings in a member of the archive at `path`: the member's path (which the
+    /// detection read, for lock files and allowlists) moves to `member`.
+    pub(crate) fn within(mut self, path: Option<&str>) -> Findings {
+        for found in self.by_secret.values_mut() {
+            for o in &mut found.occurrences {
+                o.member = o.path.take();
+                o.path = path.map(str::to_owned);
+            }
+        }
+        for file in &mut self.files {
+            file.member = file.path.take();
+            file.path = path.map(str::to_owned);
+        }
+        self
+    }
+
     pub(crate) fn merge(&mut self, other: Findings) {
+        self.files.extend(other.files);
         for (key, found) in other.by_secret {
             let into = self.by_secret.entry(key).or_default();
             into.occurrences.extend(found.occurrences);
@@ -474,7 +556,10 @@ impl Findings {
         rules: &[Rule],
         key: &HashKey,
         suppressed: &HashSet<String>,
-    ) -> (Vec<Secret>, u64) {
+    ) -> (Vec<Secret>, Vec<FileFinding>, u64) {
+        let mut files = self.files;
+        files.sort();
+        files.dedup();
         let mut dropped = 0;
         let mut secrets: Vec<Secret> = Vec::new();
         for ((rule_index, value), found) in self.by_secret {
@@ -505,7 +590,7 @@ impl Findings {
                 .cmp(&b.occurrences.first())
                 .then_with(|| a.id.cmp(&b.id))
         });
-        (secrets, dropped)
+        (secrets, files, dropped)
     }
 }
 
@@ -579,7 +664,7 @@ impl Report {
                     "level": "error",
                     "message": {"text": format!("{} found: {}", secret.secret_type, secret.preview)},
                     "partialFingerprints": {"deployguardSecret/v1": secret.id},
-                    "properties": {"confidence": secret.confidence.as_str(), "commit": occurrence.commit, "kind": occurrence.kind, "author": occurrence.author, "encoding": occurrence.encoding},
+                    "properties": {"confidence": secret.confidence.as_str(), "commit": occurrence.commit, "kind": occurrence.kind, "author": occurrence.author, "encoding": occurrence.encoding, "member": occurrence.member},
                 });
                 if let Some(index) = rule_index(&secret.rule_id) {
                     result["ruleIndex"] = index.into();
@@ -599,6 +684,15 @@ impl Report {
                 result["locations"] = serde_json::json!([location]);
                 results.push(result);
             }
+        }
+        for file in &self.files {
+            results.push(serde_json::json!({
+                "ruleId": format!("file-{}", serde_json::to_value(file.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()),
+                "level": "error",
+                "message": {"text": format!("{} committed: its presence is the leak", file.kind.describe())},
+                "properties": {"commit": file.commit, "member": file.member, "size": file.size, "author": file.author},
+                "locations": [{"physicalLocation": {"artifactLocation": {"uri": sarif_uri(file.path.as_deref().unwrap_or_default())}}}],
+            }));
         }
         let sarif = serde_json::json!({
             "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
@@ -649,8 +743,13 @@ impl Report {
             for occurrence in &secret.occurrences {
                 let place = match occurrence.kind {
                     OccurrenceKind::File => format!(
-                        "{}:{}:{}",
+                        "{}{}:{}:{}",
                         occurrence.path.as_deref().unwrap_or("?"),
+                        occurrence
+                            .member
+                            .as_deref()
+                            .map(|m| format!("!/{m}"))
+                            .unwrap_or_default(),
                         occurrence.line,
                         occurrence.column
                     ),
@@ -685,13 +784,43 @@ impl Report {
             }
             out.push('\n');
         }
+        for file in &self.files {
+            let _ = writeln!(
+                out,
+                "{} {}  (its presence is the leak)",
+                paint("1;31", "●"),
+                paint("1", file.kind.describe()),
+            );
+            let mut line = format!(
+                "    {}{}  {}",
+                file.path.as_deref().unwrap_or("?"),
+                file.member
+                    .as_deref()
+                    .map(|m| format!("!/{m}"))
+                    .unwrap_or_default(),
+                human_bytes(file.size)
+            );
+            if let Some(commit) = &file.commit {
+                let _ = write!(
+                    line,
+                    "  {}",
+                    paint("33", &format!("commit {}", short(commit)))
+                );
+            }
+            if let Some(author) = &file.author {
+                let day = author.date.get(..10).unwrap_or(&author.date);
+                let _ = write!(line, "  {} <{}> {day}", author.name, author.email);
+            }
+            let _ = writeln!(out, "{line}\n");
+        }
         let s = &self.stats;
         let skipped = match (s.blobs_skipped, s.blobs_unread) {
-            (0, _) => String::new(),
+            (0, 0) => String::new(),
             (skipped, 0) => format!(", {skipped} skipped (binary)"),
-            (skipped, unread) => {
-                format!(", {skipped} skipped ({unread} not read: too large, unreadable or missing)")
-            }
+            (skipped, unread) => format!(
+                ", {skipped} skipped, {unread} not read (too large, unreadable, missing, or \
+                 parts of archives)"
+            ),
         };
         let history = if self.source.kind == "git" {
             format!(", {} commits, {} refs", s.commits, s.refs)
@@ -703,7 +832,11 @@ impl Report {
         } else {
             String::new()
         };
-        let headline = if self.secrets.is_empty() {
+        let files = match self.files.len() {
+            0 => String::new(),
+            n => format!(", {n} files whose presence is the leak"),
+        };
+        let headline = if self.secrets.is_empty() && self.files.is_empty() {
             paint("1;32", "no secrets found")
         } else {
             paint(
@@ -713,7 +846,7 @@ impl Report {
         };
         let _ = writeln!(
             out,
-            "{headline}{suppressed} in {} blobs ({}){skipped}{history}, {:.2} s",
+            "{headline}{files}{suppressed} in {} blobs ({}){skipped}{history}, {:.2} s",
             s.blobs_scanned,
             human_bytes(s.bytes_scanned),
             s.duration_ms as f64 / 1000.0,

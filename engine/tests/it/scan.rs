@@ -4,8 +4,8 @@
 use std::sync::atomic::AtomicBool;
 
 use deployguard_engine::scan::{
-    OccurrenceKind, Report, Revisions, ScanError, ScanRun, Scanner, Secret, Settings, SkipReason,
-    Target,
+    FileKind, OccurrenceKind, Report, Revisions, ScanError, ScanRun, Scanner, Secret, Settings,
+    SkipReason, Target,
 };
 use deployguard_testkit::TestRepo;
 
@@ -853,4 +853,174 @@ fn each_occurrence_names_its_commits_author_and_date_through_the_mailmap() {
         },
     );
     assert_eq!(secret(&report, GITHUB).occurrences[0].author, None);
+}
+
+/// A real PKCS#12 file, as `openssl pkcs12 -export` writes it.
+fn pkcs12_file() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "cert.pem",
+        "-subj",
+        "/CN=deploy",
+        "-days",
+        "1",
+    ]);
+    run(&[
+        "pkcs12",
+        "-export",
+        "-in",
+        "cert.pem",
+        "-inkey",
+        "key.pem",
+        "-out",
+        "server.p12",
+        "-passout",
+        "pass:changeit",
+    ]);
+    std::fs::read(dir.path().join("server.p12")).unwrap()
+}
+
+#[test]
+fn secrets_inside_archives_and_committed_key_stores_are_reported_with_member_and_commit() {
+    use std::io::Write;
+    let zip = |members: &[(&str, &[u8])]| -> Vec<u8> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        let mut writer = zip::ZipWriter::new(&mut out);
+        for (name, data) in members {
+            writer
+                .start_file(*name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            writer.write_all(data).unwrap();
+        }
+        writer.finish().unwrap();
+        out.into_inner()
+    };
+    let gzip = |data: &[u8]| -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    };
+    let properties = format!("spring.application.name=billing\ngithub.token={GITHUB}\n");
+    let inner_jar = zip(&[
+        ("META-INF/MANIFEST.MF", b"Manifest-Version: 1.0\n"),
+        ("application.properties", properties.as_bytes()),
+    ]);
+    let p12 = pkcs12_file();
+    let app = zip(&[
+        ("BOOT-INF/lib/billing-config.jar", &inner_jar),
+        ("BOOT-INF/classes/keystore.p12", &p12),
+        (
+            "BOOT-INF/classes/logo.png",
+            b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR",
+        ),
+    ]);
+    let dump =
+        gzip(format!("-- dump\nINSERT INTO settings VALUES ('slack', '{SLACK}');\n").as_bytes());
+    // A JKS: magic, version 2, no entries.
+    let jks = [0xFE, 0xED, 0xFE, 0xED, 0, 0, 0, 2, 0, 0, 0, 0];
+    let bomb = zip(&[("zeros.bin", &vec![0u8; 24 << 20])]);
+
+    let mut repo = TestRepo::new();
+    repo.write("README.md", "# billing\n");
+    repo.commit("initial commit");
+    repo.write("dist/billing.jar", &app);
+    repo.write("backup/settings.sql.gz", &dump);
+    repo.write("certs/truststore", jks);
+    repo.write("fixtures/huge.zip", &bomb);
+    let added = repo.commit("add the build");
+
+    let report = history(&repo);
+    let token = &secret(&report, GITHUB).occurrences;
+    assert_eq!(token.len(), 1);
+    assert_eq!(token[0].path.as_deref(), Some("dist/billing.jar"));
+    assert_eq!(
+        token[0].member.as_deref(),
+        Some("BOOT-INF/lib/billing-config.jar!/application.properties")
+    );
+    assert_eq!((token[0].line, token[0].column), (2, 14));
+    assert_eq!(token[0].commit.as_deref(), Some(added.as_str()));
+    let slack = &secret(&report, SLACK).occurrences[0];
+    assert_eq!(
+        (slack.path.as_deref(), slack.member.as_deref()),
+        (Some("backup/settings.sql.gz"), Some("settings.sql"))
+    );
+
+    let files: Vec<_> = report
+        .files
+        .iter()
+        .map(|f| {
+            (
+                f.path.as_deref(),
+                f.member.as_deref(),
+                f.kind,
+                f.commit.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        files,
+        [
+            (
+                Some("certs/truststore"),
+                None,
+                FileKind::Jks,
+                Some(added.as_str())
+            ),
+            (
+                Some("dist/billing.jar"),
+                Some("BOOT-INF/classes/keystore.p12"),
+                FileKind::Pkcs12,
+                Some(added.as_str())
+            ),
+        ]
+    );
+    assert!(report.files.iter().all(|f| f.author.is_some()));
+
+    // The bomb is listed as not read, and the scan says it was incomplete.
+    let bomb = report
+        .skipped
+        .iter()
+        .find(|s| {
+            s.path
+                .as_deref()
+                .is_some_and(|p| p.starts_with("fixtures/huge.zip"))
+        })
+        .expect("the bomb is listed");
+    assert_eq!(bomb.reason, SkipReason::ArchiveBomb);
+    assert!(report.stats.blobs_unread >= 1);
+    // The image in the jar is no news; no other secret is found.
+    assert_eq!(report.secrets.len(), 2, "{:#?}", report.secrets);
+    let text = report.to_text(false);
+    assert!(
+        text.contains(
+            "dist/billing.jar!/BOOT-INF/lib/billing-config.jar!/application.properties:2:14"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("PKCS#12 key store  (its presence is the leak)"),
+        "{text}"
+    );
 }

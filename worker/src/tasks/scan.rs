@@ -261,7 +261,7 @@ fn outcome(report: &Report) -> ScanOutcome {
             let locations: Vec<serde_json::Value> = s
                 .occurrences
                 .iter()
-                .map(|o| json!({"path": o.path, "commit": o.commit, "line": o.line, "column": o.column, "kind": o.kind, "encoding": o.encoding, "author": o.author}))
+                .map(|o| json!({"path": o.path, "commit": o.commit, "line": o.line, "column": o.column, "kind": o.kind, "encoding": o.encoding, "member": o.member, "author": o.author}))
                 .collect();
             FoundSecret {
                 rule_id: s.rule_id.clone(),
