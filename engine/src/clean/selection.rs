@@ -191,8 +191,11 @@ impl Selection {
         }
         // A value found inside encoded text (base64 in a Kubernetes Secret) is gone only
         // once that text is.
+        // And a multi-part secret is gone once each of its parts is.
         let values = chosen.iter().flat_map(|s| {
-            std::iter::once(s.value.as_bytes()).chain(s.value.encoded().iter().map(Vec::as_slice))
+            std::iter::once(s.value.as_bytes())
+                .chain(s.value.encoded().iter().map(Vec::as_slice))
+                .chain(s.value.parts().iter().map(|(_, part)| part.as_slice()))
         });
         Self::from_values(values, replacement)
     }

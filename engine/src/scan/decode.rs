@@ -51,6 +51,28 @@ pub(crate) const ENCODED_HINTS: &[&str] = &[
     "TOKEN",
 ];
 
+/// Token prefixes whose hex forms find hex text worth decoding besides
+/// [`ENCODED_HINTS`]: the providers whose tokens leak most.
+pub(crate) const HEX_PREFIXES: &[&str] = &[
+    "ghp_",
+    "gho_",
+    "ghs_",
+    "github_pat_",
+    "glpat-",
+    "AKIA",
+    "ASIA",
+    "AIza",
+    "sk_live_",
+    "rk_live_",
+    "xoxb-",
+    "xoxp-",
+    "sk-proj-",
+    "sk-ant-",
+    "npm_",
+    "pypi-",
+    "hf_",
+];
+
 /// What base64 `encoded` (standard or URL-safe alphabet, padded or not) decodes to,
 /// when that is text: UTF-8 without control characters other than tab and line breaks.
 /// Binary (a random key, an image) is `None`: there is nothing to read in it.

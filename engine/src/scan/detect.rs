@@ -493,13 +493,14 @@ impl Detector {
                         add(&fragment, index);
                     }
                 }
-                // Hex keeps byte boundaries: one form, wherever it starts (shorter ones
-                // would be found in every hash).
-                if source.len() >= 4 {
-                    let form = hex::encode(source);
-                    for &index in &hex_rules {
-                        add(&form, index);
-                    }
+            }
+            // Hex keeps byte boundaries: one form of each, wherever it starts. Hex text
+            // is rarer than base64, and every form costs the prefilter on all text: the
+            // hints, and the prefixes of the tokens most often leaked.
+            let hex_sources = (decode::ENCODED_HINTS.iter()).chain(decode::HEX_PREFIXES);
+            for source in hex_sources {
+                for &index in &hex_rules {
+                    add(&hex::encode(source), index);
                 }
             }
         }
@@ -1358,12 +1359,56 @@ impl Detector {
         if !self.check(rule, index, data, start, end) {
             return false;
         }
+        if let Some(lines) = (rule.parts.iter().filter(|p| p.required))
+            .map(|p| p.lines)
+            .max()
+        {
+            let (from, to) = lines_around(data, start, end, lines);
+            *read = (
+                read.0.min(from.saturating_sub(1)),
+                read.1.max((to + 1).min(data.len())),
+            );
+            let found = self.parts(rule, data, start, end);
+            if found
+                .iter()
+                .zip(&rule.parts)
+                .any(|(at, part)| part.required && at.is_none())
+            {
+                return false;
+            }
+        }
         let allowed = *line.allowed.get_or_insert_with(|| {
             data[line_start..line_end]
                 .windows(INLINE_ALLOW.len())
                 .any(|w| w == INLINE_ALLOW.as_bytes())
         });
         !allowed
+    }
+
+    /// Where each of `rule`'s parts is for its secret at `start..end`: the match nearest
+    /// to it within the part's lines (never overlapping it), or `None`.
+    pub(crate) fn parts(
+        &self,
+        rule: &Rule,
+        data: &[u8],
+        start: usize,
+        end: usize,
+    ) -> Vec<Option<(usize, usize)>> {
+        (rule.parts.iter())
+            .map(|part| {
+                let (from, to) = lines_around(data, start, end, part.lines);
+                let distance = |&(a, b): &(usize, usize)| match b <= start {
+                    true => start - b,
+                    false => a - end,
+                };
+                (part.regex.captures_iter(&data[from..to]))
+                    .filter_map(|c| c.get(part.group))
+                    .map(|m| (from + m.start(), from + m.end()))
+                    .filter(|&(a, b)| a < b && (b <= start || a >= end))
+                    .filter(|&(a, b)| !is_placeholder(&String::from_utf8_lossy(&data[a..b])))
+                    .min_by_key(distance)
+            })
+            .collect()
     }
 
     /// [`Detector::accept`]'s checks.
@@ -1717,6 +1762,28 @@ fn line_bounds(data: &[u8], start: usize, end: usize) -> (usize, usize) {
     let from = memchr::memrchr(b'\n', &data[..start]).map_or(0, |i| i + 1);
     let to = memchr::memchr(b'\n', &data[end..]).map_or(data.len(), |i| end + i);
     (from, to)
+}
+
+/// How far a part may be from its secret in bytes, whatever its lines' length.
+const MAX_PART_DISTANCE: usize = 4096;
+
+/// `data[start..end]` widened to `lines` whole lines above and below (within
+/// [`MAX_PART_DISTANCE`] bytes).
+fn lines_around(data: &[u8], start: usize, end: usize, lines: u32) -> (usize, usize) {
+    let (mut from, mut to) = line_bounds(data, start, end);
+    for _ in 0..lines {
+        if from > 0 {
+            from = line_bounds(data, from - 1, from - 1).0;
+        }
+        if to < data.len() {
+            to = line_bounds(data, to + 1, to + 1).1;
+        }
+    }
+    (
+        from.max(start.saturating_sub(MAX_PART_DISTANCE)),
+        to.min(end.saturating_add(MAX_PART_DISTANCE))
+            .min(data.len()),
+    )
 }
 
 /// Shannon entropy in bits per byte.

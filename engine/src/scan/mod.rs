@@ -558,11 +558,31 @@ impl Context<'_> {
             Some(seen) => detector.seen_hits(seen, path, hits),
             None => detector.scan_remembering(data, path, hits, Some(&self.memo)),
         }
+        // A multi-part secret's parts, found beside it; a hit that is one of them is
+        // reported as that part, not on its own.
+        let rules = detector.rules();
+        let mut absorbed: Vec<(usize, usize)> = Vec::new();
+        let parts: Vec<Vec<(String, Vec<u8>)>> = (hits.iter())
+            .map(|hit| {
+                let rule = &rules[hit.rule];
+                if rule.parts.is_empty() {
+                    return Vec::new();
+                }
+                let found = detector.parts(rule, data, hit.start, hit.end);
+                (found.into_iter().zip(&rule.parts))
+                    .filter_map(|(at, part)| {
+                        let (a, b) = at?;
+                        absorbed.push((a, b));
+                        Some((part.name.clone(), data[a..b].to_vec()))
+                    })
+                    .collect()
+            })
+            .collect();
         let mut line = 1u32;
         let mut line_start = 0usize;
         let mut counted_to = 0usize;
         let mut decoded = Vec::new();
-        for hit in hits.iter() {
+        for (hit, parts) in hits.iter().zip(parts) {
             // Hits are sorted by start; an equal start needs no recount.
             if hit.start >= counted_to {
                 for newline in memchr::memchr_iter(b'\n', &data[counted_to..hit.start]) {
@@ -605,7 +625,11 @@ impl Context<'_> {
                         false => findings.add_encoded(found.rule, found.value, encoded, at),
                     }
                 }
-            } else {
+            } else if !parts.is_empty() {
+                findings.add_with_parts(hit.rule, value.to_vec(), parts, occurrence(None));
+            } else if !(absorbed.contains(&(hit.start, hit.end))
+                && rules[hit.rule].parts.is_empty())
+            {
                 findings.add(hit.rule, value.to_vec(), occurrence(None));
             }
         }

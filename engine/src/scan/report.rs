@@ -161,10 +161,21 @@ pub struct Secret {
     pub hash: String,
     pub confidence: Confidence,
     pub occurrences: Vec<Occurrence>,
+    /// The values found with it (an AWS secret key's key id), previews only; their
+    /// full values are in `value`'s, and the clean removes them with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<PartPreview>,
     /// The full value, rendered only once revealed (`--show-secrets`, the secrets file,
     /// the service's encrypted report).
     #[serde(flatten)]
     pub value: SecretValue,
+}
+
+/// One part of a multi-part secret, as a report shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartPreview {
+    pub name: String,
+    pub preview: String,
 }
 
 /// A secret's full value: the bytes as found, which need not be UTF-8. It is kept from
@@ -176,6 +187,8 @@ pub struct SecretValue {
     /// The encoded texts the value was found in (base64 that decodes to text holding
     /// it): the clean removes them too.
     encoded: Vec<Vec<u8>>,
+    /// The values of its parts, by name (see [`Secret::parts`]).
+    parts: Vec<(String, Vec<u8>)>,
     revealed: bool,
 }
 
@@ -185,6 +198,7 @@ impl SecretValue {
         Self {
             bytes: bytes.into(),
             encoded: Vec::new(),
+            parts: Vec::new(),
             revealed: false,
         }
     }
@@ -195,8 +209,19 @@ impl SecretValue {
         self
     }
 
+    /// The value, found with these parts.
+    pub fn with_parts(mut self, parts: Vec<(String, Vec<u8>)>) -> Self {
+        self.parts = parts;
+        self
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// Its parts' names and values (see [`SecretValue::with_parts`]).
+    pub fn parts(&self) -> &[(String, Vec<u8>)] {
+        &self.parts
     }
 
     /// The encoded texts that hold the value (see [`SecretValue::with_encoded`]).
@@ -236,7 +261,21 @@ impl Serialize for SecretValue {
             .flatten()
             .map(|e| String::from_utf8_lossy(e).into_owned())
             .collect();
-        let entries = usize::from(shown.is_some()) + usize::from(!encoded.is_empty());
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            name: &'a str,
+            value: std::borrow::Cow<'a, str>,
+        }
+        let parts: Vec<Shown<'_>> = (self.revealed.then_some(&self.parts).into_iter())
+            .flatten()
+            .map(|(name, value)| Shown {
+                name,
+                value: String::from_utf8_lossy(value),
+            })
+            .collect();
+        let entries = usize::from(shown.is_some())
+            + usize::from(!encoded.is_empty())
+            + usize::from(!parts.is_empty());
         let mut map = serializer.serialize_map(Some(entries))?;
         if let Some(bytes) = shown {
             match std::str::from_utf8(bytes) {
@@ -249,6 +288,9 @@ impl Serialize for SecretValue {
         }
         if !encoded.is_empty() {
             map.serialize_entry("encoded", &encoded)?;
+        }
+        if !parts.is_empty() {
+            map.serialize_entry("part_values", &parts)?;
         }
         map.end()
     }
@@ -267,8 +309,25 @@ impl<'de> Deserialize<'de> for SecretValue {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SecretValue, A::Error> {
                 let mut found: Option<Vec<u8>> = None;
                 let mut encoded: Vec<Vec<u8>> = Vec::new();
+                let mut parts: Vec<(String, Vec<u8>)> = Vec::new();
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
+                        "part_values" => {
+                            #[derive(Deserialize)]
+                            struct Shown {
+                                name: String,
+                                value: String,
+                            }
+                            // The message must not quote the values.
+                            let shown = map.next_value::<Vec<Shown>>().map_err(|_| {
+                                serde::de::Error::custom(
+                                    "part_values is not a list of names and values",
+                                )
+                            })?;
+                            parts = (shown.into_iter())
+                                .map(|p| (p.name, p.value.into_bytes()))
+                                .collect();
+                        }
                         "encoded" => {
                             // The message must not quote the texts.
                             let texts = map.next_value::<Vec<String>>().map_err(|_| {
@@ -296,6 +355,7 @@ impl<'de> Deserialize<'de> for SecretValue {
                     Some(bytes) => SecretValue {
                         bytes,
                         encoded,
+                        parts,
                         revealed: true,
                     },
                     None => SecretValue::default(),
@@ -461,6 +521,8 @@ pub(crate) struct Findings {
 struct Found {
     occurrences: Vec<Occurrence>,
     encoded: BTreeSet<Vec<u8>>,
+    /// Its parts, by name and value.
+    parts: BTreeSet<(String, Vec<u8>)>,
 }
 
 impl Findings {
@@ -470,6 +532,19 @@ impl Findings {
             .or_default()
             .occurrences
             .push(occurrence);
+    }
+
+    /// A secret found with its parts.
+    pub(crate) fn add_with_parts(
+        &mut self,
+        rule: usize,
+        value: Vec<u8>,
+        parts: Vec<(String, Vec<u8>)>,
+        occurrence: Occurrence,
+    ) {
+        let found = self.by_secret.entry((rule, value)).or_default();
+        found.occurrences.push(occurrence);
+        found.parts.extend(parts);
     }
 
     /// A secret found by decoding `encoded`.
@@ -510,11 +585,15 @@ impl Findings {
                     ..o
                 })
                 .collect();
+            // A part is removed in the file's form too.
+            let parts = found.parts;
+            encoded.extend(parts.iter().map(|(_, part)| encode(part)));
             out.by_secret.insert(
                 (rule, value),
                 Found {
                     occurrences,
                     encoded,
+                    parts,
                 },
             );
         }
@@ -547,6 +626,7 @@ impl Findings {
             let into = self.by_secret.entry(key).or_default();
             into.occurrences.extend(found.occurrences);
             into.encoded.extend(found.encoded);
+            into.parts.extend(found.parts);
         }
     }
 
@@ -581,7 +661,15 @@ impl Findings {
                 hash: hex::encode(key.value_hash(&value)),
                 confidence: rule.confidence,
                 occurrences,
-                value: SecretValue::new(value).with_encoded(found.encoded.into_iter().collect()),
+                parts: (found.parts.iter())
+                    .map(|(name, part)| PartPreview {
+                        name: name.clone(),
+                        preview: preview(part),
+                    })
+                    .collect(),
+                value: SecretValue::new(value)
+                    .with_encoded(found.encoded.into_iter().collect())
+                    .with_parts(found.parts.into_iter().collect()),
             });
         }
         secrets.sort_by(|a, b| {
@@ -664,7 +752,7 @@ impl Report {
                     "level": "error",
                     "message": {"text": format!("{} found: {}", secret.secret_type, secret.preview)},
                     "partialFingerprints": {"deployguardSecret/v1": secret.id},
-                    "properties": {"confidence": secret.confidence.as_str(), "commit": occurrence.commit, "kind": occurrence.kind, "author": occurrence.author, "encoding": occurrence.encoding, "member": occurrence.member},
+                    "properties": {"confidence": secret.confidence.as_str(), "commit": occurrence.commit, "kind": occurrence.kind, "author": occurrence.author, "encoding": occurrence.encoding, "member": occurrence.member, "parts": secret.parts},
                 });
                 if let Some(index) = rule_index(&secret.rule_id) {
                     result["ruleIndex"] = index.into();
@@ -740,6 +828,22 @@ impl Report {
                 paint("2", &secret.id),
             );
             let _ = writeln!(out, "    rule {}", secret.rule_id);
+            for (i, part) in secret.parts.iter().enumerate() {
+                let shown = match secret.value.is_revealed() {
+                    true => secret
+                        .value
+                        .parts()
+                        .get(i)
+                        .map(|(_, v)| String::from_utf8_lossy(v).into_owned()),
+                    false => None,
+                };
+                let _ = writeln!(
+                    out,
+                    "    with {} {}",
+                    part.name,
+                    shown.as_deref().unwrap_or(&part.preview)
+                );
+            }
             for occurrence in &secret.occurrences {
                 let place = match occurrence.kind {
                     OccurrenceKind::File => format!(
@@ -924,8 +1028,39 @@ mod tests {
             hash: hex::encode(HashKey::builtin().value_hash(value)),
             confidence: Confidence::High,
             occurrences: Vec::new(),
+            parts: Vec::new(),
             value: SecretValue::new(value),
         }
+    }
+
+    #[test]
+    fn part_values_are_written_only_once_revealed_and_read_back() {
+        let mut secret = secret_with(b"k3Fq9Vd+2mXw7LpRz8TnB4yHc1GsJe6UaQo0WbYi");
+        secret.parts = vec![PartPreview {
+            name: "access key id".into(),
+            preview: preview(b"AKIAQ3EGRB5LVDWXHK7N"),
+        }];
+        secret.value = (secret.value.clone()).with_parts(vec![(
+            "access key id".into(),
+            b"AKIAQ3EGRB5LVDWXHK7N".to_vec(),
+        )]);
+        let hidden = serde_json::to_string(&secret).unwrap();
+        assert!(!hidden.contains("AKIAQ3EGRB5LVDWXHK7N"), "{hidden}");
+        assert!(hidden.contains("AKI…K7N"), "{hidden}");
+        secret.value.reveal();
+        let shown = serde_json::to_string(&secret).unwrap();
+        let back: Secret = serde_json::from_str(&shown).unwrap();
+        assert_eq!(back.value.parts(), secret.value.parts());
+        assert_eq!(back.parts, secret.parts);
+        let broken = shown.replace(
+            "\"name\":\"access key id\",\"value\"",
+            "\"name\":7,\"value\"",
+        );
+        assert_ne!(broken, shown);
+        let err = serde_json::from_str::<Secret>(&broken)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("AKIA"), "{err}");
     }
 
     #[test]

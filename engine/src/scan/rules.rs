@@ -140,11 +140,50 @@ pub struct RuleSpec {
     pub kind: Kind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<Checksum>,
+    /// Other values that belong with the secret (an AWS secret key's key id, an OAuth
+    /// client secret's client id), found near it: reported with it, and removed with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<PartSpec>,
     #[serde(default)]
     pub examples: Vec<String>,
     #[serde(default)]
     pub negatives: Vec<String>,
 }
+
+/// One part of a multi-part secret, as written in a rule.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartSpec {
+    /// What it is: `access key id`, `client id`.
+    pub name: String,
+    /// Its pattern; the value is the `part` group when there is one, else the match.
+    pub pattern: String,
+    /// How many lines above or below the secret's it may be on (0: the same line).
+    #[serde(default = "PartSpec::default_lines")]
+    pub lines: u32,
+    /// Whether the secret is reported only with this part near it.
+    #[serde(default)]
+    pub required: bool,
+}
+
+impl PartSpec {
+    fn default_lines() -> u32 {
+        3
+    }
+}
+
+/// A compiled [`PartSpec`].
+#[derive(Debug)]
+pub struct Part {
+    pub name: String,
+    pub(crate) regex: Regex,
+    pub(crate) group: usize,
+    pub lines: u32,
+    pub required: bool,
+}
+
+/// Parts further than this from their secret are not looked for.
+const MAX_PART_LINES: u32 = 20;
 
 /// A rule file: a category and its rules.
 #[derive(Debug, Deserialize)]
@@ -194,6 +233,7 @@ pub struct Rule {
     pub(crate) secret_group: usize,
     /// How far from a keyword a match can reach, when that is bounded.
     pub(crate) reach: Option<Reach>,
+    pub parts: Vec<Part>,
     pub(crate) spec: RuleSpec,
 }
 
@@ -287,6 +327,29 @@ impl Rule {
         let reach =
             (reach.bytes.is_some() || reach.besides_space.is_some() || reach.lines.is_some())
                 .then_some(reach);
+        let mut parts = Vec::new();
+        for part in &spec.parts {
+            let problem = |p: String| RuleError::new(&origin, format!("part {:?}: {p}", part.name));
+            if part.name.trim().is_empty() {
+                return Err(problem("name is empty".into()));
+            }
+            if part.lines > MAX_PART_LINES {
+                return Err(problem(format!("lines must be at most {MAX_PART_LINES}")));
+            }
+            let regex = build_regex(&part.pattern)
+                .map_err(|e| problem(format!("pattern does not compile: {e}")))?;
+            let group = regex
+                .capture_names()
+                .position(|name| name == Some("part"))
+                .unwrap_or(0);
+            parts.push(Part {
+                name: part.name.clone(),
+                regex,
+                group,
+                lines: part.lines,
+                required: part.required,
+            });
+        }
         let regex = std::sync::OnceLock::new();
         if eager {
             let built = build_regex(&spec.pattern)
@@ -304,6 +367,7 @@ impl Rule {
             kind: spec.kind,
             regex,
             secret_group,
+            parts,
             spec,
         })
     }
@@ -724,10 +788,25 @@ mod tests {
             confidence: Confidence::High,
             kind: Kind::Specific,
             checksum: None,
+            parts: vec![],
             examples: vec![],
             negatives: vec![],
         };
+        let with_part = |id: &str, pattern: &str, lines: u32| RuleSpec {
+            parts: vec![PartSpec {
+                name: "key id".into(),
+                pattern: pattern.into(),
+                lines,
+                required: false,
+            }],
+            ..spec(id, &["ab"], "(?P<secret>ab)")
+        };
         let cases = [
+            (
+                with_part("part-broken", "(x", 3),
+                "part \"key id\": pattern",
+            ),
+            (with_part("part-far", "x", 21), "at most 20"),
             (spec("Bad_Id", &["ab"], "(?P<secret>ab)"), "kebab-case"),
             (spec("no-keywords", &[], "(?P<secret>ab)"), "keyword"),
             (

@@ -1268,3 +1268,72 @@ fn secrets_in_hex_percent_escaped_and_utf16_text_are_reported_encoded_and_cleane
         assert!(contains(&history, kept), "{kept} was lost");
     }
 }
+
+#[test]
+fn a_multi_part_secret_is_reported_once_with_its_parts_and_cleaned_away_whole() {
+    const KEY_ID: &str = "AKIAQ3EGRB5LVDWXHK7N";
+    const SECRET_KEY: &str = "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";
+    const CSV_ID: &str = "ASIAZ2KD7QF4MNB3XWPL";
+    const CSV_SECRET: &str = "Tz4mWq8+Lp2Vx7Rk9Nd3Bf6Hs1Jc5Gy0Ua/EoQiZ";
+    const SID: &str = "AC0f3e9b2d7c4a18e5f6b0c9d2e7a4f1b3";
+    const TWILIO: &str = "8d2f6a0c4e9b7d1f3a5c8e0b2d4f6a9c";
+    let mut repo = TestRepo::new();
+    repo.write("README.md", "# service\n");
+    repo.commit("initial commit");
+    repo.write(
+        "deploy/.env",
+        format!(
+            "AWS_ACCESS_KEY_ID={KEY_ID}\nAWS_REGION=eu-west-1\nAWS_SECRET_ACCESS_KEY={SECRET_KEY}\n\
+             TWILIO_ACCOUNT_SID={SID}\nTWILIO_AUTH_TOKEN={TWILIO}\n"
+        ),
+    );
+    repo.write(
+        "ops/credentials.csv",
+        format!("User name,Access key ID,Secret access key\ndeploy-bot,{CSV_ID},{CSV_SECRET}\n"),
+    );
+    repo.commit("add credentials");
+
+    let mut report = scan_history(repo.path());
+    let summary: Vec<(&str, Vec<(&str, &str)>)> = report
+        .secrets
+        .iter()
+        .map(|s| {
+            let parts = s
+                .parts
+                .iter()
+                .map(|p| (p.name.as_str(), p.preview.as_str()));
+            (s.rule_id.as_str(), parts.collect())
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("aws-secret-access-key", vec![("access key id", "AKI…K7N")]),
+            ("twilio-auth-token", vec![("account sid", "AC0…1b3")]),
+            ("aws-access-key-pair", vec![("access key id", "ASI…WPL")]),
+        ],
+        "the key ids are parts, not secrets of their own"
+    );
+    let text = report.to_text(false);
+    assert!(text.contains("with access key id AKI…K7N"), "{text}");
+    report.reveal_values();
+    let file = report.secrets_file();
+    assert!(file.contains(KEY_ID) && file.contains(SID), "{file}");
+
+    // Selecting the AWS secret key alone removes its key id too, and nothing else.
+    let aws = &report.secrets[0];
+    let selection = Selection::from_secrets(
+        file.as_bytes(),
+        &Select::Ids(vec![aws.id.clone()]),
+        clean::DEFAULT_REPLACEMENT.as_bytes(),
+    )
+    .unwrap();
+    let cleaned = clean_into(repo.path(), &selection).unwrap_or_else(|(e, _)| panic!("{e}"));
+    let history = git(&cleaned.clone, &["log", "--all", "-p", "--format=%H %s"]);
+    for gone in [KEY_ID, SECRET_KEY] {
+        assert!(!contains(&history, gone), "{gone} is still in the history");
+    }
+    for kept in [SID, TWILIO, CSV_ID, CSV_SECRET, "AWS_REGION=eu-west-1"] {
+        assert!(contains(&history, kept), "{kept} was lost");
+    }
+}
