@@ -183,6 +183,9 @@ pub struct Detector {
     /// Providers' names (`algolia`, `twilio`): the keywords of provider rules that are
     /// words. A value assigned to a name made of one is the provider's to judge.
     provider_names: HashSet<Vec<u8>>,
+    /// The variables providers' rules read their tokens from (`ASSEMBLYAI_API_KEY`,
+    /// `openai_api_key`), as [`variable_key`] writes them.
+    provider_variables: HashSet<Vec<u8>>,
 }
 
 /// A window a rule is searched in, `from..to`, and the bytes `read.0..read.1` that
@@ -546,15 +549,32 @@ impl Detector {
             }
         }
         let longest_prefix = provider_prefixes.iter().map(Vec::len).max().unwrap_or(0);
-        let provider_names: HashSet<Vec<u8>> = (rules.rules().iter())
-            .filter(|r| r.kind == Kind::Specific)
-            .flat_map(|r| r.keywords.iter())
-            .filter(|k| k.len() >= 4 && k.bytes().all(|b| b.is_ascii_lowercase()))
-            .filter(|k| !NOT_PROVIDER_NAMES.contains(&k.as_str()))
-            .map(|k| k.as_bytes().to_vec())
-            .collect();
+        let specific = || rules.rules().iter().filter(|r| r.kind == Kind::Specific);
+        // A provider's name is a keyword of its rules, or the first word of their names
+        // (`AssemblyAI API key`).
+        let first_words = specific().filter_map(|r| {
+            let word: String = (r.name.split_whitespace().next()?.chars())
+                .filter(char::is_ascii_alphanumeric)
+                .collect::<String>()
+                .to_ascii_lowercase();
+            (!generic_words(word.as_bytes())).then_some(word)
+        });
+        let provider_names: HashSet<Vec<u8>> = (specific()
+            .flat_map(|r| r.keywords.iter().cloned()))
+        .chain(first_words)
+        .filter(|k| {
+            k.len() >= 4
+                && k.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        .filter(|k| k.bytes().any(|b| b.is_ascii_lowercase()))
+        .filter(|k| !NOT_PROVIDER_NAMES.contains(&k.as_str()))
+        .map(String::into_bytes)
+        .collect();
+        let provider_variables = provider_variables(specific().flat_map(|r| &r.spec().examples));
         Ok(Self {
             provider_names,
+            provider_variables,
             provider_prefixes,
             longest_prefix,
             rules,
@@ -1227,8 +1247,12 @@ impl Detector {
         let password = [&b"pass"[..], b"pwd"]
             .iter()
             .any(|w| name.windows(w.len()).any(|x| x == *w));
-        !password
-            && name
+        if password {
+            return false;
+        }
+        let variable = last_identifier(&name);
+        (!variable.is_empty() && self.provider_variables.contains(&variable_key(variable)))
+            || name
                 .split(|b| !b.is_ascii_alphanumeric())
                 .filter(|word| word.len() >= 4)
                 .any(|word| {
@@ -1764,6 +1788,131 @@ fn line_bounds(data: &[u8], start: usize, end: usize) -> (usize, usize) {
     (from, to)
 }
 
+/// Words that name no provider, whatever variable they are in.
+const GENERIC_NAME_WORDS: &[&str] = &[
+    "access",
+    "account",
+    "admin",
+    "api",
+    "app",
+    "application",
+    "auth",
+    "bearer",
+    "client",
+    "config",
+    "credential",
+    "credentials",
+    "default",
+    "dev",
+    "env",
+    "export",
+    "id",
+    "key",
+    "keys",
+    "live",
+    "master",
+    "pass",
+    "password",
+    "private",
+    "prod",
+    "public",
+    "pwd",
+    "secret",
+    "server",
+    "service",
+    "set",
+    "signing",
+    "test",
+    "token",
+    "url",
+    "user",
+    "value",
+    "webhook",
+];
+
+/// The identifier that ends `text` once the quotes, spaces and assignment signs after
+/// it are dropped: `ASSEMBLYAI_API_KEY` of `export ASSEMBLYAI_API_KEY="`.
+fn last_identifier(text: &[u8]) -> &[u8] {
+    let end = text
+        .iter()
+        .rposition(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        .map_or(0, |i| i + 1);
+    let start = text[..end]
+        .iter()
+        .rposition(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')))
+        .map_or(0, |i| i + 1);
+    &text[start..end]
+}
+
+/// The words of a name, lowercase: split at separators and where a lowercase letter
+/// meets an uppercase one (`clientSecret`, `ApiKey`).
+fn name_words(name: &[u8]) -> Vec<Vec<u8>> {
+    let mut words: Vec<Vec<u8>> = vec![Vec::new()];
+    let mut previous = b' ';
+    for &b in name {
+        let boundary =
+            !b.is_ascii_alphanumeric() || (previous.is_ascii_lowercase() && b.is_ascii_uppercase());
+        if boundary && words.last().is_some_and(|w| !w.is_empty()) {
+            words.push(Vec::new());
+        }
+        if b.is_ascii_alphanumeric()
+            && let Some(word) = words.last_mut()
+        {
+            word.push(b.to_ascii_lowercase());
+        }
+        previous = b;
+    }
+    words.retain(|w| !w.is_empty());
+    words
+}
+
+/// Whether `word` is [`GENERIC_NAME_WORDS`] run together (`apikey`, `clientsecret`).
+fn generic_words(word: &[u8]) -> bool {
+    // ends[i]: word[..i] splits into generic words.
+    let mut ends = vec![false; word.len() + 1];
+    ends[0] = true;
+    for i in 0..word.len() {
+        if !ends[i] {
+            continue;
+        }
+        for g in GENERIC_NAME_WORDS {
+            if word[i..].starts_with(g.as_bytes()) {
+                ends[i + g.len()] = true;
+            }
+        }
+    }
+    ends[word.len()]
+}
+
+/// A variable's name as compared: lowercase letters and digits only.
+fn variable_key(name: &[u8]) -> Vec<u8> {
+    (name.iter())
+        .filter(|b| b.is_ascii_alphanumeric())
+        .map(u8::to_ascii_lowercase)
+        .collect()
+}
+
+/// The variables that providers' examples assign their tokens to, when the name holds a
+/// word besides [`GENERIC_NAME_WORDS`] (`OPENAI_API_KEY`, not `API_KEY`).
+fn provider_variables<'a>(examples: impl Iterator<Item = &'a String>) -> HashSet<Vec<u8>> {
+    let mut variables = HashSet::new();
+    for example in examples {
+        for line in example.lines() {
+            let Some(at) = line.find(['=', ':']) else {
+                continue;
+            };
+            let name = last_identifier(&line.as_bytes()[..at]);
+            let own_word = name_words(name)
+                .iter()
+                .any(|w| w.len() >= 3 && !generic_words(w));
+            if own_word {
+                variables.insert(variable_key(name));
+            }
+        }
+    }
+    variables
+}
+
 /// How far a part may be from its secret in bytes, whatever its lines' length.
 const MAX_PART_DISTANCE: usize = 4096;
 
@@ -1884,10 +2033,14 @@ fn plausible_generic_value(value: &str) -> bool {
         .iter()
         .any(|t| value.contains(t));
     let random = bytes.len() >= 24 && shannon_entropy(bytes) >= 4.2 && !template;
-    // A `%` before a format letter, or a call's brackets: code, not a value.
-    let format = bytes
-        .windows(2)
-        .any(|w| w[0] == b'%' && b"sdifxoqvr(%".contains(&w[1]));
+    // A `%` before a format letter, where a format string has one (at the start or
+    // after a separator: `%s`, `user:%s@`), or a call's brackets: code, not a value. A
+    // `%r` inside a run of letters and digits is a password's.
+    let format = (0..bytes.len().saturating_sub(1)).any(|i| {
+        bytes[i] == b'%'
+            && b"sdifxoqvr(%".contains(&bytes[i + 1])
+            && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric())
+    });
     if !random && (format || bytes.iter().any(|b| b"()[]{}$\\".contains(b))) {
         return false;
     }
@@ -2158,6 +2311,10 @@ mod robustness {
             "ALGOLIA_ADMIN_KEY=",
             "  mailgun.privateKey: ",
             "twilioAuthToken = ",
+            // By the first word of a rule's name, and by a variable a rule's examples
+            // assign its tokens to.
+            "ASSEMBLYAI_API_KEY=",
+            "export OPENAI_API_KEY=\"",
         ] {
             assert!(detector.names_provider(named.as_bytes()), "{named}");
         }
@@ -2167,6 +2324,8 @@ mod robustness {
             "DB_PASSWORD=",
             "ALGOLIA_DB_PASSWORD=",
             "api_key = ",
+            "  client_secret: ",
+            "<ApiKey>",
         ] {
             assert!(!detector.names_provider(unnamed.as_bytes()), "{unnamed}");
         }

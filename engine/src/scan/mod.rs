@@ -558,10 +558,9 @@ impl Context<'_> {
             Some(seen) => detector.seen_hits(seen, path, hits),
             None => detector.scan_remembering(data, path, hits, Some(&self.memo)),
         }
-        // A multi-part secret's parts, found beside it; a hit that is one of them is
-        // reported as that part, not on its own.
+        // A multi-part secret's parts, found beside it. A part that a rule finds on its
+        // own (an AWS key id) is reported on its own too: it is a finding by itself.
         let rules = detector.rules();
-        let mut absorbed: Vec<(usize, usize)> = Vec::new();
         let parts: Vec<Vec<(String, Vec<u8>)>> = (hits.iter())
             .map(|hit| {
                 let rule = &rules[hit.rule];
@@ -572,7 +571,6 @@ impl Context<'_> {
                 (found.into_iter().zip(&rule.parts))
                     .filter_map(|(at, part)| {
                         let (a, b) = at?;
-                        absorbed.push((a, b));
                         Some((part.name.clone(), data[a..b].to_vec()))
                     })
                     .collect()
@@ -627,9 +625,7 @@ impl Context<'_> {
                 }
             } else if !parts.is_empty() {
                 findings.add_with_parts(hit.rule, value.to_vec(), parts, occurrence(None));
-            } else if !(absorbed.contains(&(hit.start, hit.end))
-                && rules[hit.rule].parts.is_empty())
-            {
+            } else {
                 findings.add(hit.rule, value.to_vec(), occurrence(None));
             }
         }

@@ -1270,7 +1270,7 @@ fn secrets_in_hex_percent_escaped_and_utf16_text_are_reported_encoded_and_cleane
 }
 
 #[test]
-fn a_multi_part_secret_is_reported_once_with_its_parts_and_cleaned_away_whole() {
+fn a_multi_part_secret_is_reported_with_its_parts_and_cleaned_away_whole() {
     const KEY_ID: &str = "AKIAQ3EGRB5LVDWXHK7N";
     const SECRET_KEY: &str = "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";
     const CSV_ID: &str = "ASIAZ2KD7QF4MNB3XWPL";
@@ -1308,11 +1308,13 @@ fn a_multi_part_secret_is_reported_once_with_its_parts_and_cleaned_away_whole() 
     assert_eq!(
         summary,
         [
+            ("aws-access-key-id", vec![]),
             ("aws-secret-access-key", vec![("access key id", "AKI…K7N")]),
             ("twilio-auth-token", vec![("account sid", "AC0…1b3")]),
+            ("aws-access-key-id", vec![]),
             ("aws-access-key-pair", vec![("access key id", "ASI…WPL")]),
         ],
-        "the key ids are parts, not secrets of their own"
+        "the key ids are parts, and findings of their own"
     );
     let text = report.to_text(false);
     assert!(text.contains("with access key id AKI…K7N"), "{text}");
@@ -1321,7 +1323,7 @@ fn a_multi_part_secret_is_reported_once_with_its_parts_and_cleaned_away_whole() 
     assert!(file.contains(KEY_ID) && file.contains(SID), "{file}");
 
     // Selecting the AWS secret key alone removes its key id too, and nothing else.
-    let aws = &report.secrets[0];
+    let aws = &report.secrets[1];
     let selection = Selection::from_secrets(
         file.as_bytes(),
         &Select::Ids(vec![aws.id.clone()]),
