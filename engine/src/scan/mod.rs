@@ -7,6 +7,7 @@
 
 // Not yet called by the scan, which will expand the archives it meets with it.
 mod archive;
+mod checksum;
 mod decode;
 pub mod detect;
 mod files;

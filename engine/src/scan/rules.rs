@@ -8,6 +8,8 @@ use std::collections::HashSet;
 use regex::bytes::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::checksum;
+
 include!(concat!(env!("OUT_DIR"), "/embedded_rules.rs"));
 
 /// How sure a rule is that a match is a real credential.
@@ -91,6 +93,17 @@ pub enum Checksum {
     /// GitHub's (and npm's) tokens: `prefix_` then 30 base62 characters, then the
     /// CRC-32 of those 30 in 6 base62 digits (`0-9A-Za-z`).
     GithubCrc32,
+    /// A Bitcoin WIF private key: Base58Check, version 0x80 or 0xEF, a secp256k1 key,
+    /// then the 0x01 compression flag or nothing.
+    Base58checkWif,
+    /// A BIP-32 extended private key (`xprv`, `tprv`, `zprv`…): Base58Check of 78 bytes
+    /// with a private key's version, 0x00 and a secp256k1 key.
+    Base58checkXprv,
+    /// A PyPI token: `pypi-` then URL-safe base64 of a v2 binary macaroon, located at
+    /// `pypi.org` or `test.pypi.org`, that parses to the end of its 32-byte signature.
+    PypiMacaroon,
+    /// An age secret key: bech32 of 32 bytes with the `age-secret-key-` prefix.
+    Bech32Age,
 }
 
 impl Checksum {
@@ -107,6 +120,10 @@ impl Checksum {
                 let (random, check) = body.split_at(30);
                 base62(check) == Some(u64::from(crc32fast::hash(random)))
             }
+            Checksum::Base58checkWif => checksum::bitcoin_wif(value),
+            Checksum::Base58checkXprv => checksum::bip32_private_key(value),
+            Checksum::PypiMacaroon => checksum::pypi_token(value),
+            Checksum::Bech32Age => checksum::age_secret_key(value),
         }
     }
 }
@@ -775,6 +792,242 @@ mod tests {
         ] {
             assert!(!check.holds(broken), "{}", String::from_utf8_lossy(broken));
         }
+    }
+
+    /// Whether `check` holds for each of `valid` and for none of `broken`.
+    fn assert_checks(check: Checksum, valid: &[&str], broken: &[(&str, &str)]) {
+        for value in valid {
+            assert!(check.holds(value.as_bytes()), "{check:?} refused {value}");
+        }
+        for (why, value) in broken {
+            assert!(
+                !check.holds(value.as_bytes()),
+                "{check:?} held ({why}): {value}"
+            );
+        }
+    }
+
+    #[test]
+    fn bitcoin_wif_checks_hold_only_for_base58check_private_keys() {
+        assert_checks(
+            Checksum::Base58checkWif,
+            &[
+                "L3Gxhr1vKjCYwJXajdHCzWcQMpMQoDS5FRUtPUuyseKWGnPtZcYF",
+                "cVF4EpFzNsWsWkzWQZ9LrL39NkfXqjzebicEYMRbaZFai65qZXG7",
+                "5JJcCuQ7BG2MRasFoPXJBAdraTxQ8cMgW2f5kzCL1vL1d4oJZUP",
+                "93UjkZjb4F8L8Hywi7d2maHaUD1U8os7Qh89wToyhjoy57hr7aR",
+            ],
+            &[
+                (
+                    "one character changed",
+                    "L3Gxhr1vKjCYwJXajdHCzWcQMpMQoDS5FRUtPUuyseKWGnPtZcYG",
+                ),
+                (
+                    "one character changed",
+                    "L1CGBmfVLxmNxXrL8rS5AQYyQPSRGWtnoGm63qhG6B4xksan1BCw",
+                ),
+                (
+                    "one character less",
+                    "L3Gxhr1vKjCYwJXajdHCzWcQMpMQoDS5FRUtPUuyseKWGnPtZcY",
+                ),
+                (
+                    "version 0x81",
+                    "LDkzZMyn2MY5F14kdPRaBfNghU5ZvXYwRDVAo5sLNhLCRLaPu6hX",
+                ),
+                (
+                    "version 0x00",
+                    "12u92NbDBLMruv8rnLKLxNh2ioeDSckc3b59w17pqNoPBfrnt85",
+                ),
+                (
+                    "flag 0x02",
+                    "L3BYKVyCoAzb7DkCSB6n7Ra6RRb2VmxkS8cc11G2Mp7GqpHX2Laf",
+                ),
+                (
+                    "35 bytes",
+                    "2SndfY3vyFVLs9hnrJ86FKs8i8CdT3gpDpHCtvoSzeQELfrnfz7qTz",
+                ),
+                (
+                    "32 bytes",
+                    "2pRv9Zn6tLT2jbn2Mic6TQyYsryDMKHuq3zsPQXTV5DJWbQ1fi",
+                ),
+                (
+                    "key 0",
+                    "KwDiBf89QgGbjEhKnhXJuH7LrciVrZi3qYjgd9M7rFU73Nd2Mcv1",
+                ),
+                (
+                    "key n",
+                    "L5oLkpV3aqBjhki6LmvChTCV6odsp4SXM6FfU2Gppt5kFqRzExJJ",
+                ),
+                (
+                    "not base58",
+                    "L3Gxhr1vKjCYwJXajdHCzWcQMpMQoDS5FRUtPUuyseKWGnPtZc0F",
+                ),
+                ("empty", ""),
+            ],
+        );
+    }
+
+    #[test]
+    fn bip32_checks_hold_only_for_base58check_extended_private_keys() {
+        assert_checks(
+            Checksum::Base58checkXprv,
+            &[
+                "xprv9s21ZrQH143K3pd2ypKfK65eV5a9u4MbysvGTGHceeiYMRWjXERn8LTSsjTZcziFCzfabP2HTukYpMbykQHR1QfrgcX8HQFvnXvCtzZW7dQ",
+                "tprv8gF5F67YGRY7G1reirA1QE6HxmdTyyidNkcVwC9ZKGM3LcrTmB865JaWEV86VygajDjd8P5NPKaQXe2nNJMRfkSsWTqdowYAS4JRoEXUSsj",
+                "zprvAfwKD4bwxcSorWRxoPRrDK3cZX6MPTMYn6brABWq8kFP7uTuj5vX1bNoX2J1jvN5EzdWbZQCh4e92KDDkmDkb5jQ79PqzuPtEW1LezGV4s3",
+                "vprv9Fu29Dc5SvSxYbqkFUcWPWLpvVogA2wBEiwJMmsmsq2PB8c641ZbLEJtzfw24vjKqy6tp9ermtEuuYZNBy9A4k56vNqqAjMBJvn1ADTP54s",
+            ],
+            &[
+                (
+                    "one character changed",
+                    "xprv9s21ZrQH143K3pd2ypKfK65eV5a9u4MbysvGTGHceeiYMRWjXERn8LTSsjTZcziFCzfabP2HTukYpMbykQHR1QfrgcX8HQFvnXvCtzZW7dR",
+                ),
+                (
+                    "one character changed",
+                    "xprv9twEjBq9RCBVfb4oYSU36C6CHuYo3KKAqQYmSjXw6Negt98SDLbazJS2FWwRwjjmwRw2qYvPZaej8UCRDBJ6AL3MUd7t6z7g27eaCEUN5zn",
+                ),
+                (
+                    "one character less",
+                    "xprv9s21ZrQH143K3pd2ypKfK65eV5a9u4MbysvGTGHceeiYMRWjXERn8LTSsjTZcziFCzfabP2HTukYpMbykQHR1QfrgcX8HQFvnXvCtzZW7d",
+                ),
+                (
+                    "79 bytes",
+                    "5FQFKcNsG2g3KKynrH639NzVcsS8S2EDREByii6YUggv1aa1u6eEkbhXh1QvHhw9v1sWRXPiXry2Cqj5yLBcmbCgJiDoCX248N6hCRRq1wZTQHjfb",
+                ),
+                (
+                    "an xpub's version",
+                    "xpub661MyMwAqRbcFzY6dF6gr6AbGQPmpyotUX5quCSFa4Jr5YzeG2zo2Xa3i5rh75hapYMv7TmwU99VjKp3cETZePeuFyDYdjwRMqVnSHajcRv",
+                ),
+                (
+                    "version 0488ade5",
+                    "xprvJAihJkudK4AgiZiRHr519W4qao4RzTCLcc3Dkhjv1G1jNBXZXVDADL5RQFPKRHv9vioHhxM8pYowL5zQuTzkuGtFsZM8bbtBcQjqKkxkUq9",
+                ),
+                (
+                    "a public key",
+                    "xprv9uMPuFTV6GnHDBjCtiaXgQ1QJ2Xhejhjn6Sg4F5GXWs79XC4ACPZX7Piyu3we7VFzKxdS8Z2XFDWBCsN1cw2r5zFuZHbHvQszK2W5zdzKn5",
+                ),
+                (
+                    "depth 0 with a parent",
+                    "xprv9sU7dB7GchKsgr2pcvckEkvyoGEwEBuR5BL91WjAmW6WbUxid4TxMk3N5Uha9AwLUuAsZ5Sk7FpVFMGPnris961imzZ3t8PMJUeQwBZ8Tza",
+                ),
+                (
+                    "depth 0 with a child number",
+                    "xprv9s21ZrQRLiaHFSCwE7phGUqUbcJvk5AKAiAr5TF9j7c7GozWhhTrBGnNRVbUsb71Rz9azAYWaS4tR9V6QBemS58MT6GgoMaWyCDiMSFrzPJ",
+                ),
+                (
+                    "key 0",
+                    "tprv8bhDNxBMqkGXUrFq8prBrYWHxMSLAu5uB8ARoJPuvBpiCdH96k8D22Vk6TA3gEEpJrTFiHwBjwcnQ8rkscYqK5eUMPMdJM14ibD68Mp6iMt",
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn pypi_macaroon_checks_hold_only_for_whole_v2_macaroons_of_pypi() {
+        assert_checks(
+            Checksum::PypiMacaroon,
+            &[
+                "pypi-AgEIcHlwaS5vcmcCJGEzZjU4NWMxLTIyYTMtNGFlMS1hZjFmLTFhNWU2M2E0YmNjOQACJXsicGVybWlzc2lvbnMiOiAidXNlciIsICJ2ZXJzaW9uIjogMX0AAAYgIoW_KeWPHgelMjRi2TCn2ae3dbHAQZhDzK0-MNKcRhk",
+                "pypi-AgENdGVzdC5weXBpLm9yZwIkOGQ4NTViOWYtMmVhOC00Yjg2LTgzNWMtOGVjZmExZjIwZDljAAIleyJwZXJtaXNzaW9ucyI6ICJ1c2VyIiwgInZlcnNpb24iOiAxfQAABiAD7gAw9wX0OApOanoMprwbvIsJy1ilryMvqo_5dkd4sA",
+                // Two caveats; none; padded.
+                "pypi-AgEIcHlwaS5vcmcCJDY5MTMzN2U5LTU0NDAtNDQ3Yi1iNDcxLTg4ODM4YWU1YWE1NwACJXsicGVybWlzc2lvbnMiOiAidXNlciIsICJ2ZXJzaW9uIjogMX0AAhlbMCwxNzY3MjI1NjAwLDE3OTg3NjE2MDBdAAAGIGIwZXwq7mLyUQmVrEDHn-87aJW99l12k05irl2LMj4R",
+                "pypi-AgEIcHlwaS5vcmcCJGI5NzFiMmU4LWZjYmYtNDAwOS1iNTRhLWFlMzJjZWNmZDU5MgAABiAghOQH6gklANyoIioBzrG1EjziUhAE8MXuPDUTybmo7Q",
+                "pypi-AgEIcHlwaS5vcmcCJGI5NzFiMmU4LWZjYmYtNDAwOS1iNTRhLWFlMzJjZWNmZDU5MgAABiAghOQH6gklANyoIioBzrG1EjziUhAE8MXuPDUTybmo7Q==",
+            ],
+            &[
+                (
+                    "a length changed",
+                    "pypi-AgEIcHlwaS5vcmcCJWEzZjU4NWMxLTIyYTMtNGFlMS1hZjFmLTFhNWU2M2E0YmNjOQACJXsicGVybWlzc2lvbnMiOiAidXNlciIsICJ2ZXJzaW9uIjogMX0AAAYgIoW_KeWPHgelMjRi2TCn2ae3dbHAQZhDzK0-MNKcRhk",
+                ),
+                (
+                    "cut short",
+                    "pypi-AgEIcHlwaS5vcmcCJGEzZjU4NWMxLTIyYTMtNGFlMS1hZjFmLTFhNWU2M2E0YmNjOQACJXsicGVybWlzc2lvbnMiOiAidXNlciIsICJ2ZXJzaW9uIjogMX0AAAYgIoW_KeWPHgelMjRi2TCn2ae3dbHAQZhDzK0-MNKc",
+                ),
+                (
+                    "a 31-byte signature",
+                    "pypi-AgEIcHlwaS5vcmcCJDY2MzYwZTY4LTUxOGQtNGE5Yi05MTI2LWYwYzI1MThmZDIxMwACJXsicGVybWlzc2lvbnMiOiAidXNlciIsICJ2ZXJzaW9uIjogMX0AAAYfwlLYi68H0iCbAtOhmFjkaQ8ehG0glDLbpL3Wwe1i8A",
+                ),
+                (
+                    "a byte after the signature",
+                    "pypi-AgEIcHlwaS5vcmcCJDE0YzE1ZDg0LTdhODMtNDI1Ni1iZDgxLTNkOTM0OWIwYTM2MwACJXsicGVybWlzc2lvbnMiOiAidXNlciIsICJ2ZXJzaW9uIjogMX0AAAYg4ZT0V9zeq2144SnhHsEFYrfYAtc6dubFseqBmhdhxA8A",
+                ),
+                (
+                    "version 1",
+                    "pypi-AQEIcHlwaS5vcmcCJDJiMjE1YzA0LTQyZGYtNGQ0MS04ZTdkLTc3ODJmMjdjZWU2NgACJXsicGVybWlzc2lvbnMiOiAidXNlciIsICJ2ZXJzaW9uIjogMX0AAAYgzj-4oq67KRdv6Q8iR6IG8-rXVxfrjaXi_MIY07W5B4g",
+                ),
+                (
+                    "located at pypi.com",
+                    "pypi-AgEIcHlwaS5jb20CJGJiNGUwYzA2LWY0YzktNDBhZi1hNTQ5LWI4M2I5YWM0ZGQzZgACJXsicGVybWlzc2lvbnMiOiAidXNlciIsICJ2ZXJzaW9uIjogMX0AAAYgVAUOws_e86sUgoPtqDP1mx7nqXZwRj4_t4xJBrPrnjA",
+                ),
+                (
+                    "no identifier",
+                    "pypi-AgEIcHlwaS5vcmcAAAYgtopcOZBRwQeMFrn6DlWGzWK4viqWtY8r6d2nzy3Dsys",
+                ),
+                (
+                    "random text after the prefix",
+                    "pypi-AgEIcHlwaS5vcmcnQluzC-Fcopz1Y1Xa5libV7utolEIYrYU_hzGozsOqg2_GimrVyJMLdnsE5i5nm3utigRwOH7uCQZdZgpWmw43Z6gqJc2wxvQxzoG8jIKcCukuB6_Nh4A4HTpVn5O-xl3wsxF2fGamnSjRAaCfifkTHX",
+                ),
+                (
+                    "no prefix",
+                    "AgEIcHlwaS5vcmcCJGI5NzFiMmU4LWZjYmYtNDAwOS1iNTRhLWFlMzJjZWNmZDU5MgAABiAghOQH6gklANyoIioBzrG1EjziUhAE8MXuPDUTybmo7Q",
+                ),
+                (
+                    "standard base64",
+                    "pypi-AgEIcHlwaS5vcmcCJGEzZjU4NWMxLTIyYTMtNGFlMS1hZjFmLTFhNWU2M2E0YmNjOQACJXsicGVybWlzc2lvbnMiOiAidXNlciIsICJ2ZXJzaW9uIjogMX0AAAYgIoW/KeWPHgelMjRi2TCn2ae3dbHAQZhDzK0+MNKcRhk",
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn age_checks_hold_only_for_bech32_secret_keys() {
+        assert_checks(
+            Checksum::Bech32Age,
+            &[
+                "AGE-SECRET-KEY-1QN595Y7LEVNCZ5QHPGLXWQSGKVCDX56J0Q4GPM2Q79KQ4AWDMA6Q85NVH7",
+                "AGE-SECRET-KEY-1H5PTGYEQJ4ZPS8DN0E7Z07VUPHWZ9NHH3XG4FMPMVE4ZA4ZMREWSPV6MAW",
+                "age-secret-key-1vyq8xt082wgp004cm5h5z2g700gvgwvr4fg25dd9j9qrkyyz7kds23xlac",
+            ],
+            &[
+                (
+                    "one character changed",
+                    "AGE-SECRET-KEY-1QN595Y7LEVNCZ5QHPGLXWQSGKVCDX56J0Q4GPM2Q79KQ4AWDMA6Q85NVH8",
+                ),
+                (
+                    "one character changed",
+                    "AGE-SECRET-KEY-1M7W7D6D5CWR66E96QGTDYV9KQD9RSPHNK6R7RDSZLCYY276WQ0VS540CHU",
+                ),
+                (
+                    "one character less",
+                    "AGE-SECRET-KEY-1QN595Y7LEVNCZ5QHPGLXWQSGKVCDX56J0Q4GPM2Q79KQ4AWDMA6Q85NVH",
+                ),
+                (
+                    "mixed case",
+                    "AGE-SECRET-KEY-1RJMJ4hx24wwefwwywnygvgzms4f536jhlxeuwlj9ak5g2cuxq63smcwxcp",
+                ),
+                (
+                    "31 bytes",
+                    "AGE-SECRET-KEY-14XSFSK389LKUHE2L83KF6VVDKR5MQN2HQNN7PFDSNV4NZLWC5QSAZJMQ",
+                ),
+                (
+                    "33 bytes",
+                    "AGE-SECRET-KEY-1XF9P7NE0DXF7F489GK28ZTSPPT8ERHDVY9SECPHV4LUNXV3XF6ASW73P9PF",
+                ),
+                (
+                    "another prefix",
+                    "AGE-PUBLIC-KEY-1ZWUYZRU0Y3850TXV2Y93TRWARE49NTL0ZUQ5MA2PQFXE4KW8QNNS0T8H9J",
+                ),
+                (
+                    "bech32m",
+                    "AGE-SECRET-KEY-160G2H8Y0W05VWXLN9WAGM0MP8YYFA57RVUKST4YGNF3090L3VPHQF5DNVY",
+                ),
+                (
+                    "padding bits set",
+                    "AGE-SECRET-KEY-1HU5M0VSGTRD883EX9QVVEFHTFVUDQSJQTQ93QST4V5JJ4Q9DY9ZPNAWF8S",
+                ),
+                ("no separator", "AGESECRETKEY"),
+            ],
+        );
     }
 
     #[test]
