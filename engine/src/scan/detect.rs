@@ -186,6 +186,8 @@ pub struct Detector {
     /// The variables providers' rules read their tokens from (`ASSEMBLYAI_API_KEY`,
     /// `openai_api_key`), as [`variable_key`] writes them.
     provider_variables: HashSet<Vec<u8>>,
+    /// The rules whose format carries a checksum.
+    checksum_rules: Vec<usize>,
 }
 
 /// A window a rule is searched in, `from..to`, and the bytes `read.0..read.1` that
@@ -572,7 +574,12 @@ impl Detector {
         .map(String::into_bytes)
         .collect();
         let provider_variables = provider_variables(specific().flat_map(|r| &r.spec().examples));
+        let checksum_rules = (rules.rules().iter().enumerate())
+            .filter(|(_, r)| r.spec.checksum.is_some())
+            .map(|(i, _)| i)
+            .collect();
         Ok(Self {
+            checksum_rules,
             provider_names,
             provider_variables,
             provider_prefixes,
@@ -1466,6 +1473,18 @@ impl Detector {
                 {
                     return false;
                 }
+                // So is a value in the shape of a format with a checksum that fails it (a
+                // WIF key or an `xprv` with a wrong check digit).
+                let checked = (self.checksum_rules.iter()).any(|&i| {
+                    let other = &self.rules.rules()[i];
+                    let whole = (other.regex().and_then(|re| re.captures(value)))
+                        .and_then(|c| c.get(other.secret_group))
+                        .is_some_and(|m| m.start() == 0 && m.end() == value.len());
+                    whole && other.spec.checksum.is_some_and(|c| !c.holds(value))
+                });
+                if checked {
+                    return false;
+                }
                 // So is a key assigned to a provider's name (`ALGOLIA_ADMIN_KEY=…` of
                 // the wrong length): the provider's rule knows its format. A password
                 // is a person's choice, which no provider's format describes.
@@ -2344,6 +2363,29 @@ mod robustness {
             &mut hits,
         );
         assert_eq!(hits.len(), 1);
+    }
+
+    #[test]
+    fn a_value_in_a_checksummed_format_that_fails_its_checksum_is_no_generic_secret() {
+        let detector = detector();
+        let rule_of = |text: &str| -> Vec<String> {
+            let mut hits = Vec::new();
+            detector.scan(text.as_bytes(), None, &mut hits);
+            hits.iter()
+                .map(|h| detector.rules()[h.rule].id.clone())
+                .collect()
+        };
+        let valid = "L2Uy7KK4eC4yHuHc8SXdwTn2rBYambufkU6hK1hFH22Fa2KsABYE";
+        assert_eq!(
+            rule_of(&format!("BTC_PRIVATE_KEY={valid}\n")),
+            ["bitcoin-wif-private-key"]
+        );
+        // One character changed: the check digits fail, and no rule reports it.
+        let broken = valid.replace("SXdw", "SXdx");
+        assert_eq!(
+            rule_of(&format!("BTC_PRIVATE_KEY={broken}\n")),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
