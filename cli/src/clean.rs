@@ -171,6 +171,15 @@ fn clean_command(args: &CleanArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
         summary.push_str(&format!("wrote {} ({})\n", path.display(), size(bytes)));
     }
+    for (id, archives) in selection.inside_archives() {
+        summary.push_str(&format!(
+            "warning: secret {} was found inside {}: replacing text does not reach into \
+             compressed archives, so it is still there until the archive is removed from \
+             history\n",
+            id.get(..12).unwrap_or(id),
+            archives.join(", ")
+        ));
+    }
     eprint!("{summary}");
     Ok(())
 }

@@ -455,3 +455,50 @@ async fn a_github_target_is_created_private_through_the_api_then_pushed() {
     assert!(stderr(&refused).contains("GitHub"), "{}", stderr(&refused));
     assert!(!stderr(&refused).contains("wrong-token-77"));
 }
+
+#[test]
+fn cleaning_a_secret_found_inside_an_archive_warns_that_the_archive_still_holds_it() {
+    let mut repo = TestRepo::new();
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("config.env");
+    std::fs::write(&plain, format!("GITHUB_TOKEN={GITHUB}\n")).unwrap();
+    let gzip = std::process::Command::new("gzip")
+        .args(["-k", "-n"])
+        .arg(&plain)
+        .status()
+        .expect("gzip");
+    assert!(gzip.success());
+    repo.write("config.env", std::fs::read(&plain).unwrap());
+    repo.write(
+        "backup/config.env.gz",
+        std::fs::read(dir.path().join("config.env.gz")).unwrap(),
+    );
+    repo.commit("add config and its backup");
+
+    let (secrets, id) = scan(&repo, dir.path());
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&secrets).unwrap()).unwrap();
+    assert_eq!(file["secrets"][0]["archives"][0], "backup/config.env.gz");
+    let out = deployguard(
+        &[
+            "clean",
+            &repo.path().to_string_lossy(),
+            "--secrets",
+            &secrets,
+            "--all",
+            "-o",
+            "cleaned.bundle",
+        ],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let summary = stderr(&out);
+    assert!(
+        summary.contains(&format!(
+            "warning: secret {} was found inside backup/config.env.gz",
+            &id[..12]
+        )),
+        "{summary}"
+    );
+    assert!(!summary.contains(GITHUB), "{summary}");
+}

@@ -58,6 +58,9 @@ pub struct Selection {
     /// A SIMD search for up to 64 literals, for the question "is any value here?".
     fast: Option<aho_corasick::packed::Searcher>,
     regexes: Vec<(Regex, Vec<u8>)>,
+    /// Selected secrets found inside compressed archives, by id, with the archives'
+    /// paths: replacing text does not reach into them.
+    archived: Vec<(String, Vec<String>)>,
 }
 
 /// Which secrets of a secrets file (or a report with its values) to remove.
@@ -88,11 +91,44 @@ struct SecretEntry {
     rule_id: String,
     #[serde(default)]
     hash: Option<String>,
+    /// The archives it was found inside (a secrets file lists them).
+    #[serde(default)]
+    archives: Vec<String>,
+    /// Where it was found (a report has them): those inside archives count too.
+    #[serde(default)]
+    occurrences: Vec<ArchivedAt>,
     #[serde(flatten)]
     value: SecretValue,
 }
 
+/// What the selection needs of an occurrence in a report.
+#[derive(Deserialize)]
+struct ArchivedAt {
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    member: Option<String>,
+}
+
+impl SecretEntry {
+    fn archives(&self) -> Vec<String> {
+        let mut paths = self.archives.clone();
+        let inside = self.occurrences.iter().filter(|o| o.member.is_some());
+        paths.extend(inside.filter_map(|o| o.path.clone()));
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+}
+
 impl Selection {
+    /// Selected secrets found inside compressed archives (a jar, a `.tar.gz`), by id,
+    /// with the archives' paths: replacing their text does not reach into compressed
+    /// data, so they stay there until the archives themselves are removed.
+    pub fn inside_archives(&self) -> &[(String, Vec<String>)] {
+        &self.archived
+    }
+
     /// Literal values, each replaced by `replacement`.
     pub fn from_values<I, V>(values: I, replacement: &[u8]) -> Result<Self, SelectionError>
     where
@@ -197,7 +233,12 @@ impl Selection {
                 .chain(s.value.encoded().iter().map(Vec::as_slice))
                 .chain(s.value.parts().iter().map(|(_, part)| part.as_slice()))
         });
-        Self::from_values(values, replacement)
+        let mut selection = Self::from_values(values, replacement)?;
+        selection.archived = (chosen.iter())
+            .map(|s| (s.id.clone(), s.archives()))
+            .filter(|(_, paths)| !paths.is_empty())
+            .collect();
+        Ok(selection)
     }
 
     /// git-filter-repo's `--replace-text` format: one expression per line, `literal:`
@@ -296,6 +337,7 @@ impl Selection {
             literal_replacements,
             matcher,
             regexes,
+            archived: Vec::new(),
         };
         for (i, replacement) in selection.literal_replacements.iter().enumerate() {
             if selection.is_match(replacement) {

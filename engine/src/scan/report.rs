@@ -702,6 +702,9 @@ impl Report {
             id: &'a str,
             rule_id: &'a str,
             hash: &'a str,
+            /// The archives it is inside, which the clean cannot reach into.
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            archives: Vec<&'a str>,
             #[serde(flatten)]
             value: SecretValue,
         }
@@ -711,10 +714,17 @@ impl Report {
             .map(|s| {
                 let mut value = s.value.clone();
                 value.reveal();
+                let mut archives: Vec<&str> = (s.occurrences.iter())
+                    .filter(|o| o.member.is_some())
+                    .filter_map(|o| o.path.as_deref())
+                    .collect();
+                archives.sort_unstable();
+                archives.dedup();
                 Entry {
                     id: &s.id,
                     rule_id: &s.rule_id,
                     hash: &s.hash,
+                    archives,
                     value,
                 }
             })
@@ -948,6 +958,17 @@ impl Report {
                 &format!("{} secrets ({occurrences} occurrences)", self.secrets.len()),
             )
         };
+        let archived = (self.secrets.iter())
+            .filter(|s| s.occurrences.iter().any(|o| o.member.is_some()))
+            .count();
+        if archived > 0 {
+            let _ = writeln!(
+                out,
+                "{archived} of these secrets are inside archives (path!/member): a clean \
+                 replaces text, which does not reach into compressed archives; remove those \
+                 files from history\n"
+            );
+        }
         let _ = writeln!(
             out,
             "{headline}{files}{suppressed} in {} blobs ({}){skipped}{history}, {:.2} s",
