@@ -71,7 +71,7 @@ fn json_report_has_the_documented_shape_and_full_values_only_on_request() {
     let raw = stdout(&output);
     assert!(!raw.contains(GITHUB) && !raw.contains(AWS));
     let report = json(&output);
-    assert_eq!(report["version"], 1);
+    assert_eq!(report["version"], 2);
     assert_eq!(report["source"]["kind"], "git");
     for stat in [
         "commits",

@@ -21,7 +21,7 @@ pub enum SelectionError {
     Expression { line: usize, problem: String },
     #[error("the secrets file is not valid: {0}")]
     SecretsFile(String),
-    #[error("the secrets file has version {0}; this version of DeployGuard reads version 1")]
+    #[error("the secrets file has version {0}; this version of DeployGuard reads versions 1 and 2")]
     SecretsFileVersion(u64),
     #[error("no secret with id {0} in the secrets file")]
     UnknownId(String),
@@ -174,7 +174,9 @@ impl Selection {
                 e.column()
             ))
         })?;
-        if file.version != 1 {
+        // A secrets file (version 1), or a report with its values: version 1, or 2,
+        // whose changes (archive members, parts, more encodings) add fields only.
+        if !(file.version == 1 || file.version == u64::from(crate::scan::report::REPORT_VERSION)) {
             return Err(SelectionError::SecretsFileVersion(file.version));
         }
         let chosen: Vec<&SecretEntry> = match select {
@@ -564,8 +566,8 @@ mod tests {
             Some(SelectionError::UnknownId("cc".into()))
         );
         assert!(matches!(
-            Selection::from_secrets(br#"{"version":2,"secrets":[]}"#, &Select::All, b"X"),
-            Err(SelectionError::SecretsFileVersion(2))
+            Selection::from_secrets(br#"{"version":3,"secrets":[]}"#, &Select::All, b"X"),
+            Err(SelectionError::SecretsFileVersion(3))
         ));
         assert!(matches!(
             Selection::from_secrets(b"not json", &Select::All, b"X"),

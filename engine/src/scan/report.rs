@@ -15,8 +15,11 @@ use sha2::Sha256;
 
 use super::rules::{Confidence, Rule};
 
-/// Version of the JSON report layout; bumped on any incompatible change.
-pub const REPORT_VERSION: u32 = 1;
+/// Version of the JSON report layout; bumped on any incompatible change. 2: an
+/// occurrence inside an archive has the archive as its `path` and the file in it as its
+/// `member`; `stats.blobs_unread` counts parts of archives not read; `files` lists key
+/// stores; occurrences carry `author` and more `encoding`s; secrets carry `parts`.
+pub const REPORT_VERSION: u32 = 2;
 
 /// Version of the secrets file layout (`--secrets-out`).
 pub const SECRETS_FILE_VERSION: u32 = 1;
