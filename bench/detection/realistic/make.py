@@ -697,13 +697,88 @@ aws_secret_key    = "<your-secret-key>"
 environment       = "dev"
 """)
 
+# ------------------------------------------- encodings, archives (drawn last, so the
+# files above keep their values)
+import gzip
+import io
+import zipfile
+
+
+def zipped(members):
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members:
+            z.writestr(zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0)), data)
+    return out.getvalue()
+
+
+def utf16(text):
+    return b"\xff\xfe" + text.encode("utf-16-le")
+
+
+csv_id, csv_secret = aws()
+positive("ops/credentials.csv", f"""User name,Password,Access key ID,Secret access key,Console login link
+ci-deploy,,{csv_id},{csv_secret},https://123456789012.signin.aws.amazon.com/console
+""", csv_id, csv_secret)
+
+reg_slack = slack_bot()
+positive("windows/acme-sync.reg", utf16(f"""Windows Registry Editor Version 5.00\r
+\r
+[HKEY_CURRENT_USER\\Software\\Acme\\Sync]\r
+"Workspace"="acme-ops"\r
+"SlackToken"="{reg_slack}"\r
+"""), reg_slack)
+
+json_pw, json_stripe = url_password(), stripe_secret()
+escaped_stripe = "".join(f"\\u{ord(c):04x}" for c in json_stripe[:8]) + json_stripe[8:]
+positive("config/app.json", '{"database": "postgres:\\/\\/billing:' + json_pw
+         + '@db.internal:5432\\/billing", "stripe": "' + escaped_stripe + '"}\n', json_pw, json_stripe)
+
+hook_id, hook_secret = aws()
+while "+" not in hook_secret and "/" not in hook_secret:
+    hook_id, hook_secret = aws()
+quoted = hook_secret.replace("+", "%2B").replace("/", "%2F")
+positive("deploy/sync-hook.sh", f"""#!/usr/bin/env bash
+curl -fsS "https://sync.example.com/hook?aws_access_key_id={hook_id}&aws_secret_access_key={quoted}&region=eu-west-1"
+""", hook_id, hook_secret)
+
+hex_token = checksummed("ghp")
+positive("fixtures/payload.txt", "payload = " + (f"GITHUB_TOKEN={hex_token}").encode().hex() + "\n", hex_token)
+
+jar_pw, jar_token = password(), checksummed("ghp")
+positive("dist/billing-service.jar", zipped([
+    ("META-INF/MANIFEST.MF", b"Manifest-Version: 1.0\r\nMain-Class: billing.App\r\n"),
+    ("BOOT-INF/classes/application.properties",
+     f"spring.datasource.url=jdbc:postgresql://db.internal:5432/billing\n"
+     f"spring.datasource.password={jar_pw}\ngithub.token={jar_token}\n".encode()),
+    ("BOOT-INF/classes/static/logo.png", b"\x89PNG\r\n\x1a\n" + bytes(range(256))),
+]), jar_pw, jar_token)
+
+dump_slack = slack_bot()
+positive("backup/settings.sql.gz", gzip.compress(
+    f"-- settings dump\nINSERT INTO integrations (name, token) VALUES ('slack', '{dump_slack}');\n".encode(),
+    mtime=0), dump_slack)
+
+negative("dist/vendor.jar", zipped([
+    ("META-INF/MANIFEST.MF", b"Manifest-Version: 1.0\r\n"),
+    ("application.properties", b"spring.datasource.password=${DB_PASSWORD}\ngithub.token=${GITHUB_TOKEN}\n"),
+]))
+negative("docs/links.html", '<a href="https://example.com/login?next=https%3A%2F%2Fexample.com%2Fdocs%2Fapi%3Fpage%3D2">'
+         "docs</a>\n")
+negative("windows/defaults.reg", utf16("""Windows Registry Editor Version 5.00\r
+\r
+[HKEY_CURRENT_USER\\Software\\Acme\\Sync]\r
+"Workspace"="acme-ops"\r
+"Interval"=dword:0000003c\r
+"""))
+
 # ---------------------------------------------------------------- write
 for sub in ("positive", "negative"):
     shutil.rmtree(os.path.join(HERE, sub), ignore_errors=True)
 for rel, text in FILES.items():
     path = os.path.join(HERE, rel)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
+    with open(path, "wb" if isinstance(text, bytes) else "w") as f:
         f.write(text)
 with open(os.path.join(HERE, "labels.json"), "w") as f:
     json.dump(LABELS, f, indent=2)

@@ -36,6 +36,9 @@ pub struct Hit {
     pub start: usize,
     pub end: usize,
     pub rule: usize,
+    /// The secret holds a `%` or a backslash: percent-encoded or escaped text that
+    /// overlaps it defers to it.
+    pub escaped: bool,
 }
 
 /// A secret found inside decoded text: its rule and its decoded value (`Debug` never
@@ -962,6 +965,7 @@ impl Detector {
                     start: (hit.start as isize + c.shift) as usize,
                     end: (hit.end as isize + c.shift) as usize,
                     rule: hit.rule,
+                    escaped: hit.escaped,
                 }));
                 windows.push(Searched {
                     rule: index,
@@ -1191,6 +1195,7 @@ impl Detector {
                     start,
                     end,
                     rule: index,
+                    escaped: memchr::memchr2(b'%', b'\\', &data[start..end]).is_some(),
                 });
             }
         }
@@ -1220,11 +1225,13 @@ impl Detector {
                     Kind::Generic | Kind::Jwt | Kind::UrlCredentials => 0,
                 };
                 // Percent-encoded and escaped text is mostly written as itself: it defers
-                // to every reading of that text but the generic one (a URL whose
-                // password holds `%40` is the URL rule's).
+                // to every reading of its escapes but the generic one (a URL whose
+                // password holds `%40` is the URL rule's), and leaves a token written
+                // plainly inside it to its rule.
                 let spelled = |r: &Rule| matches!(r.kind, Kind::Percent | Kind::Escaped);
                 match (spelled(rule), spelled(other_rule)) {
-                    (true, false) => return other_rule.kind != Kind::Generic,
+                    (true, false) => return other_rule.kind != Kind::Generic && other.escaped,
+                    (false, true) if rule.kind != Kind::Generic => return false,
                     (false, true) => return rule.kind == Kind::Generic,
                     _ => {}
                 }
@@ -1449,7 +1456,9 @@ impl Detector {
         // with invalid sequences replaced.
         let text = String::from_utf8_lossy(value);
         let text = text.as_ref();
-        if text.trim().is_empty() || is_placeholder(text) {
+        // Encoded text is judged by what it decodes to (a URL at `example.com` may hold
+        // a real key in its query).
+        if text.trim().is_empty() || (rule.kind.encoding().is_none() && is_placeholder(text)) {
             return false;
         }
         if let Some(floor) = rule.entropy

@@ -608,6 +608,9 @@ impl Context<'_> {
                 // removes the encoded text.
                 decoded.clear();
                 detector.decoded(kind, data, (hit.start, hit.end), &mut decoded);
+                // What is generic in a lock file is a hash or an id, decoded or not.
+                let lock_file = path.is_some_and(detect::is_lock_file);
+                decoded.retain(|found| !(lock_file && rules[found.rule].kind == Kind::Generic));
                 for found in decoded.drain(..) {
                     let (from, to) = found.span;
                     let encoded = &data[from..to];

@@ -1024,3 +1024,58 @@ fn secrets_inside_archives_and_committed_key_stores_are_reported_with_member_and
         "{text}"
     );
 }
+
+#[test]
+fn a_generic_value_decoded_in_a_lock_file_stays_unreported_as_it_does_undecoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = "    \"token\": \"Zq8vLm2Rz9Kw4pXy%2Bz7Qw9Tn\",\n";
+    std::fs::write(dir.path().join("package-lock.json"), line).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), line).unwrap();
+    let report = scan_with(
+        &scanner(),
+        Target::Files {
+            root: dir.path().to_path_buf(),
+        },
+    );
+    let paths: Vec<_> = report
+        .secrets
+        .iter()
+        .flat_map(|s| &s.occurrences)
+        .map(|o| (o.path.as_deref(), o.encoding))
+        .collect();
+    assert_eq!(
+        paths,
+        [(
+            Some("notes.txt"),
+            Some(deployguard_engine::scan::Encoding::Percent)
+        )],
+        "{:#?}",
+        report.secrets
+    );
+}
+
+#[test]
+fn a_percent_encoded_key_in_a_query_is_found_beside_a_plain_key_id_at_any_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "DQvu/aK6mjhP6YdJ4P3nOPtJ7vlwICLduOavv3HY";
+    std::fs::write(
+        dir.path().join("hook.sh"),
+        format!(
+            "curl \"https://sync.example.com/hook?aws_access_key_id={AWS}&aws_secret_access_key={}&region=eu\"\n",
+            key.replace('/', "%2F")
+        ),
+    )
+    .unwrap();
+    let report = scan_with(
+        &scanner(),
+        Target::Files {
+            root: dir.path().to_path_buf(),
+        },
+    );
+    assert_eq!(values(&report), sorted(&[AWS, key]));
+    let at = &secret(&report, key).occurrences[0];
+    assert_eq!(
+        at.encoding,
+        Some(deployguard_engine::scan::Encoding::Percent)
+    );
+}
