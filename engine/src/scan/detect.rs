@@ -2398,6 +2398,39 @@ mod robustness {
     }
 
     #[test]
+    fn a_context_part_is_required_near_the_secret_and_never_reported() {
+        let detector = detector();
+        let rules_of = |text: &str| -> Vec<String> {
+            let mut hits = Vec::new();
+            detector.scan(text.as_bytes(), None, &mut hits);
+            hits.iter()
+                .map(|h| detector.rules()[h.rule].id.clone())
+                .collect()
+        };
+        let key = "appKey: 3f9a2c4e6b8d0f1a3c5e7b9d2f4a6c8e0b1d3f5a";
+        let under =
+            |section: &str, gap: usize| format!("{section}:\n{}  {key}\n", "  x: 1\n".repeat(gap));
+        assert_eq!(
+            rules_of(&under("datadog", 0)),
+            ["datadog-application-key-in-section"]
+        );
+        assert_eq!(
+            rules_of(&under("datadog", 4)),
+            ["datadog-application-key-in-section"]
+        );
+        // Too far from its section, or in another provider's: not this rule's.
+        assert!(rules_of(&under("datadog", 6)).is_empty());
+        assert!(rules_of(&under("firebase", 0)).is_empty());
+        let rule = (detector.rules().iter())
+            .find(|r| r.id == "datadog-application-key-in-section")
+            .expect("shipped");
+        let data = under("datadog", 0);
+        let at = data.find("3f9a").expect("key");
+        let parts = detector.parts(rule, data.as_bytes(), at, at + 40);
+        assert!(parts[0].is_some() && rule.parts[0].context);
+    }
+
+    #[test]
     fn a_line_of_many_encoded_values_is_decoded_once_per_value() {
         use base64::Engine as _;
         // 20 000 base64 values on one line, each after a secret-like name: each is

@@ -570,6 +570,7 @@ impl Context<'_> {
                 }
                 let found = detector.parts(rule, data, hit.start, hit.end);
                 (found.into_iter().zip(&rule.parts))
+                    .filter(|(_, part)| !part.context)
                     .filter_map(|(at, part)| {
                         let (a, b) = at?;
                         Some((part.name.clone(), data[a..b].to_vec()))

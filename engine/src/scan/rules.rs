@@ -181,6 +181,10 @@ pub struct PartSpec {
     /// Whether the secret is reported only with this part near it.
     #[serde(default)]
     pub required: bool,
+    /// Context, not a credential: the provider's name or section (`datadog:` above a
+    /// nested `apiKey:`). Required, but neither reported nor removed.
+    #[serde(default)]
+    pub context: bool,
 }
 
 impl PartSpec {
@@ -197,6 +201,7 @@ pub struct Part {
     pub(crate) group: usize,
     pub lines: u32,
     pub required: bool,
+    pub context: bool,
 }
 
 /// Parts further than this from their secret are not looked for.
@@ -364,7 +369,8 @@ impl Rule {
                 regex,
                 group,
                 lines: part.lines,
-                required: part.required,
+                required: part.required || part.context,
+                context: part.context,
             });
         }
         let regex = std::sync::OnceLock::new();
@@ -1051,6 +1057,7 @@ mod tests {
                 pattern: pattern.into(),
                 lines,
                 required: false,
+                context: false,
             }],
             ..spec(id, &["ab"], "(?P<secret>ab)")
         };
