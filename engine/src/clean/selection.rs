@@ -176,7 +176,7 @@ impl Selection {
         })?;
         // A secrets file (version 1), or a report with its values: version 1, or 2,
         // whose changes (archive members, parts, more encodings) add fields only.
-        if !(file.version == 1 || file.version == u64::from(crate::scan::report::REPORT_VERSION)) {
+        if !(1..=u64::from(crate::scan::report::REPORT_VERSION)).contains(&file.version) {
             return Err(SelectionError::SecretsFileVersion(file.version));
         }
         let chosen: Vec<&SecretEntry> = match select {

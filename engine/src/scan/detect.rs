@@ -555,28 +555,14 @@ impl Detector {
         }
         let longest_prefix = provider_prefixes.iter().map(Vec::len).max().unwrap_or(0);
         let specific = || rules.rules().iter().filter(|r| r.kind == Kind::Specific);
-        // A provider's name is a keyword of its rules, or the first word of their names
-        // (`AssemblyAI API key`).
-        let first_words = specific().filter_map(|r| {
-            let word: String = (r.name.split_whitespace().next()?.chars())
-                .filter(char::is_ascii_alphanumeric)
-                .collect::<String>()
-                .to_ascii_lowercase();
-            (!generic_words(word.as_bytes())).then_some(word)
-        });
-        let provider_names: HashSet<Vec<u8>> = (specific()
-            .flat_map(|r| r.keywords.iter().cloned()))
-        .chain(first_words)
-        .filter(|k| {
-            k.len() >= 4
-                && k.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        })
-        .filter(|k| k.bytes().any(|b| b.is_ascii_lowercase()))
-        .filter(|k| !NOT_PROVIDER_NAMES.contains(&k.as_str()))
-        .map(String::into_bytes)
-        .collect();
-        let provider_variables = provider_variables(specific().flat_map(|r| &r.spec().examples));
+        // A provider's name is a keyword of its rules (any word of a name may begin with
+        // one: `twilioAuthToken`).
+        let provider_names: HashSet<Vec<u8>> = (specific().flat_map(|r| r.keywords.iter()))
+            .filter(|k| is_name(k))
+            .filter(|k| !NOT_PROVIDER_NAMES.contains(&k.as_str()))
+            .map(|k| k.as_bytes().to_vec())
+            .collect();
+        let provider_variables = provider_variables(specific());
         let checksum_rules = (rules.rules().iter().enumerate())
             .filter(|(_, r)| r.spec.checksum.is_some())
             .map(|(i, _)| i)
@@ -1224,14 +1210,13 @@ impl Detector {
                     Kind::Base64 | Kind::Hex | Kind::Percent | Kind::Escaped => 1,
                     Kind::Generic | Kind::Jwt | Kind::UrlCredentials => 0,
                 };
-                // Percent-encoded and escaped text is mostly written as itself: it defers
-                // to every reading of its escapes but the generic one (a URL whose
-                // password holds `%40` is the URL rule's), and leaves a token written
-                // plainly inside it to its rule.
+                // Percent-encoded and escaped text is mostly written as itself: it stays
+                // beside the other readings of the same text (what it finds where another
+                // rule read escapes is that rule's: a URL whose password holds `%40`, see
+                // `Context::detect`), and only the generic one defers to it.
                 let spelled = |r: &Rule| matches!(r.kind, Kind::Percent | Kind::Escaped);
                 match (spelled(rule), spelled(other_rule)) {
-                    (true, false) => return other_rule.kind != Kind::Generic && other.escaped,
-                    (false, true) if rule.kind != Kind::Generic => return false,
+                    (true, false) => return false,
                     (false, true) => return rule.kind == Kind::Generic,
                     _ => {}
                 }
@@ -1920,26 +1905,59 @@ fn variable_key(name: &[u8]) -> Vec<u8> {
         .collect()
 }
 
-/// The variables that providers' examples assign their tokens to, when the name holds a
-/// word besides [`GENERIC_NAME_WORDS`] (`OPENAI_API_KEY`, not `API_KEY`).
-fn provider_variables<'a>(examples: impl Iterator<Item = &'a String>) -> HashSet<Vec<u8>> {
+/// Whether a keyword or word can be a provider's name: 4 or more lowercase letters and
+/// digits, a letter among them.
+fn is_name(word: &str) -> bool {
+    word.len() >= 4
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && word.bytes().any(|b| b.is_ascii_lowercase())
+}
+
+/// The variables that providers' rules' examples assign their tokens to, compared whole
+/// (`ASSEMBLYAI_API_KEY`, `OPENAI_API_KEY`), when a word of the variable says more than
+/// what any code calls a credential (`API_KEY`, `SESSION_TOKEN`, `Authorization`).
+fn provider_variables<'a>(rules: impl Iterator<Item = &'a Rule>) -> HashSet<Vec<u8>> {
     let mut variables = HashSet::new();
-    for example in examples {
-        for line in example.lines() {
-            let Some(at) = line.find(['=', ':']) else {
-                continue;
-            };
-            let name = last_identifier(&line.as_bytes()[..at]);
-            let own_word = name_words(name)
-                .iter()
-                .any(|w| w.len() >= 3 && !generic_words(w));
-            if own_word {
-                variables.insert(variable_key(name));
-            }
+    for line in rules
+        .flat_map(|r| &r.spec().examples)
+        .flat_map(|e| e.lines())
+    {
+        let Some(at) = line.find(['=', ':']) else {
+            continue;
+        };
+        let name = last_identifier(&line.as_bytes()[..at]);
+        let own_word = name_words(name).iter().any(|w| {
+            w.len() >= 3
+                && !generic_words(w)
+                && !COMMON_NAME_WORDS
+                    .iter()
+                    .any(|c| c.as_bytes() == w.as_slice())
+        });
+        if own_word {
+            variables.insert(variable_key(name));
         }
     }
     variables
 }
+
+/// Words that many programs' credential variables hold, whatever provider they are for.
+const COMMON_NAME_WORDS: &[&str] = &[
+    "authorization",
+    "bearer",
+    "bot",
+    "database",
+    "header",
+    "headers",
+    "login",
+    "oauth",
+    "refresh",
+    "registry",
+    "session",
+    "smtp",
+    "web",
+];
 
 /// How far a part may be from its secret in bytes, whatever its lines' length.
 const MAX_PART_DISTANCE: usize = 4096;
@@ -1947,20 +1965,25 @@ const MAX_PART_DISTANCE: usize = 4096;
 /// `data[start..end]` widened to `lines` whole lines above and below (within
 /// [`MAX_PART_DISTANCE`] bytes).
 fn lines_around(data: &[u8], start: usize, end: usize, lines: u32) -> (usize, usize) {
-    let (mut from, mut to) = line_bounds(data, start, end);
+    // Line breaks are looked for within the distance only: a 10 MB line is not read
+    // once per candidate on it.
+    let floor = start.saturating_sub(MAX_PART_DISTANCE);
+    let ceiling = end.saturating_add(MAX_PART_DISTANCE).min(data.len());
+    // The start of the line holding the byte before `at`, and the end of the line
+    // holding `at`.
+    let back =
+        |at: usize| memchr::memrchr(b'\n', &data[floor..at]).map_or(floor, |i| floor + i + 1);
+    let ahead = |at: usize| memchr::memchr(b'\n', &data[at..ceiling]).map_or(ceiling, |i| at + i);
+    let (mut from, mut to) = (back(start), ahead(end));
     for _ in 0..lines {
-        if from > 0 {
-            from = line_bounds(data, from - 1, from - 1).0;
+        if from > floor {
+            from = back(from - 1);
         }
-        if to < data.len() {
-            to = line_bounds(data, to + 1, to + 1).1;
+        if to < ceiling {
+            to = ahead(to + 1);
         }
     }
-    (
-        from.max(start.saturating_sub(MAX_PART_DISTANCE)),
-        to.min(end.saturating_add(MAX_PART_DISTANCE))
-            .min(data.len()),
-    )
+    (from, to)
 }
 
 /// Shannon entropy in bits per byte.

@@ -58,6 +58,8 @@ pub(crate) fn attribute(repo: &Path, secrets: &mut [Secret], files: &mut [FileFi
         &[
             "log",
             "--no-walk=unsorted",
+            // A commit a shallow clone lacks leaves only its own occurrences unnamed.
+            "--ignore-missing",
             "--stdin",
             "--format=%H%x00%aN%x00%aE%x00%aI%x00",
         ],

@@ -426,14 +426,20 @@ impl Context<'_> {
     ) {
         if origin.kind == OccurrenceKind::File {
             let archive = archive::sniff(data).is_some();
-            if archive || is_binary(data) {
+            let binary = is_binary(data);
+            if archive || binary {
                 let mut local = Findings::default();
-                let read = match archive {
-                    true => {
+                let read = match (archive, binary) {
+                    (true, _) => {
                         self.expand(data, origin, hits, &mut local);
+                        // Text that merely begins like an archive (`BZh91AY&SY…`) is read
+                        // as text too: a magic number must not hide what follows it.
+                        if !binary {
+                            self.detect(data, origin, seen, hits, &mut local);
+                        }
                         true
                     }
-                    false => self.binary(data, origin, hits, &mut local),
+                    (false, _) => self.binary(data, origin, hits, &mut local),
                 };
                 if !read {
                     self.skip(origin, data.len() as u64, SkipReason::Binary);
@@ -495,7 +501,7 @@ impl Context<'_> {
             ..archive::Limits::default()
         };
         let mut local = Findings::default();
-        let refusals = archive::expand(data, origin.path.as_deref(), &limits, &mut |member| {
+        let mut visit = |member: archive::Member<'_>| {
             if self.cancelled() {
                 return;
             }
@@ -514,6 +520,17 @@ impl Context<'_> {
                 false => self.detect(member.data, &inner, None, hits, &mut found),
             }
             local.merge(found.within(origin.path.as_deref()));
+        };
+        // A decoder's bug on hostile data costs this archive, not the scan: it is listed
+        // as corrupt, with what was found before it.
+        let expanded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            archive::expand(data, origin.path.as_deref(), &limits, &mut visit)
+        }));
+        let refusals = expanded.unwrap_or_else(|_| {
+            vec![archive::Refusal {
+                path: String::new(),
+                reason: archive::RefusalReason::Corrupt,
+            }]
         });
         findings.merge(local);
         for refusal in refusals {
@@ -612,6 +629,19 @@ impl Context<'_> {
                 // What is generic in a lock file is a hash or an id, decoded or not.
                 let lock_file = path.is_some_and(detect::is_lock_file);
                 decoded.retain(|found| !(lock_file && rules[found.rule].kind == Kind::Generic));
+                // Where another rule read the escapes themselves (a URL's password holding
+                // `%40`), the text is that rule's.
+                if matches!(kind, Kind::Percent | Kind::Escaped) {
+                    decoded.retain(|found| {
+                        !hits.iter().any(|other| {
+                            other.escaped
+                                && rules[other.rule].kind.encoding().is_none()
+                                && rules[other.rule].kind != Kind::Generic
+                                && other.start < found.span.1
+                                && found.span.0 < other.end
+                        })
+                    });
+                }
                 for found in decoded.drain(..) {
                     let (from, to) = found.span;
                     let encoded = &data[from..to];

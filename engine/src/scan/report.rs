@@ -22,7 +22,7 @@ use super::rules::{Confidence, Rule};
 pub const REPORT_VERSION: u32 = 2;
 
 /// Version of the secrets file layout (`--secrets-out`).
-pub const SECRETS_FILE_VERSION: u32 = 1;
+pub const SECRETS_FILE_VERSION: u32 = 2;
 
 /// Key for fingerprints and value hashes. Reports made with the same key agree on ids,
 /// which is what baselines and `.deployguardignore` rely on.
@@ -257,23 +257,53 @@ impl std::fmt::Debug for SecretValue {
     }
 }
 
+/// Bytes as JSON text when they are UTF-8, else as base64 (a UTF-16 form, a Latin-1
+/// password): either way they read back byte for byte.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Written {
+    Text(String),
+    Base64 { base64: String },
+}
+
+impl Written {
+    fn of(bytes: &[u8]) -> Self {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Written::Text(text.to_owned()),
+            Err(_) => Written::Base64 {
+                base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+            },
+        }
+    }
+
+    fn bytes(self) -> Option<Vec<u8>> {
+        match self {
+            Written::Text(text) => Some(text.into_bytes()),
+            Written::Base64 { base64 } => base64::engine::general_purpose::STANDARD
+                .decode(base64.trim())
+                .ok(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct PartValue {
+    name: String,
+    value: Written,
+}
+
 impl Serialize for SecretValue {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let shown = self.revealed.then_some(&self.bytes);
-        let encoded: Vec<String> = (self.revealed.then_some(&self.encoded).into_iter())
+        let encoded: Vec<Written> = (self.revealed.then_some(&self.encoded).into_iter())
             .flatten()
-            .map(|e| String::from_utf8_lossy(e).into_owned())
+            .map(|e| Written::of(e))
             .collect();
-        #[derive(Serialize)]
-        struct Shown<'a> {
-            name: &'a str,
-            value: std::borrow::Cow<'a, str>,
-        }
-        let parts: Vec<Shown<'_>> = (self.revealed.then_some(&self.parts).into_iter())
+        let parts: Vec<PartValue> = (self.revealed.then_some(&self.parts).into_iter())
             .flatten()
-            .map(|(name, value)| Shown {
-                name,
-                value: String::from_utf8_lossy(value),
+            .map(|(name, value)| PartValue {
+                name: name.clone(),
+                value: Written::of(value),
             })
             .collect();
         let entries = usize::from(shown.is_some())
@@ -316,27 +346,31 @@ impl<'de> Deserialize<'de> for SecretValue {
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
                         "part_values" => {
-                            #[derive(Deserialize)]
-                            struct Shown {
-                                name: String,
-                                value: String,
-                            }
                             // The message must not quote the values.
-                            let shown = map.next_value::<Vec<Shown>>().map_err(|_| {
+                            let shown = map.next_value::<Vec<PartValue>>().map_err(|_| {
                                 serde::de::Error::custom(
                                     "part_values is not a list of names and values",
                                 )
                             })?;
-                            parts = (shown.into_iter())
-                                .map(|p| (p.name, p.value.into_bytes()))
-                                .collect();
+                            parts = Vec::with_capacity(shown.len());
+                            for part in shown {
+                                let value = part.value.bytes().ok_or_else(|| {
+                                    serde::de::Error::custom("a part's base64 is not base64")
+                                })?;
+                                parts.push((part.name, value));
+                            }
                         }
                         "encoded" => {
                             // The message must not quote the texts.
-                            let texts = map.next_value::<Vec<String>>().map_err(|_| {
+                            let texts = map.next_value::<Vec<Written>>().map_err(|_| {
                                 serde::de::Error::custom("encoded is not a list of texts")
                             })?;
-                            encoded = texts.into_iter().map(String::into_bytes).collect();
+                            encoded = Vec::with_capacity(texts.len());
+                            for text in texts {
+                                encoded.push(text.bytes().ok_or_else(|| {
+                                    serde::de::Error::custom("an encoded base64 is not base64")
+                                })?);
+                            }
                         }
                         "value" => found = Some(map.next_value::<String>()?.into_bytes()),
                         "value_base64" => {
@@ -1068,6 +1102,12 @@ mod tests {
             "access key id".into(),
             b"AKIAQ3EGRB5LVDWXHK7N".to_vec(),
         )]);
+        // Bytes that are not UTF-8 (the UTF-16 form of a non-ASCII password) survive too.
+        let utf16: Vec<u8> = "Pässwort-7Qz!"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        secret.value = (secret.value.clone()).with_encoded(vec![utf16.clone(), b"%2B".to_vec()]);
         let hidden = serde_json::to_string(&secret).unwrap();
         assert!(!hidden.contains("AKIAQ3EGRB5LVDWXHK7N"), "{hidden}");
         assert!(hidden.contains("AKI…K7N"), "{hidden}");
@@ -1075,6 +1115,7 @@ mod tests {
         let shown = serde_json::to_string(&secret).unwrap();
         let back: Secret = serde_json::from_str(&shown).unwrap();
         assert_eq!(back.value.parts(), secret.value.parts());
+        assert_eq!(back.value.encoded(), [utf16, b"%2B".to_vec()]);
         assert_eq!(back.parts, secret.parts);
         let broken = shown.replace(
             "\"name\":\"access key id\",\"value\"",

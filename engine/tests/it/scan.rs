@@ -1079,3 +1079,30 @@ fn a_percent_encoded_key_in_a_query_is_found_beside_a_plain_key_id_at_any_host()
         Some(deployguard_engine::scan::Encoding::Percent)
     );
 }
+
+#[test]
+fn a_url_password_with_escapes_stays_the_url_rule_s_while_the_rest_of_the_url_is_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "siLbzGpvkw+Vx5CwGHMzYMDbNSzRVCAUX0Y3+je4";
+    std::fs::write(
+        dir.path().join("hook.sh"),
+        format!(
+            "curl \"https://ci:Tk9%40xQ2zLm4@hooks.acme.io/x?aws_secret_access_key={}\"\n",
+            key.replace('+', "%2B")
+        ),
+    )
+    .unwrap();
+    // Text that only begins like an archive is still read as text.
+    std::fs::write(
+        dir.path().join("notes.txt"),
+        format!("BZh91AY&SY is how bzip2 starts\nGITHUB_TOKEN={GITHUB}\n"),
+    )
+    .unwrap();
+    let report = scan_with(
+        &scanner(),
+        Target::Files {
+            root: dir.path().to_path_buf(),
+        },
+    );
+    assert_eq!(values(&report), sorted(&[GITHUB, "Tk9%40xQ2zLm4", key]));
+}
