@@ -476,15 +476,17 @@ impl Context<'_> {
             return true;
         }
         if let Some(store) = archive::keystore(data, origin.path.as_deref()) {
+            let kind = match store {
+                archive::KeyStore::Jks => FileKind::Jks,
+                archive::KeyStore::Jceks => FileKind::Jceks,
+                archive::KeyStore::Pkcs12 => FileKind::Pkcs12,
+            };
             findings.add_file(FileFinding {
+                id: (self.scanner.hash_key).fingerprint(&format!("file-{}", kind.as_str()), data),
                 path: origin.path.clone(),
                 member: None,
                 commit: origin.commit.clone(),
-                kind: match store {
-                    archive::KeyStore::Jks => FileKind::Jks,
-                    archive::KeyStore::Jceks => FileKind::Jceks,
-                    archive::KeyStore::Pkcs12 => FileKind::Pkcs12,
-                },
+                kind,
                 size: data.len() as u64,
                 author: None,
             });

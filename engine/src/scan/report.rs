@@ -467,6 +467,14 @@ pub enum FileKind {
 }
 
 impl FileKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pkcs12 => "pkcs12",
+            Self::Jks => "jks",
+            Self::Jceks => "jceks",
+        }
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             Self::Pkcs12 => "PKCS#12 key store",
@@ -480,6 +488,9 @@ impl FileKind {
 /// password): reported by where it is, since it has no one value to replace.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct FileFinding {
+    /// Fingerprint: keyed hash of its kind and content, so that `.deployguardignore`
+    /// and baselines can suppress a test key store as they do a secret.
+    pub id: String,
     pub path: Option<String>,
     /// The file inside the archive at `path`, when it is in one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -677,7 +688,16 @@ impl Findings {
         let mut files = self.files;
         files.sort();
         files.dedup();
-        let mut dropped = 0;
+        // A suppressed key store counts once, however many places hold it.
+        let mut gone: BTreeSet<String> = BTreeSet::new();
+        files.retain(|f| {
+            let keep = !suppressed.contains(&f.id);
+            if !keep {
+                gone.insert(f.id.clone());
+            }
+            keep
+        });
+        let mut dropped = gone.len() as u64;
         let mut secrets: Vec<Secret> = Vec::new();
         for ((rule_index, value), found) in self.by_secret {
             let mut occurrences = found.occurrences;
@@ -822,7 +842,8 @@ impl Report {
         }
         for file in &self.files {
             results.push(serde_json::json!({
-                "ruleId": format!("file-{}", serde_json::to_value(file.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()),
+                "ruleId": format!("file-{}", file.kind.as_str()),
+                "partialFingerprints": {"deployguardSecret/v1": file.id},
                 "level": "error",
                 "message": {"text": format!("{} committed: its presence is the leak", file.kind.describe())},
                 "properties": {"commit": file.commit, "member": file.member, "size": file.size, "author": file.author},
@@ -938,9 +959,10 @@ impl Report {
         for file in &self.files {
             let _ = writeln!(
                 out,
-                "{} {}  (its presence is the leak)",
+                "{} {}  (its presence is the leak)  id {}",
                 paint("1;31", "●"),
                 paint("1", file.kind.describe()),
+                paint("2", &file.id),
             );
             let mut line = format!(
                 "    {}{}  {}",

@@ -151,8 +151,13 @@ pub fn parse_baseline(origin: &str, text: &str) -> Result<HashSet<String>, ScanE
         .get("secrets")
         .and_then(serde_json::Value::as_array)
         .ok_or_else(|| problem("not a DeployGuard JSON report (no \"secrets\" list)"))?;
+    // Its file findings (key stores) too, from version 2 on.
+    let files = (report.get("files").and_then(serde_json::Value::as_array))
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     secrets
         .iter()
+        .chain(files)
         .map(|s| {
             s.get("id")
                 .and_then(serde_json::Value::as_str)

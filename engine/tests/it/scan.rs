@@ -1012,6 +1012,17 @@ fn secrets_inside_archives_and_committed_key_stores_are_reported_with_member_and
     assert!(report.stats.blobs_unread >= 1);
     // The image in the jar is no news; no other secret is found.
     assert_eq!(report.secrets.len(), 2, "{:#?}", report.secrets);
+    // A test key store is suppressed by its fingerprint, as a secret is.
+    let jks_id = report.files[0].id.clone();
+    let quieter = scan_with(
+        &scanner().suppress([jks_id]),
+        Target::Git {
+            repo: repo.path().to_path_buf(),
+            revisions: Revisions::All,
+        },
+    );
+    assert_eq!(quieter.files.len(), 1);
+    assert_eq!(quieter.stats.secrets_suppressed, 1);
     let text = report.to_text(false);
     assert!(
         text.contains(
