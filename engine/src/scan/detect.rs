@@ -2397,16 +2397,19 @@ mod robustness {
         assert_eq!(hits.len(), 1);
     }
 
+    /// The ids of the rules that report something in `text`.
+    fn rule_ids(detector: &Detector, text: &str) -> Vec<String> {
+        let mut hits = Vec::new();
+        detector.scan(text.as_bytes(), None, &mut hits);
+        (hits.iter())
+            .map(|h| detector.rules()[h.rule].id.clone())
+            .collect()
+    }
+
     #[test]
     fn a_value_in_a_checksummed_format_that_fails_its_checksum_is_no_generic_secret() {
         let detector = detector();
-        let rule_of = |text: &str| -> Vec<String> {
-            let mut hits = Vec::new();
-            detector.scan(text.as_bytes(), None, &mut hits);
-            hits.iter()
-                .map(|h| detector.rules()[h.rule].id.clone())
-                .collect()
-        };
+        let rule_of = |text: &str| rule_ids(&detector, text);
         let valid = "L2Uy7KK4eC4yHuHc8SXdwTn2rBYambufkU6hK1hFH22Fa2KsABYE";
         assert_eq!(
             rule_of(&format!("BTC_PRIVATE_KEY={valid}\n")),
@@ -2423,13 +2426,7 @@ mod robustness {
     #[test]
     fn a_context_part_is_required_near_the_secret_and_never_reported() {
         let detector = detector();
-        let rules_of = |text: &str| -> Vec<String> {
-            let mut hits = Vec::new();
-            detector.scan(text.as_bytes(), None, &mut hits);
-            hits.iter()
-                .map(|h| detector.rules()[h.rule].id.clone())
-                .collect()
-        };
+        let rules_of = |text: &str| rule_ids(&detector, text);
         let key = "appKey: 3f9a2c4e6b8d0f1a3c5e7b9d2f4a6c8e0b1d3f5a";
         let under =
             |section: &str, gap: usize| format!("{section}:\n{}  {key}\n", "  x: 1\n".repeat(gap));

@@ -686,7 +686,11 @@ impl Findings {
         suppressed: &HashSet<String>,
     ) -> (Vec<Secret>, Vec<FileFinding>, u64) {
         let mut files = self.files;
-        files.sort();
+        // By place, as the listing reads (the ids are hashes: no order to a reader).
+        files.sort_by(|a, b| {
+            (&a.path, &a.member, &a.commit, a.kind, &a.id)
+                .cmp(&(&b.path, &b.member, &b.commit, b.kind, &b.id))
+        });
         files.dedup();
         // A suppressed key store counts once, however many places hold it.
         let mut gone: BTreeSet<String> = BTreeSet::new();
@@ -940,18 +944,7 @@ impl Report {
                 if let Some(encoding) = occurrence.encoding {
                     let _ = write!(line, " ({})", encoding.as_str());
                 }
-                if let Some(commit) = &occurrence.commit {
-                    let _ = write!(
-                        line,
-                        "  {}",
-                        paint("33", &format!("commit {}", short(commit)))
-                    );
-                }
-                if let Some(author) = &occurrence.author {
-                    // The day is enough to place a commit; the full date is in JSON.
-                    let day = author.date.get(..10).unwrap_or(&author.date);
-                    let _ = write!(line, "  {} <{}> {day}", author.name, author.email);
-                }
+                who_and_when(&mut line, &occurrence.commit, &occurrence.author, &paint);
                 let _ = writeln!(out, "{line}");
             }
             out.push('\n');
@@ -973,17 +966,7 @@ impl Report {
                     .unwrap_or_default(),
                 human_bytes(file.size)
             );
-            if let Some(commit) = &file.commit {
-                let _ = write!(
-                    line,
-                    "  {}",
-                    paint("33", &format!("commit {}", short(commit)))
-                );
-            }
-            if let Some(author) = &file.author {
-                let day = author.date.get(..10).unwrap_or(&author.date);
-                let _ = write!(line, "  {} <{}> {day}", author.name, author.email);
-            }
+            who_and_when(&mut line, &file.commit, &file.author, &paint);
             let _ = writeln!(out, "{line}\n");
         }
         let s = &self.stats;
@@ -1036,6 +1019,27 @@ impl Report {
             s.duration_ms as f64 / 1000.0,
         );
         out
+    }
+}
+
+/// Appends a finding's commit and its author to a text report's line.
+fn who_and_when(
+    line: &mut String,
+    commit: &Option<String>,
+    author: &Option<Author>,
+    paint: &dyn Fn(&str, &str) -> String,
+) {
+    if let Some(commit) = commit {
+        let _ = write!(
+            line,
+            "  {}",
+            paint("33", &format!("commit {}", short(commit)))
+        );
+    }
+    if let Some(author) = author {
+        // The day is enough to place a commit; the full date is in JSON.
+        let day = author.date.get(..10).unwrap_or(&author.date);
+        let _ = write!(line, "  {} <{}> {day}", author.name, author.email);
     }
 }
 
