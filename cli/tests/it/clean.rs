@@ -26,6 +26,26 @@ fn mirror_of(dir: &Path, bundle: &str) -> std::path::PathBuf {
     clone
 }
 
+/// `deployguard clean REPO --secrets FILE --all -o cleaned.bundle` in `dir`, which must
+/// succeed.
+fn clean_all(repo: &Path, secrets: &str, dir: &Path) -> Output {
+    let out = deployguard(
+        &[
+            "clean",
+            &repo.to_string_lossy(),
+            "--secrets",
+            secrets,
+            "--all",
+            "-o",
+            "cleaned.bundle",
+        ],
+        dir,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    out
+}
+
 /// Scans `repo` and returns (the secrets file, the id of the GitHub token).
 fn scan(repo: &TestRepo, dir: &Path) -> (String, String) {
     let secrets = dir.join("secrets.json");
@@ -88,20 +108,7 @@ fn a_secret_that_is_not_utf8_goes_from_scan_to_clean_as_bytes() {
             .any(|s| s["value_base64"].is_string()),
         "{file}"
     );
-    let out = deployguard(
-        &[
-            "clean",
-            &repo.path().to_string_lossy(),
-            "--secrets",
-            &secrets.to_string_lossy(),
-            "--all",
-            "-o",
-            "cleaned.bundle",
-        ],
-        dir.path(),
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    clean_all(repo.path(), &secrets.to_string_lossy(), dir.path());
     let clone = mirror_of(dir.path(), "cleaned.bundle");
     let objects = git_in(&clone, &["cat-file", "--batch-all-objects", "--batch"]);
     assert!(!objects.windows(password.len()).any(|w| w == password));
@@ -478,20 +485,7 @@ fn cleaning_a_secret_found_inside_an_archive_warns_that_the_archive_still_holds_
     let (secrets, id) = scan(&repo, dir.path());
     let file: Value = serde_json::from_str(&std::fs::read_to_string(&secrets).unwrap()).unwrap();
     assert_eq!(file["secrets"][0]["archives"][0], "backup/config.env.gz");
-    let out = deployguard(
-        &[
-            "clean",
-            &repo.path().to_string_lossy(),
-            "--secrets",
-            &secrets,
-            "--all",
-            "-o",
-            "cleaned.bundle",
-        ],
-        dir.path(),
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = clean_all(repo.path(), &secrets, dir.path());
     let summary = stderr(&out);
     assert!(
         summary.contains(&format!(
