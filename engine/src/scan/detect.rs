@@ -159,10 +159,63 @@ thread_local! {
     static DECODE_DEPTH: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
 }
 
+/// The keyword search: one pass of an automaton that ignores case, and what some
+/// keywords ask besides their letters (see [`RuleSpec::keywords_match_case`] and
+/// [`RuleSpec::keywords_begin_words`]). A keyword found in a common word (`sk` in
+/// `task`, `dd` in `address`) would otherwise send every version of every file that
+/// holds one through its rules.
+///
+/// [`RuleSpec::keywords_match_case`]: super::rules::RuleSpec::keywords_match_case
+/// [`RuleSpec::keywords_begin_words`]: super::rules::RuleSpec::keywords_begin_words
+#[derive(Debug)]
+pub(crate) struct Keywords {
+    automaton: AhoCorasick,
+    /// Per keyword: found only as written.
+    exact: Vec<Option<Box<[u8]>>>,
+    /// Per keyword: found only where a word begins, which reads the byte before it.
+    begins_word: Vec<bool>,
+    /// The first bytes of the keywords that begin words (bit per byte, both cases).
+    word_firsts: [u64; 4],
+}
+
+impl Keywords {
+    /// Calls `found(start, end, keyword)` for every keyword in `data[from..to]`, ordered
+    /// by end; a keyword that begins words reads the byte before its start in `data`
+    /// (none at 0).
+    pub(crate) fn find(
+        &self,
+        data: &[u8],
+        from: usize,
+        to: usize,
+        found: &mut impl FnMut(usize, usize, usize),
+    ) {
+        for m in self.automaton.find_overlapping_iter(&data[from..to]) {
+            let (start, end, keyword) = (from + m.start(), from + m.end(), m.pattern().as_usize());
+            if self.holds(data, start, end, keyword) {
+                found(start, end, keyword);
+            }
+        }
+    }
+
+    fn holds(&self, data: &[u8], start: usize, end: usize, keyword: usize) -> bool {
+        if let Some(exact) = &self.exact[keyword]
+            && data[start..end] != **exact
+        {
+            return false;
+        }
+        !self.begins_word[keyword] || start == 0 || !data[start - 1].is_ascii_alphanumeric()
+    }
+
+    /// Whether a keyword that begins words may begin with `byte`.
+    fn word_first(&self, byte: u8) -> bool {
+        self.word_firsts[usize::from(byte >> 6)] & (1 << (byte & 63)) != 0
+    }
+}
+
 #[derive(Debug)]
 pub struct Detector {
     rules: RuleSet,
-    keywords: AhoCorasick,
+    keywords: Keywords,
     /// For each keyword, the rules that list it.
     keyword_rules: Vec<Vec<usize>>,
     allow: Allowlist,
@@ -439,16 +492,21 @@ pub struct Places(Arc<[Place]>);
 
 impl Detector {
     pub fn new(rules: RuleSet, allow: Allowlist) -> Result<Self, RuleError> {
-        let mut words: Vec<String> = Vec::new();
+        // Each keyword with whether it matches case and whether it begins words.
+        let mut words: Vec<(String, bool, bool)> = Vec::new();
         let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
-        let mut word_index: std::collections::HashMap<String, usize> = Default::default();
-        let mut add = |word: &str, index: usize| match word_index.get(word) {
-            Some(&at) if keyword_rules[at].contains(&index) => {}
-            Some(&at) => keyword_rules[at].push(index),
-            None => {
-                word_index.insert(word.to_owned(), words.len());
-                words.push(word.to_owned());
-                keyword_rules.push(vec![index]);
+        let mut word_index: std::collections::HashMap<(String, bool, bool), usize> =
+            Default::default();
+        let mut add_word = |word: &str, exact: bool, begins_word: bool, index: usize| {
+            let key = (word.to_owned(), exact, begins_word);
+            match word_index.get(&key) {
+                Some(&at) if keyword_rules[at].contains(&index) => {}
+                Some(&at) => keyword_rules[at].push(index),
+                None => {
+                    word_index.insert(key.clone(), words.len());
+                    words.push(key);
+                    keyword_rules.push(vec![index]);
+                }
             }
         };
         for (index, rule) in rules.rules().iter().enumerate() {
@@ -462,9 +520,11 @@ impl Detector {
                     .take_while(|&end| end <= MAX_KEYWORD)
                     .last()
                     .unwrap_or(keyword.len());
-                add(&keyword[..cut], index);
+                let (exact, begins) = (rule.keywords_match_case, rule.keywords_begin_words);
+                add_word(&keyword[..cut], exact, begins, index);
             }
         }
+        let mut add = |word: &str, index: usize| add_word(word, false, false, index);
         // Base64 rules are also found by the base64 forms of the prefixes that begin
         // providers' tokens, as the tokens write them (`AKIA`, `AIza`, `ghp_`), and of
         // text that secrets are often inside of.
@@ -512,17 +572,39 @@ impl Detector {
                 }
             }
         }
-        let keywords = AhoCorasickBuilder::new()
+        let automaton = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
             .kind(Some(AhoCorasickKind::DFA))
-            .build(&words)
+            .build(words.iter().map(|(w, _, _)| w))
             .map_err(|e| RuleError::new("keywords", e.to_string()))?;
-        let memoizable = !words.iter().any(|w| w.contains('\n'));
-        let longest_keyword = words.iter().map(String::len).max().unwrap_or(0);
-        let shortest_keyword = words.iter().map(String::len).min().unwrap_or(0);
+        let mut word_firsts = [0u64; 4];
+        for (word, _, _) in words.iter().filter(|(_, _, begins)| *begins) {
+            for b in word
+                .bytes()
+                .take(1)
+                .flat_map(|b| [b.to_ascii_lowercase(), b.to_ascii_uppercase()])
+            {
+                word_firsts[usize::from(b >> 6)] |= 1 << (b & 63);
+            }
+        }
+        let keywords = Keywords {
+            automaton,
+            exact: (words.iter())
+                .map(|(w, exact, _)| exact.then(|| w.as_bytes().into()))
+                .collect(),
+            begins_word: words.iter().map(|(_, _, begins)| *begins).collect(),
+            word_firsts,
+        };
+        let memoizable = !words.iter().any(|(w, _, _)| w.contains('\n'));
+        // A keyword that begins words reads one byte more: the one before it.
+        let longest_keyword = (words.iter())
+            .map(|(w, _, begins)| w.len() + usize::from(*begins))
+            .max()
+            .unwrap_or(0);
+        let shortest_keyword = words.iter().map(|(w, _, _)| w.len()).min().unwrap_or(0);
         let mut pairs = vec![0u64; 1 << 10].into_boxed_slice();
-        for word in &words {
+        for (word, _, _) in &words {
             for two in word.as_bytes().windows(2) {
                 for a in [two[0].to_ascii_lowercase(), two[0].to_ascii_uppercase()] {
                     for b in [two[1].to_ascii_lowercase(), two[1].to_ascii_uppercase()] {
@@ -538,7 +620,8 @@ impl Detector {
                 continue;
             }
             for keyword in &rule.keywords {
-                let bytes = keyword.as_bytes();
+                let lower = keyword.to_ascii_lowercase();
+                let bytes = lower.as_bytes();
                 let separator = |b: &u8| matches!(b, b'_' | b'-' | b'.' | b'~');
                 // A prefix (`fw_`, `hawk.`, `sha256~`): letters and digits, then a
                 // separator, and nothing a generic name would start with.
@@ -558,9 +641,10 @@ impl Detector {
         // A provider's name is a keyword of its rules (any word of a name may begin with
         // one: `twilioAuthToken`).
         let provider_names: HashSet<Vec<u8>> = (specific().flat_map(|r| r.keywords.iter()))
+            .map(|k| k.to_ascii_lowercase())
             .filter(|k| is_name(k))
             .filter(|k| !NOT_PROVIDER_NAMES.contains(&k.as_str()))
-            .map(|k| k.as_bytes().to_vec())
+            .map(String::into_bytes)
             .collect();
         let provider_variables = provider_variables(specific());
         let checksum_rules = (rules.rules().iter().enumerate())
@@ -583,6 +667,16 @@ impl Detector {
             shortest_keyword,
             pairs,
         })
+    }
+
+    /// Whether a keyword found at `start` in a base (inside `copy`'s run) is found where
+    /// the copy puts it, because the copy holds all that decided it: always, but for a
+    /// keyword that begins words at the copy's first byte (the byte before it is
+    /// another), unless both are at the start of their buffers.
+    fn copied_whole(&self, start: usize, keyword: u32, copy: &Copied) -> bool {
+        !self.keywords.begins_word[keyword as usize]
+            || start > copy.from
+            || (copy.from == 0 && copy.at == 0)
     }
 
     /// Whether some keyword holds `a` then `b`.
@@ -639,11 +733,7 @@ impl Detector {
     ) {
         match memo.filter(|_| self.memoizable) {
             Some(memo) => memo.places(&self.keywords, data, found),
-            None => {
-                for m in self.keywords.find_overlapping_iter(data) {
-                    found(m.start(), m.end(), m.pattern().as_usize());
-                }
-            }
+            None => self.keywords.find(data, 0, data.len(), found),
         }
     }
 
@@ -707,7 +797,7 @@ impl Detector {
             let (from, to) = (copy.from as u32, (copy.from + copy.len) as u32);
             let first = index.before(base, copy.from, |p| p.start as usize);
             for place in base[first..].iter().take_while(|p| p.start < to) {
-                if place.end <= to {
+                if place.end <= to && self.copied_whole(place.start as usize, place.keyword, copy) {
                     let moved = |at: u32| at - from + copy.at as u32;
                     all.push(Place {
                         start: moved(place.start),
@@ -748,22 +838,39 @@ impl Detector {
                     _ => changed.push((low, high)),
                 }
             }
+            // A keyword that begins words at the start of a copy was decided by a byte
+            // the copy does not hold: it is searched afresh.
+            if copy.at < data.len()
+                && self.keywords.word_first(data[copy.at])
+                && !(copy.at == 0 && copy.from == 0)
+            {
+                let (low, high) = (copy.at, (copy.at + self.longest_keyword).min(data.len()));
+                match changed.last_mut() {
+                    Some(last) if low <= last.1 => last.1 = last.1.max(high),
+                    _ => changed.push((low, high)),
+                }
+            }
             at = copy.at + copy.len;
         }
         let mut fresh: Vec<Place> = Vec::new();
         let mut hint = 0;
         for &(low, high) in &changed {
-            for m in self.keywords.find_overlapping_iter(&data[low..high]) {
-                let (start, end) = (low + m.start(), low + m.end());
-                let i = seek(copies, &mut hint, |c| c.at <= start);
-                if i == 0 || end > copies[i - 1].at + copies[i - 1].len {
-                    fresh.push(Place {
-                        start: start as u32,
-                        end: end as u32,
-                        keyword: m.pattern().as_u32(),
-                    });
-                }
-            }
+            self.keywords
+                .find(data, low, high, &mut |start, end, keyword| {
+                    let i = seek(copies, &mut hint, |c| c.at <= start);
+                    let carried = i > 0 && {
+                        let copy = &copies[i - 1];
+                        end <= copy.at + copy.len
+                            && self.copied_whole(start - copy.at + copy.from, keyword as u32, copy)
+                    };
+                    if !carried {
+                        fresh.push(Place {
+                            start: start as u32,
+                            end: end as u32,
+                            keyword: keyword as u32,
+                        });
+                    }
+                });
         }
         // The copied places are in order already (copies are, and each copy's places).
         fresh.sort_unstable();
@@ -1266,9 +1373,11 @@ impl Detector {
     fn keyword_near(&self, index: usize, data: &[u8], start: usize, end: usize) -> bool {
         // On the run's own line: the search around keywords looks no further.
         let (from, _) = near_bounds(data, start, end, MAX_KEYWORD_GAP, 0);
-        self.keywords
-            .find_overlapping_iter(&data[from..end])
-            .any(|m| self.keyword_rules[m.pattern().as_usize()].contains(&index))
+        let mut near = false;
+        self.keywords.find(data, from, end, &mut |_, _, keyword| {
+            near |= self.keyword_rules[keyword].contains(&index);
+        });
+        near
     }
 
     /// What the rules find in encoded text `data[start..end]` (`kind` says how it is
@@ -2772,9 +2881,6 @@ mod robustness {
     /// copied from elsewhere in the base, which makes seams between copies).
     #[test]
     fn keywords_found_from_a_base_and_a_delta_are_those_of_a_whole_search() {
-        let detector = detector();
-        let memo = Memo::default();
-        let examples = examples_and_negatives(&detector);
         let filler = [
             "fn main() {",
             "password = load()",
@@ -2783,7 +2889,76 @@ mod robustness {
             "tok",
             "en",
         ];
-        let mut rng = Rng(0x0DE1_7A00_2026_1207);
+        places_after_deltas_are_those_of_whole_searches(
+            &detector(),
+            &filler,
+            0x0DE1_7A00_2026_1207,
+        );
+    }
+
+    /// The same, for keywords that match case or begin words: what decides them (the
+    /// byte before a keyword) moves with the seams between copies.
+    #[test]
+    fn keywords_that_match_case_or_begin_words_are_found_from_a_base_and_a_delta() {
+        let mut rules = RuleSet::default();
+        rules
+            .add_file(
+                "test",
+                r#"
+category = "test"
+
+[[rules]]
+id = "test-word-key"
+name = "Test key after a name that begins a word"
+keywords = ["dd", "acme"]
+keywords_begin_words = true
+pattern = '''(?i:(?:\b|_)(?:dd|acme)[_-]?key)\s*=\s*(?P<secret>[0-9a-f]{32})\b'''
+examples = ["dd_key = 3f9a0c6e1b7d2e4f8a5c9b0d1e2f3a4b", "ACME-KEY=4b3a2f1e0d9b8c7a6f5e4d3c2b1a0f9e"]
+negatives = ["add_key = 3f9a0c6e1b7d2e4f8a5c9b0d1e2f3a4b", "xacme_key = 4b3a2f1e0d9b8c7a6f5e4d3c2b1a0f9e"]
+
+[[rules]]
+id = "test-case-key"
+name = "Test key with a capital prefix"
+keywords = ["SK"]
+keywords_match_case = true
+keywords_begin_words = true
+pattern = '''\b(?P<secret>SK[0-9a-f]{32})\b'''
+examples = ["SK3f9a0c6e1b7d2e4f8a5c9b0d1e2f3a4b", "key: SK4b3a2f1e0d9b8c7a6f5e4d3c2b1a0f9e"]
+negatives = ["sk3f9a0c6e1b7d2e4f8a5c9b0d1e2f3a4b", "TASK4b3a2f1e0d9b8c7a6f5e4d3c2b1a0f9e"]
+"#,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            super::super::rules::check_examples(&rules, true),
+            Vec::<String>::new()
+        );
+        let detector = Detector::new(rules, Allowlist::default()).unwrap_or_else(|e| panic!("{e}"));
+        let filler = [
+            "address",
+            "add",
+            "dd",
+            "_key = 0123456789abcdef0123456789abcdef",
+            "task",
+            "sk",
+            "SK",
+            "x",
+            " ",
+            "acme",
+            "Acme",
+            "-key=fedcba9876543210fedcba9876543210",
+            "TA",
+        ];
+        places_after_deltas_are_those_of_whole_searches(&detector, &filler, 0x5EED_0C45);
+    }
+
+    fn places_after_deltas_are_those_of_whole_searches(
+        detector: &Detector,
+        filler: &[&str],
+        seed: u64,
+    ) {
+        let memo = Memo::default();
+        let examples = examples_and_negatives(detector);
+        let mut rng = Rng(seed);
         let line = |rng: &mut Rng| -> Vec<u8> {
             if rng.below(5) == 0 {
                 examples[rng.below(examples.len())].as_bytes().to_vec()

@@ -27,7 +27,7 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use aho_corasick::AhoCorasick;
+use super::detect::Keywords;
 
 /// Pieces are at least this long (identical short lines would otherwise cut often).
 const MIN_PIECE: usize = 512;
@@ -148,9 +148,9 @@ impl Memo {
     /// overlapping ones included, in the order an overlapping search of the whole of
     /// `data` reports them. `keywords` must hold no line break and be the same
     /// automaton on every call.
-    pub fn places(
+    pub(crate) fn places(
         &self,
-        keywords: &AhoCorasick,
+        keywords: &Keywords,
         data: &[u8],
         found: &mut impl FnMut(usize, usize, usize),
     ) {
@@ -169,7 +169,7 @@ impl Memo {
 
     fn piece(
         &self,
-        keywords: &AhoCorasick,
+        keywords: &Keywords,
         data: &[u8],
         start: usize,
         end: usize,
@@ -177,22 +177,22 @@ impl Memo {
     ) {
         let piece = &data[start..end];
         if u32::try_from(piece.len()).is_err() {
-            for m in keywords.find_overlapping_iter(piece) {
-                found(start + m.start(), start + m.end(), m.pattern().as_usize());
-            }
+            keywords.find(data, start, end, found);
             return;
         }
         let key = self.key(&piece);
-        // Spans fit in u32: the piece does.
+        // Spans fit in u32: the piece does. A piece follows a line break (or begins the
+        // blob), which a keyword that begins words may follow: the piece alone decides.
         let places = self.remember(&self.pieces, key, || {
-            keywords
-                .find_overlapping_iter(piece)
-                .map(|m| Place {
-                    start: m.start() as u32,
-                    end: m.end() as u32,
-                    keyword: m.pattern().as_u32(),
-                })
-                .collect()
+            let mut places = Vec::new();
+            keywords.find(piece, 0, piece.len(), &mut |start, end, keyword| {
+                places.push(Place {
+                    start: start as u32,
+                    end: end as u32,
+                    keyword: keyword as u32,
+                });
+            });
+            places.into()
         });
         for place in places.iter() {
             found(

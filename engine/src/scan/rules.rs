@@ -147,7 +147,16 @@ fn base62(digits: &[u8]) -> Option<u64> {
 pub struct RuleSpec {
     pub id: String,
     pub name: String,
+    /// Text one of which every match holds: lowercase, found in any case.
     pub keywords: Vec<String>,
+    /// Every match holds one of the keywords as written, capitals and all (`SK`,
+    /// `TEST-`): it is found in no other case.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keywords_match_case: bool,
+    /// Every match holds one of the keywords where a word begins: not right after an
+    /// ASCII letter or digit (`dd` in `DD_API_KEY`, never in `address`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keywords_begin_words: bool,
     pub pattern: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entropy: Option<f64>,
@@ -247,6 +256,10 @@ pub struct Rule {
     pub name: String,
     pub category: String,
     pub keywords: Vec<String>,
+    /// See [`RuleSpec::keywords_match_case`].
+    pub keywords_match_case: bool,
+    /// See [`RuleSpec::keywords_begin_words`].
+    pub keywords_begin_words: bool,
     pub entropy: Option<f64>,
     pub confidence: Confidence,
     pub kind: Kind,
@@ -314,14 +327,15 @@ impl Rule {
             return Err(RuleError::new(origin, "needs at least one keyword"));
         }
         for keyword in &spec.keywords {
-            if keyword.len() < 2
-                || keyword
-                    .bytes()
-                    .any(|b| !b.is_ascii() || b.is_ascii_uppercase())
-            {
+            let lowercase =
+                spec.keywords_match_case || !keyword.bytes().any(|b| b.is_ascii_uppercase());
+            if keyword.len() < 2 || !keyword.is_ascii() || !lowercase {
                 return Err(RuleError::new(
                     origin,
-                    format!("keyword {keyword:?} must be lowercase ASCII, at least 2 characters"),
+                    format!(
+                        "keyword {keyword:?} must be ASCII, at least 2 characters, and \
+                         lowercase unless keywords_match_case is set"
+                    ),
                 ));
             }
         }
@@ -385,6 +399,8 @@ impl Rule {
             name: spec.name.clone(),
             category: category.to_owned(),
             keywords: spec.keywords.clone(),
+            keywords_match_case: spec.keywords_match_case,
+            keywords_begin_words: spec.keywords_begin_words,
             entropy: spec.entropy,
             confidence: spec.confidence,
             kind: spec.kind,
@@ -542,6 +558,12 @@ impl RuleSet {
         self.add("custom", spec)?;
         if let Some(rule) = self.rules.last_mut() {
             rule.reach = None;
+            // Found wherever they are, in any case.
+            rule.keywords_begin_words = false;
+            rule.keywords_match_case = false;
+            rule.keywords
+                .iter_mut()
+                .for_each(|k| k.make_ascii_lowercase());
         }
         Ok(())
     }
@@ -640,11 +662,14 @@ pub fn check_examples(set: &RuleSet, require_examples: bool) -> Vec<String> {
             // pattern that holds no keyword would be missed by the prefilter).
             if rule.kind.encoding().is_none() {
                 let mut blotted = example.as_bytes().to_vec();
-                let lower = blotted.to_ascii_lowercase();
+                let searched = match rule.keywords_match_case {
+                    true => blotted.clone(),
+                    false => blotted.to_ascii_lowercase(),
+                };
                 for keyword in &rule.keywords {
                     let k = keyword.as_bytes();
-                    for at in 0..lower.len().saturating_sub(k.len() - 1) {
-                        if lower[at..].starts_with(k) {
+                    for at in 0..searched.len().saturating_sub(k.len() - 1) {
+                        if searched[at..].starts_with(k) {
                             blotted[at..at + k.len()].fill(b'#');
                         }
                     }
@@ -655,14 +680,19 @@ pub fn check_examples(set: &RuleSet, require_examples: bool) -> Vec<String> {
                         rule.id
                     ));
                 }
+                let conditional = rule.keywords_begin_words || rule.keywords_match_case;
+                if conditional && regex.is_match(&unfound(rule, example.as_bytes())) {
+                    problems.push(format!(
+                        "{}: matches where the keyword search finds none of its keywords \
+                         (a keyword in another case, or inside a word): {example:?}",
+                        rule.id
+                    ));
+                }
             }
             let matches = regex.find_iter(example.as_bytes());
             for found in matches.filter(|_| rule.kind.encoding().is_none()) {
-                let text = found.as_bytes().to_ascii_lowercase();
-                let has_keyword = rule
-                    .keywords
-                    .iter()
-                    .any(|k| text.windows(k.len()).any(|w| w == k.as_bytes()));
+                let has_keyword = keyword_occurrences(rule, example.as_bytes())
+                    .any(|(at, len)| found.start() <= at && at + len <= found.end());
                 if !has_keyword {
                     problems.push(format!(
                         "{}: a match holds none of the keywords: {example:?}",
@@ -689,6 +719,55 @@ pub fn check_examples(set: &RuleSet, require_examples: bool) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Where the keyword search finds `rule`'s keywords in `text`: `(start, length)`.
+fn keyword_occurrences<'a>(
+    rule: &'a Rule,
+    text: &'a [u8],
+) -> impl Iterator<Item = (usize, usize)> + 'a {
+    (0..text.len()).flat_map(move |at| {
+        rule.keywords.iter().filter_map(move |keyword| {
+            let k = keyword.as_bytes();
+            let there = text.get(at..at + k.len())?;
+            let same = match rule.keywords_match_case {
+                true => there == k,
+                false => there.eq_ignore_ascii_case(k),
+            };
+            let begins = at == 0 || !text[at - 1].is_ascii_alphanumeric();
+            (same && (begins || !rule.keywords_begin_words)).then_some((at, k.len()))
+        })
+    })
+}
+
+/// `text` with each of `rule`'s keywords that the keyword search finds in it changed as
+/// little as makes the search pass it by: a letter put before it when keywords begin
+/// words, else its case swapped when keywords match case, else blotted out.
+fn unfound(rule: &Rule, text: &[u8]) -> Vec<u8> {
+    let mut changed = text.to_vec();
+    let mut letter_before = Vec::new();
+    for (at, len) in keyword_occurrences(rule, text) {
+        if rule.keywords_begin_words {
+            letter_before.push(at);
+        } else if rule.keywords_match_case {
+            for b in &mut changed[at..at + len] {
+                *b = match b.is_ascii_uppercase() {
+                    true => b.to_ascii_lowercase(),
+                    false => b.to_ascii_uppercase(),
+                };
+            }
+        } else {
+            changed[at..at + len].fill(b'#');
+        }
+    }
+    let mut out = Vec::with_capacity(changed.len() + letter_before.len());
+    for (at, &b) in changed.iter().enumerate() {
+        if letter_before.contains(&at) {
+            out.push(b'q');
+        }
+        out.push(b);
+    }
+    out
 }
 
 /// Examples that the whole rule set reports under a different rule than their own
@@ -1042,6 +1121,8 @@ mod tests {
             id: id.into(),
             name: "n".into(),
             keywords: keywords.iter().map(|k| (*k).to_owned()).collect(),
+            keywords_match_case: false,
+            keywords_begin_words: false,
             pattern: pattern.into(),
             entropy: None,
             confidence: Confidence::High,
@@ -1090,5 +1171,65 @@ mod tests {
                 .to_string()
                 .contains("twice")
         );
+    }
+
+    #[test]
+    fn a_rule_whose_pattern_finds_its_keywords_where_the_search_does_not_is_reported() {
+        let rule = |id: &str, extra: &str, pattern: &str, example: &str| {
+            format!(
+                "category = \"t\"\n[[rules]]\nid = \"{id}\"\nname = \"n\"\n{extra}\n\
+                 pattern = '''{pattern}'''\nexamples = ['''{example}''']\n"
+            )
+        };
+        let problems = |text: String| {
+            let mut set = RuleSet::default();
+            set.add_file("t", &text).unwrap_or_else(|e| panic!("{e}"));
+            check_examples(&set, false)
+        };
+        // Found inside a word by the pattern, but said to begin words.
+        let inside = problems(rule(
+            "inside-word",
+            "keywords = [\"dd\"]\nkeywords_begin_words = true",
+            r"(?P<secret>dd[0-9]{6})",
+            "dd730194",
+        ));
+        assert!(
+            inside
+                .iter()
+                .any(|p| p.contains("keyword search finds none")),
+            "{inside:?}"
+        );
+        // Found in any case by the pattern, but said to match case.
+        let any_case = problems(rule(
+            "any-case",
+            "keywords = [\"SK\"]\nkeywords_match_case = true",
+            r"(?i)\b(?P<secret>sk[0-9]{6})\b",
+            "SK730194",
+        ));
+        assert!(
+            any_case
+                .iter()
+                .any(|p| p.contains("keyword search finds none")),
+            "{any_case:?}"
+        );
+        // Capitals in keywords only with keywords_match_case.
+        let caps = rule("caps", "keywords = [\"SK\"]", r"\bSK[0-9]{6}", "SK730194");
+        assert!(RuleSet::default().add_file("t", &caps).is_err());
+        // Patterns that keep to what they say pass.
+        for (extra, pattern, example) in [
+            (
+                "keywords = [\"dd\"]\nkeywords_begin_words = true",
+                r"(?:\b|_)(?P<secret>dd[0-9]{6})",
+                "x_dd730194",
+            ),
+            (
+                "keywords = [\"SK\"]\nkeywords_match_case = true",
+                r"\b(?P<secret>SK[0-9]{6})\b",
+                "SK730194",
+            ),
+        ] {
+            let found = problems(rule("fine", extra, pattern, example));
+            assert_eq!(found, Vec::<String>::new());
+        }
     }
 }
