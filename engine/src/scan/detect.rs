@@ -174,8 +174,9 @@ pub(crate) struct Keywords {
     exact: Vec<Option<Box<[u8]>>>,
     /// Per keyword: found only where a word begins, which reads the byte before it.
     begins_word: Vec<bool>,
-    /// The first bytes of the keywords that begin words (bit per byte, both cases).
-    word_firsts: [u64; 4],
+    /// The keywords that begin words by their first two bytes (lowercase): their
+    /// numbers and their text.
+    word_starts: std::collections::HashMap<[u8; 2], Vec<(u32, Box<[u8]>)>>,
 }
 
 impl Keywords {
@@ -206,9 +207,25 @@ impl Keywords {
         !self.begins_word[keyword] || start == 0 || !data[start - 1].is_ascii_alphanumeric()
     }
 
-    /// Whether a keyword that begins words may begin with `byte`.
-    fn word_first(&self, byte: u8) -> bool {
-        self.word_firsts[usize::from(byte >> 6)] & (1 << (byte & 63)) != 0
+    /// Calls `found(end, keyword)` for every keyword that begins words and begins at
+    /// `data[at]`.
+    fn words_at(&self, data: &[u8], at: usize, found: &mut impl FnMut(usize, u32)) {
+        let Some(two) = data.get(at..at + 2) else {
+            return;
+        };
+        let key = [two[0].to_ascii_lowercase(), two[1].to_ascii_lowercase()];
+        for (keyword, text) in self.word_starts.get(&key).into_iter().flatten() {
+            let end = at + text.len();
+            let same = data
+                .get(at..end)
+                .is_some_and(|there| match self.exact[*keyword as usize] {
+                    Some(_) => there == &**text,
+                    None => there.eq_ignore_ascii_case(text),
+                });
+            if same && self.holds(data, at, end, *keyword as usize) {
+                found(end, *keyword);
+            }
+        }
     }
 }
 
@@ -578,14 +595,15 @@ impl Detector {
             .kind(Some(AhoCorasickKind::DFA))
             .build(words.iter().map(|(w, _, _)| w))
             .map_err(|e| RuleError::new("keywords", e.to_string()))?;
-        let mut word_firsts = [0u64; 4];
-        for (word, _, _) in words.iter().filter(|(_, _, begins)| *begins) {
-            for b in word
-                .bytes()
-                .take(1)
-                .flat_map(|b| [b.to_ascii_lowercase(), b.to_ascii_uppercase()])
+        let mut word_starts: std::collections::HashMap<[u8; 2], Vec<(u32, Box<[u8]>)>> =
+            Default::default();
+        for (i, (word, _, begins)) in words.iter().enumerate() {
+            if let [a, b, ..] = word.as_bytes()
+                && *begins
             {
-                word_firsts[usize::from(b >> 6)] |= 1 << (b & 63);
+                let key = [a.to_ascii_lowercase(), b.to_ascii_lowercase()];
+                let entry = word_starts.entry(key).or_default();
+                entry.push((i as u32, word.as_bytes().into()));
             }
         }
         let keywords = Keywords {
@@ -594,14 +612,10 @@ impl Detector {
                 .map(|(w, exact, _)| exact.then(|| w.as_bytes().into()))
                 .collect(),
             begins_word: words.iter().map(|(_, _, begins)| *begins).collect(),
-            word_firsts,
+            word_starts,
         };
         let memoizable = !words.iter().any(|(w, _, _)| w.contains('\n'));
-        // A keyword that begins words reads one byte more: the one before it.
-        let longest_keyword = (words.iter())
-            .map(|(w, _, begins)| w.len() + usize::from(*begins))
-            .max()
-            .unwrap_or(0);
+        let longest_keyword = words.iter().map(|(w, _, _)| w.len()).max().unwrap_or(0);
         let shortest_keyword = words.iter().map(|(w, _, _)| w.len()).min().unwrap_or(0);
         let mut pairs = vec![0u64; 1 << 10].into_boxed_slice();
         for (word, _, _) in &words {
@@ -838,21 +852,21 @@ impl Detector {
                     _ => changed.push((low, high)),
                 }
             }
-            // A keyword that begins words at the start of a copy was decided by a byte
-            // the copy does not hold: it is searched afresh.
-            if copy.at < data.len()
-                && self.keywords.word_first(data[copy.at])
-                && !(copy.at == 0 && copy.from == 0)
-            {
-                let (low, high) = (copy.at, (copy.at + self.longest_keyword).min(data.len()));
-                match changed.last_mut() {
-                    Some(last) if low <= last.1 => last.1 = last.1.max(high),
-                    _ => changed.push((low, high)),
-                }
-            }
             at = copy.at + copy.len;
         }
         let mut fresh: Vec<Place> = Vec::new();
+        // A keyword that begins words at the start of a copy was decided by a byte the
+        // copy does not hold: it is looked for there afresh.
+        let restarts = |copy: &Copied| !(copy.at == 0 && copy.from == 0);
+        for copy in copies.iter().filter(|c| restarts(c)) {
+            self.keywords.words_at(data, copy.at, &mut |end, keyword| {
+                fresh.push(Place {
+                    start: copy.at as u32,
+                    end: end as u32,
+                    keyword,
+                });
+            });
+        }
         let mut hint = 0;
         for &(low, high) in &changed {
             self.keywords
@@ -873,7 +887,9 @@ impl Detector {
                 });
         }
         // The copied places are in order already (copies are, and each copy's places).
+        // A keyword that begins words at a copy's start may have been found twice.
         fresh.sort_unstable();
+        fresh.dedup();
         let mut merged = Vec::with_capacity(all.len() + fresh.len());
         let (mut a, mut b) = (all.into_iter().peekable(), fresh.into_iter().peekable());
         loop {
