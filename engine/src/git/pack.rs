@@ -329,7 +329,9 @@ impl ObjectStore {
     {
         let threads = threads.max(1);
         let stop = AtomicBool::new(false);
-        let (tx, rx) = crossbeam_channel::bounded::<Result<T, GitError>>(1024);
+        // Results travel in batches: one message (and one wake-up of the receiver) per
+        // object costs as much as reading a small object.
+        let (tx, rx) = crossbeam_channel::bounded::<Result<Vec<T>, GitError>>(64);
         let children: Vec<Vec<Vec<u32>>> = self.packs.iter().map(Pack::children).collect();
         let plans: Vec<Plan> = self
             .packs
@@ -360,6 +362,23 @@ impl ObjectStore {
                 scope.spawn(move || {
                     let mut reader = Inflater::default();
                     let total = roots.len() + self.loose.len();
+                    let batch = std::cell::RefCell::new(Vec::with_capacity(BATCH));
+                    // Adds a result; sends the batch when full. False once nobody listens.
+                    let put = |result: T| -> bool {
+                        let mut batch = batch.borrow_mut();
+                        batch.push(result);
+                        batch.len() < BATCH
+                            || tx
+                                .send(Ok(std::mem::replace(
+                                    &mut *batch,
+                                    Vec::with_capacity(BATCH),
+                                )))
+                                .is_ok()
+                    };
+                    let flush = || -> bool {
+                        let full = std::mem::take(&mut *batch.borrow_mut());
+                        full.is_empty() || tx.send(Ok(full)).is_ok()
+                    };
                     loop {
                         if stop.load(Ordering::Relaxed) {
                             return;
@@ -380,12 +399,11 @@ impl ObjectStore {
                                         Ok(()) => return true,
                                         Err(e) => {
                                             let shared = e.into_inner();
-                                            let result = map(shared.object(), shared.note.as_ref());
-                                            return tx.send(Ok(result)).is_ok();
+                                            return put(map(shared.object(), shared.note.as_ref()));
                                         }
                                     }
                                 }
-                                tx.send(Ok(map(object, noted))).is_ok()
+                                put(map(object, noted))
                             };
                             self.packs[p].walk(
                                 root,
@@ -413,25 +431,32 @@ impl ObjectStore {
                                         delta: None,
                                     };
                                     let noted = note(&object, None);
-                                    tx.send(Ok(map(object, noted.as_ref()))).is_ok()
+                                    put(map(object, noted.as_ref()))
                                 })
                         };
                         match sent {
                             Ok(true) => {}
                             Ok(false) => return,
                             Err(e) => {
-                                let _ = tx.send(Err(e));
+                                if flush() {
+                                    let _ = tx.send(Err(e));
+                                }
                                 return;
                             }
                         }
+                    }
+                    if !flush() {
+                        return;
                     }
                     // Out of work of its own: take what the threads still walking hand
                     // over, until every one of them is done.
                     drop(share_tx);
                     for shared in share_rx.iter() {
+                        // One at a time: what is handed over is large, and the last
+                        // of the work.
                         if stop.load(Ordering::Relaxed)
                             || tx
-                                .send(Ok(map(shared.object(), shared.note.as_ref())))
+                                .send(Ok(vec![map(shared.object(), shared.note.as_ref())]))
                                 .is_err()
                         {
                             return;
@@ -441,8 +466,9 @@ impl ObjectStore {
             }
             drop(tx);
             drop((share_tx, share_rx));
-            for item in rx.iter() {
-                let outcome = item.map_err(E::from).and_then(&mut sink);
+            for batch in rx.iter() {
+                let outcome = (batch.map_err(E::from))
+                    .and_then(|batch| batch.into_iter().try_for_each(&mut sink));
                 if let Err(e) = outcome {
                     stop.store(true, Ordering::Relaxed);
                     // Unblock the senders, then let them see `stop`.
@@ -484,6 +510,9 @@ impl ObjectStore {
         Ok(())
     }
 }
+
+/// How many results a reading thread sends at once.
+const BATCH: usize = 64;
 
 /// Objects at least this large are handed to a free thread by one busy walking a delta
 /// tree: a file's many versions are one delta tree, and what a pass does with each

@@ -159,6 +159,9 @@ thread_local! {
     static DECODE_DEPTH: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
 }
 
+/// Keywords by their first two bytes, lowercase: each one's number and text.
+type WordStarts = std::collections::HashMap<[u8; 2], Vec<(u32, Box<[u8]>)>>;
+
 /// The keyword search: one pass of an automaton that ignores case, and what some
 /// keywords ask besides their letters (see [`RuleSpec::keywords_match_case`] and
 /// [`RuleSpec::keywords_begin_words`]). A keyword found in a common word (`sk` in
@@ -174,9 +177,8 @@ pub(crate) struct Keywords {
     exact: Vec<Option<Box<[u8]>>>,
     /// Per keyword: found only where a word begins, which reads the byte before it.
     begins_word: Vec<bool>,
-    /// The keywords that begin words by their first two bytes (lowercase): their
-    /// numbers and their text.
-    word_starts: std::collections::HashMap<[u8; 2], Vec<(u32, Box<[u8]>)>>,
+    /// The keywords that begin words.
+    word_starts: WordStarts,
 }
 
 impl Keywords {
@@ -595,8 +597,7 @@ impl Detector {
             .kind(Some(AhoCorasickKind::DFA))
             .build(words.iter().map(|(w, _, _)| w))
             .map_err(|e| RuleError::new("keywords", e.to_string()))?;
-        let mut word_starts: std::collections::HashMap<[u8; 2], Vec<(u32, Box<[u8]>)>> =
-            Default::default();
+        let mut word_starts = WordStarts::default();
         for (i, (word, _, begins)) in words.iter().enumerate() {
             if let [a, b, ..] = word.as_bytes()
                 && *begins
