@@ -17,7 +17,7 @@ use super::rules::{Confidence, Kind, Rule, RuleError, RuleSet, is_space};
 use crate::git::delta::Copied;
 
 /// Keywords are searched for by their first this many bytes at most.
-const MAX_KEYWORD: usize = 12;
+pub(crate) const MAX_KEYWORD: usize = 12;
 
 /// Marker that suppresses every finding on its line.
 pub const INLINE_ALLOW: &str = "deployguard:allow";
@@ -730,9 +730,12 @@ impl Detector {
     ) {
         // For each rule, where its keywords occur: (start, end).
         let mut scratch = take_scratch();
+        let rules = self.rules.rules();
         self.find_keywords(data, memo, &mut |start, end, keyword| {
             for &rule in &self.keyword_rules[keyword] {
-                scratch.places.push(rule, (start, end));
+                if rules[rule].followed_at(data, end) {
+                    scratch.places.push(rule, (start, end));
+                }
             }
         });
         self.scan_around(data, path, &mut scratch, hits, memo);
@@ -941,9 +944,14 @@ impl Detector {
             carried,
             rules: touched,
         } = &mut *scratch;
+        // A rule's keyword not followed as the rule says is no place of it: that reads
+        // the keyword's line, which a base's window held whole holds too.
         for place in places.0.iter() {
+            let (start, end) = (place.start as usize, place.end as usize);
             for &rule in &self.keyword_rules[place.keyword as usize] {
-                by_rule.push(rule, (place.start as usize, place.end as usize));
+                if rules[rule].followed_at(data, end) {
+                    by_rule.push(rule, (start, end));
+                }
             }
         }
         // The base's windows that lie whole in one copy, rule by rule.
@@ -2913,10 +2921,11 @@ mod robustness {
         );
     }
 
-    /// The same, for keywords that match case or begin words: what decides them (the
-    /// byte before a keyword) moves with the seams between copies.
+    /// The same, for keywords that match case, begin words or are followed by a given
+    /// text: what decides them (the byte before a keyword, the rest of its line) moves
+    /// with the seams between copies.
     #[test]
-    fn keywords_that_match_case_or_begin_words_are_found_from_a_base_and_a_delta() {
+    fn keywords_that_match_case_begin_words_or_are_followed_are_found_from_a_base_and_a_delta() {
         let mut rules = RuleSet::default();
         rules
             .add_file(
@@ -2942,6 +2951,15 @@ keywords_begin_words = true
 pattern = '''\b(?P<secret>SK[0-9a-f]{32})\b'''
 examples = ["SK3f9a0c6e1b7d2e4f8a5c9b0d1e2f3a4b", "key: SK4b3a2f1e0d9b8c7a6f5e4d3c2b1a0f9e"]
 negatives = ["sk3f9a0c6e1b7d2e4f8a5c9b0d1e2f3a4b", "TASK4b3a2f1e0d9b8c7a6f5e4d3c2b1a0f9e"]
+
+[[rules]]
+id = "test-url-password"
+name = "Test password in a URL"
+keywords = ["://"]
+followed_by = '''[a-z]{1,16}:[a-z0-9]{8,24}@'''
+pattern = '''\b[a-z]{2,8}://[a-z]{1,16}:(?P<secret>[a-z0-9]{8,24})@[a-z]{2,20}'''
+examples = ["https://bob:k3x9q7m2p4@host", "see redis://ann:w8e5r1t6y2u9@cache"]
+negatives = ["https://bob@host", "https://host/k3x9q7m2p4@x"]
 "#,
             )
             .unwrap_or_else(|e| panic!("{e}"));
@@ -2964,6 +2982,14 @@ negatives = ["sk3f9a0c6e1b7d2e4f8a5c9b0d1e2f3a4b", "TASK4b3a2f1e0d9b8c7a6f5e4d3c
             "Acme",
             "-key=fedcba9876543210fedcba9876543210",
             "TA",
+            "https://",
+            "ftp://",
+            "bob",
+            "bob:",
+            "k3x9q7m2p4",
+            "@host",
+            "/path",
+            ":",
         ];
         places_after_deltas_are_those_of_whole_searches(&detector, &filler, 0x5EED_0C45);
     }

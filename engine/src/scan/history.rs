@@ -57,7 +57,7 @@ pub(crate) fn scan_all(
     let threads = ctx.scanner.threads;
 
     // 1. Commits, trees and tags.
-    let mut graph = Graph::default();
+    let mut graph = Graph::with_capacity(store.len());
     let not_blobs = |_: &Oid, kind: Kind| kind != Kind::Blob;
     store.read(
         repo,
@@ -317,6 +317,17 @@ struct Graph {
 }
 
 impl Graph {
+    /// A graph sized for a store of `objects` objects: growing the index on the way
+    /// rehashes it again and again.
+    fn with_capacity(objects: usize) -> Self {
+        let mut graph = Self::default();
+        graph.index.reserve(objects);
+        graph.oids.reserve(objects);
+        graph.kind.reserve(objects);
+        graph.slot.reserve(objects);
+        graph
+    }
+
     fn intern(&mut self, oid: Oid) -> u32 {
         if let Some(&i) = self.index.get(&oid) {
             return i;

@@ -157,6 +157,11 @@ pub struct RuleSpec {
     /// ASCII letter or digit (`dd` in `DD_API_KEY`, never in `address`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keywords_begin_words: bool,
+    /// What follows a keyword on its line in every match, at most
+    /// [`MAX_FOLLOWED_BY`] bytes: a pattern matched at the keyword's end (`://` is
+    /// followed by `user:password@` in a URL that holds a password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub followed_by: Option<String>,
     pub pattern: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entropy: Option<f64>,
@@ -249,6 +254,9 @@ impl RuleError {
     }
 }
 
+/// The most bytes a rule's `followed_by` may match.
+pub const MAX_FOLLOWED_BY: usize = 256;
+
 /// A compiled rule.
 #[derive(Debug)]
 pub struct Rule {
@@ -260,6 +268,8 @@ pub struct Rule {
     pub keywords_match_case: bool,
     /// See [`RuleSpec::keywords_begin_words`].
     pub keywords_begin_words: bool,
+    /// [`RuleSpec::followed_by`], anchored at its start.
+    pub(crate) followed_by: Option<Regex>,
     pub entropy: Option<f64>,
     pub confidence: Confidence,
     pub kind: Kind,
@@ -387,6 +397,40 @@ impl Rule {
                 context: part.context,
             });
         }
+        let followed_by = match &spec.followed_by {
+            None => None,
+            Some(pattern) => {
+                let problem = |p: String| RuleError::new(&origin, format!("followed_by {p}"));
+                let hir = regex_syntax::ParserBuilder::new()
+                    .unicode(false)
+                    .utf8(false)
+                    .build()
+                    .parse(pattern)
+                    .map_err(|e| problem(format!("does not compile: {e}")))?;
+                if spec
+                    .keywords
+                    .iter()
+                    .any(|k| k.len() > super::detect::MAX_KEYWORD)
+                {
+                    return Err(problem(format!(
+                        "needs keywords of at most {} bytes",
+                        super::detect::MAX_KEYWORD
+                    )));
+                }
+                if hir
+                    .properties()
+                    .maximum_len()
+                    .is_none_or(|n| n > MAX_FOLLOWED_BY)
+                {
+                    return Err(problem(format!(
+                        "must match at most {MAX_FOLLOWED_BY} bytes"
+                    )));
+                }
+                let anchored = build_regex(&format!("^(?:{pattern})"))
+                    .map_err(|e| problem(format!("does not compile: {e}")))?;
+                Some(anchored)
+            }
+        };
         let regex = std::sync::OnceLock::new();
         if eager {
             let built = build_regex(&spec.pattern)
@@ -401,6 +445,7 @@ impl Rule {
             keywords: spec.keywords.clone(),
             keywords_match_case: spec.keywords_match_case,
             keywords_begin_words: spec.keywords_begin_words,
+            followed_by,
             entropy: spec.entropy,
             confidence: spec.confidence,
             kind: spec.kind,
@@ -409,6 +454,18 @@ impl Rule {
             parts,
             spec,
         })
+    }
+
+    /// Whether what follows a keyword ending at `end` is what
+    /// [`RuleSpec::followed_by`] says (always, without it). Reads `data` from `end` to
+    /// the end of its line at most.
+    pub(crate) fn followed_at(&self, data: &[u8], end: usize) -> bool {
+        let Some(followed_by) = &self.followed_by else {
+            return true;
+        };
+        let stop = (end + MAX_FOLLOWED_BY).min(data.len());
+        let line = memchr::memchr(b'\n', &data[end..stop]).map_or(stop, |i| end + i);
+        followed_by.is_match(&data[end..line])
     }
 
     /// The rule as written, examples included.
@@ -561,6 +618,7 @@ impl RuleSet {
             // Found wherever they are, in any case.
             rule.keywords_begin_words = false;
             rule.keywords_match_case = false;
+            rule.followed_by = None;
             rule.keywords
                 .iter_mut()
                 .for_each(|k| k.make_ascii_lowercase());
@@ -691,8 +749,11 @@ pub fn check_examples(set: &RuleSet, require_examples: bool) -> Vec<String> {
             }
             let matches = regex.find_iter(example.as_bytes());
             for found in matches.filter(|_| rule.kind.encoding().is_none()) {
-                let has_keyword = keyword_occurrences(rule, example.as_bytes())
-                    .any(|(at, len)| found.start() <= at && at + len <= found.end());
+                let has_keyword = keyword_occurrences(rule, example.as_bytes()).any(|(at, len)| {
+                    found.start() <= at
+                        && at + len <= found.end()
+                        && rule.followed_at(example.as_bytes(), at + len)
+                });
                 if !has_keyword {
                     problems.push(format!(
                         "{}: a match holds none of the keywords: {example:?}",
@@ -1123,6 +1184,7 @@ mod tests {
             keywords: keywords.iter().map(|k| (*k).to_owned()).collect(),
             keywords_match_case: false,
             keywords_begin_words: false,
+            followed_by: None,
             pattern: pattern.into(),
             entropy: None,
             confidence: Confidence::High,
@@ -1231,5 +1293,44 @@ mod tests {
             let found = problems(rule("fine", extra, pattern, example));
             assert_eq!(found, Vec::<String>::new());
         }
+    }
+
+    #[test]
+    fn followed_by_is_bounded_and_held_to_the_examples() {
+        let rule = |keywords: &str, followed_by: &str, example: &str| {
+            format!(
+                "category = \"t\"\n[[rules]]\nid = \"fb\"\nname = \"n\"\nkeywords = [{keywords}]\n\
+                 followed_by = '''{followed_by}'''\n\
+                 pattern = '''\\b(?P<secret>tk_[a-z0-9]{{12}})\\b'''\nexamples = ['''{example}''']\n"
+            )
+        };
+        let add = |text: String| RuleSet::default().add_file("t", &text);
+        // Unbounded, or longer than it may be.
+        for followed_by in ["[a-z0-9]+", "[a-z0-9]{300}"] {
+            let refused = add(rule("\"tk_\"", followed_by, "tk_a1b2c3d4e5f6"));
+            assert!(refused.is_err_and(|e| e.to_string().contains("at most")));
+        }
+        // A keyword the search cuts short cannot say what follows it.
+        let long = add(rule(
+            "\"tk_averylongkeyword\"",
+            "[a-z0-9]{12}",
+            "tk_a1b2c3d4e5f6",
+        ));
+        assert!(long.is_err_and(|e| e.to_string().contains("keywords of at most")));
+        // An example whose keyword is followed otherwise is a problem of the rule.
+        let mut set = RuleSet::default();
+        set.add_file("t", &rule("\"tk_\"", "[0-9]{12}", "tk_a1b2c3d4e5f6"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let problems = check_examples(&set, false);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("holds none of the keywords")),
+            "{problems:?}"
+        );
+        let mut set = RuleSet::default();
+        set.add_file("t", &rule("\"tk_\"", "[a-z0-9]{12}", "tk_a1b2c3d4e5f6"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(check_examples(&set, false), Vec::<String>::new());
     }
 }
