@@ -528,22 +528,23 @@ impl Detector {
                 }
             }
         };
+        // Every match holding a keyword holds its start too, which finds the same places
+        // and more: a short longest keyword keeps the search around what a delta changes
+        // short (see `Detector::places_after`).
+        let cut = |keyword: &str| -> usize {
+            (keyword.char_indices())
+                .map(|(at, c)| at + c.len_utf8())
+                .take_while(|&end| end <= MAX_KEYWORD)
+                .last()
+                .unwrap_or(keyword.len())
+        };
         for (index, rule) in rules.rules().iter().enumerate() {
             for keyword in &rule.keywords {
-                // Every match holding the keyword holds its start too, which finds the
-                // same places and more: a short longest keyword keeps the search around
-                // what a delta changes short (see `Detector::places_after`).
-                let cut = keyword
-                    .char_indices()
-                    .map(|(at, c)| at + c.len_utf8())
-                    .take_while(|&end| end <= MAX_KEYWORD)
-                    .last()
-                    .unwrap_or(keyword.len());
                 let (exact, begins) = (rule.keywords_match_case, rule.keywords_begin_words);
-                add_word(&keyword[..cut], exact, begins, index);
+                add_word(&keyword[..cut(keyword)], exact, begins, index);
             }
         }
-        let mut add = |word: &str, index: usize| add_word(word, false, false, index);
+        let mut add = |word: &str, index: usize| add_word(&word[..cut(word)], false, false, index);
         // Base64 rules are also found by the base64 forms of the prefixes that begin
         // providers' tokens, as the tokens write them (`AKIA`, `AIza`, `ghp_`), and of
         // text that secrets are often inside of.
