@@ -49,11 +49,18 @@ pub(crate) fn scan_all(
     ctx: &Context<'_>,
     repo: &Path,
 ) -> Result<Option<(Findings, u64)>, ScanError> {
-    let format = ObjectFormat::of(repo)?;
-    let Ok(store) = ObjectStore::open(repo, format) else {
+    // Git lists the refs while the pack indexes are read.
+    let (opened, refs) = std::thread::scope(|scope| {
+        let refs = scope.spawn(|| list_refs(repo));
+        let opened = ObjectFormat::of(repo).map(|format| (format, ObjectStore::open(repo, format)));
+        let refs = refs.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (opened, refs)
+    });
+    let (format, opened) = opened?;
+    let Ok(store) = opened else {
         return Ok(None);
     };
-    let refs = list_refs(repo)?;
+    let refs = refs?;
     let threads = ctx.scanner.threads;
 
     // 1. Commits, trees and tags.
