@@ -1248,32 +1248,30 @@ mod tests {
             set.add_file("t", &text).unwrap_or_else(|e| panic!("{e}"));
             check_examples(&set, false)
         };
-        // Found inside a word by the pattern, but said to begin words.
-        let inside = problems(rule(
-            "inside-word",
-            "keywords = [\"dd\"]\nkeywords_begin_words = true",
-            r"(?P<secret>dd[0-9]{6})",
-            "dd730194",
-        ));
-        assert!(
-            inside
-                .iter()
-                .any(|p| p.contains("keyword search finds none")),
-            "{inside:?}"
-        );
-        // Found in any case by the pattern, but said to match case.
-        let any_case = problems(rule(
-            "any-case",
-            "keywords = [\"SK\"]\nkeywords_match_case = true",
-            r"(?i)\b(?P<secret>sk[0-9]{6})\b",
-            "SK730194",
-        ));
-        assert!(
-            any_case
-                .iter()
-                .any(|p| p.contains("keyword search finds none")),
-            "{any_case:?}"
-        );
+        // Found inside a word by the pattern, but said to begin words; found in any case
+        // by the pattern, but said to match case.
+        for (id, extra, pattern, example) in [
+            (
+                "inside-word",
+                "keywords = [\"dd\"]\nkeywords_begin_words = true",
+                r"(?P<secret>dd[0-9]{6})",
+                "dd730194",
+            ),
+            (
+                "any-case",
+                "keywords = [\"SK\"]\nkeywords_match_case = true",
+                r"(?i)\b(?P<secret>sk[0-9]{6})\b",
+                "SK730194",
+            ),
+        ] {
+            let found = problems(rule(id, extra, pattern, example));
+            assert!(
+                found
+                    .iter()
+                    .any(|p| p.contains("keyword search finds none")),
+                "{found:?}"
+            );
+        }
         // Capitals in keywords only with keywords_match_case.
         let caps = rule("caps", "keywords = [\"SK\"]", r"\bSK[0-9]{6}", "SK730194");
         assert!(RuleSet::default().add_file("t", &caps).is_err());
