@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use deployguard_engine::clean::{
-    self, ArchiveFormat, CleanProgress, CleanReport, CleanRun, DEFAULT_REPLACEMENT, Phase, Select,
-    Selection,
+    self, ArchiveFormat, CleanOptions, CleanProgress, CleanReport, CleanRun, DEFAULT_REPLACEMENT,
+    FileSelection, Phase, Select, Selection,
 };
 use deployguard_engine::git::remote::{
     self, Credentials, PushOptions, PushReport, RemoteUrl, UrlPolicy,
@@ -23,7 +23,7 @@ pub(crate) struct CleanArgs {
     /// The repository to clean (bare or not; it is not modified) or a bundle file.
     path: PathBuf,
     /// The secrets file written by `deployguard scan --secrets-out`.
-    #[arg(long, value_name = "FILE", required_unless_present = "replace_text")]
+    #[arg(long, value_name = "FILE")]
     secrets: Option<PathBuf>,
     /// Remove the secrets with these ids (or unique id prefixes), comma separated.
     #[arg(
@@ -40,6 +40,27 @@ pub(crate) struct CleanArgs {
     /// (`literal:`, `regex:` or `glob:` lines, each optionally `==>REPLACEMENT`).
     #[arg(long, value_name = "FILE", conflicts_with = "secrets")]
     replace_text: Option<PathBuf>,
+    /// Remove every file whose path matches GLOB from every commit (`.gitignore`
+    /// style: `.env` or `**/.env` at any depth, `config/prod.env` from the root,
+    /// `secrets/` a directory); repeat for more.
+    #[arg(long, value_name = "GLOB")]
+    delete_path: Vec<String>,
+    /// Remove these blobs (full ids, from `scan`'s file findings or largest blobs)
+    /// wherever they are, comma separated.
+    #[arg(long, value_name = "ID,...", value_delimiter = ',')]
+    delete_blob: Vec<String>,
+    /// Remove every blob bigger than SIZE (`500K`, `20M`, `1G`) wherever it is, except
+    /// those at the tips of protected refs.
+    #[arg(long, value_name = "SIZE")]
+    strip_blobs_bigger_than: Option<String>,
+    /// Keep the files at the tip of REF exactly as they are (`main`, `HEAD`, a tag)
+    /// while its history is cleaned; repeat for more.
+    #[arg(long, value_name = "REF")]
+    protect_ref: Vec<String>,
+    /// Drop commits that become empty (keeping merges, root commits and commits that
+    /// were empty before); refs move to the parent.
+    #[arg(long)]
+    prune_empty: bool,
     /// What each removed value becomes.
     #[arg(long, value_name = "TEXT", default_value = DEFAULT_REPLACEMENT)]
     replacement: String,
@@ -71,6 +92,29 @@ pub(crate) fn run_clean(args: CleanArgs) -> ExitCode {
 }
 
 fn selection(args: &CleanArgs) -> Result<Selection, String> {
+    let bigger_than = args
+        .strip_blobs_bigger_than
+        .as_deref()
+        .map(clean::parse_size)
+        .transpose()
+        .map_err(|e| format!("--strip-blobs-bigger-than: {e}"))?;
+    let files = FileSelection::new(&args.delete_path, &args.delete_blob, bigger_than)
+        .map_err(|e| e.to_string())?;
+    if args.secrets.is_none() && args.replace_text.is_none() {
+        if files.is_empty() {
+            return Err(
+                "give what to remove: --secrets FILE (with --select or --all), \
+                        --replace-text FILE, --delete-path GLOB, --delete-blob ID or \
+                        --strip-blobs-bigger-than SIZE"
+                    .into(),
+            );
+        }
+        return Selection::files_only(files).map_err(|e| e.to_string());
+    }
+    Ok(values(args)?.with_files(files))
+}
+
+fn values(args: &CleanArgs) -> Result<Selection, String> {
     let replacement = args.replacement.as_bytes();
     if let Some(path) = &args.replace_text {
         let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -137,6 +181,11 @@ fn clean_command(args: &CleanArgs) -> Result<(), String> {
             &args.path,
             work.path(),
             &selection,
+            &CleanOptions {
+                protect_refs: args.protect_ref.clone(),
+                prune_empty: args.prune_empty,
+                source_url: None,
+            },
             &args.output,
             &CleanRun {
                 progress: Some(&progress),
@@ -180,6 +229,10 @@ fn clean_command(args: &CleanArgs) -> Result<(), String> {
             archives.join(", ")
         ));
     }
+    summary.push_str("\nwhat is left to do:\n");
+    for (i, step) in report.next_steps.iter().enumerate() {
+        summary.push_str(&format!("  {}. {step}\n", i + 1));
+    }
     eprint!("{summary}");
     Ok(())
 }
@@ -216,25 +269,67 @@ fn size(bytes: u64) -> String {
 
 fn summary(source: &Path, report: &CleanReport, output: &Path, elapsed: Duration) -> String {
     let mut out = String::new();
+    let what = match (&report.files, report.selected) {
+        (None, n) => format!("{n} selected value(s)"),
+        (Some(_), 0) => "the selected files".to_owned(),
+        (Some(_), n) => format!("{n} selected value(s) and the selected files"),
+    };
     if report.commits_rewritten == 0
+        && report.commits_pruned == 0
         && report.blobs_rewritten == 0
         && report.tags_rewritten == 0
         && report.trees_rewritten == 0
     {
         out.push_str(&format!(
-            "none of the {} selected value(s) occurs in {}: the history is unchanged\n",
-            report.selected,
+            "none of {what} occurs in {}: the history is unchanged\n",
             source.display()
         ));
     } else {
         out.push_str(&format!(
-            "rewrote {} of {} commits, {} blobs, {} trees and {} tags to remove {} selected value(s)\n",
+            "rewrote {} of {} commits, {} blobs, {} trees and {} tags to remove {what}\n",
             report.commits_rewritten,
             report.commits,
             report.blobs_rewritten,
             report.trees_rewritten,
             report.tags_rewritten,
-            report.selected
+        ));
+    }
+    if let Some(files) = &report.files {
+        out.push_str(&format!(
+            "removed {} file entries ({} distinct blobs) from the history\n",
+            files.entries_removed, files.blobs_removed
+        ));
+        for unmatched in &files.unmatched {
+            out.push_str(&format!(
+                "warning: {unmatched} matched nothing in the history\n"
+            ));
+        }
+    }
+    if report.commits_pruned > 0 {
+        out.push_str(&format!(
+            "dropped {} commits that became empty\n",
+            report.commits_pruned
+        ));
+    }
+    for protected in &report.protected {
+        if protected.values + protected.files > 0 {
+            out.push_str(&format!(
+                "warning: the protected tip of {} still holds {} blob(s) with a selected value \
+                 and {} file(s) selected for removal; they stay wherever they occur in history\n",
+                protected.name, protected.values, protected.files
+            ));
+        } else {
+            out.push_str(&format!(
+                "kept the files at the tip of {} as they are\n",
+                protected.name
+            ));
+        }
+    }
+    if report.message_ids_rewritten > 0 || !report.message_ids_unmapped.is_empty() {
+        out.push_str(&format!(
+            "commit ids quoted in messages: {} rewritten, {} could not be mapped\n",
+            report.message_ids_rewritten,
+            report.message_ids_unmapped.len()
         ));
     }
     if !report.signatures_dropped.is_empty() {
@@ -249,13 +344,22 @@ fn summary(source: &Path, report: &CleanReport, output: &Path, elapsed: Duration
         changed.len(),
         report.refs.len()
     ));
+    let short = |id: &str| id[..12.min(id.len())].to_owned();
     for r in changed.iter().take(20) {
         out.push_str(&format!(
-            "  {}  {} -> {}\n",
+            "  {}  {} -> {}",
             r.name,
-            &r.old[..12.min(r.old.len())],
-            &r.new[..12.min(r.new.len())]
+            short(&r.old),
+            short(&r.new)
         ));
+        if let Some(first) = report.first_changed.iter().find(|f| f.name == r.name) {
+            out.push_str(&format!(
+                " (first changed commit {} -> {})",
+                short(&first.old),
+                short(&first.new)
+            ));
+        }
+        out.push('\n');
     }
     if changed.len() > 20 {
         out.push_str(&format!(
@@ -270,7 +374,7 @@ fn summary(source: &Path, report: &CleanReport, output: &Path, elapsed: Duration
         ));
     }
     out.push_str(&format!(
-        "verified: none of the {} objects in the bundle holds a selected value ({} read back)\n",
+        "verified: none of the {} objects in the bundle holds anything selected ({} read back)\n",
         report.objects_verified, report.objects_reread
     ));
     out.push_str(&format!(

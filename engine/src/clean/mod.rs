@@ -9,8 +9,10 @@
 //! check fails.
 
 mod package;
+pub mod paths;
 mod rewrite;
 pub mod selection;
+mod steps;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -21,6 +23,7 @@ use crate::git::objects::{ObjectFormat, Oid};
 use crate::git::{self, GitError};
 
 pub use package::{ArchiveFormat, write_archive};
+pub use paths::{FileSelection, parse_size};
 pub use selection::{DEFAULT_REPLACEMENT, Select, Selection, SelectionError};
 
 /// Refs that forges keep for themselves and refuse on push.
@@ -50,8 +53,32 @@ pub enum CleanError {
     },
     #[error("a selected value occurs in a file name, and removing it would make {0}")]
     Name(String),
+    #[error(
+        "verification failed: {0} path(s) that a selected pattern removes remain in the \
+         cleaned history; no output was written"
+    )]
+    PathsRemain(usize),
+    #[error("cannot protect {0:?}: the repository has no such ref")]
+    UnknownRef(String),
     #[error("cleaning was cancelled")]
     Cancelled,
+}
+
+/// How to clean, besides what to remove.
+#[derive(Clone, Debug, Default)]
+pub struct CleanOptions {
+    /// Refs whose tip commits keep their files exactly as they are (BFG's "protect
+    /// HEAD"): `main`, `refs/heads/main`, `v1.0` or `HEAD`. What such a tip holds is
+    /// kept wherever else it occurs in history; the report says what it still holds.
+    pub protect_refs: Vec<String>,
+    /// Drop commits that become empty (their tree the same as their parent's), pointing
+    /// their children and refs at the parent. Commits that were empty before, merges
+    /// and root commits are kept.
+    pub prune_empty: bool,
+    /// Where the repository is hosted (its URL), to tell the steps left on that
+    /// platform; only the host is looked at. A repository's `origin` is used when this
+    /// is not given.
+    pub source_url: Option<String>,
 }
 
 pub(crate) fn io_error(path: &Path) -> impl Fn(std::io::Error) -> CleanError + '_ {
@@ -180,10 +207,55 @@ pub struct DroppedSignature {
     pub old: String,
 }
 
+/// The whole files a clean removed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FilesRemoved {
+    /// The path patterns selected.
+    pub patterns: Vec<String>,
+    /// How many blob ids were selected.
+    pub blob_ids: usize,
+    /// Blobs bigger than this many bytes were selected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bigger_than: Option<u64>,
+    /// Tree entries dropped, over every rewritten tree.
+    pub entries_removed: u64,
+    /// Distinct blobs dropped from at least one tree.
+    pub blobs_removed: u64,
+    /// Patterns and blob ids that matched nothing in the history (a warning).
+    pub unmatched: Vec<String>,
+}
+
+/// A protected ref and what its tip still holds of the selection.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ProtectedRef {
+    pub name: String,
+    pub commit: String,
+    /// Blobs at the tip holding a selected value.
+    pub values: u64,
+    /// Files at the tip that were selected for removal.
+    pub files: u64,
+}
+
+/// Where a ref's history starts to differ.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct FirstChanged {
+    pub name: String,
+    /// The oldest rewritten commit on the ref's first-parent line, before the clean.
+    pub old: String,
+    /// The commit it became (its parent's new id when it was pruned).
+    pub new: String,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct CleanReport {
     pub object_format: &'static str,
     pub selected: usize,
+    /// Whole files removed (by path, blob id or size).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<FilesRemoved>,
+    /// Protected refs, with what their tips still hold.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub protected: Vec<ProtectedRef>,
     /// Every ref of the cleaned repository, with its id before and after.
     pub refs: Vec<RefChange>,
     /// Refs that forges refuse on push (`refs/pull/*`, `refs/changes/*`, …): they are
@@ -196,6 +268,20 @@ pub struct CleanReport {
     pub trees_rewritten: u64,
     pub blobs_rewritten: u64,
     pub tags_rewritten: u64,
+    /// Commits dropped because they became empty (with `prune_empty`).
+    pub commits_pruned: u64,
+    /// For every ref whose history changed, its first changed commit.
+    pub first_changed: Vec<FirstChanged>,
+    /// Commit ids quoted in commit messages, rewritten to the new ids.
+    pub message_ids_rewritten: u64,
+    /// Quoted ids of rewritten commits that could not be rewritten (the commit was on
+    /// another branch, not rewritten yet): they name commits that no longer exist.
+    pub message_ids_unmapped: Vec<String>,
+    /// Git LFS objects no pointer of the cleaned history names any more: delete them
+    /// from the LFS store.
+    pub lfs_orphaned: Vec<String>,
+    /// What is left to do, in order; docs/cleaning.md explains each step.
+    pub next_steps: Vec<String>,
     pub signatures_dropped: Vec<DroppedSignature>,
     /// Objects in the bundle, all checked.
     pub objects_verified: u64,
@@ -204,12 +290,22 @@ pub struct CleanReport {
     pub bundle_bytes: u64,
     /// Wall time of each step, in milliseconds.
     pub timings_ms: Timings,
-    #[serde(skip)]
+    /// Every rewritten commit, old id to new (a pruned commit maps to its parent's).
+    #[serde(serialize_with = "pairs")]
     pub commit_map: Vec<(Oid, Oid)>,
     /// The index (`.idx`) of the bundle's pack, in the work directory: with it,
     /// [`crate::git::bundle::unbundle`] opens the bundle without re-indexing it.
     #[serde(skip)]
     pub bundle_index: Option<PathBuf>,
+}
+
+fn pairs<S: serde::Serializer>(map: &[(Oid, Oid)], serializer: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = serializer.serialize_seq(Some(map.len()))?;
+    for (old, new) in map {
+        seq.serialize_element(&[old.to_hex(), new.to_hex()])?;
+    }
+    seq.end()
 }
 
 impl CleanReport {
@@ -248,6 +344,7 @@ pub fn clean(
     source: &Path,
     work: &Path,
     selection: &Selection,
+    options: &CleanOptions,
     bundle: &Path,
     run: &CleanRun<'_>,
 ) -> Result<CleanReport, CleanError> {
@@ -276,20 +373,57 @@ pub fn clean(
             kinds.into_iter().collect::<Vec<_>>().join(", ")
         )));
     }
+    let protected: Vec<(String, Oid)> = options
+        .protect_refs
+        .iter()
+        .map(|name| resolve_ref(&repo, name))
+        .collect::<Result<_, _>>()?;
+    let host_hint = options.source_url.clone().or_else(|| origin_url(source));
     run.check()?;
     let prepared = millis(started);
-    let rewritten = rewrite::rewrite(&repo, selection, run)?;
+    let tips: Vec<Oid> = protected.iter().map(|(_, oid)| *oid).collect();
+    let rewritten = rewrite::rewrite(
+        &repo,
+        selection,
+        &rewrite::Options {
+            protected_tips: &tips,
+            prune_empty: options.prune_empty,
+        },
+        run,
+    )?;
 
+    let files = selection.files();
     let mut report = CleanReport {
         object_format: repo.format.name(),
         selected: selection.len(),
+        files: (!files.is_empty()).then(|| FilesRemoved {
+            patterns: files.patterns().to_vec(),
+            blob_ids: files.blob_ids().len(),
+            bigger_than: files.bigger_than(),
+            entries_removed: rewritten.entries_removed,
+            blobs_removed: rewritten.blobs_removed(),
+            unmatched: rewritten.unmatched.clone(),
+        }),
+        protected: protected
+            .iter()
+            .zip(&rewritten.held)
+            .map(|((name, oid), held)| ProtectedRef {
+                name: name.clone(),
+                commit: oid.to_hex(),
+                values: held.values,
+                files: held.files,
+            })
+            .collect(),
         objects_read: rewritten.objects_read,
         bytes_read: rewritten.bytes_read,
         commits: rewritten.commits,
-        commits_rewritten: rewritten.commit_map.len() as u64,
+        commits_rewritten: rewritten.commit_map.len() as u64 - rewritten.commits_pruned,
         trees_rewritten: rewritten.trees_rewritten,
         blobs_rewritten: rewritten.blobs_rewritten,
         tags_rewritten: rewritten.tags_rewritten,
+        commits_pruned: rewritten.commits_pruned,
+        message_ids_rewritten: rewritten.message_ids_rewritten,
+        message_ids_unmapped: rewritten.message_ids_unmapped.clone(),
         signatures_dropped: rewritten.signatures_dropped.clone(),
         commit_map: rewritten.commit_map.clone(),
         timings_ms: Timings {
@@ -302,17 +436,25 @@ pub fn clean(
     };
     // What the refs (and a detached HEAD) reach, as `git rev-list --objects --all`
     // would list it on the result.
-    let objects = rewritten.reachable(
-        repo.refs
-            .iter()
-            .map(|(_, oid)| *oid)
-            .chain(repo.head_detached),
-    );
+    let old_roots: Vec<Oid> = repo
+        .refs
+        .iter()
+        .map(|(_, oid)| *oid)
+        .chain(repo.head_detached)
+        .collect();
+    let objects = rewritten.reachable(old_roots.iter().copied());
     let mut new_refs = Vec::with_capacity(repo.refs.len());
     for (name, old) in &repo.refs {
         let new = rewritten.new_id(old);
         if FORGE_REF_PREFIXES.iter().any(|p| name.starts_with(p)) {
             report.forge_refs.push(name.clone());
+        }
+        if let Some((first_old, first_new)) = rewritten.first_change_of(*old) {
+            report.first_changed.push(FirstChanged {
+                name: name.clone(),
+                old: first_old.to_hex(),
+                new: first_new.to_hex(),
+            });
         }
         report.refs.push(RefChange {
             name: name.clone(),
@@ -321,6 +463,7 @@ pub fn clean(
         });
         new_refs.push((name.clone(), new));
     }
+    report.lfs_orphaned = rewritten.lfs_orphaned(&old_roots, &objects);
     if new_refs != repo.refs {
         git::refs::write_packed(&repo.path, &new_refs)?;
     }
@@ -339,6 +482,10 @@ pub fn clean(
 
     run.phase(Phase::Verifying);
     let packaging = std::time::Instant::now();
+    let remaining = rewritten.verify_paths(&repo.path, selection, &objects)?;
+    if remaining > 0 {
+        return Err(CleanError::PathsRemain(remaining));
+    }
     let packaged =
         package::write_verified_bundle(&repo, &rewritten, &objects, selection, bundle, run)?;
     report.objects_verified = packaged.objects;
@@ -346,8 +493,48 @@ pub fn clean(
     report.bundle_bytes = packaged.bytes;
     report.bundle_index = Some(packaged.index);
     report.timings_ms.bundle_and_verify = millis(packaging);
+    report.next_steps = steps::next_steps(&report, host_hint.as_deref());
     run.phase(Phase::Done);
     Ok(report)
+}
+
+/// A ref to protect, by its full name, a short name (`main`, `v1.0`) or `HEAD`.
+fn resolve_ref(repo: &WorkRepo, name: &str) -> Result<(String, Oid), CleanError> {
+    let find = |full: &str| {
+        repo.refs
+            .iter()
+            .find(|(n, _)| n == full)
+            .map(|(n, oid)| (n.clone(), *oid))
+    };
+    if name == "HEAD" {
+        let head = match (&repo.head_symref, repo.head_detached) {
+            (Some(target), _) => find(target),
+            (None, Some(oid)) => Some(("HEAD".to_owned(), oid)),
+            (None, None) => None,
+        };
+        return head.ok_or_else(|| CleanError::UnknownRef(name.to_owned()));
+    }
+    let candidates = [
+        name.to_owned(),
+        format!("refs/heads/{name}"),
+        format!("refs/tags/{name}"),
+        format!("refs/remotes/{name}"),
+        format!("refs/{name}"),
+    ];
+    candidates
+        .iter()
+        .find_map(|full| find(full))
+        .ok_or_else(|| CleanError::UnknownRef(name.to_owned()))
+}
+
+/// The `origin` remote's URL of a repository, if it has one.
+fn origin_url(source: &Path) -> Option<String> {
+    if source.is_file() {
+        return None;
+    }
+    let url = git::output(source, &["config", "--get", "remote.origin.url"]).ok()?;
+    let url = String::from_utf8_lossy(&url).trim().to_owned();
+    (!url.is_empty()).then_some(url)
 }
 
 /// Sets up `work/repo.git`: borrowing the objects of a repository (nothing is copied),

@@ -25,7 +25,7 @@ pub(crate) struct Packaged {
 /// reach: see [`Rewritten::reachable`]); each is checked before the bundle is kept: an
 /// object read and searched before the rewrite needs no second look (its id is its
 /// content), anything else is read back and searched. If any holds a selected value,
-/// no bundle is written.
+/// or is (or names) a file selected for removal, no bundle is written.
 pub(crate) fn write_verified_bundle(
     repo: &WorkRepo,
     rewritten: &Rewritten,
@@ -105,7 +105,7 @@ fn write_bundle(
         &repo.path,
         &reread,
         |oid, kind, data| -> Result<(), CleanError> {
-            if selection.is_match(data) {
+            if rewritten.holds_selected(oid, kind, data, selection)? {
                 survivors.push((oid, kind.name()));
             }
             run.verified(1);

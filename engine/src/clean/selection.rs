@@ -5,6 +5,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::bytes::Regex;
 use serde::Deserialize;
 
+use super::paths::FileSelection;
 use crate::scan::SecretValue;
 
 /// What a removed value becomes unless an expression names its own replacement.
@@ -31,6 +32,8 @@ pub enum SelectionError {
     EmptyValue(String),
     #[error("the replacement for {what} contains a selected value, so it could never be removed")]
     ReplacementContainsValue { what: String },
+    #[error("{0}")]
+    Files(String),
 }
 
 #[derive(Clone, Debug)]
@@ -61,6 +64,8 @@ pub struct Selection {
     /// Selected secrets found inside compressed archives, by id, with the archives'
     /// paths: replacing text does not reach into them.
     archived: Vec<(String, Vec<String>)>,
+    /// Whole files to remove.
+    files: FileSelection,
 }
 
 /// Which secrets of a secrets file (or a report with its values) to remove.
@@ -340,6 +345,7 @@ impl Selection {
             matcher,
             regexes,
             archived: Vec::new(),
+            files: FileSelection::default(),
         };
         for (i, replacement) in selection.literal_replacements.iter().enumerate() {
             if selection.is_match(replacement) {
@@ -349,6 +355,33 @@ impl Selection {
             }
         }
         Ok(selection)
+    }
+
+    /// Whole files only, no value.
+    pub fn files_only(files: FileSelection) -> Result<Self, SelectionError> {
+        if files.is_empty() {
+            return Err(SelectionError::Empty);
+        }
+        Ok(Self {
+            literals: Vec::new(),
+            literal_replacements: Vec::new(),
+            matcher: None,
+            fast: None,
+            regexes: Vec::new(),
+            archived: Vec::new(),
+            files,
+        })
+    }
+
+    /// These values, and also these whole files.
+    pub fn with_files(mut self, files: FileSelection) -> Self {
+        self.files = files;
+        self
+    }
+
+    /// The whole files selected.
+    pub fn files(&self) -> &FileSelection {
+        &self.files
     }
 
     /// How many values and expressions are selected.

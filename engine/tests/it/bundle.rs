@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use deployguard_engine::clean::{self, CleanRun, Selection};
+use deployguard_engine::clean::{self, CleanOptions, CleanRun, Selection};
 use deployguard_engine::git::bundle::{self, Header};
 use deployguard_engine::git::objects::ObjectFormat;
 use deployguard_testkit::{TestRepo, git_in as git};
@@ -309,6 +309,7 @@ fn a_cleaned_bundle_opens_with_the_index_the_clean_kept() {
         source.path(),
         &work,
         &selection,
+        &CleanOptions::default(),
         &cleaned,
         &CleanRun::default(),
     )

@@ -7,7 +7,8 @@ use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
 use deployguard_engine::clean::{
-    self, ArchiveFormat, CleanError, CleanReport, CleanRun, Select, Selection,
+    self, ArchiveFormat, CleanError, CleanOptions, CleanReport, CleanRun, FileSelection, Select,
+    Selection,
 };
 use deployguard_engine::scan::{Report, Revisions, ScanRun, Scanner, Settings, Target};
 use deployguard_testkit::{TestRepo, git_in as git};
@@ -127,11 +128,26 @@ fn clean_into(
     source: &Path,
     selection: &Selection,
 ) -> Result<Cleaned, (CleanError, tempfile::TempDir)> {
+    clean_with(source, selection, &CleanOptions::default())
+}
+
+fn clean_with(
+    source: &Path,
+    selection: &Selection,
+    options: &CleanOptions,
+) -> Result<Cleaned, (CleanError, tempfile::TempDir)> {
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("cleaned.bundle");
     let scratch = work.path().join("scratch");
     std::fs::create_dir(&scratch).unwrap();
-    match clean::clean(source, &scratch, selection, &bundle, &CleanRun::default()) {
+    match clean::clean(
+        source,
+        &scratch,
+        selection,
+        options,
+        &bundle,
+        &CleanRun::default(),
+    ) {
         Ok(report) => {
             let clone = work.path().join("clone.git");
             git(
@@ -468,6 +484,7 @@ fn unusable_sources_are_clear_errors() {
             source,
             scratch.path(),
             &selection,
+            &CleanOptions::default(),
             &out,
             &CleanRun::default(),
         )
@@ -511,6 +528,7 @@ fn a_cancelled_clean_stops_and_writes_nothing() {
         repo.path(),
         work.path(),
         &selection,
+        &CleanOptions::default(),
         &out,
         &CleanRun {
             progress: None,
@@ -1338,4 +1356,320 @@ fn a_multi_part_secret_is_reported_with_its_parts_and_cleaned_away_whole() {
     for kept in [SID, TWILIO, CSV_ID, CSV_SECRET, "AWS_REGION=eu-west-1"] {
         assert!(contains(&history, kept), "{kept} was lost");
     }
+}
+
+/// git's output without the trailing newline.
+fn trimmed(dir: &Path, args: &[&str]) -> String {
+    text(dir, args).trim_end().to_owned()
+}
+
+fn files(paths: &[&str], blobs: &[String], bigger_than: Option<u64>) -> Selection {
+    let paths: Vec<String> = paths.iter().map(|p| (*p).to_owned()).collect();
+    Selection::files_only(FileSelection::new(&paths, blobs, bigger_than).unwrap()).unwrap()
+}
+
+/// Every path of every commit the refs reach, as `commit path` lines.
+fn all_paths(repo: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for commit in trimmed(repo, &["rev-list", "--all"]).lines() {
+        for path in trimmed(repo, &["ls-tree", "-r", "--name-only", commit]).lines() {
+            out.push((commit.to_owned(), path.to_owned()));
+        }
+    }
+    out
+}
+
+fn blob_in(repo: &Path, blob: &str) -> bool {
+    trimmed(repo, &["rev-list", "--objects", "--all"])
+        .lines()
+        .any(|l| l.starts_with(blob))
+}
+
+/// `.env` added, changed, renamed within the tree and deleted, on two branches; a
+/// `.env.example` beside it; and a merge.
+fn dotenv_repository() -> TestRepo {
+    let mut repo = TestRepo::new();
+    repo.write("README.md", "app\n")
+        .write(".env", "DB_PASSWORD=first\n")
+        .write(".env.example", "DB_PASSWORD=\n")
+        .commit("add env");
+    repo.write(".env", "DB_PASSWORD=second\n")
+        .commit("change env");
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    repo.rename(".env", "service/.env").commit("move env");
+    repo.write("service/main.rs", "fn main() {}\n")
+        .commit("code");
+    repo.git(&["checkout", "-q", "main"]);
+    repo.write("docs.md", "docs\n").commit("docs");
+    repo.merge("feature", "merge feature");
+    repo.remove("service/.env").commit("delete env");
+    repo.tag_annotated("v1", "release");
+    repo
+}
+
+#[test]
+fn a_deleted_path_is_gone_from_every_commit_of_every_branch() {
+    let repo = dotenv_repository();
+    let env_blobs: Vec<String> = ["DB_PASSWORD=first\n", "DB_PASSWORD=second\n"]
+        .iter()
+        .map(|c| git_blob_id(repo.path(), c))
+        .collect();
+    let cleaned = clean_into(repo.path(), &files(&["**/.env"], &[], None)).unwrap();
+    let paths = all_paths(&cleaned.clone);
+    assert!(!paths.is_empty());
+    assert!(
+        paths
+            .iter()
+            .all(|(_, p)| !p.ends_with("/.env") && p != ".env"),
+        "{paths:?}"
+    );
+    assert!(paths.iter().any(|(_, p)| p == ".env.example"));
+    assert!(paths.iter().any(|(_, p)| p == "service/main.rs"));
+    for blob in &env_blobs {
+        assert!(!blob_in(&cleaned.clone, blob), "blob {blob} survived");
+    }
+    let files = cleaned.report.files.as_ref().unwrap();
+    assert!(files.entries_removed >= 4, "{files:?}");
+    assert_eq!(files.blobs_removed, 2);
+    assert!(files.unmatched.is_empty());
+    // Same shape: every commit kept (none became empty by default).
+    assert_eq!(
+        trimmed(&cleaned.clone, &["rev-list", "--all", "--count"]).trim(),
+        trimmed(repo.path(), &["rev-list", "--all", "--count"]).trim()
+    );
+    assert!(trimmed(&cleaned.clone, &["fsck", "--strict"]).is_empty());
+}
+
+fn git_blob_id(repo: &Path, content: &str) -> String {
+    let out = Command::new("git")
+        .args(["hash-object", "--stdin"])
+        .current_dir(repo)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(content.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn an_anchored_path_is_removed_only_where_it_is_and_not_from_the_same_tree_elsewhere() {
+    let mut repo = TestRepo::new();
+    // The same directory (one tree object) at two paths: only config/ loses prod.env.
+    repo.write("config/prod.env", "KEY=1\n")
+        .write("config/app.toml", "a = 1\n")
+        .write("vendor/config/prod.env", "KEY=1\n")
+        .write("vendor/config/app.toml", "a = 1\n")
+        .commit("configs");
+    repo.write("other.txt", "x\n").commit("more");
+    let before = trimmed(repo.path(), &["rev-parse", "HEAD:config"]);
+    assert_eq!(
+        before,
+        trimmed(repo.path(), &["rev-parse", "HEAD:vendor/config"])
+    );
+    let cleaned = clean_into(repo.path(), &files(&["config/prod.env"], &[], None)).unwrap();
+    let paths = all_paths(&cleaned.clone);
+    assert!(
+        !paths.iter().any(|(_, p)| p == "config/prod.env"),
+        "{paths:?}"
+    );
+    assert!(paths.iter().any(|(_, p)| p == "config/app.toml"));
+    assert_eq!(
+        paths
+            .iter()
+            .filter(|(_, p)| p == "vendor/config/prod.env")
+            .count(),
+        2,
+        "the same tree at another path keeps the file: {paths:?}"
+    );
+    assert!(trimmed(&cleaned.clone, &["fsck", "--strict"]).is_empty());
+}
+
+#[test]
+fn a_big_blob_is_stripped_while_a_protected_tip_keeps_its_current_file() {
+    let mut repo = TestRepo::new();
+    let big_old: Vec<u8> = (0..20u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let mut big_new = big_old.clone();
+    big_new[0] ^= 1;
+    repo.write("small.txt", "small\n")
+        .write("build/app.bin", &big_old)
+        .commit("artifact");
+    repo.write("build/app.bin", &big_new).commit("new artifact");
+    let old_id = trimmed(repo.path(), &["rev-parse", "HEAD~1:build/app.bin"]);
+    let new_id = trimmed(repo.path(), &["rev-parse", "HEAD:build/app.bin"]);
+    let tip_tree = trimmed(repo.path(), &["rev-parse", "HEAD^{tree}"]);
+    let cleaned = clean_with(
+        repo.path(),
+        &files(&[], &[], Some(10 << 20)),
+        &CleanOptions {
+            protect_refs: vec!["main".into()],
+            ..CleanOptions::default()
+        },
+    )
+    .unwrap();
+    let clone = &cleaned.clone;
+    assert!(!blob_in(clone, &old_id), "the old 20 MB blob is stripped");
+    assert!(blob_in(clone, &new_id), "the protected tip keeps its file");
+    assert_eq!(trimmed(clone, &["rev-parse", "main^{tree}"]), tip_tree);
+    assert_eq!(
+        trimmed(clone, &["ls-tree", "-r", "--name-only", "main~1"]),
+        "small.txt"
+    );
+    let protected = &cleaned.report.protected;
+    assert_eq!(protected.len(), 1);
+    assert_eq!(protected[0].name, "refs/heads/main");
+    assert_eq!(protected[0].files, 1, "the tip still holds a big blob");
+    assert!(
+        cleaned
+            .report
+            .next_steps
+            .iter()
+            .any(|s| s.contains("refs/heads/main")),
+        "{:?}",
+        cleaned.report.next_steps
+    );
+}
+
+#[test]
+fn first_changed_commits_and_the_commit_map_match_the_result() {
+    let repo = dotenv_repository();
+    let cleaned = clean_into(repo.path(), &files(&[".env"], &[], None)).unwrap();
+    let report = &cleaned.report;
+    let clone = &cleaned.clone;
+    // Every old commit of the map is gone, every new one is there.
+    let now: Vec<String> = trimmed(clone, &["rev-list", "--all"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(!report.commit_map.is_empty());
+    for (old, new) in &report.commit_map {
+        assert!(now.contains(&new.to_hex()), "{new}");
+        assert!(!now.contains(&old.to_hex()), "{old}");
+    }
+    // Unchanged commits are not in the map and are still there.
+    let before: Vec<String> = trimmed(repo.path(), &["rev-list", "--all"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(before.len(), now.len());
+    let mapped = before
+        .iter()
+        .filter(|c| report.commit_map.iter().any(|(old, _)| &old.to_hex() == *c))
+        .count();
+    assert_eq!(mapped, report.commit_map.len());
+    // The first changed commit of main is the oldest rewritten one on its first-parent
+    // line: the root commit (it added .env).
+    let main = report
+        .first_changed
+        .iter()
+        .find(|f| f.name == "refs/heads/main")
+        .unwrap();
+    let root_old = trimmed(repo.path(), &["rev-list", "--max-parents=0", "main"]);
+    assert_eq!(main.old, root_old);
+    let root_new = trimmed(clone, &["rev-list", "--max-parents=0", "main"]);
+    assert_eq!(main.new, root_new);
+    assert!(
+        report
+            .first_changed
+            .iter()
+            .any(|f| f.name == "refs/tags/v1")
+    );
+}
+
+#[test]
+fn commits_that_become_empty_are_dropped_only_when_asked() {
+    let mut repo = TestRepo::new();
+    repo.write("a.txt", "a\n").commit("a");
+    repo.write("secret.key", "k1\n").commit("add key");
+    repo.write("secret.key", "k2\n").commit("change key");
+    repo.git(&["commit", "-q", "--allow-empty", "-m", "empty before"]);
+    repo.write("b.txt", "b\n").commit("b");
+    let selection = files(&["secret.key"], &[], None);
+    let kept = clean_into(repo.path(), &selection).unwrap();
+    assert_eq!(
+        trimmed(&kept.clone, &["rev-list", "--count", "main"]),
+        "5",
+        "history shape kept by default"
+    );
+    let pruned = clean_with(
+        repo.path(),
+        &selection,
+        &CleanOptions {
+            prune_empty: true,
+            ..CleanOptions::default()
+        },
+    )
+    .unwrap();
+    let log = trimmed(&pruned.clone, &["log", "--format=%s", "main"]);
+    assert_eq!(log, "b\nempty before\na", "the two key commits are dropped");
+    assert_eq!(pruned.report.commits_pruned, 2);
+    assert!(trimmed(&pruned.clone, &["fsck", "--strict"]).is_empty());
+}
+
+#[test]
+fn commit_ids_quoted_in_messages_point_at_the_new_commits() {
+    let mut repo = TestRepo::new();
+    repo.write("id_rsa", "key\n").commit("add key");
+    let first = repo.head();
+    repo.write("a.txt", "a\n")
+        .commit(&format!("fix the bug from {} (see {first})", &first[..10]));
+    let cleaned = clean_into(repo.path(), &files(&["id_rsa"], &[], None)).unwrap();
+    let new_first = trimmed(&cleaned.clone, &["rev-list", "--max-parents=0", "main"]);
+    let message = trimmed(&cleaned.clone, &["log", "-1", "--format=%B", "main"]);
+    assert_eq!(
+        message,
+        format!("fix the bug from {} (see {new_first})", &new_first[..10])
+    );
+    assert_eq!(cleaned.report.message_ids_rewritten, 2);
+}
+
+#[test]
+fn lfs_objects_no_pointer_names_any_more_are_reported() {
+    let mut repo = TestRepo::new();
+    let pointer = |n: char| {
+        format!(
+            "version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize 12345\n",
+            n.to_string().repeat(64)
+        )
+    };
+    repo.write("assets/dump.sql", pointer('a'))
+        .write("assets/logo.png", pointer('b'))
+        .commit("assets");
+    let cleaned = clean_into(repo.path(), &files(&["*.sql"], &[], None)).unwrap();
+    assert_eq!(
+        cleaned.report.lfs_orphaned,
+        vec![format!("sha256:{}", "a".repeat(64))]
+    );
+}
+
+#[test]
+fn bad_file_selections_are_refused_and_a_pattern_that_matches_nothing_is_a_warning() {
+    let repo = dotenv_repository();
+    let cleaned = clean_into(repo.path(), &files(&["*.p12", ".env"], &[], None)).unwrap();
+    assert_eq!(
+        cleaned.report.files.as_ref().unwrap().unmatched,
+        vec!["*.p12".to_owned()]
+    );
+    let missing = clean_with(
+        repo.path(),
+        &files(&[".env"], &[], None),
+        &CleanOptions {
+            protect_refs: vec!["no-such-branch".into()],
+            ..CleanOptions::default()
+        },
+    );
+    let Err((CleanError::UnknownRef(name), _)) = missing else {
+        panic!("a missing ref is an error");
+    };
+    assert_eq!(name, "no-such-branch");
+    for (paths, size) in [(vec![String::new()], None), (vec![], Some(0))] {
+        assert!(FileSelection::new(&paths, &[], size).is_err());
+    }
+    assert!(Selection::files_only(FileSelection::default()).is_err());
 }

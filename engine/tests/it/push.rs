@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use deployguard_engine::clean::{self, CleanRun, Selection};
+use deployguard_engine::clean::{self, CleanOptions, CleanRun, Selection};
 use deployguard_engine::git::remote::{
     self, Credentials, PushError, PushOptions, PushReport, RefOutcome, RemoteUrl, UrlPolicy,
 };
@@ -47,6 +47,7 @@ fn cleaned() -> Cleaned {
         repo.path(),
         &scratch,
         &selection,
+        &CleanOptions::default(),
         &work.path().join("cleaned.bundle"),
         &CleanRun::default(),
     )

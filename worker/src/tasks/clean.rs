@@ -9,8 +9,8 @@ use deployguard::jobs::{Job, JobStatus, work};
 use deployguard::storage::ObjectKey;
 use deployguard::tasks::JobRef;
 use deployguard_engine::clean::{
-    self, ArchiveFormat, CleanError, CleanProgress, CleanRun, DEFAULT_REPLACEMENT, Phase, Select,
-    Selection, SelectionError,
+    self, ArchiveFormat, CleanError, CleanOptions, CleanProgress, CleanRun, DEFAULT_REPLACEMENT,
+    Phase, Select, Selection, SelectionError,
 };
 use serde_json::json;
 
@@ -103,6 +103,10 @@ async fn clean(
     let cleaned = dir.path().join("cleaned.bundle");
     let archive = dir.path().join("cleaned.zip");
     let name = repository_name(&job.source_url);
+    let options = CleanOptions {
+        source_url: Some(job.source_url.clone()),
+        ..CleanOptions::default()
+    };
     let rewriting = {
         let (dir, cancel, progress) = (Arc::clone(&dir), ctx.cancel.flag(), Arc::clone(&progress));
         let (source, cleaned, archive) = (source.clone(), cleaned.clone(), archive.clone());
@@ -119,7 +123,7 @@ async fn clean(
                 progress: Some(&progress),
                 cancel: Some(&cancel),
             };
-            let report = clean::clean(&source, &work, &selection, &cleaned, &run)?;
+            let report = clean::clean(&source, &work, &selection, &options, &cleaned, &run)?;
             let packaging = Instant::now();
             clean::write_archive(
                 &cleaned,
