@@ -496,3 +496,112 @@ fn cleaning_a_secret_found_inside_an_archive_warns_that_the_archive_still_holds_
     );
     assert!(!summary.contains(GITHUB), "{summary}");
 }
+
+#[test]
+fn delete_path_removes_a_dotenv_from_every_branch_and_prints_what_is_left_to_do() {
+    let mut repo = TestRepo::new();
+    repo.write("README.md", "app\n")
+        .write(".env", "DB_PASSWORD=first\n")
+        .commit("add env");
+    repo.write(".env", "DB_PASSWORD=second\n")
+        .commit("change env");
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    repo.rename(".env", "api/.env").commit("move env");
+    repo.git(&["checkout", "-q", "main"]);
+    repo.remove(".env").commit("delete env");
+    let dir = tempfile::tempdir().unwrap();
+    let out = deployguard(
+        &[
+            "clean",
+            &repo.path().to_string_lossy(),
+            "--delete-path",
+            "**/.env",
+            "--report",
+            "report.json",
+            "-o",
+            "cleaned.bundle",
+        ],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("removed 3 file entries (2 distinct blobs)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("what is left to do:") && err.contains("Rotate"),
+        "{err}"
+    );
+    let clone = mirror_of(dir.path(), "cleaned.bundle");
+    for commit in git(&clone, &["rev-list", "--all"]).lines() {
+        let paths = git(&clone, &["ls-tree", "-r", "--name-only", commit]);
+        assert!(
+            !paths.lines().any(|p| p.ends_with(".env")),
+            "{commit}: {paths}"
+        );
+    }
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["files"]["blobs_removed"], 2, "{report}");
+    assert_eq!(
+        report["commit_map"].as_array().unwrap().len(),
+        4,
+        "{report}"
+    );
+}
+
+#[test]
+fn bad_file_selections_exit_2_and_write_nothing() {
+    let mut repo = TestRepo::new();
+    repo.write(".env", "A=1\n").commit("env");
+    let dir = tempfile::tempdir().unwrap();
+    let source = repo.path().to_string_lossy().into_owned();
+    let cases: [(&[&str], &str); 5] = [
+        (&["--delete-path", ""], "empty path pattern"),
+        (&["--strip-blobs-bigger-than", "0"], "size above 0"),
+        (
+            &["--strip-blobs-bigger-than", "lots"],
+            "--strip-blobs-bigger-than",
+        ),
+        (&["--delete-blob", "abc123"], "not a full object id"),
+        (
+            &["--delete-path", ".env", "--protect-ref", "no-such-branch"],
+            "no such ref",
+        ),
+    ];
+    for (flags, message) in cases {
+        let mut args = vec!["clean", source.as_str(), "-o", "cleaned.bundle"];
+        args.extend_from_slice(flags);
+        let out = deployguard(&args, dir.path(), &[]);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(message),
+            "{flags:?}: {}",
+            stderr(&out)
+        );
+        assert!(!dir.path().join("cleaned.bundle").exists(), "{flags:?}");
+    }
+    // A pattern that matches nothing is a warning; the clean still succeeds.
+    let out = deployguard(
+        &[
+            "clean",
+            &source,
+            "--delete-path",
+            "*.p12",
+            "--delete-path",
+            ".env",
+            "-o",
+            "cleaned.bundle",
+        ],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning: *.p12 matched nothing"),
+        "{}",
+        stderr(&out)
+    );
+}
