@@ -130,6 +130,7 @@ pub(crate) fn scan_all(
                     None => ctx.skip(origin, object.size, SkipReason::TooLarge),
                 }
             }
+            local.name_blob(0, || object.oid.to_hex());
             local
         },
         |local| -> Result<(), ScanError> {

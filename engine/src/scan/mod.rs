@@ -13,6 +13,7 @@ pub mod detect;
 mod files;
 mod git;
 mod history;
+mod leaks;
 pub mod memo;
 pub mod report;
 pub mod rules;
@@ -24,6 +25,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
+use crate::git::objects::Oid;
 pub use crate::git::{clone_mirror, redact_url_userinfo};
 pub use detect::{Allowlist, Detector, Hit, Seen};
 pub use report::{
@@ -283,6 +285,8 @@ pub(crate) struct Origin {
 pub(crate) struct Item {
     pub data: Vec<u8>,
     pub origin: Origin,
+    /// The git blob `data` is, when it is one: file findings name it.
+    pub blob: Option<Oid>,
 }
 
 /// State shared by the threads of one scan.
@@ -378,6 +382,7 @@ impl Context<'_> {
                             if self.cancelled() {
                                 continue;
                             }
+                            let since = findings.file_count();
                             self.scan_item(
                                 &item.data,
                                 &item.origin,
@@ -385,6 +390,9 @@ impl Context<'_> {
                                 &mut hits,
                                 &mut findings,
                             );
+                            if let Some(blob) = item.blob {
+                                findings.name_blob(since, || blob.to_hex());
+                            }
                         }
                         findings
                     })
@@ -425,6 +433,8 @@ impl Context<'_> {
         findings: &mut Findings,
     ) {
         if origin.kind == OccurrenceKind::File {
+            // Reported besides what detection finds in it, which runs as before.
+            let leaked = self.leaked_file(data, origin, findings);
             let archive = archive::sniff(data).is_some();
             let binary = is_binary(data);
             if archive || binary {
@@ -439,7 +449,9 @@ impl Context<'_> {
                         }
                         true
                     }
-                    (false, _) => self.binary(data, origin, hits, &mut local),
+                    // A KeePass database or a key store by name is read as far as it
+                    // can be.
+                    (false, _) => self.binary(data, origin, hits, &mut local) || leaked,
                 };
                 if !read {
                     self.skip(origin, data.len() as u64, SkipReason::Binary);
@@ -476,23 +488,38 @@ impl Context<'_> {
             return true;
         }
         if let Some(store) = archive::keystore(data, origin.path.as_deref()) {
-            let kind = match store {
-                archive::KeyStore::Jks => FileKind::Jks,
-                archive::KeyStore::Jceks => FileKind::Jceks,
-                archive::KeyStore::Pkcs12 => FileKind::Pkcs12,
-            };
-            findings.add_file(FileFinding {
-                id: (self.scanner.hash_key).fingerprint(&format!("file-{}", kind.as_str()), data),
-                path: origin.path.clone(),
-                member: None,
-                commit: origin.commit.clone(),
-                kind,
-                size: data.len() as u64,
-                author: None,
-            });
+            // One named `.p12` or `.pfx` was reported by its name (`leaked_file`).
+            if !(origin.path.as_deref()).is_some_and(leaks::is_pkcs12_name) {
+                let kind = leaks::keystore_kind(store);
+                findings.add_file(self.file_finding(kind, data, origin));
+            }
             return true;
         }
         false
+    }
+
+    /// Reports `data` as a file whose presence is the leak when its name and a look at
+    /// its content say so (a private key, a KeePass database, a filled-in `.env`). True
+    /// when it did.
+    fn leaked_file(&self, data: &[u8], origin: &Origin, findings: &mut Findings) -> bool {
+        let Some(kind) = (origin.path.as_deref()).and_then(|path| leaks::kind(path, data)) else {
+            return false;
+        };
+        findings.add_file(self.file_finding(kind, data, origin));
+        true
+    }
+
+    fn file_finding(&self, kind: FileKind, data: &[u8], origin: &Origin) -> FileFinding {
+        FileFinding {
+            id: (self.scanner.hash_key).fingerprint(&kind.rule_id(), data),
+            path: origin.path.clone(),
+            member: None,
+            commit: origin.commit.clone(),
+            blob: None,
+            kind,
+            size: data.len() as u64,
+            author: None,
+        }
     }
 
     /// Scans the members of the archive or compressed stream `data`, within
@@ -514,6 +541,7 @@ impl Context<'_> {
                 kind: OccurrenceKind::File,
             };
             let mut found = Findings::default();
+            self.leaked_file(member.data, &inner, &mut found);
             match is_binary(member.data) {
                 true => {
                     // Images and class files in a jar are no news: not listed.
