@@ -675,6 +675,37 @@ fn file_findings_reach_json_text_and_the_secrets_file_which_the_clean_still_read
 }
 
 #[test]
+fn the_largest_blobs_are_listed_in_json_and_text_unless_0_are_asked_for() {
+    let (repo, _, image_blob) = repo_with_env_and_a_large_blob();
+    let report = json(&deployguard(&["scan", "--format", "json"], repo.path()));
+    let largest = &report["largest_blobs"][0];
+    assert_eq!(largest["blob"], image_blob.as_str());
+    assert_eq!(largest["size"], 2 << 20);
+    assert_eq!(largest["path"], "assets/video.bin");
+    assert_eq!(largest["commit"].as_str().unwrap().len(), 40);
+
+    let text = stdout(&deployguard(&["scan"], repo.path()));
+    assert!(text.contains("largest blobs in history"), "{text}");
+    assert!(
+        text.contains(&format!("2.0 MiB  {image_blob}  assets/video.bin")),
+        "{text}"
+    );
+
+    let none = json(&deployguard(
+        &["scan", "--format", "json", "--largest-blobs", "0"],
+        repo.path(),
+    ));
+    assert!(none.get("largest_blobs").is_none(), "{none}");
+    let one = json(&deployguard(
+        &["scan", "--format", "json", "--largest-blobs", "1"],
+        repo.path(),
+    ));
+    assert_eq!(one["largest_blobs"].as_array().unwrap().len(), 1);
+    let on_disk = stdout(&deployguard(&["scan", "--no-git"], repo.path()));
+    assert!(!on_disk.contains("largest blobs"), "{on_disk}");
+}
+
+#[test]
 fn file_findings_in_sarif_validate_against_the_schema() {
     let (repo, env_blob, _) = repo_with_env_and_a_large_blob();
     let output = deployguard(&["scan", "--format", "sarif"], repo.path());

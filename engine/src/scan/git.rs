@@ -606,6 +606,9 @@ where
                         message: "output ended early".into(),
                     });
                 };
+                if let Some(oid) = oid {
+                    ctx.blob_sized(oid, size, &origin);
+                }
                 if size > max {
                     std::io::copy(&mut (&mut reader).take(size + 1), &mut std::io::sink())
                         .map_err(io_error)?;

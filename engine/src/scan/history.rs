@@ -123,6 +123,9 @@ pub(crate) fn scan_all(
             if ctx.cancelled() || taken.swap(true, Ordering::Relaxed) {
                 return local;
             }
+            if let Some(first) = origins.first() {
+                ctx.blob_sized(object.oid, object.size, first);
+            }
             let mut hits = Vec::new();
             for origin in origins {
                 match object.data {

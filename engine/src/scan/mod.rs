@@ -13,6 +13,7 @@ pub mod detect;
 mod files;
 mod git;
 mod history;
+mod largest;
 mod leaks;
 pub mod memo;
 pub mod report;
@@ -28,9 +29,10 @@ use std::time::Instant;
 use crate::git::objects::Oid;
 pub use crate::git::{clone_mirror, redact_url_userinfo};
 pub use detect::{Allowlist, Detector, Hit, Seen};
+pub use largest::DEFAULT_LARGEST_BLOBS;
 pub use report::{
-    Author, Encoding, FileFinding, FileKind, HashKey, Occurrence, OccurrenceKind, Report, Secret,
-    SecretValue, SkipReason, Skipped, Source, Stats,
+    Author, Encoding, FileFinding, FileKind, HashKey, LargeBlob, Occurrence, OccurrenceKind,
+    Report, Secret, SecretValue, SkipReason, Skipped, Source, Stats,
 };
 pub use rules::{Confidence, Kind, Rule, RuleError, RuleSet, RuleSpec};
 pub use settings::Settings;
@@ -130,6 +132,7 @@ pub struct Scanner {
     max_blob_size: u64,
     threads: usize,
     suppressed: HashSet<String>,
+    largest_blobs: usize,
 }
 
 /// Everything one scan needs besides the scanner.
@@ -148,6 +151,7 @@ impl Scanner {
             max_blob_size: settings.max_file_size().unwrap_or(DEFAULT_MAX_BLOB_SIZE),
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             suppressed: HashSet::new(),
+            largest_blobs: DEFAULT_LARGEST_BLOBS,
         })
     }
 
@@ -163,6 +167,13 @@ impl Scanner {
 
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
+        self
+    }
+
+    /// How many of the largest blobs a history scan lists (`Report::largest_blobs`);
+    /// 0 lists none.
+    pub fn with_largest_blobs(mut self, count: usize) -> Self {
+        self.largest_blobs = count;
         self
     }
 
@@ -184,12 +195,19 @@ impl Scanner {
         let started = Instant::now();
         let own_progress = Progress::default();
         let progress = run.progress.unwrap_or(&own_progress);
+        // Sizes in history: what a directory or the index holds is no clone's weight.
+        let largest_blobs = match target {
+            Target::Git { .. } => self.largest_blobs,
+            Target::Staged { .. } | Target::Files { .. } => 0,
+        };
         let ctx = Context {
             scanner: self,
             progress,
             cancel: run.cancel,
             skipped: Mutex::new(BinaryHeap::new()),
             memo: memo::Memo::default(),
+            largest: Mutex::new(largest::Largest::new(largest_blobs)),
+            largest_floor: AtomicU64::new(if largest_blobs == 0 { u64::MAX } else { 0 }),
         };
         let (source, findings, refs) = match target {
             Target::Git { repo, revisions } => {
@@ -241,6 +259,9 @@ impl Scanner {
             .into_inner()
             .unwrap_or_else(|e| e.into_inner())
             .into_sorted_vec();
+        let largest_blobs = (ctx.largest.into_inner())
+            .unwrap_or_else(|e| e.into_inner())
+            .into_list();
         let stats = Stats {
             commits: progress.commits.load(Ordering::Relaxed),
             refs,
@@ -261,6 +282,7 @@ impl Scanner {
             skipped,
             secrets,
             files,
+            largest_blobs,
         })
     }
 }
@@ -299,6 +321,11 @@ pub(crate) struct Context<'a> {
     skipped: Mutex<BinaryHeap<Skipped>>,
     /// The keyword search over text met before in this scan.
     memo: memo::Memo,
+    /// The largest blobs met, for history scans.
+    largest: Mutex<largest::Largest>,
+    /// A size below which a blob cannot enter `largest`: most blobs are turned away
+    /// without taking the lock.
+    largest_floor: AtomicU64,
 }
 
 impl Context<'_> {
@@ -312,6 +339,17 @@ impl Context<'_> {
 
     pub(crate) fn max_blob_size(&self) -> u64 {
         self.scanner.max_blob_size
+    }
+
+    /// Offers a blob to the largest-blobs listing: every blob of a history, scanned or
+    /// not (too large, binary), counts by its size.
+    pub(crate) fn blob_sized(&self, oid: Oid, size: u64, origin: &Origin) {
+        if size < self.largest_floor.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut largest = self.largest.lock().unwrap_or_else(|e| e.into_inner());
+        largest.offer(oid, size, origin);
+        (self.largest_floor).store(largest.floor(), Ordering::Relaxed);
     }
 
     pub(crate) fn discovered(&self) {

@@ -542,6 +542,19 @@ pub struct FileFinding {
     pub author: Option<Author>,
 }
 
+/// One of the largest blobs in a repository's history, with where it first appeared:
+/// what makes a clone heavy, and what a clean stripping large blobs would take.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LargeBlob {
+    /// Its id, hex.
+    pub blob: String,
+    pub size: u64,
+    /// The path it was introduced at (for a blob a ref names directly, the ref).
+    pub path: Option<String>,
+    /// The commit that introduced it; `None` for a blob a ref names directly.
+    pub commit: Option<String>,
+}
+
 /// A blob or file not scanned, and why. Reports list them by path, then commit.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Skipped {
@@ -567,6 +580,10 @@ pub struct Report {
     /// Files whose presence is the leak, by path then commit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FileFinding>,
+    /// The largest blobs of the history scanned, largest first (ties by id); history
+    /// scans only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub largest_blobs: Vec<LargeBlob>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -859,6 +876,27 @@ impl Report {
         serde_json::to_string_pretty(&file).unwrap_or_default()
     }
 
+    /// The largest blobs as a short table for people: size, id, path, commit.
+    fn largest_blobs_text(&self, paint: &dyn Fn(&str, &str) -> String) -> String {
+        let mut out = String::new();
+        if self.largest_blobs.is_empty() {
+            return out;
+        }
+        let _ = writeln!(out, "{}", paint("1", "largest blobs in history"));
+        for large in &self.largest_blobs {
+            let mut line = format!(
+                "    {:>10}  {}  {}",
+                human_bytes(large.size),
+                large.blob,
+                large.path.as_deref().unwrap_or("?")
+            );
+            who_and_when(&mut line, &large.commit, &None, paint);
+            let _ = writeln!(out, "{line}");
+        }
+        out.push('\n');
+        out
+    }
+
     /// SARIF 2.1.0: one result per occurrence, previews only.
     pub fn to_sarif(&self, rules: &[Rule]) -> String {
         let used: HashSet<&str> = self.secrets.iter().map(|s| s.rule_id.as_str()).collect();
@@ -1037,6 +1075,7 @@ impl Report {
             who_and_when(&mut line, &file.commit, &file.author, &paint);
             let _ = writeln!(out, "{line}\n");
         }
+        out.push_str(&self.largest_blobs_text(&paint));
         let s = &self.stats;
         let skipped = match (s.blobs_skipped, s.blobs_unread) {
             (0, 0) => String::new(),

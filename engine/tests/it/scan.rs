@@ -1358,3 +1358,121 @@ fn a_key_file_inside_an_archive_is_reported_as_the_archive_s_blob() {
     assert_eq!(file.commit.as_deref(), Some(commit.as_str()));
     assert_eq!(file.blob, Some(repo.blob_id(&archive)));
 }
+
+#[test]
+fn the_largest_blobs_are_listed_largest_first_with_the_commit_and_path_that_brought_them() {
+    let mut rng = fastrand::Rng::with_seed(5);
+    let mut image: Vec<u8> = std::iter::repeat_with(|| rng.u8(..))
+        .take(2 << 20)
+        .collect();
+    image[0] = 0;
+    let notes = "a line of release notes\n".repeat(12_000);
+    let mut repo = TestRepo::new();
+    repo.write("README.md", "# firmware\n");
+    let first = repo.commit("initial commit");
+    repo.write("firmware/image.bin", &image);
+    let added = repo.commit("add the firmware image");
+    // The same blob at a second path, and a smaller text file.
+    repo.write("backup/image.bin", &image);
+    repo.write("NOTES.md", &notes);
+    let last = repo.commit("back up the image");
+    let image_id = repo.blob_id(&image);
+
+    // Too large to scan, binary: its size in history is what counts.
+    let capped = || scanner().with_max_blob_size(1 << 20);
+    let report = scan_with(
+        &capped(),
+        Target::Git {
+            repo: repo.path().to_path_buf(),
+            revisions: Revisions::All,
+        },
+    );
+    let listed: Vec<(&str, u64, Option<&str>, Option<&str>)> = (report.largest_blobs.iter())
+        .map(|b| {
+            (
+                b.blob.as_str(),
+                b.size,
+                b.path.as_deref(),
+                b.commit.as_deref(),
+            )
+        })
+        .collect();
+    let notes_id = repo.blob_id(notes.as_bytes());
+    let readme_id = repo.blob_id(b"# firmware\n");
+    assert_eq!(
+        listed,
+        [
+            (
+                image_id.as_str(),
+                2 << 20,
+                Some("firmware/image.bin"),
+                Some(added.as_str())
+            ),
+            (
+                notes_id.as_str(),
+                notes.len() as u64,
+                Some("NOTES.md"),
+                Some(last.as_str())
+            ),
+            (
+                readme_id.as_str(),
+                11,
+                Some("README.md"),
+                Some(first.as_str())
+            ),
+        ]
+    );
+    assert!(
+        report
+            .skipped
+            .iter()
+            .any(|s| s.reason == SkipReason::TooLarge)
+    );
+    // Packed, the image's size comes from its pack header, and the listing is the same.
+    repo.git(&["repack", "-adq"]);
+    let packed = scan_with(
+        &capped(),
+        Target::Git {
+            repo: repo.path().to_path_buf(),
+            revisions: Revisions::All,
+        },
+    );
+    assert_eq!(packed.largest_blobs, report.largest_blobs);
+
+    // Read through git's commands (a range), the same.
+    let range = scan_with(
+        &capped().with_largest_blobs(1),
+        Target::Git {
+            repo: repo.path().to_path_buf(),
+            revisions: Revisions::Range(format!("{first}..{last}")),
+        },
+    );
+    assert_eq!(range.largest_blobs.len(), 1);
+    assert_eq!(range.largest_blobs[0].blob, image_id);
+    assert_eq!(
+        range.largest_blobs[0].path.as_deref(),
+        Some("firmware/image.bin")
+    );
+    assert_eq!(
+        range.largest_blobs[0].commit.as_deref(),
+        Some(added.as_str())
+    );
+
+    let none = scan_with(
+        &scanner().with_largest_blobs(0),
+        Target::Git {
+            repo: repo.path().to_path_buf(),
+            revisions: Revisions::All,
+        },
+    );
+    assert!(none.largest_blobs.is_empty());
+    assert!(!none.to_json().contains("largest_blobs"));
+    // A directory is no history.
+    let disk = scan_with(
+        &scanner(),
+        Target::Files {
+            root: repo.path().to_path_buf(),
+        },
+    );
+    assert!(disk.largest_blobs.is_empty());
+}
