@@ -21,6 +21,10 @@ const KEEPASS_VERSIONS: [[u8; 4]; 3] = [
 /// encrypted file.
 const ENV_TEMPLATES: [&str; 5] = ["example", "sample", "template", "dist", "vault"];
 
+/// Documentation shows a credentials file as an example: its name may say
+/// `credentials`, it is not one.
+const DOCUMENT_EXTENSIONS: [&str; 6] = [".md", ".markdown", ".rst", ".adoc", ".html", ".htm"];
+
 /// A service account key file is about 2 KiB; a far larger JSON file holding one is data
 /// (a state file), whose key the rules find as a value.
 const SERVICE_ACCOUNT_MAX: usize = 1 << 20;
@@ -144,14 +148,17 @@ fn is_aws_credentials_name(path: &str, name: &str) -> bool {
     if is_aws_shared_file(path) {
         return true;
     }
-    contains_ignoring_case(name, b"credential")
+    let document = DOCUMENT_EXTENSIONS
+        .iter()
+        .any(|ext| has_extension(name, ext));
+    contains_ignoring_case(name.as_bytes(), b"credential") && !document
         || [".ini", ".cfg", ".conf"]
             .iter()
             .any(|ext| has_extension(name, ext))
 }
 
-fn contains_ignoring_case(name: &str, word: &[u8]) -> bool {
-    (name.as_bytes().windows(word.len())).any(|w| w.eq_ignore_ascii_case(word))
+fn contains_ignoring_case(text: &[u8], word: &[u8]) -> bool {
+    (text.windows(word.len())).any(|w| w.eq_ignore_ascii_case(word))
 }
 
 fn is_aws_shared_file(path: &str) -> bool {
@@ -211,6 +218,7 @@ fn is_service_account_key(data: &[u8]) -> bool {
 
 /// An AWS shared credentials file: at `.aws/credentials`, a secret key with a value;
 /// elsewhere, also a `[profile]` section, so that code assigning the name is not one.
+/// AWS's documented example key (`…EXAMPLEKEY`) is no value.
 fn is_aws_credentials(path: &str, data: &[u8]) -> bool {
     let mut section = is_aws_shared_file(path);
     let mut secret = false;
@@ -220,6 +228,7 @@ fn is_aws_credentials(path: &str, data: &[u8]) -> bool {
         } else if let Some((key, value)) = assignment(line, b"=")
             && key.eq_ignore_ascii_case(b"aws_secret_access_key")
             && has_value(value)
+            && !contains_ignoring_case(value, b"example")
         {
             secret = true;
         }
@@ -453,6 +462,10 @@ mod tests {
             None
         );
         assert_eq!(kind("docs/setup.md", file), None);
+        assert_eq!(kind("docs/aws-credentials.md", file), None);
+        let documented =
+            b"[default]\naws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n";
+        assert_eq!(kind(".aws/credentials", documented), None);
         assert_eq!(
             kind("my.aws/credentials", file),
             Some(FileKind::CloudCredentials)
