@@ -59,6 +59,10 @@ pub(crate) struct ScanArgs {
     /// Skip blobs and files larger than this many bytes (reported as skipped).
     #[arg(long, value_name = "BYTES")]
     max_file_size: Option<u64>,
+    /// List this many of the history's largest blobs, with the path and commit that
+    /// brought each in; 0 lists none. History scans only.
+    #[arg(long, value_name = "N", default_value_t = scan::DEFAULT_LARGEST_BLOBS)]
+    largest_blobs: usize,
     /// Scanning threads (default: one per core).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -186,7 +190,8 @@ fn scan(args: &ScanArgs) -> Result<Outcome, String> {
 
     let mut scanner = Scanner::new(&settings)
         .map_err(|e| e.to_string())?
-        .suppress(suppressed);
+        .suppress(suppressed)
+        .with_largest_blobs(args.largest_blobs);
     if let Some(bytes) = args.max_file_size {
         scanner = scanner.with_max_blob_size(bytes);
     }

@@ -595,3 +595,142 @@ fn fail_on_skipped_says_a_partial_clone_was_not_read_whole() {
     let whole = deployguard(&["scan", "--fail-on-skipped"], binary.path());
     assert_eq!(whole.status.code(), Some(0), "{}", stdout(&whole));
 }
+
+/// A repository with a filled-in `.env` (holding a GitHub token) and a 2 MiB binary
+/// blob; returns it with the `.env`'s blob id and the binary's.
+fn repo_with_env_and_a_large_blob() -> (TestRepo, String, String) {
+    let mut repo = TestRepo::new();
+    repo.write("README.md", "# service\n");
+    repo.commit("initial commit");
+    let env = format!("GITHUB_TOKEN={GITHUB}\nPORT=8080\n");
+    repo.write("deploy/.env", &env);
+    repo.write("deploy/.env.example", "GITHUB_TOKEN=\nPORT=8080\n");
+    // Bytes that compress badly, with a NUL: binary, and 2 MiB in the pack too.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let image: Vec<u8> = (0..2 << 20)
+        .map(|i| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            if i == 0 { 0 } else { state as u8 }
+        })
+        .collect();
+    repo.write("assets/video.bin", &image);
+    repo.commit("deploy");
+    let env_blob = repo.blob_id(env.as_bytes());
+    let image_blob = repo.blob_id(&image);
+    (repo, env_blob, image_blob)
+}
+
+#[test]
+fn file_findings_reach_json_text_and_the_secrets_file_which_the_clean_still_reads() {
+    let (repo, env_blob, _) = repo_with_env_and_a_large_blob();
+    let dir = tempfile::tempdir().unwrap();
+    let secrets_file = dir.path().join("secrets.json");
+    let output = deployguard(
+        &[
+            "scan",
+            "--format",
+            "json",
+            "--secrets-out",
+            secrets_file.to_str().unwrap(),
+        ],
+        repo.path(),
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let report = json(&output);
+    let files = report["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{report}");
+    assert_eq!(files[0]["kind"], "env_file");
+    assert_eq!(files[0]["path"], "deploy/.env");
+    assert_eq!(files[0]["blob"], env_blob.as_str());
+
+    // The secrets file names the file to remove, and the clean still reads it.
+    let secrets: Value =
+        serde_json::from_str(&std::fs::read_to_string(&secrets_file).unwrap()).unwrap();
+    assert_eq!(secrets["version"], 2);
+    assert_eq!(secrets["secrets"][0]["value"], GITHUB);
+    let listed = &secrets["files"][0];
+    assert_eq!(listed["path"], "deploy/.env");
+    assert_eq!(listed["blob"], env_blob.as_str());
+    assert_eq!(listed["kind"], "env_file");
+    assert_eq!(listed["id"], files[0]["id"]);
+    let cleaned = deployguard(
+        &[
+            "clean",
+            &repo.path().to_string_lossy(),
+            "--secrets",
+            secrets_file.to_str().unwrap(),
+            "--all",
+            "-o",
+            "cleaned.bundle",
+        ],
+        dir.path(),
+    );
+    assert_eq!(cleaned.status.code(), Some(0), "{}", stderr(&cleaned));
+
+    let text = stdout(&deployguard(&["scan"], repo.path()));
+    assert!(text.contains(".env file with values"), "{text}");
+    assert!(text.contains(&format!("blob {env_blob}")), "{text}");
+}
+
+#[test]
+fn the_largest_blobs_are_listed_in_json_and_text_unless_0_are_asked_for() {
+    let (repo, _, image_blob) = repo_with_env_and_a_large_blob();
+    let report = json(&deployguard(&["scan", "--format", "json"], repo.path()));
+    let largest = &report["largest_blobs"][0];
+    assert_eq!(largest["blob"], image_blob.as_str());
+    assert_eq!(largest["size"], 2 << 20);
+    assert_eq!(largest["path"], "assets/video.bin");
+    assert_eq!(largest["commit"].as_str().unwrap().len(), 40);
+
+    let text = stdout(&deployguard(&["scan"], repo.path()));
+    assert!(text.contains("largest blobs in history"), "{text}");
+    assert!(
+        text.contains(&format!("2.0 MiB  {image_blob}  assets/video.bin")),
+        "{text}"
+    );
+
+    let none = json(&deployguard(
+        &["scan", "--format", "json", "--largest-blobs", "0"],
+        repo.path(),
+    ));
+    assert!(none.get("largest_blobs").is_none(), "{none}");
+    let one = json(&deployguard(
+        &["scan", "--format", "json", "--largest-blobs", "1"],
+        repo.path(),
+    ));
+    assert_eq!(one["largest_blobs"].as_array().unwrap().len(), 1);
+    let on_disk = stdout(&deployguard(&["scan", "--no-git"], repo.path()));
+    assert!(!on_disk.contains("largest blobs"), "{on_disk}");
+}
+
+#[test]
+fn file_findings_in_sarif_validate_against_the_schema() {
+    let (repo, env_blob, _) = repo_with_env_and_a_large_blob();
+    let output = deployguard(&["scan", "--format", "sarif"], repo.path());
+    assert_eq!(output.status.code(), Some(1));
+    let sarif = json(&output);
+    let schema = include_str!("../data/sarif-schema-2.1.0.json").replace(
+        r"^[a-zA-Z]{2}|^[a-zA-Z]{2}-[a-zA-Z]{2}]?$",
+        r"^[a-zA-Z]{2}(-[a-zA-Z]{2})?$",
+    );
+    let schema: Value = serde_json::from_str(&schema).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&sarif)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    let results = sarif["runs"][0]["results"].as_array().unwrap();
+    let file = results
+        .iter()
+        .find(|r| r["ruleId"] == "file-env-file")
+        .unwrap_or_else(|| panic!("{sarif}"));
+    assert_eq!(file["properties"]["blob"], env_blob.as_str());
+    assert_eq!(
+        file["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+        "deploy/.env"
+    );
+    assert!(!stdout(&output).contains(GITHUB));
+}

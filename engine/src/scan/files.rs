@@ -97,7 +97,11 @@ fn send_file(ctx: &Context<'_>, path: &Path, relative: String, size: u64, work: 
             ctx.skip(&origin, data.len() as u64, SkipReason::TooLarge)
         }
         Ok(data) => {
-            let _ = work.send(Item { data, origin });
+            let _ = work.send(Item {
+                data,
+                origin,
+                blob: None,
+            });
         }
         Err(_) => ctx.skip(&origin, size, SkipReason::Unreadable),
     }

@@ -13,6 +13,7 @@ use std::process::{ChildStdin, Command, Stdio};
 
 use crossbeam_channel::Sender;
 
+use crate::git::objects::Oid;
 use crate::git::{Running, command as git, is_repository, output};
 
 use super::report::{Author, FileFinding, Findings, OccurrenceKind, Secret, SkipReason};
@@ -444,6 +445,7 @@ fn scan_tag_round(
             .send(Item {
                 data: message,
                 origin,
+                blob: None,
             })
             .is_err()
         {
@@ -465,7 +467,7 @@ fn scan_tag_round(
 
 /// Reads one `cat-file --batch` entry: `Some((type, contents))`, `None` at the end.
 fn read_object(reader: &mut impl BufRead) -> Result<Option<(String, Vec<u8>)>, ScanError> {
-    let Some((size, kind)) = read_header(reader)? else {
+    let Some(Header { size, kind, .. }) = read_header(reader)? else {
         return Ok(None);
     };
     let mut object = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX)];
@@ -482,8 +484,15 @@ fn io_error(e: std::io::Error) -> ScanError {
     }
 }
 
-/// Reads a `cat-file --batch` header: `Some((size, type))`, `None` at the end.
-fn read_header(reader: &mut impl BufRead) -> Result<Option<(u64, String)>, ScanError> {
+/// A `cat-file --batch` header: `<id> <type> <size>`.
+struct Header {
+    oid: Option<Oid>,
+    size: u64,
+    kind: String,
+}
+
+/// Reads a `cat-file --batch` header; `None` at the end.
+fn read_header(reader: &mut impl BufRead) -> Result<Option<Header>, ScanError> {
     let mut line = Vec::new();
     if reader.read_until(b'\n', &mut line).map_err(io_error)? == 0 {
         return Ok(None);
@@ -496,7 +505,11 @@ fn read_header(reader: &mut impl BufRead) -> Result<Option<(u64, String)>, ScanE
         fields.next(),
     );
     match (kind, size.and_then(|s| s.parse::<u64>().ok())) {
-        (kind, Some(size)) if !kind.is_empty() => Ok(Some((size, kind.to_owned()))),
+        (kind, Some(size)) if !kind.is_empty() => Ok(Some(Header {
+            oid: Oid::from_hex(oid.as_bytes()),
+            size,
+            kind: kind.to_owned(),
+        })),
         ("missing", _) => Err(ScanError::Git {
             command: "cat-file".into(),
             message: format!("object {oid} is missing"),
@@ -587,12 +600,15 @@ where
         let reader = scope.spawn(move || -> Result<(), ScanError> {
             let mut reader = BufReader::with_capacity(1 << 20, stdout);
             for origin in origins_rx {
-                let Some((size, _kind)) = read_header(&mut reader)? else {
+                let Some(Header { oid, size, .. }) = read_header(&mut reader)? else {
                     return Err(ScanError::Git {
                         command: "cat-file".into(),
                         message: "output ended early".into(),
                     });
                 };
+                if let Some(oid) = oid {
+                    ctx.blob_sized(oid, size, &origin);
+                }
                 if size > max {
                     std::io::copy(&mut (&mut reader).take(size + 1), &mut std::io::sink())
                         .map_err(io_error)?;
@@ -603,7 +619,14 @@ where
                 reader.read_exact(&mut data).map_err(io_error)?;
                 let mut newline = [0u8; 1];
                 reader.read_exact(&mut newline).map_err(io_error)?;
-                if work.send(Item { data, origin }).is_err() {
+                if work
+                    .send(Item {
+                        data,
+                        origin,
+                        blob: oid,
+                    })
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -693,6 +716,7 @@ fn parse_raw(
                         .send(Item {
                             data: token.clone(),
                             origin,
+                            blob: None,
                         })
                         .is_err()
                     {

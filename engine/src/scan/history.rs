@@ -123,6 +123,9 @@ pub(crate) fn scan_all(
             if ctx.cancelled() || taken.swap(true, Ordering::Relaxed) {
                 return local;
             }
+            if let Some(first) = origins.first() {
+                ctx.blob_sized(object.oid, object.size, first);
+            }
             let mut hits = Vec::new();
             for origin in origins {
                 match object.data {
@@ -130,6 +133,7 @@ pub(crate) fn scan_all(
                     None => ctx.skip(origin, object.size, SkipReason::TooLarge),
                 }
             }
+            local.name_blob(0, || object.oid.to_hex());
             local
         },
         |local| -> Result<(), ScanError> {

@@ -13,6 +13,8 @@ pub mod detect;
 mod files;
 mod git;
 mod history;
+mod largest;
+mod leaks;
 pub mod memo;
 pub mod report;
 pub mod rules;
@@ -24,11 +26,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
+use crate::git::objects::Oid;
 pub use crate::git::{clone_mirror, redact_url_userinfo};
 pub use detect::{Allowlist, Detector, Hit, Seen};
+pub use largest::DEFAULT_LARGEST_BLOBS;
 pub use report::{
-    Author, Encoding, FileFinding, FileKind, HashKey, Occurrence, OccurrenceKind, Report, Secret,
-    SecretValue, SkipReason, Skipped, Source, Stats,
+    Author, Encoding, FileFinding, FileKind, HashKey, LargeBlob, Occurrence, OccurrenceKind,
+    Report, Secret, SecretValue, SkipReason, Skipped, Source, Stats,
 };
 pub use rules::{Confidence, Kind, Rule, RuleError, RuleSet, RuleSpec};
 pub use settings::Settings;
@@ -128,6 +132,7 @@ pub struct Scanner {
     max_blob_size: u64,
     threads: usize,
     suppressed: HashSet<String>,
+    largest_blobs: usize,
 }
 
 /// Everything one scan needs besides the scanner.
@@ -146,6 +151,7 @@ impl Scanner {
             max_blob_size: settings.max_file_size().unwrap_or(DEFAULT_MAX_BLOB_SIZE),
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             suppressed: HashSet::new(),
+            largest_blobs: DEFAULT_LARGEST_BLOBS,
         })
     }
 
@@ -161,6 +167,13 @@ impl Scanner {
 
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
+        self
+    }
+
+    /// How many of the largest blobs a history scan lists (`Report::largest_blobs`);
+    /// 0 lists none.
+    pub fn with_largest_blobs(mut self, count: usize) -> Self {
+        self.largest_blobs = count;
         self
     }
 
@@ -182,12 +195,19 @@ impl Scanner {
         let started = Instant::now();
         let own_progress = Progress::default();
         let progress = run.progress.unwrap_or(&own_progress);
+        // Sizes in history: what a directory or the index holds is no clone's weight.
+        let largest_blobs = match target {
+            Target::Git { .. } => self.largest_blobs,
+            Target::Staged { .. } | Target::Files { .. } => 0,
+        };
         let ctx = Context {
             scanner: self,
             progress,
             cancel: run.cancel,
             skipped: Mutex::new(BinaryHeap::new()),
             memo: memo::Memo::default(),
+            largest: Mutex::new(largest::Largest::new(largest_blobs)),
+            largest_floor: AtomicU64::new(if largest_blobs == 0 { u64::MAX } else { 0 }),
         };
         let (source, findings, refs) = match target {
             Target::Git { repo, revisions } => {
@@ -239,6 +259,9 @@ impl Scanner {
             .into_inner()
             .unwrap_or_else(|e| e.into_inner())
             .into_sorted_vec();
+        let largest_blobs = (ctx.largest.into_inner())
+            .unwrap_or_else(|e| e.into_inner())
+            .into_list();
         let stats = Stats {
             commits: progress.commits.load(Ordering::Relaxed),
             refs,
@@ -259,6 +282,7 @@ impl Scanner {
             skipped,
             secrets,
             files,
+            largest_blobs,
         })
     }
 }
@@ -283,6 +307,8 @@ pub(crate) struct Origin {
 pub(crate) struct Item {
     pub data: Vec<u8>,
     pub origin: Origin,
+    /// The git blob `data` is, when it is one: file findings name it.
+    pub blob: Option<Oid>,
 }
 
 /// State shared by the threads of one scan.
@@ -295,6 +321,11 @@ pub(crate) struct Context<'a> {
     skipped: Mutex<BinaryHeap<Skipped>>,
     /// The keyword search over text met before in this scan.
     memo: memo::Memo,
+    /// The largest blobs met, for history scans.
+    largest: Mutex<largest::Largest>,
+    /// A size below which a blob cannot enter `largest`: most blobs are turned away
+    /// without taking the lock.
+    largest_floor: AtomicU64,
 }
 
 impl Context<'_> {
@@ -308,6 +339,17 @@ impl Context<'_> {
 
     pub(crate) fn max_blob_size(&self) -> u64 {
         self.scanner.max_blob_size
+    }
+
+    /// Offers a blob to the largest-blobs listing: every blob of a history, scanned or
+    /// not (too large, binary), counts by its size.
+    pub(crate) fn blob_sized(&self, oid: Oid, size: u64, origin: &Origin) {
+        if size < self.largest_floor.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut largest = self.largest.lock().unwrap_or_else(|e| e.into_inner());
+        largest.offer(oid, size, origin);
+        (self.largest_floor).store(largest.floor(), Ordering::Relaxed);
     }
 
     pub(crate) fn discovered(&self) {
@@ -378,6 +420,7 @@ impl Context<'_> {
                             if self.cancelled() {
                                 continue;
                             }
+                            let since = findings.file_count();
                             self.scan_item(
                                 &item.data,
                                 &item.origin,
@@ -385,6 +428,9 @@ impl Context<'_> {
                                 &mut hits,
                                 &mut findings,
                             );
+                            if let Some(blob) = item.blob {
+                                findings.name_blob(since, || blob.to_hex());
+                            }
                         }
                         findings
                     })
@@ -425,6 +471,8 @@ impl Context<'_> {
         findings: &mut Findings,
     ) {
         if origin.kind == OccurrenceKind::File {
+            // Reported besides what detection finds in it, which runs as before.
+            let leaked = self.leaked_file(data, origin, findings);
             let archive = archive::sniff(data).is_some();
             let binary = is_binary(data);
             if archive || binary {
@@ -439,7 +487,9 @@ impl Context<'_> {
                         }
                         true
                     }
-                    (false, _) => self.binary(data, origin, hits, &mut local),
+                    // A KeePass database or a key store by name is read as far as it
+                    // can be.
+                    (false, _) => self.binary(data, origin, hits, &mut local) || leaked,
                 };
                 if !read {
                     self.skip(origin, data.len() as u64, SkipReason::Binary);
@@ -476,23 +526,38 @@ impl Context<'_> {
             return true;
         }
         if let Some(store) = archive::keystore(data, origin.path.as_deref()) {
-            let kind = match store {
-                archive::KeyStore::Jks => FileKind::Jks,
-                archive::KeyStore::Jceks => FileKind::Jceks,
-                archive::KeyStore::Pkcs12 => FileKind::Pkcs12,
-            };
-            findings.add_file(FileFinding {
-                id: (self.scanner.hash_key).fingerprint(&format!("file-{}", kind.as_str()), data),
-                path: origin.path.clone(),
-                member: None,
-                commit: origin.commit.clone(),
-                kind,
-                size: data.len() as u64,
-                author: None,
-            });
+            // One named `.p12` or `.pfx` was reported by its name (`leaked_file`).
+            if !(origin.path.as_deref()).is_some_and(leaks::is_pkcs12_name) {
+                let kind = leaks::keystore_kind(store);
+                findings.add_file(self.file_finding(kind, data, origin));
+            }
             return true;
         }
         false
+    }
+
+    /// Reports `data` as a file whose presence is the leak when its name and a look at
+    /// its content say so (a private key, a KeePass database, a filled-in `.env`). True
+    /// when it did.
+    fn leaked_file(&self, data: &[u8], origin: &Origin, findings: &mut Findings) -> bool {
+        let Some(kind) = (origin.path.as_deref()).and_then(|path| leaks::kind(path, data)) else {
+            return false;
+        };
+        findings.add_file(self.file_finding(kind, data, origin));
+        true
+    }
+
+    fn file_finding(&self, kind: FileKind, data: &[u8], origin: &Origin) -> FileFinding {
+        FileFinding {
+            id: (self.scanner.hash_key).fingerprint(&kind.rule_id(), data),
+            path: origin.path.clone(),
+            member: None,
+            commit: origin.commit.clone(),
+            blob: None,
+            kind,
+            size: data.len() as u64,
+            author: None,
+        }
     }
 
     /// Scans the members of the archive or compressed stream `data`, within
@@ -514,6 +579,7 @@ impl Context<'_> {
                 kind: OccurrenceKind::File,
             };
             let mut found = Findings::default();
+            self.leaked_file(member.data, &inner, &mut found);
             match is_binary(member.data) {
                 true => {
                     // Images and class files in a jar are no news: not listed.

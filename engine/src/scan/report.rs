@@ -464,6 +464,21 @@ pub enum FileKind {
     Jks,
     /// A JCE Java KeyStore.
     Jceks,
+    /// An SSH, PEM, PGP or PuTTY private key file (`id_rsa`, `server.key`, `.ppk`).
+    PrivateKey,
+    /// A KeePass password database (`.kdbx`, `.kdb`).
+    Keepass,
+    /// A cloud SDK's credentials: a GCP service account key, an AWS shared credentials
+    /// file.
+    CloudCredentials,
+    /// An `.npmrc` holding a registry token or password.
+    Npmrc,
+    /// A `.pypirc` holding a password.
+    Pypirc,
+    /// A `.netrc` (`_netrc`) holding a password.
+    Netrc,
+    /// An `.env` file holding values (not a template such as `.env.example`).
+    EnvFile,
 }
 
 impl FileKind {
@@ -472,6 +487,13 @@ impl FileKind {
             Self::Pkcs12 => "pkcs12",
             Self::Jks => "jks",
             Self::Jceks => "jceks",
+            Self::PrivateKey => "private_key",
+            Self::Keepass => "keepass",
+            Self::CloudCredentials => "cloud_credentials",
+            Self::Npmrc => "npmrc",
+            Self::Pypirc => "pypirc",
+            Self::Netrc => "netrc",
+            Self::EnvFile => "env_file",
         }
     }
 
@@ -480,12 +502,26 @@ impl FileKind {
             Self::Pkcs12 => "PKCS#12 key store",
             Self::Jks => "Java KeyStore",
             Self::Jceks => "JCE Java KeyStore",
+            Self::PrivateKey => "private key file",
+            Self::Keepass => "KeePass database",
+            Self::CloudCredentials => "cloud credentials file",
+            Self::Npmrc => ".npmrc with a registry credential",
+            Self::Pypirc => ".pypirc with a password",
+            Self::Netrc => ".netrc with a password",
+            Self::EnvFile => ".env file with values",
         }
+    }
+
+    /// The id its findings have in SARIF, and that their fingerprints are keyed by:
+    /// `file-` and the kind, in the rules' kebab case (`file-private-key`).
+    pub fn rule_id(self) -> String {
+        format!("file-{}", self.as_str().replace('_', "-"))
     }
 }
 
 /// A file whose presence is the leak (a key store holds private keys, whatever its
-/// password): reported by where it is, since it has no one value to replace.
+/// password; an `.env` holds a deployment's settings): reported by where it is, since
+/// it has no one value to replace.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct FileFinding {
     /// Fingerprint: keyed hash of its kind and content, so that `.deployguardignore`
@@ -496,10 +532,27 @@ pub struct FileFinding {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member: Option<String>,
     pub commit: Option<String>,
+    /// The git blob at `path` (hex), in history and the index: what a clean that removes
+    /// blobs by id takes. For a file inside an archive, the archive's blob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<String>,
     pub kind: FileKind,
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<Author>,
+}
+
+/// One of the largest blobs in a repository's history, with where it first appeared:
+/// what makes a clone heavy, and what a clean stripping large blobs would take.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LargeBlob {
+    /// Its id, hex.
+    pub blob: String,
+    pub size: u64,
+    /// The path it was introduced at (for a blob a ref names directly, the ref).
+    pub path: Option<String>,
+    /// The commit that introduced it; `None` for a blob a ref names directly.
+    pub commit: Option<String>,
 }
 
 /// A blob or file not scanned, and why. Reports list them by path, then commit.
@@ -527,6 +580,10 @@ pub struct Report {
     /// Files whose presence is the leak, by path then commit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FileFinding>,
+    /// The largest blobs of the history scanned, largest first (ties by id); history
+    /// scans only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub largest_blobs: Vec<LargeBlob>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -652,6 +709,23 @@ impl Findings {
         self.files.push(file);
     }
 
+    /// Names the blob that holds the file findings added since there were `since`:
+    /// those the scan of one blob made.
+    pub(crate) fn name_blob(&mut self, since: usize, blob: impl FnOnce() -> String) {
+        if let Some(found) = self.files.get_mut(since..)
+            && !found.is_empty()
+        {
+            let blob = blob();
+            for file in found.iter_mut().filter(|f| f.blob.is_none()) {
+                file.blob = Some(blob.clone());
+            }
+        }
+    }
+
+    pub(crate) fn file_count(&self) -> usize {
+        self.files.len()
+    }
+
     /// Findings in a member of the archive at `path`: the member's path (which the
     /// detection read, for lock files and allowlists) moves to `member`.
     pub(crate) fn within(mut self, path: Option<&str>) -> Findings {
@@ -756,7 +830,9 @@ impl Report {
     }
 
     /// The file the clean step reads: fingerprint, rule, value hash and full value of
-    /// every secret (`value`, or `value_base64` for a value that is not UTF-8).
+    /// every secret (`value`, or `value_base64` for a value that is not UTF-8), and,
+    /// when there are any, the files whose presence is the leak (`files`: id, kind,
+    /// path, member, blob).
     pub fn secrets_file(&self) -> String {
         #[derive(Serialize)]
         struct Entry<'a> {
@@ -790,8 +866,35 @@ impl Report {
                 }
             })
             .collect();
-        let file = serde_json::json!({"version": SECRETS_FILE_VERSION, "hash_key_id": self.hash_key_id, "secrets": secrets});
+        let files: Vec<FileEntry<'_>> = self.files.iter().map(FileEntry::of).collect();
+        let mut file = serde_json::json!({"version": SECRETS_FILE_VERSION, "hash_key_id": self.hash_key_id, "secrets": secrets});
+        // Beside the secrets, which readers of versions 1 and 2 take alone: a clean that
+        // removes whole files by path or blob id finds them here.
+        if !files.is_empty() {
+            file["files"] = serde_json::json!(files);
+        }
         serde_json::to_string_pretty(&file).unwrap_or_default()
+    }
+
+    /// The largest blobs as a short table for people: size, id, path, commit.
+    fn largest_blobs_text(&self, paint: &dyn Fn(&str, &str) -> String) -> String {
+        let mut out = String::new();
+        if self.largest_blobs.is_empty() {
+            return out;
+        }
+        let _ = writeln!(out, "{}", paint("1", "largest blobs in history"));
+        for large in &self.largest_blobs {
+            let mut line = format!(
+                "    {:>10}  {}  {}",
+                human_bytes(large.size),
+                large.blob,
+                large.path.as_deref().unwrap_or("?")
+            );
+            who_and_when(&mut line, &large.commit, &None, paint);
+            let _ = writeln!(out, "{line}");
+        }
+        out.push('\n');
+        out
     }
 
     /// SARIF 2.1.0: one result per occurrence, previews only.
@@ -846,11 +949,11 @@ impl Report {
         }
         for file in &self.files {
             results.push(serde_json::json!({
-                "ruleId": format!("file-{}", file.kind.as_str()),
+                "ruleId": file.kind.rule_id(),
                 "partialFingerprints": {"deployguardSecret/v1": file.id},
                 "level": "error",
                 "message": {"text": format!("{} committed: its presence is the leak", file.kind.describe())},
-                "properties": {"commit": file.commit, "member": file.member, "size": file.size, "author": file.author},
+                "properties": {"commit": file.commit, "member": file.member, "blob": file.blob, "size": file.size, "author": file.author},
                 "locations": [{"physicalLocation": {"artifactLocation": {"uri": sarif_uri(file.path.as_deref().unwrap_or_default())}}}],
             }));
         }
@@ -966,9 +1069,13 @@ impl Report {
                     .unwrap_or_default(),
                 human_bytes(file.size)
             );
+            if let Some(blob) = &file.blob {
+                let _ = write!(line, "  blob {blob}");
+            }
             who_and_when(&mut line, &file.commit, &file.author, &paint);
             let _ = writeln!(out, "{line}\n");
         }
+        out.push_str(&self.largest_blobs_text(&paint));
         let s = &self.stats;
         let skipped = match (s.blobs_skipped, s.blobs_unread) {
             (0, 0) => String::new(),
@@ -1019,6 +1126,32 @@ impl Report {
             s.duration_ms as f64 / 1000.0,
         );
         out
+    }
+}
+
+/// A file finding as the secrets file lists it: enough to remove the whole file by
+/// path or by blob id, and to say which finding it was.
+#[derive(Serialize)]
+struct FileEntry<'a> {
+    id: &'a str,
+    kind: FileKind,
+    path: Option<&'a str>,
+    /// The file inside the archive at `path`: the archive is what has to go.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    member: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blob: Option<&'a str>,
+}
+
+impl<'a> FileEntry<'a> {
+    fn of(file: &'a FileFinding) -> Self {
+        Self {
+            id: &file.id,
+            kind: file.kind,
+            path: file.path.as_deref(),
+            member: file.member.as_deref(),
+            blob: file.blob.as_deref(),
+        }
     }
 }
 

@@ -1117,3 +1117,362 @@ fn a_url_password_with_escapes_stays_the_url_rule_s_while_the_rest_of_the_url_is
     );
     assert_eq!(values(&report), sorted(&[GITHUB, "Tk9%40xQ2zLm4", key]));
 }
+
+const OPENSSH_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACBqJ8mZ3w1Vx0yR2k9cP4tL7hN6sQ8fB2dE5gH1jK3mAAAAkJx3b0ecd29H\n-----END OPENSSH PRIVATE KEY-----\n";
+
+/// A KeePass 2 database's opening: its signatures, then a header that holds NULs.
+fn kdbx() -> Vec<u8> {
+    let mut data = vec![
+        0x03, 0xd9, 0xa2, 0x9a, 0x67, 0xfb, 0x4b, 0xb5, 0x01, 0x00, 0x04, 0x00,
+    ];
+    let mut rng = fastrand::Rng::with_seed(23);
+    data.extend(std::iter::repeat_with(|| rng.u8(..)).take(4096));
+    data
+}
+
+/// (path, contents, kind) of files a person commits by mistake, each one to remove whole.
+fn leaked_files() -> Vec<(&'static str, Vec<u8>, FileKind)> {
+    let service_account = r#"{
+  "type": "service_account",
+  "project_id": "billing-prod",
+  "private_key_id": "3c2f8e1a9b7d",
+  "private_key": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n-----END PRIVATE KEY-----\n",
+  "client_email": "deploy@billing-prod.iam.gserviceaccount.com"
+}
+"#;
+    vec![
+        (".ssh/id_ed25519", OPENSSH_KEY.into(), FileKind::PrivateKey),
+        (
+            "certs/server.key",
+            b"-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n-----END RSA PRIVATE KEY-----\n".to_vec(),
+            FileKind::PrivateKey,
+        ),
+        (
+            "tools/deploy.ppk",
+            b"PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nComment: deploy\n".to_vec(),
+            FileKind::PrivateKey,
+        ),
+        // Not PKCS#12 inside, but named so: the name is what a person sees.
+        (
+            "certs/client.p12",
+            b"\x30\x03\x02\x01\x09\0\0\0not what it says".to_vec(),
+            FileKind::Pkcs12,
+        ),
+        ("vault/team.kdbx", kdbx(), FileKind::Keepass),
+        (
+            "gcp/credentials.json",
+            service_account.into(),
+            FileKind::CloudCredentials,
+        ),
+        (
+            "ci/.aws/credentials",
+            b"[default]\naws_access_key_id = AKIAQ3EGRB5LVDWXHK7N\naws_secret_access_key = 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\n".to_vec(),
+            FileKind::CloudCredentials,
+        ),
+        (
+            "web/.npmrc",
+            b"//registry.npmjs.org/:_authToken=npm_Rk2mX8vQ4pL9sT1wZ6yB3nC7dF0gH5jK\n".to_vec(),
+            FileKind::Npmrc,
+        ),
+        (
+            ".pypirc",
+            b"[pypi]\nusername = __token__\npassword = pypi-kW8s2LmQx9\n".to_vec(),
+            FileKind::Pypirc,
+        ),
+        (
+            ".netrc",
+            b"machine git.example.test login ci password Vx7-qL2m-Rt9w\n".to_vec(),
+            FileKind::Netrc,
+        ),
+        (
+            ".env",
+            b"DEBUG=false\nDATABASE_URL=postgres://billing:Kq7vR2xM@db:5432/billing\n".to_vec(),
+            FileKind::EnvFile,
+        ),
+        (
+            "web/.env.production",
+            b"export SESSION_SECRET=Wm4tY8pZ1qR6\n".to_vec(),
+            FileKind::EnvFile,
+        ),
+    ]
+}
+
+#[test]
+fn files_whose_presence_is_the_leak_are_reported_with_path_commit_and_blob() {
+    let leaked = leaked_files();
+    let mut repo = TestRepo::new();
+    repo.write("README.md", "# billing\n");
+    let first = repo.commit("initial commit");
+    // Beside them, their harmless cousins.
+    repo.write(
+        ".ssh/id_ed25519.pub",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGon ci@build\n",
+    );
+    repo.write(
+        ".env.example",
+        "DATABASE_URL=postgres://user:password@localhost/app\n",
+    );
+    repo.write(
+        "web/.npmrc",
+        "//registry.npmjs.org/:_authToken=${NPM_TOKEN}\n",
+    );
+    let templates = repo.commit("templates");
+    for (path, contents, _) in &leaked {
+        repo.write(path, contents);
+    }
+    let added = repo.commit("add the deployment files");
+    let mut expected: Vec<(String, FileKind, Option<String>, Option<String>)> = leaked
+        .iter()
+        .map(|(path, contents, kind)| {
+            let blob = repo.blob_id(contents);
+            (path.to_string(), *kind, Some(added.clone()), Some(blob))
+        })
+        .collect();
+    expected.sort();
+
+    let found = |report: &Report| {
+        let mut files: Vec<_> = (report.files.iter())
+            .map(|f| {
+                (
+                    f.path.clone().unwrap(),
+                    f.kind,
+                    f.commit.clone(),
+                    f.blob.clone(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let report = history(&repo);
+    assert_eq!(found(&report), expected);
+    assert!(
+        report
+            .files
+            .iter()
+            .all(|f| f.member.is_none() && f.author.is_some())
+    );
+    // Binary as they are, they were recognised rather than skipped.
+    assert!(report.skipped.is_empty(), "{:#?}", report.skipped);
+    let database = report
+        .files
+        .iter()
+        .find(|f| f.kind == FileKind::Keepass)
+        .unwrap();
+    assert_eq!(database.size, kdbx().len() as u64);
+
+    // Through git's own commands, a range says the same.
+    let range = scan_with(
+        &scanner(),
+        Target::Git {
+            repo: repo.path().to_path_buf(),
+            revisions: Revisions::Range(format!("{templates}..{added}")),
+        },
+    );
+    assert_eq!(found(&range), expected);
+    let templates_only = scan_with(
+        &scanner(),
+        Target::Git {
+            repo: repo.path().to_path_buf(),
+            revisions: Revisions::Range(format!("{first}..{templates}")),
+        },
+    );
+    assert!(
+        templates_only.files.is_empty(),
+        "{:#?}",
+        templates_only.files
+    );
+
+    // On disk there is no blob, and the same content has the same fingerprint.
+    let disk = scan_with(
+        &scanner(),
+        Target::Files {
+            root: repo.path().to_path_buf(),
+        },
+    );
+    assert_eq!(disk.files.len(), leaked.len());
+    for file in &disk.files {
+        assert_eq!(file.blob, None);
+        let in_history = report.files.iter().find(|f| f.path == file.path).unwrap();
+        assert_eq!(file.id, in_history.id);
+    }
+
+    // Suppressed by fingerprint, as a secret is.
+    let env = report
+        .files
+        .iter()
+        .find(|f| f.kind == FileKind::EnvFile)
+        .unwrap();
+    let quieter = scan_with(
+        &scanner().suppress([env.id.clone()]),
+        Target::Git {
+            repo: repo.path().to_path_buf(),
+            revisions: Revisions::All,
+        },
+    );
+    assert_eq!(quieter.files.len(), leaked.len() - 1);
+
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    let kinds: Vec<&str> = json["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    for kind in [
+        "private_key",
+        "pkcs12",
+        "keepass",
+        "cloud_credentials",
+        "npmrc",
+        "pypirc",
+        "netrc",
+        "env_file",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    assert_eq!(json["files"][0]["blob"].as_str().unwrap().len(), 40);
+}
+
+#[test]
+fn a_key_file_inside_an_archive_is_reported_as_the_archive_s_blob() {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    zip.start_file("home/.ssh/id_rsa", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    zip.write_all(OPENSSH_KEY.as_bytes()).unwrap();
+    let archive = zip.finish().unwrap().into_inner();
+    let mut repo = TestRepo::new();
+    repo.write("backup/home.zip", &archive);
+    let commit = repo.commit("backup");
+    let report = history(&repo);
+    let file = &report.files[0];
+    assert_eq!(
+        (file.path.as_deref(), file.member.as_deref(), file.kind),
+        (
+            Some("backup/home.zip"),
+            Some("home/.ssh/id_rsa"),
+            FileKind::PrivateKey
+        )
+    );
+    assert_eq!(file.commit.as_deref(), Some(commit.as_str()));
+    assert_eq!(file.blob, Some(repo.blob_id(&archive)));
+}
+
+#[test]
+fn the_largest_blobs_are_listed_largest_first_with_the_commit_and_path_that_brought_them() {
+    let mut rng = fastrand::Rng::with_seed(5);
+    let mut image: Vec<u8> = std::iter::repeat_with(|| rng.u8(..))
+        .take(2 << 20)
+        .collect();
+    image[0] = 0;
+    let notes = "a line of release notes\n".repeat(12_000);
+    let mut repo = TestRepo::new();
+    repo.write("README.md", "# firmware\n");
+    let first = repo.commit("initial commit");
+    repo.write("firmware/image.bin", &image);
+    let added = repo.commit("add the firmware image");
+    // The same blob at a second path, and a smaller text file.
+    repo.write("backup/image.bin", &image);
+    repo.write("NOTES.md", &notes);
+    let last = repo.commit("back up the image");
+    let image_id = repo.blob_id(&image);
+
+    // Too large to scan, binary: its size in history is what counts.
+    let capped = || scanner().with_max_blob_size(1 << 20);
+    let report = scan_with(
+        &capped(),
+        Target::Git {
+            repo: repo.path().to_path_buf(),
+            revisions: Revisions::All,
+        },
+    );
+    let listed: Vec<(&str, u64, Option<&str>, Option<&str>)> = (report.largest_blobs.iter())
+        .map(|b| {
+            (
+                b.blob.as_str(),
+                b.size,
+                b.path.as_deref(),
+                b.commit.as_deref(),
+            )
+        })
+        .collect();
+    let notes_id = repo.blob_id(notes.as_bytes());
+    let readme_id = repo.blob_id(b"# firmware\n");
+    assert_eq!(
+        listed,
+        [
+            (
+                image_id.as_str(),
+                2 << 20,
+                Some("firmware/image.bin"),
+                Some(added.as_str())
+            ),
+            (
+                notes_id.as_str(),
+                notes.len() as u64,
+                Some("NOTES.md"),
+                Some(last.as_str())
+            ),
+            (
+                readme_id.as_str(),
+                11,
+                Some("README.md"),
+                Some(first.as_str())
+            ),
+        ]
+    );
+    assert!(
+        report
+            .skipped
+            .iter()
+            .any(|s| s.reason == SkipReason::TooLarge)
+    );
+    // Packed, the image's size comes from its pack header, and the listing is the same.
+    repo.git(&["repack", "-adq"]);
+    let packed = scan_with(
+        &capped(),
+        Target::Git {
+            repo: repo.path().to_path_buf(),
+            revisions: Revisions::All,
+        },
+    );
+    assert_eq!(packed.largest_blobs, report.largest_blobs);
+
+    // Read through git's commands (a range), the same.
+    let range = scan_with(
+        &capped().with_largest_blobs(1),
+        Target::Git {
+            repo: repo.path().to_path_buf(),
+            revisions: Revisions::Range(format!("{first}..{last}")),
+        },
+    );
+    assert_eq!(range.largest_blobs.len(), 1);
+    assert_eq!(range.largest_blobs[0].blob, image_id);
+    assert_eq!(
+        range.largest_blobs[0].path.as_deref(),
+        Some("firmware/image.bin")
+    );
+    assert_eq!(
+        range.largest_blobs[0].commit.as_deref(),
+        Some(added.as_str())
+    );
+
+    let none = scan_with(
+        &scanner().with_largest_blobs(0),
+        Target::Git {
+            repo: repo.path().to_path_buf(),
+            revisions: Revisions::All,
+        },
+    );
+    assert!(none.largest_blobs.is_empty());
+    assert!(!none.to_json().contains("largest_blobs"));
+    // A directory is no history.
+    let disk = scan_with(
+        &scanner(),
+        Target::Files {
+            root: repo.path().to_path_buf(),
+        },
+    );
+    assert!(disk.largest_blobs.is_empty());
+}
