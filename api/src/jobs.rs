@@ -27,6 +27,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, JobId};
 use crate::validate;
+use deployguard_engine::clean::FileSelection;
 
 /// Secrets returned inline with a job; more are paged through `/secrets`.
 const INLINE_SECRETS: i64 = 1000;
@@ -401,6 +402,108 @@ pub struct SelectRequest {
     /// Secrets that are not secrets; kept, and marked so.
     #[serde(default)]
     pub mark_false_positives: Vec<Uuid>,
+    /// File findings (their `id`s from `GET /jobs/{id}/files`) to remove whole: every
+    /// version of the file at its path, and its blob wherever it is.
+    #[serde(default)]
+    pub file_ids: Vec<String>,
+    /// Path patterns to remove from every commit, `.gitignore` style: `.env` or
+    /// `**/.env` at any depth, `config/prod.env` from the root, `secrets/` a directory.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Blobs to remove wherever they are (full ids, e.g. from `largest_blobs`).
+    #[serde(default)]
+    pub blob_ids: Vec<String>,
+    /// Remove every blob bigger than this many bytes.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub strip_blobs_bigger_than: Option<u64>,
+}
+
+/// The whole files selected, as stored with the job and applied by the clean task.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct FileChoice {
+    pub paths: Vec<String>,
+    pub blob_ids: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strip_blobs_bigger_than: Option<u64>,
+}
+
+impl FileChoice {
+    fn is_empty(&self) -> bool {
+        self.paths.is_empty() && self.blob_ids.is_empty() && self.strip_blobs_bigger_than.is_none()
+    }
+}
+
+/// A path as a pattern that matches exactly it, from the root.
+fn exact_path(path: &str) -> String {
+    let mut pattern = String::from("/");
+    for c in path.chars() {
+        if matches!(c, '*' | '?' | '[' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern
+}
+
+/// The file selection of a request: its patterns, blob ids and size, with the chosen
+/// file findings turned into their paths and blobs; checked the way the clean will read
+/// it, so that a bad pattern is refused now and not after the job was queued.
+fn file_choice(body: &SelectRequest, findings: &serde_json::Value) -> ApiResult<FileChoice> {
+    let mut choice = FileChoice {
+        paths: body.paths.clone(),
+        blob_ids: body
+            .blob_ids
+            .iter()
+            .map(|b| b.trim().to_ascii_lowercase())
+            .collect(),
+        strip_blobs_bigger_than: body.strip_blobs_bigger_than,
+    };
+    let listed = findings.as_array().map(Vec::as_slice).unwrap_or_default();
+    let mut unknown = Vec::new();
+    for wanted in &body.file_ids {
+        let found: Vec<&serde_json::Value> = listed
+            .iter()
+            .filter(|f| f.get("id").and_then(|v| v.as_str()) == Some(wanted.as_str()))
+            .collect();
+        if found.is_empty() {
+            unknown.push(wanted.as_str());
+        }
+        for finding in found {
+            if let Some(path) = finding.get("path").and_then(|v| v.as_str()) {
+                choice.paths.push(exact_path(path));
+            }
+            if let Some(blob) = finding.get("blob").and_then(|v| v.as_str()) {
+                choice.blob_ids.push(blob.to_owned());
+            }
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_file_ids",
+            format!(
+                "these ids are not file findings of this job: {}",
+                unknown
+                    .iter()
+                    .take(20)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    choice.paths.sort();
+    choice.paths.dedup();
+    choice.blob_ids.sort();
+    choice.blob_ids.dedup();
+    FileSelection::new(
+        &choice.paths,
+        &choice.blob_ids,
+        choice.strip_blobs_bigger_than,
+    )
+    .map_err(|e| ApiError::validation(e.to_string()))?;
+    Ok(choice)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -408,6 +511,8 @@ pub struct SelectResponse {
     pub job_id: Uuid,
     #[serde(flatten)]
     pub selection: Selection,
+    /// The whole files selected, if any.
+    pub files: Option<FileChoice>,
 }
 
 const MAX_SELECTION: usize = 10_000;
@@ -430,9 +535,18 @@ pub async fn select(
     JobId(id): JobId,
     ApiJson(body): ApiJson<SelectRequest>,
 ) -> ApiResult<Json<SelectResponse>> {
-    let mut selected = body.secret_ids;
-    let mut false_positives = body.mark_false_positives;
-    if selected.len() > MAX_SELECTION || false_positives.len() > MAX_SELECTION {
+    let mut selected = body.secret_ids.clone();
+    let mut false_positives = body.mark_false_positives.clone();
+    if [
+        selected.len(),
+        false_positives.len(),
+        body.file_ids.len(),
+        body.paths.len(),
+        body.blob_ids.len(),
+    ]
+    .iter()
+    .any(|&n| n > MAX_SELECTION)
+    {
         return Err(ApiError::validation(format!(
             "at most {MAX_SELECTION} ids per list"
         )));
@@ -454,14 +568,23 @@ pub async fn select(
         action: "job.select_secrets",
         job_id: Some(id),
         outcome: Outcome::Success,
-        details: serde_json::json!({"selected": selected.len(), "false_positives": false_positives.len()}),
+        details: serde_json::json!({"selected": selected.len(), "false_positives": false_positives.len(), "file_ids": body.file_ids.len(), "paths": body.paths.len(), "blob_ids": body.blob_ids.len(), "strip_blobs_bigger_than": body.strip_blobs_bigger_than}),
     };
+    let found = jobs::files(&state.db, id, caller.owner_filter())
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let files = file_choice(&body, &found.file_findings.0)?;
+    let files = (!files.is_empty())
+        .then(|| serde_json::to_value(&files))
+        .transpose()
+        .map_err(|e| ApiError::validation(e.to_string()))?;
     let selection = jobs::select(
         &state.db,
         id,
         caller.owner_filter(),
         &selected,
         &false_positives,
+        files.as_ref(),
         &audit,
     )
     .await
@@ -485,7 +608,70 @@ pub async fn select(
     Ok(Json(SelectResponse {
         job_id: id,
         selection,
+        files: files.and_then(|f| serde_json::from_value(f).ok()),
     }))
+}
+
+/// What a scan found of whole files, and what of it is selected.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobFilesResponse {
+    pub job_id: Uuid,
+    /// Files whose presence is the leak (key stores, private key files, `.env`
+    /// files…), each with `id` (select it by that), `path`, `kind`, `size`, `blob`
+    /// and `commit`.
+    #[schema(value_type = Vec<Object>)]
+    pub files: serde_json::Value,
+    /// The largest blobs of the history: `blob`, `size`, `path`, `commit`.
+    #[schema(value_type = Vec<Object>)]
+    pub largest_blobs: serde_json::Value,
+    /// What is selected for removal, if anything.
+    pub selection: Option<FileChoice>,
+}
+
+/// The files a scan found whose presence is the leak, and the history's largest blobs.
+#[utoipa::path(get, path = "/jobs/{id}/files", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses((status = 200, description = "File findings and largest blobs", body = JobFilesResponse), CommonErrors))]
+pub async fn files(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Arc<Caller>>,
+    JobId(id): JobId,
+) -> ApiResult<Json<JobFilesResponse>> {
+    let found = jobs::files(&state.db, id, caller.owner_filter())
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    Ok(Json(JobFilesResponse {
+        job_id: id,
+        files: found.file_findings.0,
+        largest_blobs: found.largest_blobs.0,
+        selection: found
+            .file_selection
+            .and_then(|f| serde_json::from_value(f.0).ok()),
+    }))
+}
+
+/// The report of a job's clean: for each changed ref its first changed commit, the
+/// full old → new commit map, the files removed, commit ids rewritten in messages,
+/// orphaned Git LFS objects, and the steps left to the owner (job `cleaned` or later).
+#[utoipa::path(get, path = "/jobs/{id}/clean-report", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The clean's report", body = Object),
+        (status = 409, description = "The job has not been cleaned", body = ErrorBody),
+        CommonErrors,
+    ))]
+pub async fn clean_report(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Arc<Caller>>,
+    JobId(id): JobId,
+) -> ApiResult<Json<serde_json::Value>> {
+    match jobs::clean_report(&state.db, id, caller.owner_filter()).await? {
+        None => Err(ApiError::not_found()),
+        Some(None) => Err(ApiError::conflict(
+            "the job has not been cleaned, so there is no clean report",
+        )),
+        Some(Some(report)) => Ok(Json(report)),
+    }
 }
 
 /// A job whose next task was queued.
@@ -561,8 +747,8 @@ async fn queue_task(
         .into_response())
 }
 
-const NOTHING_SELECTED: &str = "cannot start cleaning: no secret is selected; select at \
-     least one with POST /jobs/{id}/secrets/select";
+const NOTHING_SELECTED: &str = "cannot start cleaning: nothing is selected; select a \
+     secret or a file with POST /jobs/{id}/secrets/select";
 
 /// Starts cleaning the selected secrets out of history (job `awaiting_selection`, at
 /// least one secret selected).
@@ -589,7 +775,10 @@ pub async fn clean(
             JobStatus::AwaitingSelection.as_str(),
         ));
     }
-    if job.secrets_selected == 0 {
+    let files_selected = jobs::files(&state.db, id, caller.owner_filter())
+        .await?
+        .is_some_and(|f| f.file_selection.is_some());
+    if job.secrets_selected == 0 && !files_selected {
         return Err(ApiError::conflict(NOTHING_SELECTED));
     }
     queue_task(

@@ -84,6 +84,8 @@ fn api_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::get, jobs::cancel))
         .routes(routes!(jobs::secrets))
         .routes(routes!(jobs::select))
+        .routes(routes!(jobs::files))
+        .routes(routes!(jobs::clean_report))
         .routes(routes!(jobs::clean))
         .routes(routes!(jobs::push))
         .routes(routes!(jobs::download));

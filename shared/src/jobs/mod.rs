@@ -532,13 +532,16 @@ impl From<sqlx::Error> for SelectError {
 }
 
 /// Replaces the job's selection: exactly `selected` are to be cleaned and exactly
-/// `false_positives` are marked so; allowed only while the job awaits selection.
+/// `false_positives` are marked so, and `files` (`{paths, blob_ids,
+/// strip_blobs_bigger_than}`, already checked) are removed whole; allowed only while
+/// the job awaits selection.
 pub async fn select(
     db: &PgPool,
     job_id: Uuid,
     owner: Option<&str>,
     selected: &[Uuid],
     false_positives: &[Uuid],
+    files: Option<&serde_json::Value>,
     audit: &AuditRecord<'_>,
 ) -> Result<Selection, SelectError> {
     let mut tx = db.begin().await?;
@@ -584,9 +587,10 @@ pub async fn select(
     .bind(false_positives)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query("UPDATE jobs SET secrets_selected = $2 WHERE id = $1")
+    sqlx::query("UPDATE jobs SET secrets_selected = $2, file_selection = $3 WHERE id = $1")
         .bind(job_id)
         .bind(i32::try_from(chosen).unwrap_or(i32::MAX))
+        .bind(files.map(sqlx::types::Json))
         .execute(&mut *tx)
         .await?;
     audit::insert(&mut *tx, audit).await?;
@@ -595,6 +599,47 @@ pub async fn select(
         selected: chosen,
         false_positives: marked,
     })
+}
+
+/// What a scan found of whole files, and what of it is selected.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct JobFiles {
+    pub file_findings: sqlx::types::Json<serde_json::Value>,
+    pub largest_blobs: sqlx::types::Json<serde_json::Value>,
+    pub file_selection: Option<sqlx::types::Json<serde_json::Value>>,
+}
+
+/// A job's file findings, largest blobs and file selection.
+pub async fn files(
+    db: &PgPool,
+    job_id: Uuid,
+    owner: Option<&str>,
+) -> Result<Option<JobFiles>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT file_findings, largest_blobs, file_selection FROM jobs
+         WHERE id = $1 AND ($2::text IS NULL OR owner_id = $2)",
+    )
+    .bind(job_id)
+    .bind(owner)
+    .fetch_optional(db)
+    .await
+}
+
+/// The report of a job's clean (first changed commits, commit map, what is left to
+/// do), once it is cleaned: `Some(None)` when the job exists without one.
+pub async fn clean_report(
+    db: &PgPool,
+    job_id: Uuid,
+    owner: Option<&str>,
+) -> Result<Option<Option<serde_json::Value>>, sqlx::Error> {
+    let row: Option<Option<sqlx::types::Json<serde_json::Value>>> = sqlx::query_scalar(
+        "SELECT clean_report FROM jobs WHERE id = $1 AND ($2::text IS NULL OR owner_id = $2)",
+    )
+    .bind(job_id)
+    .bind(owner)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|report| report.map(|json| json.0)))
 }
 
 /// Where a pushed repository goes.
@@ -638,7 +683,7 @@ impl Stage for RequestTask<'_> {
                                                     ELSE $6 END,
                        force_push = coalesce($7, force_push)
                 WHERE id = $1 AND status = $2 AND ($8::text IS NULL OR owner_id = $8)
-                  AND (NOT $10 OR secrets_selected > 0)
+                  AND (NOT $10 OR secrets_selected > 0 OR file_selection IS NOT NULL)
                 RETURNING {JOB_COLUMNS}
              ), staged AS ({})
              SELECT * FROM moved",

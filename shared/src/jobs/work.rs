@@ -89,12 +89,16 @@ pub struct FoundSecret {
 #[derive(Debug, Clone, Default)]
 pub struct ScanOutcome {
     pub secrets: Vec<FoundSecret>,
+    /// File findings as the scan report lists them (a JSON array).
+    pub files: serde_json::Value,
+    /// The largest blobs of the history as the scan report lists them (a JSON array).
+    pub largest_blobs: serde_json::Value,
     pub blobs_scanned: i64,
     pub blobs_skipped: i64,
 }
 
-/// Stores a scan's secrets and moves the job on: `awaiting_selection` when it found
-/// any, `completed` when not. One transaction, guarded by `scanning`; `None` when the
+/// Stores a scan's secrets, file findings and largest blobs and moves the job on:
+/// `awaiting_selection` when it found a secret or a file, `completed` when not. One transaction, guarded by `scanning`; `None` when the
 /// job had moved on (nothing is written then).
 pub async fn finish_scan(
     db: &PgPool,
@@ -146,7 +150,8 @@ pub async fn finish_scan(
     .bind(column(|x| x.confidence.clone()))
     .execute(&mut *tx)
     .await?;
-    let next = if s.is_empty() {
+    let no_files = outcome.files.as_array().is_none_or(Vec::is_empty);
+    let next = if s.is_empty() && no_files {
         JobStatus::Completed
     } else {
         JobStatus::AwaitingSelection
@@ -154,7 +159,8 @@ pub async fn finish_scan(
     sqlx::query(
         "UPDATE jobs SET status = $2, stage = NULL, progress_percent = 100,
                 total_secrets_found = $3, blobs_scanned = $4, blobs_skipped = $5,
-                secrets_selected = 0, finished_at = now()
+                secrets_selected = 0, finished_at = now(),
+                file_findings = $6, largest_blobs = $7, file_selection = NULL
          WHERE id = $1",
     )
     .bind(id)
@@ -162,6 +168,8 @@ pub async fn finish_scan(
     .bind(i32::try_from(s.len()).unwrap_or(i32::MAX))
     .bind(outcome.blobs_scanned)
     .bind(outcome.blobs_skipped)
+    .bind(sqlx::types::Json(array_or_empty(&outcome.files)))
+    .bind(sqlx::types::Json(array_or_empty(&outcome.largest_blobs)))
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -179,16 +187,40 @@ pub async fn selected(db: &PgPool, id: Uuid) -> Result<Vec<(String, Vec<u8>)>, s
     .await
 }
 
-/// `cleaning` → `cleaned`, with what was removed.
+fn array_or_empty(value: &serde_json::Value) -> serde_json::Value {
+    if value.is_array() {
+        value.clone()
+    } else {
+        serde_json::Value::Array(Vec::new())
+    }
+}
+
+/// The whole files chosen for cleaning (`{paths, blob_ids, strip_blobs_bigger_than}`),
+/// if any.
+pub async fn file_selection(
+    db: &PgPool,
+    id: Uuid,
+) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    let row: Option<Option<sqlx::types::Json<serde_json::Value>>> =
+        sqlx::query_scalar("SELECT file_selection FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.flatten().map(|json| json.0))
+}
+
+/// `cleaning` → `cleaned`, with what was removed and the clean's report.
 pub async fn finish_clean(
     db: &PgPool,
     id: Uuid,
     secrets_cleaned: i32,
     commits_rewritten: i64,
+    report: &serde_json::Value,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE jobs SET status = $4, stage = NULL, progress_percent = 100,
-                secrets_cleaned = $2, commits_rewritten = $3, finished_at = now()
+                secrets_cleaned = $2, commits_rewritten = $3, finished_at = now(),
+                clean_report = $6
          WHERE id = $1 AND status = $5",
     )
     .bind(id)
@@ -196,6 +228,7 @@ pub async fn finish_clean(
     .bind(commits_rewritten)
     .bind(JobStatus::Cleaned)
     .bind(JobStatus::Cleaning)
+    .bind(sqlx::types::Json(report))
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)

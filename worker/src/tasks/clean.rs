@@ -10,7 +10,7 @@ use deployguard::storage::ObjectKey;
 use deployguard::tasks::JobRef;
 use deployguard_engine::clean::{
     self, ArchiveFormat, CleanError, CleanOptions, CleanProgress, CleanRun, DEFAULT_REPLACEMENT,
-    Phase, Select, Selection, SelectionError,
+    FileSelection, Phase, Select, Selection, SelectionError,
 };
 use serde_json::json;
 
@@ -61,12 +61,53 @@ async fn clean(
         .into_iter()
         .map(|(rule, hash)| (rule, hex::encode(hash)))
         .collect();
-    if chosen.is_empty() {
+    let files = match work::file_selection(&ctx.db, id).await.map_err(database)? {
+        Some(choice) => file_selection(&choice)?,
+        None => FileSelection::default(),
+    };
+    if chosen.is_empty() && files.is_empty() {
         return Err(TaskError::fatal(
             "nothing_selected",
-            "no secret is selected for cleaning",
+            "no secret or file is selected for cleaning",
         ));
     }
+    let selection = if chosen.is_empty() {
+        Selection::files_only(files)
+            .map_err(|e| TaskError::fatal("selection_invalid", e.to_string()))?
+    } else {
+        values(services, id, chosen).await?.with_files(files)
+    };
+    clean_with(services, ctx, job, selection, started, dir).await
+}
+
+/// The whole files selected, as the API stored them (checked then; checked again).
+fn file_selection(choice: &serde_json::Value) -> Result<FileSelection, TaskError> {
+    let strings = |key: &str| -> Vec<String> {
+        choice
+            .get(key)
+            .and_then(|v| v.as_array())
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let size = choice
+        .get("strip_blobs_bigger_than")
+        .and_then(serde_json::Value::as_u64);
+    FileSelection::new(&strings("paths"), &strings("blob_ids"), size)
+        .map_err(|e| TaskError::fatal("selection_invalid", e.to_string()))
+}
+
+/// The selected secrets' values, read from the decrypted report by the engine's one
+/// selection function.
+async fn values(
+    services: &Services,
+    id: uuid::Uuid,
+    chosen: Vec<(String, String)>,
+) -> Result<Selection, TaskError> {
     let sealed = services
         .storage
         .get_bytes(ObjectKey::EncryptedReport(id))
@@ -92,6 +133,18 @@ async fn clean(
         other => TaskError::fatal("selection_invalid", other.to_string()),
     })?;
     drop(plain);
+    Ok(selection)
+}
+
+async fn clean_with(
+    services: &Services,
+    ctx: &TaskContext,
+    job: &Job,
+    selection: Selection,
+    started: Instant,
+    dir: Arc<tempfile::TempDir>,
+) -> Result<serde_json::Value, TaskError> {
+    let id = job.id;
 
     super::stage(ctx, id, WORKING, 5, "downloading the repository").await;
     let source =
@@ -176,7 +229,9 @@ async fn clean(
     let upload_ms = upload_started.elapsed().as_millis() as u64;
     let secrets_cleaned = i32::try_from(report.selected).unwrap_or(i32::MAX);
     let commits = i64::try_from(report.commits_rewritten).unwrap_or(i64::MAX);
-    if !work::finish_clean(&ctx.db, id, secrets_cleaned, commits)
+    let stored = serde_json::to_value(&report)
+        .map_err(|e| TaskError::fatal("clean_failed", e.to_string()))?;
+    if !work::finish_clean(&ctx.db, id, secrets_cleaned, commits, &stored)
         .await
         .map_err(database)?
     {
@@ -188,6 +243,10 @@ async fn clean(
     Ok(json!({
         "secrets_cleaned": secrets_cleaned,
         "commits_rewritten": commits,
+        "commits_pruned": report.commits_pruned,
+        "files": report.files,
+        "refs_changed": report.changed_refs().count(),
+        "lfs_orphaned": report.lfs_orphaned.len(),
         "bundle_bytes": report.bundle_bytes,
         "timings": {
             "download_ms": download_ms,

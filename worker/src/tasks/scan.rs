@@ -278,8 +278,14 @@ fn outcome(report: &Report) -> ScanOutcome {
             }
         })
         .collect();
+    // File findings and largest blobs are paths, sizes and ids: no value in them.
+    let array = |value: Result<serde_json::Value, serde_json::Error>| {
+        value.unwrap_or_else(|_| serde_json::Value::Array(Vec::new()))
+    };
     ScanOutcome {
         secrets,
+        files: array(serde_json::to_value(&report.files)),
+        largest_blobs: array(serde_json::to_value(&report.largest_blobs)),
         blobs_scanned: report.stats.blobs_scanned as i64,
         blobs_skipped: report.stats.blobs_skipped as i64,
     }

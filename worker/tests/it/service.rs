@@ -934,3 +934,192 @@ async fn a_scan_delivered_again_after_its_job_moved_on_changes_nothing() {
     );
     assert_eq!(after["updated_at"], before["updated_at"]);
 }
+
+/// A real PKCS#12 key store, as `openssl pkcs12 -export` writes it.
+fn pkcs12_file() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "cert.pem",
+        "-subj",
+        "/CN=deploy",
+        "-days",
+        "1",
+    ]);
+    run(&[
+        "pkcs12",
+        "-export",
+        "-in",
+        "cert.pem",
+        "-inkey",
+        "key.pem",
+        "-out",
+        "server.p12",
+        "-passout",
+        "pass:changeit",
+    ]);
+    std::fs::read(dir.path().join("server.p12")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base64_kubernetes_secret_and_a_key_store_are_selected_over_the_api_and_gone_after_the_clean()
+ {
+    use base64::Engine;
+    let stack = Stack::start(&[]).await;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(GITHUB);
+    let p12 = pkcs12_file();
+    let mut repo = TestRepo::new();
+    repo.write("README.md", "service\n")
+        .write(
+            "k8s/secret.yaml",
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: deploy\ntype: Opaque\ndata:\n  token: {encoded}\n"
+            ),
+        )
+        .write("certs/server.p12", &p12)
+        .commit("deploy config");
+    repo.write("README.md", "service, documented\n")
+        .commit("docs");
+    let p12_blob = repo.blob_id(&p12);
+    publish(&stack.git, &mut repo, "k8s");
+    let id = stack
+        .create(&stack.git.url("k8s"), Some("source-cred"))
+        .await;
+    let (job, _) = stack.wait_for(&id, "awaiting_selection").await;
+
+    let (status, files) = stack
+        .call(Method::GET, &format!("/jobs/{id}/files"), None)
+        .await;
+    assert_eq!(status, 200, "{files}");
+    let store = files["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "pkcs12")
+        .unwrap_or_else(|| panic!("the key store is a file finding: {files}"));
+    assert_eq!(store["path"], "certs/server.p12", "{files}");
+    assert_eq!(store["blob"], p12_blob.as_str(), "{files}");
+    assert!(
+        !files["largest_blobs"].as_array().unwrap().is_empty(),
+        "{files}"
+    );
+    let file_id = store["id"].clone();
+    let secret_ids: Vec<Value> = job["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].clone())
+        .collect();
+    assert!(!secret_ids.is_empty(), "the base64 token is found: {job}");
+
+    // Bad selections are refused and change nothing.
+    let select = format!("/jobs/{id}/secrets/select");
+    for bad in [
+        json!({"secret_ids": [], "paths": [""]}),
+        json!({"secret_ids": [], "file_ids": ["not-a-finding"]}),
+        json!({"secret_ids": [], "strip_blobs_bigger_than": 0}),
+        json!({"secret_ids": [], "blob_ids": ["abc"]}),
+    ] {
+        let (status, body) = stack.call(Method::POST, &select, Some(bad.clone())).await;
+        assert_eq!(status, 400, "{bad} → {body}");
+    }
+    let (_, files) = stack
+        .call(Method::GET, &format!("/jobs/{id}/files"), None)
+        .await;
+    assert!(files["selection"].is_null(), "{files}");
+
+    let (status, body) = stack
+        .call(
+            Method::POST,
+            &select,
+            Some(json!({"secret_ids": secret_ids, "file_ids": [file_id]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["files"]["paths"],
+        json!(["/certs/server.p12"]),
+        "{body}"
+    );
+    let (status, body) = stack
+        .call(Method::POST, &format!("/jobs/{id}/clean"), Some(json!({})))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    stack.wait_for(&id, "cleaned").await;
+
+    let (status, report) = stack
+        .call(Method::GET, &format!("/jobs/{id}/clean-report"), None)
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert!(
+        report["files"]["entries_removed"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert!(
+        !report["next_steps"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
+
+    // The cleaned bundle, as stored: neither the token, nor its base64 text, nor the key
+    // store is in any object.
+    let bundle = stack
+        .env
+        .storage()
+        .get_bytes(ObjectKey::CleanedBundle(id.parse().unwrap()))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cleaned.bundle"), &bundle).unwrap();
+    git_in(
+        dir.path(),
+        &[
+            "clone",
+            "--quiet",
+            "--mirror",
+            "cleaned.bundle",
+            "clone.git",
+        ],
+    );
+    let clone = dir.path().join("clone.git");
+    let text = String::from_utf8_lossy(&git_in(&clone, &["log", "--all", "-p", "--format=%H %B"]))
+        .into_owned();
+    assert!(!text.contains(GITHUB) && !text.contains(&encoded), "{text}");
+    let objects =
+        String::from_utf8_lossy(&git_in(&clone, &["rev-list", "--objects", "--all"])).into_owned();
+    assert!(!objects.contains(&p12_blob), "{objects}");
+    assert!(!objects.contains("server.p12"), "{objects}");
+    // The first changed commit of main is its root, as rev-list on the result says.
+    let first = report["first_changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "refs/heads/main")
+        .unwrap_or_else(|| panic!("{report}"));
+    let root = String::from_utf8_lossy(&git_in(&clone, &["rev-list", "--max-parents=0", "main"]))
+        .trim()
+        .to_owned();
+    assert_eq!(first["new"], root.as_str(), "{report}");
+    let map = report["commit_map"].as_array().unwrap();
+    assert_eq!(map.len(), 2, "both commits are rewritten: {report}");
+}
