@@ -12,7 +12,13 @@
 # ~/.cache/deployguard/bench). filter-repo runs once per case with --prune-empty never and
 # --prune-degenerate never, so that both keep every commit.
 #
-# Exit status: 0 when both cases agree; 1 when a ref's tree differs; 2 on a setup failure.
+# Checks: path deletion must give the same tree on every ref both results have. Blob
+# stripping is checked by size (no reachable blob of either result is bigger than the
+# limit): filter-repo drops a too-big version from the commit that brings it, so the
+# path keeps its earlier, smaller version in that commit and after it, where deployguard
+# removes the file (as BFG does); the refs whose trees agree are counted all the same.
+#
+# Exit status: 0 when both cases pass their check; 1 when not; 2 on a setup failure.
 set -euo pipefail
 {
 [ $# -ge 1 ] || { echo "usage: $0 REPO" >&2; exit 2; }
@@ -24,6 +30,7 @@ RUNS=${RUNS:-3}
 DELETE_NAME=${DELETE_NAME:-README.md}
 STRIP_SIZE=${STRIP_SIZE:-100K}
 export GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_NOSYSTEM=1
+KEEP=${KEEP:-0}
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 2; }
 
@@ -39,7 +46,7 @@ fi
 git filter-repo --version >/dev/null 2>&1 || die "git filter-repo is not on PATH"
 
 WORK=$(mktemp -d "$BENCH_DIR/clean-files.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
+if [ "$KEEP" = 1 ]; then log "work directory kept: $WORK"; else trap 'rm -rf "$WORK"' EXIT; fi
 fresh() { rm -rf "$WORK/$1"; git clone -q --mirror --no-local "$REPO" "$WORK/$1"; }
 now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
@@ -52,8 +59,15 @@ trees() {
     done | sort
 }
 
-run_case() { # name, deployguard flags..., --, filter-repo flags...
-  local name=$1; shift
+# The biggest blob the refs of a repository reach.
+biggest() {
+  git -C "$1" rev-list --objects --all | cut -d' ' -f1 |
+    git -C "$1" cat-file --batch-check='%(objecttype) %(objectsize)' |
+    awk '$1 == "blob" && $2 > max { max = $2 } END { print max + 0 }'
+}
+
+run_case() { # name, check (trees|LIMIT_BYTES), deployguard flags..., --, filter-repo flags...
+  local name=$1 check=$2; shift 2
   local dg_flags=() fr_flags=()
   while [ "$1" != -- ]; do dg_flags+=("$1"); shift; done
   shift
@@ -73,7 +87,7 @@ run_case() { # name, deployguard flags..., --, filter-repo flags...
     if [ -z "$best" ] || python3 -c "import sys; sys.exit(0 if $t < $best else 1)"; then best=$t; fi
   done
   rm -rf "$WORK/dg.git"
-  git clone -q --mirror "$WORK/dg.bundle" "$WORK/dg.git"
+  git -c init.defaultBranch=main clone -q --mirror "$WORK/dg.bundle" "$WORK/dg.git"
   fresh fr.git
   local start end fr
   start=$(now)
@@ -96,16 +110,25 @@ run_case() { # name, deployguard flags..., --, filter-repo flags...
   ratio=$(python3 -c "print(f'{$fr / $best:.1f}')")
   printf '| %s | %s | %s s | %s s | %s× | %s/%s refs same tree | %s (entries, blobs) | %s MiB |\n' \
     "$(basename "$REPO")" "$name" "$best" "$fr" "$ratio" "$((common - differ))" "$common" "$removed" "$bundle"
-  [ "$differ" = 0 ] || { log "$name: $differ ref(s) differ"; return 1; }
+  if [ "$check" = trees ]; then
+    [ "$differ" = 0 ] || { log "$name: $differ ref(s) differ"; return 1; }
+  else
+    local ours theirs
+    ours=$(biggest "$WORK/dg.git")
+    theirs=$(biggest "$WORK/fr.git")
+    log "$name: biggest blob left: deployguard $ours, filter-repo $theirs (limit $check)"
+    [ "$ours" -le "$check" ] && [ "$theirs" -le "$check" ] || return 1
+  fi
 }
 
 log "repository: $REPO ($(git -C "$REPO" rev-list --all --count) commits, $(git -C "$REPO" for-each-ref | wc -l) refs)"
 echo '| repository | case | deployguard (best) | filter-repo | speed-up | trees | removed | bundle |'
 echo '|---|---|---|---|---|---|---|---|'
 status=0
-run_case "--delete-path $DELETE_NAME" --delete-path "$DELETE_NAME" -- \
+run_case "--delete-path $DELETE_NAME" trees --delete-path "$DELETE_NAME" -- \
   --invert-paths --path-glob "*/$DELETE_NAME" --path "$DELETE_NAME" || status=1
-run_case "--strip-blobs-bigger-than $STRIP_SIZE" --strip-blobs-bigger-than "$STRIP_SIZE" -- \
+LIMIT=$(python3 -c "s='$STRIP_SIZE'; m={'K':1024,'M':1024**2,'G':1024**3}; print(int(s[:-1])*m[s[-1]] if s[-1] in m else int(s))")
+run_case "--strip-blobs-bigger-than $STRIP_SIZE" "$LIMIT" --strip-blobs-bigger-than "$STRIP_SIZE" -- \
   --strip-blobs-bigger-than "$STRIP_SIZE" || status=1
 exit $status
 }

@@ -1112,6 +1112,7 @@ fn rebuild_tree(
 ) -> Result<Vec<u8>, CleanError> {
     let files = selection.files();
     let mut kept: Vec<Kept<'_>> = Vec::new();
+    let empty_tree = out.format.hash(Kind::Tree, &[]);
     let mut renamed = false;
     for entry in tree_entries(data, out.format) {
         let (mode, name, child) = entry?;
@@ -1126,7 +1127,9 @@ fn rebuild_tree(
                 (!named && !out.is_removed(&child)).then(|| out.new_id(&child))
             }
         };
-        let Some(new_child) = new_child else {
+        // A directory that lost everything goes too, as git never records an empty one.
+        let emptied = is_tree && new_child.is_some_and(|new| new != child && new == empty_tree);
+        let Some(new_child) = new_child.filter(|_| !emptied) else {
             out.entries_removed += 1;
             if !is_tree && !gitlink {
                 out.dropped_blobs.insert(child, ());

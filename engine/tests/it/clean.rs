@@ -1673,3 +1673,17 @@ fn bad_file_selections_are_refused_and_a_pattern_that_matches_nothing_is_a_warni
     }
     assert!(Selection::files_only(FileSelection::default()).is_err());
 }
+
+#[test]
+fn a_directory_left_empty_by_a_removal_goes_too() {
+    let mut repo = TestRepo::new();
+    repo.write("keys/id_rsa", "key\n")
+        .write("src/main.rs", "fn main() {}\n")
+        .commit("code and key");
+    let cleaned = clean_into(repo.path(), &files(&["id_rsa"], &[], None)).unwrap();
+    assert_eq!(
+        trimmed(&cleaned.clone, &["ls-tree", "--name-only", "main"]),
+        "src"
+    );
+    assert!(trimmed(&cleaned.clone, &["fsck", "--strict"]).is_empty());
+}
