@@ -235,10 +235,10 @@ impl FileSelection {
                         "blob id {hex:?} is not a full object id (40 or 64 hex digits)"
                     ))
                 })?;
-            if !ids.contains(&oid) {
-                ids.push(oid);
-            }
+            ids.push(oid);
         }
+        ids.sort_unstable();
+        ids.dedup();
         if bigger_than == Some(0) {
             return Err(SelectionError::Files(
                 "a size limit of 0 would remove every file; give a size above 0".into(),
@@ -261,6 +261,7 @@ impl FileSelection {
         &self.texts
     }
 
+    /// The blob ids selected, sorted.
     pub fn blob_ids(&self) -> &[Oid] {
         &self.blobs
     }
@@ -300,18 +301,12 @@ impl FileSelection {
 
     /// Whether a blob of `size` bytes with id `oid` is removed wherever it is.
     pub(crate) fn removes_blob(&self, oid: &Oid, size: u64) -> bool {
-        self.bigger_than.is_some_and(|limit| size > limit) || self.blobs.contains(oid)
+        self.bigger_than.is_some_and(|limit| size > limit) || self.names_blob(oid)
     }
 
-    /// The same question, for callers that test millions of blobs: the ids are sorted
-    /// once.
-    pub(crate) fn blob_test(&self) -> impl Fn(&Oid, u64) -> bool + '_ {
-        let mut sorted = self.blobs.clone();
-        sorted.sort_unstable();
-        let limit = self.bigger_than;
-        move |oid, size| {
-            limit.is_some_and(|limit| size > limit) || sorted.binary_search(oid).is_ok()
-        }
+    /// Whether `oid` is one of the blob ids selected.
+    pub(crate) fn names_blob(&self, oid: &Oid) -> bool {
+        self.blobs.binary_search(oid).is_ok()
     }
 }
 

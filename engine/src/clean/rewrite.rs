@@ -61,8 +61,6 @@ struct Graph {
     /// Every commit as read, so that rewriting needs no second read (commits are small
     /// next to the trees and blobs, which are not kept).
     commit_raw: OidMap<Vec<u8>>,
-    /// Git LFS pointer blobs, with the object each names (`sha256:…`).
-    lfs: OidMap<String>,
 }
 
 /// What the first pass keeps of one object.
@@ -71,8 +69,6 @@ struct Seen {
     kind: Kind,
     size: usize,
     flags: u8,
-    /// The object an LFS pointer blob names.
-    lfs: Option<String>,
     /// The content of trees, commits and tags (their links); blobs are not kept.
     data: Option<Vec<u8>>,
     /// A blob holding a value, rewritten on the thread that read it.
@@ -148,9 +144,7 @@ impl Graph {
         let i = i as usize;
         self.kind[i] = code;
         self.flags[i] = seen.flags;
-        if let Some(lfs) = seen.lfs {
-            self.lfs.insert(seen.oid, lfs);
-        }
+
         self.span[i] = (start, scratch.len() as u32);
         if code == COMMIT
             && let Some(data) = seen.data
@@ -289,6 +283,10 @@ pub(crate) struct Rewritten {
     format: ObjectFormat,
     /// Everything the tips of protected refs hold, by graph index.
     protected: Vec<bool>,
+    /// Blobs were read (values or sizes were selected); else they are known by id only.
+    blobs_read: bool,
+    /// The blob ids selected, sorted.
+    removed_ids: Vec<Oid>,
     /// New id per object that changed.
     map: OidMap<Oid>,
     /// The links (see [`links_of`]) of each object the rewrite wrote, by new id.
@@ -333,8 +331,8 @@ impl Rewritten {
     }
 
     /// Whether a child of a tree being rewritten is a blob removed wherever it is.
-    fn is_removed(&self, oid: &Oid) -> bool {
-        self.graph.flags_of(oid) & REMOVED != 0 && !self.is_protected(oid)
+    fn is_removed(&self, oid: &Oid, files: &FileSelection) -> bool {
+        (self.graph.flags_of(oid) & REMOVED != 0 || files.names_blob(oid)) && !self.is_protected(oid)
     }
 
     /// Writes a new object (as a delta against `base`, an object written before, when
@@ -384,7 +382,7 @@ impl Rewritten {
                     let (mode, name, child) = entry?;
                     let is_tree = mode == b"40000";
                     if (files.has_names() && files.name_match(name, is_tree).is_some())
-                        || (mode != b"160000" && self.is_removed(&child))
+                        || (mode != b"160000" && self.is_removed(&child, files))
                     {
                         found = true;
                         break;
@@ -436,8 +434,15 @@ impl Rewritten {
         self.written_clean.contains_key(oid)
             || self.graph.index.get(oid).is_some_and(|&i| {
                 let i = i as usize;
-                self.graph.kind[i] != UNSEEN
-                    && (self.protected[i] || self.graph.flags[i] & (HIT | REMOVED | NAMED) == 0)
+                match self.graph.kind[i] {
+                    // Blobs not read (nothing selected depends on their content): only
+                    // their ids matter.
+                    UNSEEN => !self.blobs_read && self.removed_ids.binary_search(oid).is_err(),
+                    _ => {
+                        self.protected[i]
+                            || self.graph.flags[i] & (HIT | REMOVED | NAMED) == 0
+                    }
+                }
             })
     }
 
@@ -447,25 +452,31 @@ impl Rewritten {
     }
 
     /// Git LFS objects that pointers reached before the rewrite and none reaches after
-    /// it: `old` and `new` are what the refs reach before and after.
-    pub fn lfs_orphaned(&self, old_roots: &[Oid], new_objects: &[Oid]) -> Vec<String> {
+    /// it: `old_roots` are the refs' targets before, `new_objects` what the refs reach
+    /// after (sorted). Only blobs that left the history can be pointers that left it;
+    /// the small ones among them are read.
+    pub fn lfs_orphaned(
+        &self,
+        repo: &std::path::Path,
+        old_roots: &[Oid],
+        new_objects: &[Oid],
+    ) -> Result<Vec<String>, CleanError> {
         let graph = &self.graph;
-        if graph.lfs.is_empty() {
-            return Vec::new();
-        }
         let before = graph.closure(old_roots.iter().filter_map(|r| graph.index.get(r).copied()));
-        let mut lost: std::collections::BTreeSet<&String> = graph
-            .lfs
-            .iter()
-            .filter(|(oid, _)| graph.index.get(oid).is_some_and(|&i| before[i as usize]))
-            .map(|(_, lfs)| lfs)
+        let gone: Vec<Oid> = (0..graph.oids.len())
+            .filter(|&i| before[i] && matches!(graph.kind[i], BLOB | UNSEEN))
+            .map(|i| graph.oids[i])
+            .filter(|oid| new_objects.binary_search(oid).is_err())
             .collect();
-        for oid in new_objects {
-            if let Some(lfs) = graph.lfs.get(oid) {
-                lost.remove(lfs);
+        let small = objects::small_objects(repo, &gone, 1024)?;
+        let mut lost = std::collections::BTreeSet::new();
+        objects::read_objects(repo, &small, |_, _, data| -> Result<(), CleanError> {
+            if let Some(lfs) = lfs_pointer(data) {
+                lost.insert(lfs);
             }
-        }
-        lost.into_iter().cloned().collect()
+            Ok(())
+        })?;
+        Ok(lost.into_iter().collect())
     }
 
     /// Checks that no tree of the result holds a path an anchored pattern removes, by
@@ -593,7 +604,10 @@ pub(crate) fn rewrite(
         .iter()
         .map(|_| AtomicBool::new(false))
         .collect();
-    let removes_blob = files.blob_test();
+    // Blobs are read only when what they hold matters: values, or sizes.
+    let blobs_read = !selection.is_empty() || files.bigger_than().is_some();
+    let look_at_entries = files.has_names() || !files.blob_ids().is_empty();
+    let removes_blob = |oid: &Oid, size: u64| files.removes_blob(oid, size);
     let look = |object: Object<'_>| {
         let data = object.data.unwrap_or_default();
         // The search first (its finder is faster than the replacing one), then the
@@ -602,10 +616,15 @@ pub(crate) fn rewrite(
         let mut flags = if hit { HIT } else { 0 };
         match object.kind {
             Kind::Blob if removes_blob(&object.oid, data.len() as u64) => flags |= REMOVED,
-            Kind::Tree if files.has_names() => {
-                for (mode, name, _) in tree_entries(data, format).flatten() {
-                    if let Some(i) = files.name_match(name, mode == b"40000") {
+            Kind::Tree if look_at_entries => {
+                for (mode, name, child) in tree_entries(data, format).flatten() {
+                    let is_tree = mode == b"40000";
+                    if let Some(i) = files.name_match(name, is_tree) {
                         matched[i].store(true, Ordering::Relaxed);
+                        flags |= NAMED;
+                    }
+                    // A selected blob, when blobs are not read to be marked themselves.
+                    if !is_tree && mode != b"160000" && files.names_blob(&child) {
                         flags |= NAMED;
                     }
                 }
@@ -624,9 +643,6 @@ pub(crate) fn rewrite(
             kind: object.kind,
             size: data.len(),
             flags,
-            lfs: (object.kind == Kind::Blob)
-                .then(|| lfs_pointer(data))
-                .flatten(),
             data: (object.kind != Kind::Blob).then(|| data.to_vec()),
             blob,
         }
@@ -636,7 +652,7 @@ pub(crate) fn rewrite(
         Some(store) => store.read(
             &repo.path,
             threads,
-            &|_, _| true,
+            &|_, kind| blobs_read || kind != Kind::Blob,
             u64::MAX,
             look,
             &mut record,
@@ -755,10 +771,12 @@ pub(crate) fn rewrite(
             .blob_ids()
             .iter()
             .filter(|oid| {
-                graph
-                    .index
-                    .get(oid)
-                    .is_none_or(|&i| graph.kind[i as usize] != BLOB)
+                // A blob not read is known by a tree naming it.
+                graph.index.get(oid).is_none_or(|&i| match graph.kind[i as usize] {
+                    BLOB => false,
+                    UNSEEN => blobs_read,
+                    _ => true,
+                })
             })
             .map(Oid::to_hex),
     );
@@ -771,6 +789,8 @@ pub(crate) fn rewrite(
         graph,
         format,
         protected,
+        blobs_read,
+        removed_ids: files.blob_ids().to_vec(),
         map,
         links: OidMap::default(),
         written_clean,
@@ -1124,7 +1144,7 @@ fn rebuild_tree(
             Fate::Usual if gitlink => Some(child),
             Fate::Usual => {
                 let named = files.has_names() && files.name_match(name, is_tree).is_some();
-                (!named && !out.is_removed(&child)).then(|| out.new_id(&child))
+                (!named && !out.is_removed(&child, files)).then(|| out.new_id(&child))
             }
         };
         // A directory that lost everything goes too, as git never records an empty one.

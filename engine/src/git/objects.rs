@@ -280,6 +280,56 @@ where
     Ok(())
 }
 
+/// Of the objects `ids` names, the blobs of at most `max_size` bytes, asked of one
+/// `cat-file --batch-check` (nothing is inflated); objects the repository lacks are
+/// left out.
+pub fn small_objects(repo: &Path, ids: &[Oid], max_size: u64) -> Result<Vec<Oid>, GitError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut cmd = command(repo);
+    cmd.args(["cat-file", "--batch-check", "--buffer"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut running = Running::spawn(cmd, "cat-file")?;
+    let stdin = running.child().stdin.take();
+    let stdout = running.child().stdout.take();
+    let (Some(stdin), Some(stdout)) = (stdin, stdout) else {
+        return Err(GitError::new("cat-file", "no pipes"));
+    };
+    let request: Vec<u8> = ids
+        .iter()
+        .flat_map(|id| {
+            let mut line = id.to_hex().into_bytes();
+            line.push(b'\n');
+            line
+        })
+        .collect();
+    let writer = std::thread::spawn(move || {
+        let mut stdin = stdin;
+        let _ = stdin.write_all(&request);
+    });
+    let mut output = Vec::new();
+    let read = std::io::BufReader::new(stdout).read_to_end(&mut output);
+    let _ = writer.join();
+    read.map_err(io("cat-file"))?;
+    running.finish()?;
+    Ok(output
+        .split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let mut fields = line.split(|&b| b == b' ');
+            let oid = Oid::from_hex(fields.next()?)?;
+            let small = fields.next()? == b"blob"
+                && std::str::from_utf8(fields.next()?)
+                    .ok()?
+                    .parse::<u64>()
+                    .ok()?
+                    <= max_size;
+            small.then_some(oid)
+        })
+        .collect())
+}
+
 /// Reads the objects `ids` names, in that order, through one buffered `cat-file --batch`.
 pub fn read_objects<E>(
     repo: &Path,
