@@ -332,7 +332,8 @@ impl Rewritten {
 
     /// Whether a child of a tree being rewritten is a blob removed wherever it is.
     fn is_removed(&self, oid: &Oid, files: &FileSelection) -> bool {
-        (self.graph.flags_of(oid) & REMOVED != 0 || files.names_blob(oid)) && !self.is_protected(oid)
+        (self.graph.flags_of(oid) & REMOVED != 0 || files.names_blob(oid))
+            && !self.is_protected(oid)
     }
 
     /// Writes a new object (as a delta against `base`, an object written before, when
@@ -347,13 +348,26 @@ impl Rewritten {
         base: Option<(Oid, &[u8])>,
     ) -> Result<Oid, CleanError> {
         let new = pack.add_against(kind, content, base)?;
+        self.record(selection, new, kind, content)?;
+        Ok(new)
+    }
+
+    /// Notes a new object's links, and whether it is clean (searched as it is written:
+    /// an object id names its content, so this is as good as reading it back later).
+    fn record(
+        &mut self,
+        selection: &Selection,
+        new: Oid,
+        kind: Kind,
+        content: &[u8],
+    ) -> Result<(), CleanError> {
         let mut links = Vec::new();
         links_of(self.format, kind, content, &mut links)?;
         self.links.insert(new, (kind, links));
         if !self.holds_selected(new, kind, content, selection)? {
             self.written_clean.insert(new, ());
         }
-        Ok(new)
+        Ok(())
     }
 
     /// Whether an object of the result, read whole, still holds something selected: a
@@ -438,10 +452,7 @@ impl Rewritten {
                     // Blobs not read (nothing selected depends on their content): only
                     // their ids matter.
                     UNSEEN => !self.blobs_read && self.removed_ids.binary_search(oid).is_err(),
-                    _ => {
-                        self.protected[i]
-                            || self.graph.flags[i] & (HIT | REMOVED | NAMED) == 0
-                    }
+                    _ => self.protected[i] || self.graph.flags[i] & (HIT | REMOVED | NAMED) == 0,
                 }
             })
     }
@@ -772,11 +783,14 @@ pub(crate) fn rewrite(
             .iter()
             .filter(|oid| {
                 // A blob not read is known by a tree naming it.
-                graph.index.get(oid).is_none_or(|&i| match graph.kind[i as usize] {
-                    BLOB => false,
-                    UNSEEN => blobs_read,
-                    _ => true,
-                })
+                graph
+                    .index
+                    .get(oid)
+                    .is_none_or(|&i| match graph.kind[i as usize] {
+                        BLOB => false,
+                        UNSEEN => blobs_read,
+                        _ => true,
+                    })
             })
             .map(Oid::to_hex),
     );
@@ -1039,6 +1053,47 @@ fn walk_paths(
     Ok(PathWalk { nodes })
 }
 
+/// Compresses `objects` (kind, content, index of the one it is best written as a delta
+/// of, always earlier) on every core, then adds them to `pack` in order.
+fn pack_together(
+    pack: &mut PackWriter,
+    format: ObjectFormat,
+    objects: &[(Kind, Vec<u8>, Option<usize>)],
+) -> Result<(), CleanError> {
+    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    let chunk = objects.len().div_ceil(threads).max(1);
+    let prepared: Vec<Prepared> = std::thread::scope(|scope| {
+        let parts: Vec<_> = (0..objects.len())
+            .step_by(chunk)
+            .map(|start| {
+                scope.spawn(move || {
+                    let mut compress = objects::compressor();
+                    (start..(start + chunk).min(objects.len()))
+                        .map(|i| {
+                            let (kind, content, base) = &objects[i];
+                            let base = base.map(|j| objects[j].1.as_slice());
+                            Prepared::with(format, *kind, content, base, &mut compress)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .map(|part| part.join())
+            .collect::<Result<Vec<_>, _>>()
+            .map(|parts| parts.into_iter().flatten().collect())
+    })
+    .map_err(|_| CleanError::Source("compressing new objects failed".into()))?;
+    let ids: Vec<Oid> = prepared.iter().map(|p| p.oid).collect();
+    for (prepared, (_, _, base)) in prepared.into_iter().zip(objects) {
+        let base = base.map(|j| ids[j]).filter(|&b| b != prepared.oid);
+        let base = if prepared.is_delta() { base } else { None };
+        pack.add_prepared(prepared, base)?;
+    }
+    Ok(())
+}
+
 /// Rewritten trees held back to be written in the order the source stores their
 /// originals: git writes a delta after its base, so that order meets the rewritten
 /// version of each original's base first, and the tree is written as a delta of it (a
@@ -1095,17 +1150,20 @@ impl<'a> Pending<'a> {
             .enumerate()
             .map(|(i, (old, _, _))| (*old, i))
             .collect();
-        for (i, (old, kind, content)) in objects.iter().enumerate() {
+        let mut batch = Vec::with_capacity(objects.len());
+        for (i, (old, kind, content)) in objects.into_iter().enumerate() {
             // Only a base written before: deltas then never form a cycle.
             let base = placement
-                .get(old)
+                .get(&old)
                 .and_then(|p| p.base)
                 .and_then(|base| at.get(&base))
-                .filter(|&&j| j < i)
-                .map(|&j| (out.new_id(&objects[j].0), objects[j].2.as_slice()));
-            out.write(pack, selection, *kind, content, base)?;
+                .copied()
+                .filter(|&j| j < i);
+            let new = out.format.hash(kind, &content);
+            out.record(selection, new, kind, &content)?;
+            batch.push((kind, content, base));
         }
-        Ok(())
+        pack_together(pack, out.format, &batch)
     }
 }
 
@@ -1309,6 +1367,8 @@ fn write_commits(
     let mut all: Vec<Oid> = raw.keys().copied().collect();
     all.sort_unstable();
     let planned: OidMap<()> = commits.iter().map(|&oid| (oid, ())).collect();
+    // Hashed as they are made (each names its parents' new ids), compressed together.
+    let mut batch: Vec<(Kind, Vec<u8>, Option<usize>)> = Vec::new();
     let result = commits
         .iter()
         .try_for_each(|&oid| -> Result<(), CleanError> {
@@ -1358,7 +1418,9 @@ fn write_commits(
                 rewritten = without_repeated_parents(&rewritten);
             }
             rewritten = requote_ids(&rewritten, &all, &planned, out);
-            let new = out.write(pack, selection, Kind::Commit, &rewritten, None)?;
+            let new = out.format.hash(Kind::Commit, &rewritten);
+            out.record(selection, new, Kind::Commit, &rewritten)?;
+            batch.push((Kind::Commit, rewritten, None));
             if dropped {
                 out.signatures_dropped.push(DroppedSignature {
                     kind: "commit",
@@ -1373,7 +1435,8 @@ fn write_commits(
             Ok(())
         });
     out.graph.commit_raw = raw;
-    result
+    result?;
+    pack_together(pack, out.format, &batch)
 }
 
 /// A commit without a parent line that repeats an earlier one (two parents pruned to

@@ -527,7 +527,8 @@ impl Prepared {
         Self::with(format, kind, data, base, &mut compressor())
     }
 
-    fn with(
+    /// Like [`Prepared::new`], with the caller's compressor (one per thread).
+    pub(crate) fn with(
         format: ObjectFormat,
         kind: Kind,
         data: &[u8],
@@ -563,7 +564,7 @@ impl Prepared {
 
 /// The compressor for small payloads (commits, trees, deltas): fast, as their number
 /// makes the time count more than the bytes.
-fn compressor() -> flate2::Compress {
+pub(crate) fn compressor() -> flate2::Compress {
     flate2::Compress::new(flate2::Compression::fast(), true)
 }
 
