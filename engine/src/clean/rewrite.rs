@@ -287,6 +287,8 @@ pub(crate) struct Rewritten {
     blobs_read: bool,
     /// The blob ids selected, sorted.
     removed_ids: Vec<Oid>,
+    /// Blobs are removed by id or size (else no entry is dropped for its blob).
+    removes_blobs: bool,
     /// New id per object that changed.
     map: OidMap<Oid>,
     /// The links (see [`links_of`]) of each object the rewrite wrote, by new id.
@@ -332,7 +334,8 @@ impl Rewritten {
 
     /// Whether a child of a tree being rewritten is a blob removed wherever it is.
     fn is_removed(&self, oid: &Oid, files: &FileSelection) -> bool {
-        (self.graph.flags_of(oid) & REMOVED != 0 || files.names_blob(oid))
+        self.removes_blobs
+            && (self.graph.flags_of(oid) & REMOVED != 0 || files.names_blob(oid))
             && !self.is_protected(oid)
     }
 
@@ -390,6 +393,7 @@ impl Rewritten {
         let files = selection.files();
         Ok(match kind {
             Kind::Blob => files.removes_blob(&oid, data.len() as u64),
+            Kind::Tree if !files.has_names() && !self.removes_blobs => false,
             Kind::Tree => {
                 let mut found = false;
                 for entry in tree_entries(data, self.format) {
@@ -805,6 +809,7 @@ pub(crate) fn rewrite(
         protected,
         blobs_read,
         removed_ids: files.blob_ids().to_vec(),
+        removes_blobs: !files.blob_ids().is_empty() || files.bigger_than().is_some(),
         map,
         links: OidMap::default(),
         written_clean,
