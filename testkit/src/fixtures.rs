@@ -23,3 +23,51 @@ pub fn repo_with_secrets() -> TestRepo {
     repo.tag_annotated("v1", "release");
     repo
 }
+
+/// A real PKCS#12 key store (an EC key and its certificate, password `changeit`), as
+/// `openssl pkcs12 -export` writes it.
+pub fn pkcs12_file() -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "cert.pem",
+        "-subj",
+        "/CN=deploy",
+        "-days",
+        "1",
+    ]);
+    run(&[
+        "pkcs12",
+        "-export",
+        "-in",
+        "cert.pem",
+        "-inkey",
+        "key.pem",
+        "-out",
+        "server.p12",
+        "-passout",
+        "pass:changeit",
+    ]);
+    std::fs::read(dir.path().join("server.p12")).expect("openssl wrote server.p12")
+}

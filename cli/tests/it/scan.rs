@@ -137,13 +137,8 @@ fn secrets_file_is_private_and_holds_the_full_values_for_the_clean_step() {
     assert_eq!(values, [AWS, GITHUB]);
 }
 
-#[test]
-fn sarif_output_validates_against_the_sarif_2_1_0_schema() {
-    let mut repo = repo_with_secrets();
-    repo.commit(&format!("message that leaks {STRIPE}"));
-    let output = deployguard(&["scan", "--format", "sarif"], repo.path());
-    assert_eq!(output.status.code(), Some(1));
-    let sarif = json(&output);
+/// What the SARIF 2.1.0 schema finds wrong with `sarif`.
+fn sarif_errors(sarif: &Value) -> Vec<String> {
     // The published schema's `run.language` pattern has a stray `]` that strict
     // validators refuse to compile; use the pattern it clearly means.
     let schema = include_str!("../data/sarif-schema-2.1.0.json").replace(
@@ -152,10 +147,20 @@ fn sarif_output_validates_against_the_sarif_2_1_0_schema() {
     );
     let schema: Value = serde_json::from_str(&schema).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(&sarif)
+    validator
+        .iter_errors(sarif)
         .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect();
+        .collect()
+}
+
+#[test]
+fn sarif_output_validates_against_the_sarif_2_1_0_schema() {
+    let mut repo = repo_with_secrets();
+    repo.commit(&format!("message that leaks {STRIPE}"));
+    let output = deployguard(&["scan", "--format", "sarif"], repo.path());
+    assert_eq!(output.status.code(), Some(1));
+    let sarif = json(&output);
+    let errors = sarif_errors(&sarif);
     assert!(errors.is_empty(), "{}", errors.join("\n"));
     let results = sarif["runs"][0]["results"].as_array().unwrap();
     assert_eq!(results.len(), 3);
@@ -711,16 +716,7 @@ fn file_findings_in_sarif_validate_against_the_schema() {
     let output = deployguard(&["scan", "--format", "sarif"], repo.path());
     assert_eq!(output.status.code(), Some(1));
     let sarif = json(&output);
-    let schema = include_str!("../data/sarif-schema-2.1.0.json").replace(
-        r"^[a-zA-Z]{2}|^[a-zA-Z]{2}-[a-zA-Z]{2}]?$",
-        r"^[a-zA-Z]{2}(-[a-zA-Z]{2})?$",
-    );
-    let schema: Value = serde_json::from_str(&schema).unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(&sarif)
-        .map(|e| format!("{} at {}", e, e.instance_path()))
-        .collect();
+    let errors = sarif_errors(&sarif);
     assert!(errors.is_empty(), "{}", errors.join("\n"));
     let results = sarif["runs"][0]["results"].as_array().unwrap();
     let file = results

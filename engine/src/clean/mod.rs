@@ -463,7 +463,7 @@ pub fn clean(
         });
         new_refs.push((name.clone(), new));
     }
-    report.lfs_orphaned = rewritten.lfs_orphaned(&repo.path, &old_roots, &objects)?;
+    report.lfs_orphaned = rewritten.lfs_orphaned(&repo.path, &objects)?;
     if new_refs != repo.refs {
         git::refs::write_packed(&repo.path, &new_refs)?;
     }

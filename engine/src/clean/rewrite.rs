@@ -297,6 +297,8 @@ pub(crate) struct Rewritten {
     written_clean: OidMap<()>,
     /// Blobs dropped from at least one tree.
     dropped_blobs: OidMap<()>,
+    /// Directories dropped from at least one tree.
+    dropped_trees: OidMap<()>,
     pub objects_read: u64,
     pub bytes_read: u64,
     pub commits: u64,
@@ -467,22 +469,28 @@ impl Rewritten {
     }
 
     /// Git LFS objects that pointers reached before the rewrite and none reaches after
-    /// it: `old_roots` are the refs' targets before, `new_objects` what the refs reach
-    /// after (sorted). Only blobs that left the history can be pointers that left it;
-    /// the small ones among them are read.
+    /// it. Only a file dropped from a tree (itself or in a dropped directory) can be a
+    /// pointer that left; of those no longer in `new_objects` (sorted, what the refs
+    /// reach after), the small ones are read.
     pub fn lfs_orphaned(
         &self,
         repo: &std::path::Path,
-        old_roots: &[Oid],
         new_objects: &[Oid],
     ) -> Result<Vec<String>, CleanError> {
         let graph = &self.graph;
-        let before = graph.closure(old_roots.iter().filter_map(|r| graph.index.get(r).copied()));
-        let gone: Vec<Oid> = (0..graph.oids.len())
-            .filter(|&i| before[i] && matches!(graph.kind[i], BLOB | UNSEEN))
+        let inside = graph.closure(
+            self.dropped_trees
+                .keys()
+                .filter_map(|oid| graph.index.get(oid).copied()),
+        );
+        let mut gone: Vec<Oid> = (0..graph.oids.len())
+            .filter(|&i| inside[i] && matches!(graph.kind[i], BLOB | UNSEEN))
             .map(|i| graph.oids[i])
+            .chain(self.dropped_blobs.keys().copied())
             .filter(|oid| new_objects.binary_search(oid).is_err())
             .collect();
+        gone.sort_unstable();
+        gone.dedup();
         let small = objects::small_objects(repo, &gone, 1024)?;
         let mut lost = std::collections::BTreeSet::new();
         objects::read_objects(repo, &small, |_, _, data| -> Result<(), CleanError> {
@@ -814,6 +822,7 @@ pub(crate) fn rewrite(
         links: OidMap::default(),
         written_clean,
         dropped_blobs: OidMap::default(),
+        dropped_trees: OidMap::default(),
         objects_read,
         bytes_read,
         commits,
@@ -1214,7 +1223,9 @@ fn rebuild_tree(
         let emptied = is_tree && new_child.is_some_and(|new| new != child && new == empty_tree);
         let Some(new_child) = new_child.filter(|_| !emptied) else {
             out.entries_removed += 1;
-            if !is_tree && !gitlink {
+            if is_tree {
+                out.dropped_trees.insert(child, ());
+            } else if !gitlink {
                 out.dropped_blobs.insert(child, ());
             }
             continue;

@@ -280,21 +280,29 @@ where
     Ok(())
 }
 
-/// Of the objects `ids` names, the blobs of at most `max_size` bytes, asked of one
-/// `cat-file --batch-check` (nothing is inflated); objects the repository lacks are
-/// left out.
-pub fn small_objects(repo: &Path, ids: &[Oid], max_size: u64) -> Result<Vec<Oid>, GitError> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
+/// A buffered `git cat-file MODE` asked about `ids` (written on a thread of its own, so
+/// that a full output pipe cannot stall the request): the process, its output and the
+/// writer to join.
+fn ask_cat_file(
+    repo: &Path,
+    mode: &str,
+    ids: &[Oid],
+) -> Result<
+    (
+        Running,
+        std::process::ChildStdout,
+        std::thread::JoinHandle<()>,
+    ),
+    GitError,
+> {
     let mut cmd = command(repo);
-    cmd.args(["cat-file", "--batch-check", "--buffer"])
+    cmd.args(["cat-file", mode, "--buffer"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
     let mut running = Running::spawn(cmd, "cat-file")?;
     let stdin = running.child().stdin.take();
     let stdout = running.child().stdout.take();
-    let (Some(stdin), Some(stdout)) = (stdin, stdout) else {
+    let (Some(mut stdin), Some(stdout)) = (stdin, stdout) else {
         return Err(GitError::new("cat-file", "no pipes"));
     };
     let request: Vec<u8> = ids
@@ -306,9 +314,19 @@ pub fn small_objects(repo: &Path, ids: &[Oid], max_size: u64) -> Result<Vec<Oid>
         })
         .collect();
     let writer = std::thread::spawn(move || {
-        let mut stdin = stdin;
         let _ = stdin.write_all(&request);
     });
+    Ok((running, stdout, writer))
+}
+
+/// Of the objects `ids` names, the blobs of at most `max_size` bytes, asked of one
+/// `cat-file --batch-check` (nothing is inflated); objects the repository lacks are
+/// left out.
+pub fn small_objects(repo: &Path, ids: &[Oid], max_size: u64) -> Result<Vec<Oid>, GitError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (running, stdout, writer) = ask_cat_file(repo, "--batch-check", ids)?;
     let mut output = Vec::new();
     let read = std::io::BufReader::new(stdout).read_to_end(&mut output);
     let _ = writer.join();
@@ -342,28 +360,7 @@ where
     if ids.is_empty() {
         return Ok(());
     }
-    let mut cmd = command(repo);
-    cmd.args(["cat-file", "--batch", "--buffer"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-    let mut running = Running::spawn(cmd, "cat-file")?;
-    let stdin = running.child().stdin.take();
-    let stdout = running.child().stdout.take();
-    let (Some(stdin), Some(stdout)) = (stdin, stdout) else {
-        return Err(GitError::new("cat-file", "no pipes").into());
-    };
-    let request: Vec<u8> = ids
-        .iter()
-        .flat_map(|id| {
-            let mut line = id.to_hex().into_bytes();
-            line.push(b'\n');
-            line
-        })
-        .collect();
-    let writer = std::thread::spawn(move || {
-        let mut stdin = stdin;
-        let _ = stdin.write_all(&request);
-    });
+    let (mut running, stdout, writer) = ask_cat_file(repo, "--batch", ids)?;
     let mut reader = BatchReader::new(stdout);
     let mut data = Vec::new();
     let mut result = Ok(());

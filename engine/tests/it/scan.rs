@@ -8,6 +8,7 @@ use deployguard_engine::scan::{
     SkipReason, Target,
 };
 use deployguard_testkit::TestRepo;
+use deployguard_testkit::fixtures::pkcs12_file;
 
 const GITHUB: &str = "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";
 const GITHUB_2: &str = "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";
@@ -853,53 +854,6 @@ fn each_occurrence_names_its_commits_author_and_date_through_the_mailmap() {
         },
     );
     assert_eq!(secret(&report, GITHUB).occurrences[0].author, None);
-}
-
-/// A real PKCS#12 file, as `openssl pkcs12 -export` writes it.
-fn pkcs12_file() -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "cert.pem",
-        "-subj",
-        "/CN=deploy",
-        "-days",
-        "1",
-    ]);
-    run(&[
-        "pkcs12",
-        "-export",
-        "-in",
-        "cert.pem",
-        "-inkey",
-        "key.pem",
-        "-out",
-        "server.p12",
-        "-passout",
-        "pass:changeit",
-    ]);
-    std::fs::read(dir.path().join("server.p12")).unwrap()
 }
 
 #[test]

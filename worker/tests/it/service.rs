@@ -935,60 +935,13 @@ async fn a_scan_delivered_again_after_its_job_moved_on_changes_nothing() {
     assert_eq!(after["updated_at"], before["updated_at"]);
 }
 
-/// A real PKCS#12 key store, as `openssl pkcs12 -export` writes it.
-fn pkcs12_file() -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "cert.pem",
-        "-subj",
-        "/CN=deploy",
-        "-days",
-        "1",
-    ]);
-    run(&[
-        "pkcs12",
-        "-export",
-        "-in",
-        "cert.pem",
-        "-inkey",
-        "key.pem",
-        "-out",
-        "server.p12",
-        "-passout",
-        "pass:changeit",
-    ]);
-    std::fs::read(dir.path().join("server.p12")).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_base64_kubernetes_secret_and_a_key_store_are_selected_over_the_api_and_gone_after_the_clean()
  {
     use base64::Engine;
     let stack = Stack::start(&[]).await;
     let encoded = base64::engine::general_purpose::STANDARD.encode(GITHUB);
-    let p12 = pkcs12_file();
+    let p12 = deployguard_testkit::fixtures::pkcs12_file();
     let mut repo = TestRepo::new();
     repo.write("README.md", "service\n")
         .write(
