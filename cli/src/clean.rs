@@ -296,7 +296,8 @@ fn summary(source: &Path, report: &CleanReport, output: &Path, elapsed: Duration
     }
     if let Some(files) = &report.files {
         out.push_str(&format!(
-            "removed {} file entries ({} distinct blobs) from the history\n",
+            "removed {} tree entries (the files, and directories they left empty) and {} \
+             distinct blobs from the history\n",
             files.entries_removed, files.blobs_removed
         ));
         for unmatched in &files.unmatched {

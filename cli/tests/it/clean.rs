@@ -526,8 +526,12 @@ fn delete_path_removes_a_dotenv_from_every_branch_and_prints_what_is_left_to_do(
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let err = stderr(&out);
+    // Three .env entries, and api/ that held only one.
     assert!(
-        err.contains("removed 3 file entries (2 distinct blobs)"),
+        err.contains(
+            "removed 4 tree entries (the files, and directories they left empty) and 2 \
+             distinct blobs"
+        ),
         "{err}"
     );
     assert!(

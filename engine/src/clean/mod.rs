@@ -217,7 +217,8 @@ pub struct FilesRemoved {
     /// Blobs bigger than this many bytes were selected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bigger_than: Option<u64>,
-    /// Tree entries dropped, over every rewritten tree.
+    /// Tree entries dropped, over every rewritten tree: the files, and directories they
+    /// left empty.
     pub entries_removed: u64,
     /// Distinct blobs dropped from at least one tree.
     pub blobs_removed: u64,
