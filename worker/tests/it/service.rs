@@ -1076,3 +1076,62 @@ async fn a_base64_kubernetes_secret_and_a_key_store_are_selected_over_the_api_an
     let map = report["commit_map"].as_array().unwrap();
     assert_eq!(map.len(), 2, "both commits are rewritten: {report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_that_finds_only_a_file_awaits_selection_and_a_files_only_clean_removes_it() {
+    let stack = Stack::start(&[]).await;
+    let p12 = deployguard_testkit::fixtures::pkcs12_file();
+    let mut repo = TestRepo::new();
+    repo.write("README.md", "service\n")
+        .write("deploy/keystore.p12", &p12)
+        .write("deploy/settings.toml", "region = \"eu\"\n")
+        .commit("deploy");
+    let blob = repo.blob_id(&p12);
+    publish(&stack.git, &mut repo, "keystore");
+    let id = stack
+        .create(&stack.git.url("keystore"), Some("source-cred"))
+        .await;
+    let (job, _) = stack.wait_for(&id, "awaiting_selection").await;
+    assert_eq!(job["total_secrets_found"], 0, "{job}");
+    // Nothing selected yet: the clean is refused.
+    let (status, body) = stack
+        .call(Method::POST, &format!("/jobs/{id}/clean"), Some(json!({})))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = stack
+        .call(
+            Method::POST,
+            &format!("/jobs/{id}/secrets/select"),
+            Some(json!({"secret_ids": [], "paths": ["*.p12"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = stack
+        .call(Method::POST, &format!("/jobs/{id}/clean"), Some(json!({})))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    stack.wait_for(&id, "cleaned").await;
+    let bundle = stack
+        .env
+        .storage()
+        .get_bytes(ObjectKey::CleanedBundle(id.parse().unwrap()))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cleaned.bundle"), &bundle).unwrap();
+    git_in(
+        dir.path(),
+        &[
+            "clone",
+            "--quiet",
+            "--mirror",
+            "cleaned.bundle",
+            "clone.git",
+        ],
+    );
+    let clone = dir.path().join("clone.git");
+    let objects =
+        String::from_utf8_lossy(&git_in(&clone, &["rev-list", "--objects", "--all"])).into_owned();
+    assert!(!objects.contains(&blob), "{objects}");
+    assert!(objects.contains("deploy/settings.toml"), "{objects}");
+}
