@@ -1213,10 +1213,16 @@ fn rebuild_tree(
         let new_child = match fate(name) {
             Fate::Link(new) => Some(new),
             Fate::Drop => None,
-            Fate::Usual if gitlink => Some(child),
             Fate::Usual => {
                 let named = files.has_names() && files.name_match(name, is_tree).is_some();
-                (!named && !out.is_removed(&child, files)).then(|| out.new_id(&child))
+                if named {
+                    None
+                } else if gitlink {
+                    // A submodule's commit is in another repository: kept as it is.
+                    Some(child)
+                } else {
+                    (!out.is_removed(&child, files)).then(|| out.new_id(&child))
+                }
             }
         };
         // A directory that lost everything goes too, as git never records an empty one.

@@ -1687,3 +1687,27 @@ fn a_directory_left_empty_by_a_removal_goes_too() {
     );
     assert!(trimmed(&cleaned.clone, &["fsck", "--strict"]).is_empty());
 }
+
+#[test]
+fn a_submodule_entry_is_removed_by_its_path_and_kept_otherwise() {
+    let mut repo = TestRepo::new();
+    repo.write("README.md", "app\n").commit("app");
+    let head = repo.head();
+    for path in ["vendor/secrets", "vendor/lib"] {
+        repo.git(&[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("160000,{head},{path}"),
+        ]);
+    }
+    repo.git(&["commit", "-q", "-m", "submodules"]);
+    for pattern in ["secrets", "vendor/secrets"] {
+        let cleaned = clean_into(repo.path(), &files(&[pattern], &[], None)).unwrap();
+        assert_eq!(
+            trimmed(&cleaned.clone, &["ls-tree", "-r", "--name-only", "main"]),
+            "README.md\nvendor/lib",
+            "{pattern}"
+        );
+    }
+}
