@@ -383,12 +383,16 @@ pub fn clean(
     run.check()?;
     let prepared = millis(started);
     let tips: Vec<Oid> = protected.iter().map(|(_, oid)| *oid).collect();
+    let targets: Vec<Oid> = (repo.refs.iter().map(|(_, oid)| *oid))
+        .chain(repo.head_detached)
+        .collect();
     let rewritten = rewrite::rewrite(
         &repo,
         selection,
         &rewrite::Options {
             protected_tips: &tips,
             prune_empty: options.prune_empty,
+            ref_targets: &targets,
         },
         run,
     )?;
@@ -446,7 +450,7 @@ pub fn clean(
     let objects = rewritten.reachable(old_roots.iter().copied());
     let mut new_refs = Vec::with_capacity(repo.refs.len());
     for (name, old) in &repo.refs {
-        let new = rewritten.new_id(old);
+        let new = rewritten.new_target(old);
         if FORGE_REF_PREFIXES.iter().any(|p| name.starts_with(p)) {
             report.forge_refs.push(name.clone());
         }
@@ -469,7 +473,7 @@ pub fn clean(
         git::refs::write_packed(&repo.path, &new_refs)?;
     }
     if let Some(head) = repo.head_detached {
-        let new = rewritten.new_id(&head);
+        let new = rewritten.new_target(&head);
         if new != head {
             git::output(
                 &repo.path,
@@ -483,7 +487,10 @@ pub fn clean(
 
     run.phase(Phase::Verifying);
     let packaging = std::time::Instant::now();
-    let remaining = rewritten.verify_paths(&repo.path, selection, &objects)?;
+    let new_targets: Vec<Oid> = (repo.refs.iter().map(|(_, oid)| *oid))
+        .chain(repo.head_detached)
+        .collect();
+    let remaining = rewritten.verify_paths(&repo.path, selection, &objects, &new_targets)?;
     if remaining > 0 {
         return Err(CleanError::PathsRemain(remaining));
     }
@@ -515,12 +522,13 @@ fn resolve_ref(repo: &WorkRepo, name: &str) -> Result<(String, Oid), CleanError>
         };
         return head.ok_or_else(|| CleanError::UnknownRef(name.to_owned()));
     }
+    // git's own order (`git rev-parse NAME`): a tag before a branch of the same name.
     let candidates = [
         name.to_owned(),
-        format!("refs/heads/{name}"),
-        format!("refs/tags/{name}"),
-        format!("refs/remotes/{name}"),
         format!("refs/{name}"),
+        format!("refs/tags/{name}"),
+        format!("refs/heads/{name}"),
+        format!("refs/remotes/{name}"),
     ];
     candidates
         .iter()

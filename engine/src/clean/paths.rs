@@ -140,13 +140,22 @@ fn component(part: &str) -> Result<Component, String> {
                 }
                 let mut closed = false;
                 let mut first = true;
-                for c in chars.by_ref() {
+                while let Some(c) = chars.next() {
                     if c == ']' && !first {
                         closed = true;
                         break;
                     }
                     first = false;
-                    if matches!(c, '\\' | '[' | '&' | '~') {
+                    let c = match c {
+                        '\\' => chars.next().ok_or("a path pattern cannot end in `\\`")?,
+                        '[' if chars.peek() == Some(&':') => {
+                            return Err("POSIX classes (`[[:digit:]]`) are not supported in \
+                                        path patterns; list the characters"
+                                .into());
+                        }
+                        c => c,
+                    };
+                    if matches!(c, '\\' | '[' | ']' | '&' | '~' | '^') {
                         class.push('\\');
                     }
                     class.push(c);
@@ -168,6 +177,8 @@ fn component(part: &str) -> Result<Component, String> {
 fn full_match(pattern: &[Component], path: &[&[u8]]) -> bool {
     match pattern.split_first() {
         None => path.is_empty(),
+        // A trailing `**` is what is inside: at least one name.
+        Some((Component::Any, [])) => !path.is_empty(),
         Some((Component::Any, rest)) => {
             (0..=path.len()).any(|skip| full_match(rest, &path[skip..]))
         }
@@ -280,6 +291,28 @@ impl FileSelection {
         self.globs.iter().any(|g| !g.anchored)
     }
 
+    /// Every unanchored pattern that matches a tree entry by its name.
+    pub(crate) fn name_matches<'a>(
+        &'a self,
+        name: &'a [u8],
+        is_tree: bool,
+    ) -> impl Iterator<Item = usize> + 'a {
+        (self.globs.iter().enumerate())
+            .filter(move |(_, g)| g.matches_name(name, is_tree))
+            .map(|(i, _)| i)
+    }
+
+    /// Every anchored pattern that matches the entry at `path`.
+    pub(crate) fn path_matches<'a>(
+        &'a self,
+        path: &'a [u8],
+        is_tree: bool,
+    ) -> impl Iterator<Item = usize> + 'a {
+        (self.globs.iter().enumerate())
+            .filter(move |(_, g)| g.matches_path(path, is_tree))
+            .map(|(i, _)| i)
+    }
+
     /// The first unanchored pattern that matches a tree entry by its name.
     pub(crate) fn name_match(&self, name: &[u8], is_tree: bool) -> Option<usize> {
         self.globs
@@ -375,6 +408,13 @@ mod tests {
         assert_eq!(f.path_match(b"src/a.pem", false), Some(2));
         assert_eq!(f.path_match(b"src/x/y/a.pem", false), Some(2));
         assert_eq!(f.path_match(b"src/x/a.pem.bak", false), None);
+        let inside = files(&["/build/**"]);
+        assert_eq!(
+            inside.path_match(b"build", false),
+            None,
+            "only what is inside"
+        );
+        assert_eq!(inside.path_match(b"build/x.o", false), Some(0));
         assert!(f.may_match_below(b""));
         assert!(f.may_match_below(b"src/deep/er"));
         assert!(f.may_match_below(b"config"));
@@ -384,7 +424,9 @@ mod tests {
 
     #[test]
     fn wildcards_stop_at_slashes_and_classes_work() {
-        let f = files(&["a/*/c", "id_[!.]*", "x?z"]);
+        let f = files(&["a/*/c", "id_[!.]*", "x?z", "[\\]a]b"]);
+        assert_eq!(f.name_match(b"]b", false), Some(3));
+        assert_eq!(f.name_match(b"ab", false), Some(3));
         assert_eq!(f.path_match(b"a/b/c", false), Some(0));
         assert_eq!(f.path_match(b"a/b/b/c", false), None);
         assert_eq!(f.name_match(b"id_rsa", false), Some(1));
@@ -394,7 +436,7 @@ mod tests {
 
     #[test]
     fn bad_file_selections_are_refused_with_the_reason() {
-        for bad in ["", "/", "a//b", "../x", "**", "a/[b"] {
+        for bad in ["", "/", "a//b", "../x", "**", "a/[b", "[[:digit:]]x"] {
             let err = FileSelection::new(&[bad.to_owned()], &[], None).expect_err(bad);
             assert!(err.to_string().contains("path"), "{bad}: {err}");
         }

@@ -266,6 +266,8 @@ pub(crate) struct Options<'a> {
     pub protected_tips: &'a [Oid],
     /// Drop a commit that becomes empty (its tree the same as its parent's).
     pub prune_empty: bool,
+    /// What every ref points at: a ref (or a tag) may name a tree directly.
+    pub ref_targets: &'a [Oid],
 }
 
 /// What the tip of a protected ref still holds of the selection.
@@ -291,6 +293,9 @@ pub(crate) struct Rewritten {
     removes_blobs: bool,
     /// New id per object that changed.
     map: OidMap<Oid>,
+    /// New id of each root tree (of a commit, tag or ref) that lost a path to an
+    /// anchored pattern: a tree's id there depends on where it is.
+    root_map: OidMap<Oid>,
     /// The links (see [`links_of`]) of each object the rewrite wrote, by new id.
     links: OidMap<(Kind, Vec<Oid>)>,
     /// New objects searched as they were written and found clean.
@@ -402,7 +407,7 @@ impl Rewritten {
                     let (mode, name, child) = entry?;
                     let is_tree = mode == b"40000";
                     if (files.has_names() && files.name_match(name, is_tree).is_some())
-                        || (mode != b"160000" && self.is_removed(&child, files))
+                        || (!is_tree && mode != b"160000" && self.is_removed(&child, files))
                     {
                         found = true;
                         break;
@@ -419,6 +424,15 @@ impl Rewritten {
         self.map.get(old).copied().unwrap_or(*old)
     }
 
+    /// The id a ref's target `old` has in the cleaned history (a ref may name a tree,
+    /// which is then a root tree).
+    pub fn new_target(&self, old: &Oid) -> Oid {
+        self.root_map
+            .get(old)
+            .copied()
+            .unwrap_or_else(|| self.new_id(old))
+    }
+
     /// Every object of the cleaned history that `roots` reach, by its new id, each
     /// once; `roots` are ids before the rewrite (the refs' old targets). An object the
     /// rewrite wrote has the links it was written with; any other is an object of the
@@ -430,7 +444,7 @@ impl Rewritten {
     pub fn reachable(&self, roots: impl IntoIterator<Item = Oid>) -> Vec<Oid> {
         let graph = &self.graph;
         let mut seen: OidMap<()> = OidMap::default();
-        let mut stack: Vec<Oid> = roots.into_iter().map(|r| self.new_id(&r)).collect();
+        let mut stack: Vec<Oid> = roots.into_iter().map(|r| self.new_target(&r)).collect();
         let mut out: Vec<Oid> = Vec::new();
         while let Some(oid) = stack.pop() {
             if seen.insert(oid, ()).is_some() {
@@ -511,20 +525,39 @@ impl Rewritten {
         repo: &std::path::Path,
         selection: &Selection,
         objects: &[Oid],
+        ref_targets: &[Oid],
     ) -> Result<usize, CleanError> {
         let files = selection.files();
         if !files.has_anchored() {
             return Ok(0);
         }
-        let mut roots = Vec::new();
+        let is_tree = |oid: &Oid| match self.links.get(oid) {
+            Some((kind, _)) => *kind == Kind::Tree,
+            None => self
+                .graph
+                .index
+                .get(oid)
+                .is_some_and(|&i| self.graph.kind[i as usize] == TREE),
+        };
+        // Root trees: of commits, of tags naming a tree, of refs naming one.
+        let mut roots: Vec<Oid> = ref_targets.iter().copied().filter(|o| is_tree(o)).collect();
         for oid in objects {
-            let tree = match self.links.get(oid) {
-                // A written commit's tree comes first in its links.
-                Some((Kind::Commit, links)) => links.first().copied(),
+            let target = match self.links.get(oid) {
+                // A written commit's tree, a written tag's target, come first.
+                Some((Kind::Commit | Kind::Tag, links)) => links.first().copied(),
                 Some(_) => None,
-                None => self.graph.commit_tree(oid),
+                None => self.graph.index.get(oid).and_then(|&i| {
+                    matches!(self.graph.kind[i as usize], COMMIT | TAG)
+                        .then(|| {
+                            self.graph
+                                .children(i)
+                                .first()
+                                .map(|&t| self.graph.oids[t as usize])
+                        })
+                        .flatten()
+                }),
             };
-            roots.extend(tree);
+            roots.extend(target.filter(|t| is_tree(t)));
         }
         roots.sort_unstable();
         roots.dedup();
@@ -642,7 +675,7 @@ pub(crate) fn rewrite(
             Kind::Tree if look_at_entries => {
                 for (mode, name, child) in tree_entries(data, format).flatten() {
                     let is_tree = mode == b"40000";
-                    if let Some(i) = files.name_match(name, is_tree) {
+                    for i in files.name_matches(name, is_tree) {
                         matched[i].store(true, Ordering::Relaxed);
                         flags |= NAMED;
                     }
@@ -716,9 +749,24 @@ pub(crate) fn rewrite(
     // Anchored patterns: which trees lose a path, and where.
     let is_protected = |oid: &Oid| graph.index.get(oid).is_some_and(|&i| protected[i as usize]);
     let walk = if files.has_anchored() {
+        // Root trees: of commits, of tags that name a tree, of refs that do.
+        let is_tree = |oid: &Oid| {
+            graph
+                .index
+                .get(oid)
+                .is_some_and(|&i| graph.kind[i as usize] == TREE)
+        };
         let mut roots: Vec<Oid> = (0..graph.oids.len() as u32)
-            .filter(|&i| graph.kind[i as usize] == COMMIT)
+            .filter(|&i| matches!(graph.kind[i as usize], COMMIT | TAG))
             .filter_map(|i| graph.children(i).first().map(|&t| graph.oids[t as usize]))
+            .filter(|oid| is_tree(oid))
+            .chain(
+                options
+                    .ref_targets
+                    .iter()
+                    .copied()
+                    .filter(|oid| is_tree(oid)),
+            )
             .collect();
         roots.sort_unstable();
         roots.dedup();
@@ -733,7 +781,7 @@ pub(crate) fn rewrite(
         .unwrap_or_default();
     if !changed_roots.is_empty() {
         for i in 0..graph.oids.len() {
-            if graph.kind[i] == COMMIT
+            if matches!(graph.kind[i], COMMIT | TAG)
                 && let Some(&tree) = graph.children(i as u32).first()
                 && changed_roots.contains_key(&graph.oids[tree as usize])
             {
@@ -819,6 +867,7 @@ pub(crate) fn rewrite(
         removed_ids: files.blob_ids().to_vec(),
         removes_blobs: !files.blob_ids().is_empty() || files.bigger_than().is_some(),
         map,
+        root_map: OidMap::default(),
         links: OidMap::default(),
         written_clean,
         dropped_blobs: OidMap::default(),
@@ -877,7 +926,16 @@ pub(crate) fn rewrite(
         &mut pack,
         run,
     )?;
-    write_tags(repo, selection, &plan.tags, &mut rewritten, &mut pack, run)?;
+    write_tags(
+        repo,
+        selection,
+        &plan.tags,
+        &new_roots,
+        &mut rewritten,
+        &mut pack,
+        run,
+    )?;
+    rewritten.root_map = new_roots;
     pack.finish()?;
     rewritten.rewrite_ms = super::millis(started);
     Ok(rewritten)
@@ -1035,9 +1093,11 @@ fn walk_paths(
                         path.push(b'/');
                     }
                     path.extend_from_slice(name);
-                    if let Some(p) = files.path_match(&path, is_tree) {
-                        if let Some(flag) = matched.get(p) {
-                            flag.store(true, Ordering::Relaxed);
+                    if files.path_match(&path, is_tree).is_some() {
+                        for p in files.path_matches(&path, is_tree) {
+                            if let Some(flag) = matched.get(p) {
+                                flag.store(true, Ordering::Relaxed);
+                            }
                         }
                         nodes[i].removed.push(name.to_vec());
                     } else if is_tree && !skip(&child) && files.may_match_below(&path) {
@@ -1210,20 +1270,15 @@ fn rebuild_tree(
         let (mode, name, child) = entry?;
         let is_tree = mode == b"40000";
         let gitlink = mode == b"160000";
+        let named = files.has_names() && files.name_match(name, is_tree).is_some();
         let new_child = match fate(name) {
+            _ if named => None,
             Fate::Link(new) => Some(new),
             Fate::Drop => None,
-            Fate::Usual => {
-                let named = files.has_names() && files.name_match(name, is_tree).is_some();
-                if named {
-                    None
-                } else if gitlink {
-                    // A submodule's commit is in another repository: kept as it is.
-                    Some(child)
-                } else {
-                    (!out.is_removed(&child, files)).then(|| out.new_id(&child))
-                }
-            }
+            // A submodule's commit is in another repository: kept as it is.
+            Fate::Usual if gitlink => Some(child),
+            Fate::Usual if !is_tree && out.is_removed(&child, files) => None,
+            Fate::Usual => Some(out.new_id(&child)),
         };
         // A directory that lost everything goes too, as git never records an empty one.
         let emptied = is_tree && new_child.is_some_and(|new| new != child && new == empty_tree);
@@ -1618,6 +1673,7 @@ fn write_tags(
     repo: &WorkRepo,
     selection: &Selection,
     tags: &[Oid],
+    new_roots: &OidMap<Oid>,
     out: &mut Rewritten,
     pack: &mut PackWriter,
     run: &CleanRun<'_>,
@@ -1625,7 +1681,12 @@ fn write_tags(
     objects::read_objects(&repo.path, tags, |oid, _, data| -> Result<(), CleanError> {
         run.check()?;
         let (rewritten, dropped) = {
-            let link = |_: &[u8], old: Oid| out.new_id(&old);
+            let link = |_: &[u8], old: Oid| {
+                new_roots
+                    .get(&old)
+                    .copied()
+                    .unwrap_or_else(|| out.new_id(&old))
+            };
             rewrite_object(selection, &link, oid, Kind::Tag, data)?
         };
         let new = out.write(pack, selection, Kind::Tag, &rewritten, None)?;

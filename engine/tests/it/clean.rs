@@ -1711,3 +1711,57 @@ fn a_submodule_entry_is_removed_by_its_path_and_kept_otherwise() {
         );
     }
 }
+
+#[test]
+fn a_tag_of_a_root_tree_loses_an_anchored_path_too() {
+    let mut repo = TestRepo::new();
+    repo.write("config/prod.env", "KEY=1\n")
+        .write("README.md", "app\n")
+        .commit("configs");
+    let tree = trimmed(repo.path(), &["rev-parse", "HEAD^{tree}"]);
+    repo.git(&["tag", "-a", "-m", "tree", "tree-tag", &tree]);
+    let cleaned = clean_into(repo.path(), &files(&["config/prod.env"], &[], None))
+        .map_err(|(e, _)| e.to_string())
+        .unwrap();
+    let listed = trimmed(
+        &cleaned.clone,
+        &["ls-tree", "-r", "--name-only", "tree-tag^{tree}"],
+    );
+    assert!(!listed.contains("config/prod.env"), "still there: {listed}");
+}
+
+#[test]
+fn a_directory_named_by_a_pattern_goes_when_an_anchored_pattern_walks_into_it() {
+    let mut repo = TestRepo::new();
+    repo.write("secrets/prod.key", "k\n")
+        .write("secrets/other.txt", "o\n")
+        .write("README.md", "app\n")
+        .commit("c");
+    let cleaned = clean_into(
+        repo.path(),
+        &files(&["secrets/", "/secrets/prod.key"], &[], None),
+    )
+    .map_err(|(e, _)| e.to_string())
+    .unwrap();
+    assert_eq!(
+        trimmed(&cleaned.clone, &["ls-tree", "-r", "--name-only", "main"]),
+        "README.md"
+    );
+}
+
+#[test]
+fn a_trailing_double_star_removes_what_is_inside_not_a_file_of_that_name() {
+    let mut repo = TestRepo::new();
+    repo.write("build", "not a directory\n")
+        .write("out/build/x.o", "o\n")
+        .write("README.md", "app\n")
+        .commit("c");
+    let cleaned = clean_into(repo.path(), &files(&["/build/**"], &[], None))
+        .map_err(|(e, _)| e.to_string())
+        .unwrap();
+    let listed = trimmed(&cleaned.clone, &["ls-tree", "-r", "--name-only", "main"]);
+    assert!(
+        listed.lines().any(|l| l == "build"),
+        "gitignore keeps the file: {listed}"
+    );
+}
