@@ -315,16 +315,13 @@ impl FileSelection {
 
     /// The first unanchored pattern that matches a tree entry by its name.
     pub(crate) fn name_match(&self, name: &[u8], is_tree: bool) -> Option<usize> {
-        self.globs
-            .iter()
-            .position(|g| g.matches_name(name, is_tree))
+        self.name_matches(name, is_tree).next()
     }
 
     /// The first anchored pattern that matches the entry at `path`.
-    pub(crate) fn path_match(&self, path: &[u8], is_tree: bool) -> Option<usize> {
-        self.globs
-            .iter()
-            .position(|g| g.matches_path(path, is_tree))
+    #[cfg(test)]
+    fn path_match(&self, path: &[u8], is_tree: bool) -> Option<usize> {
+        self.path_matches(path, is_tree).next()
     }
 
     /// Whether an anchored pattern could match under the directory `dir`.

@@ -1093,12 +1093,14 @@ fn walk_paths(
                         path.push(b'/');
                     }
                     path.extend_from_slice(name);
-                    if files.path_match(&path, is_tree).is_some() {
-                        for p in files.path_matches(&path, is_tree) {
-                            if let Some(flag) = matched.get(p) {
-                                flag.store(true, Ordering::Relaxed);
-                            }
+                    let mut removed = false;
+                    for p in files.path_matches(&path, is_tree) {
+                        removed = true;
+                        if let Some(flag) = matched.get(p) {
+                            flag.store(true, Ordering::Relaxed);
                         }
+                    }
+                    if removed {
                         nodes[i].removed.push(name.to_vec());
                     } else if is_tree && !skip(&child) && files.may_match_below(&path) {
                         let child_node = match known.get(&(child, path.clone())) {

@@ -186,6 +186,31 @@ impl Stack {
         panic!("job {id} never reached {status}:\n{}", self.worker.log());
     }
 
+    /// A mirror clone of the job's cleaned bundle as stored (in a directory removed
+    /// when the first value is dropped).
+    async fn cleaned_clone(&self, id: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let bundle = self
+            .env
+            .storage()
+            .get_bytes(ObjectKey::CleanedBundle(id.parse().unwrap()))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cleaned.bundle"), &bundle).unwrap();
+        git_in(
+            dir.path(),
+            &[
+                "clone",
+                "--quiet",
+                "--mirror",
+                "cleaned.bundle",
+                "clone.git",
+            ],
+        );
+        let clone = dir.path().join("clone.git");
+        (dir, clone)
+    }
+
     /// Keys in the bucket under any of the job's prefixes.
     async fn objects(&self, id: &str) -> Vec<String> {
         let storage = self.env.storage();
@@ -1036,25 +1061,7 @@ async fn a_base64_kubernetes_secret_and_a_key_store_are_selected_over_the_api_an
 
     // The cleaned bundle, as stored: neither the token, nor its base64 text, nor the key
     // store is in any object.
-    let bundle = stack
-        .env
-        .storage()
-        .get_bytes(ObjectKey::CleanedBundle(id.parse().unwrap()))
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("cleaned.bundle"), &bundle).unwrap();
-    git_in(
-        dir.path(),
-        &[
-            "clone",
-            "--quiet",
-            "--mirror",
-            "cleaned.bundle",
-            "clone.git",
-        ],
-    );
-    let clone = dir.path().join("clone.git");
+    let (_dir, clone) = stack.cleaned_clone(&id).await;
     let text = String::from_utf8_lossy(&git_in(&clone, &["log", "--all", "-p", "--format=%H %B"]))
         .into_owned();
     assert!(!text.contains(GITHUB) && !text.contains(&encoded), "{text}");
@@ -1111,25 +1118,7 @@ async fn a_scan_that_finds_only_a_file_awaits_selection_and_a_files_only_clean_r
         .await;
     assert_eq!(status, 202, "{body}");
     stack.wait_for(&id, "cleaned").await;
-    let bundle = stack
-        .env
-        .storage()
-        .get_bytes(ObjectKey::CleanedBundle(id.parse().unwrap()))
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("cleaned.bundle"), &bundle).unwrap();
-    git_in(
-        dir.path(),
-        &[
-            "clone",
-            "--quiet",
-            "--mirror",
-            "cleaned.bundle",
-            "clone.git",
-        ],
-    );
-    let clone = dir.path().join("clone.git");
+    let (_dir, clone) = stack.cleaned_clone(&id).await;
     let objects =
         String::from_utf8_lossy(&git_in(&clone, &["rev-list", "--objects", "--all"])).into_owned();
     assert!(!objects.contains(&blob), "{objects}");
